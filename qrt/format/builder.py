@@ -1,0 +1,46 @@
+"""ModelBuilder: assemble a Model tensor by tensor and op by op (used by converters and tests)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .model import (
+    NUMPY_DTYPE, Activation, DType, GraphIO, Layout, Metadata, Model, OpCode, Operator,
+    Quantization, Tensor,
+)
+
+
+class ModelBuilder:
+    def __init__(self, name: str = ""):
+        self.model = Model(tensors=[], operators=[], inputs=[], outputs=[], name=name)
+
+    def tensor(self, name: str, dtype: DType, shape, data=None, scale=None, zero_point=0,
+               axis: int = 0) -> int:
+        """Add a tensor (a constant when `data` is given); returns its index. `scale` (scalar or
+        per-channel sequence) adds quantization with `zero_point` along `axis`."""
+        dtype = DType(dtype)
+        if data is not None and dtype != DType.INT4:
+            data = np.ascontiguousarray(data, dtype=NUMPY_DTYPE[dtype]).reshape(shape)
+        quant = None
+        if scale is not None:
+            scale = np.atleast_1d(np.asarray(scale, dtype=np.float32))
+            zp = np.broadcast_to(np.asarray(zero_point, dtype=np.int32), scale.shape)
+            quant = Quantization(scale, zp, axis)
+        self.model.tensors.append(Tensor(name, dtype, tuple(shape), data, quant))
+        return len(self.model.tensors) - 1
+
+    def op(self, opcode: OpCode, inputs, outputs, options=None, activation=Activation.NONE,
+           clip=(0.0, 0.0), name: str = "") -> int:
+        self.model.operators.append(Operator(OpCode(opcode), tuple(inputs), tuple(outputs), options,
+                                             Activation(activation), clip[0], clip[1], name))
+        return len(self.model.operators) - 1
+
+    def input(self, name: str, tensor: int, layout: Layout = Layout.AS_STORED):
+        self.model.inputs.append(GraphIO(name, tensor, Layout(layout)))
+
+    def output(self, name: str, tensor: int, layout: Layout = Layout.AS_STORED):
+        self.model.outputs.append(GraphIO(name, tensor, Layout(layout)))
+
+    def build(self, metadata: Metadata | None = None) -> Model:
+        if metadata is not None:
+            self.model.metadata = metadata
+        return self.model

@@ -1,0 +1,283 @@
+"""The in-memory form of a .qmodel: plain Python objects that mirror schema/qmodel.fbs.
+
+The reader builds these from a file (constant tensors are read-only views of the file, not
+copies) and the writer turns them back into bytes. Field meanings are in schema/SPEC.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+
+
+class DType(IntEnum):
+    FLOAT32 = 0
+    INT8 = 1
+    UINT8 = 2
+    INT16 = 3
+    INT32 = 4
+    INT64 = 5
+    INT4 = 6  # two per byte, low nibble first
+
+
+class Layout(IntEnum):
+    AS_STORED = 0
+    NCHW = 1
+
+
+class Activation(IntEnum):
+    NONE = 0
+    RELU = 1
+    RELU6 = 2
+    CLIP = 3
+
+
+class OpCode(IntEnum):
+    CONV_2D = 0
+    DEPTHWISE_CONV_2D = 1
+    FULLY_CONNECTED = 2
+    ADD = 3
+    SUB = 4
+    MUL = 5
+    CONCAT = 6
+    MAX_POOL_2D = 7
+    AVERAGE_POOL_2D = 8
+    MEAN = 9
+    PAD = 10
+    RESHAPE = 11
+    TRANSPOSE = 12
+    LEAKY_RELU = 13
+    PRELU = 14
+    LUT = 15
+    SOFTMAX = 16
+    QUANTIZE = 17
+    DEQUANTIZE = 18
+    REQUANTIZE = 19
+
+
+# numpy dtype of each DType's elements (INT4 is stored packed, as raw bytes).
+NUMPY_DTYPE = {
+    DType.FLOAT32: np.dtype("<f4"),
+    DType.INT8: np.dtype("i1"),
+    DType.UINT8: np.dtype("u1"),
+    DType.INT16: np.dtype("<i2"),
+    DType.INT32: np.dtype("<i4"),
+    DType.INT64: np.dtype("<i8"),
+    DType.INT4: np.dtype("u1"),
+}
+
+# Integer range of each quantized dtype (zero points must lie inside it).
+QUANT_RANGE = {
+    DType.INT8: (-128, 127),
+    DType.UINT8: (0, 255),
+    DType.INT16: (-32768, 32767),
+    DType.INT32: (-(2**31), 2**31 - 1),
+    DType.INT4: (-8, 7),
+}
+
+
+def buffer_nbytes(dtype: DType, numel: int) -> int:
+    """Bytes a constant tensor of `numel` elements occupies in the data segment."""
+    if dtype == DType.INT4:
+        return (numel + 1) // 2
+    return numel * NUMPY_DTYPE[dtype].itemsize
+
+
+@dataclass(eq=False)
+class Quantization:
+    """real = scale * (q - zero_point); per tensor (one entry) or per channel along `axis`."""
+
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int = 0  # schema: quantized_dimension
+
+    def __post_init__(self):
+        self.scale = np.atleast_1d(np.asarray(self.scale, dtype=np.float32))
+        self.zero_point = np.atleast_1d(np.asarray(self.zero_point, dtype=np.int32))
+
+    @property
+    def per_channel(self) -> bool:
+        return self.scale.size > 1
+
+
+@dataclass(eq=False)
+class Tensor:
+    """A named tensor. `data` holds the values of a constant (weights, biases, tables); it is
+    None for tensors computed at run time."""
+
+    name: str
+    dtype: DType
+    shape: tuple
+    data: np.ndarray | None = None
+    quant: Quantization | None = None
+
+    def __post_init__(self):
+        self.dtype = DType(self.dtype)
+        self.shape = tuple(int(d) for d in self.shape)
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+# Operator options: one dataclass per options table of the schema, same field names.
+@dataclass
+class Conv2DOptions:
+    stride_h: int = 1
+    stride_w: int = 1
+    dilation_h: int = 1
+    dilation_w: int = 1
+    pad_top: int = 0
+    pad_left: int = 0
+    pad_bottom: int = 0
+    pad_right: int = 0
+    groups: int = 1
+
+
+@dataclass
+class DepthwiseConv2DOptions:
+    stride_h: int = 1
+    stride_w: int = 1
+    dilation_h: int = 1
+    dilation_w: int = 1
+    pad_top: int = 0
+    pad_left: int = 0
+    pad_bottom: int = 0
+    pad_right: int = 0
+    depth_multiplier: int = 1
+
+
+@dataclass
+class Pool2DOptions:
+    kernel_h: int = 0
+    kernel_w: int = 0
+    stride_h: int = 1
+    stride_w: int = 1
+    pad_top: int = 0
+    pad_left: int = 0
+    pad_bottom: int = 0
+    pad_right: int = 0
+    count_include_pad: bool = False
+
+
+@dataclass
+class ConcatOptions:
+    axis: int = 0
+
+
+@dataclass
+class MeanOptions:
+    axes: tuple = ()
+    keep_dims: bool = False
+
+
+@dataclass
+class PadOptions:
+    pads: tuple = ()
+
+
+@dataclass
+class TransposeOptions:
+    perm: tuple = ()
+
+
+@dataclass
+class LeakyReluOptions:
+    alpha: float = 0.0
+
+
+@dataclass
+class SoftmaxOptions:
+    axis: int = -1
+    beta: float = 1.0
+
+
+@dataclass
+class LutOptions:
+    function: str = ""
+
+
+# Union member order of OpOptions in the schema: the type code of options class i is i + 1.
+OPTIONS_TYPES = (
+    Conv2DOptions,
+    DepthwiseConv2DOptions,
+    Pool2DOptions,
+    ConcatOptions,
+    MeanOptions,
+    PadOptions,
+    TransposeOptions,
+    LeakyReluOptions,
+    SoftmaxOptions,
+    LutOptions,
+)
+
+
+@dataclass
+class Operator:
+    opcode: OpCode
+    inputs: tuple
+    outputs: tuple
+    options: object = None
+    activation: Activation = Activation.NONE
+    clip_min: float = 0.0
+    clip_max: float = 0.0
+    name: str = ""
+    version: int = 1
+
+    def __post_init__(self):
+        self.inputs = tuple(int(i) for i in self.inputs)
+        self.outputs = tuple(int(i) for i in self.outputs)
+
+
+@dataclass
+class GraphIO:
+    name: str
+    tensor: int
+    layout: Layout = Layout.AS_STORED
+
+
+@dataclass
+class Calibration:
+    method: str = ""
+    num_samples: int = 0
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class Metadata:
+    producer: str = ""
+    producer_version: str = ""
+    source_file: str = ""
+    source_sha256: str = ""
+    calibration: Calibration | None = None
+    properties: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Model:
+    tensors: list
+    operators: list
+    inputs: list
+    outputs: list
+    metadata: Metadata = field(default_factory=Metadata)
+    name: str = ""
+    # Filled in by the reader from the file; the writer computes them.
+    format_version: int = 0
+    min_runtime_version: str = ""
+    numerics_version: int = 1
+
+    def tensor_label(self, index: int) -> str:
+        """How errors name a tensor: its index and, when it is valid, its name."""
+        if 0 <= index < len(self.tensors):
+            return f"tensor {index} '{self.tensors[index].name}'"
+        return f"tensor {index}"
+
+    def operator_label(self, index: int) -> str:
+        op = self.operators[index]
+        opname = OpCode(op.opcode).name if op.opcode in OpCode._value2member_map_ else str(op.opcode)
+        named = f" '{op.name}'" if op.name else ""
+        return f"operator {index}{named} ({opname})"

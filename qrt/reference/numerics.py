@@ -1,0 +1,48 @@
+"""The numerics rule (schema/SPEC.md, section 4), written plainly in NumPy.
+
+Real multiplier M = s_in * s_w / s_out is stored as (m, n): M ~= m * 2**-n with m an int32
+mantissa in [2**30, 2**31) and n a right shift in [1, 62]. Requantizing an int32 accumulator:
+
+    y = clamp(zero_point + ((acc * m + 2**(n-1)) >> n), lo, hi)
+
+one rounding: to nearest, ties toward +infinity, computed exactly in 64 bits.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import InvalidModelError
+
+MIN_SHIFT, MAX_SHIFT = 1, 62
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """(m, n) for a positive real multiplier, as SPEC.md section 4.1 specifies (float64 math,
+    done once at load or conversion time)."""
+    real = float(real)
+    if not (math.isfinite(real) and real > 0):
+        raise InvalidModelError(f"requantization multiplier {real!r} must be finite and > 0")
+    frac, exp = math.frexp(real)  # real = frac * 2**exp, frac in [0.5, 1)
+    m = round(frac * 2**31)  # round half to even, exact in float64
+    if m == 2**31:
+        m, exp = 2**30, exp + 1
+    n = 31 - exp
+    if n < MIN_SHIFT:
+        raise InvalidModelError(f"requantization multiplier {real!r} is too large "
+                                f"(the limit is 2^{31 - MIN_SHIFT}); check the scales")
+    if n > MAX_SHIFT:  # M < 2**-32: keep the shift in range, lose mantissa bits
+        m = (m + (1 << (n - MAX_SHIFT - 1))) >> (n - MAX_SHIFT)
+        n = MAX_SHIFT
+    return int(m), int(n)
+
+
+def requantize(acc: np.ndarray, multiplier, shift, zero_point: int, lo: int, hi: int) -> np.ndarray:
+    """int32 accumulators -> clamped integers; multiplier and shift per element or broadcast
+    along the last axis (per channel)."""
+    acc = np.asarray(acc, dtype=np.int64)
+    m = np.asarray(multiplier, dtype=np.int64)
+    n = np.asarray(shift, dtype=np.int64)
+    scaled = (acc * m + (np.int64(1) << (n - 1))) >> n
+    return np.clip(scaled + zero_point, lo, hi)
