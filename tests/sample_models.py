@@ -62,7 +62,7 @@ def all_ops_model(seed: int = 0):
     s = act("s", (1, 4, 4, 8))
     b.op(OpCode.SUB, [mu, a], [s], activation=Activation.RELU, name="sub")
     lr = act("lr", (1, 4, 4, 8))
-    b.op(OpCode.LEAKY_RELU, [s], [lr], LeakyReluOptions(alpha=0.1), name="leaky")
+    b.op(OpCode.LEAKY_RELU, [s], [lr], LeakyReluOptions(alpha=0.125), name="leaky")
     alpha = T("alpha", DType.INT8, (8,), _weights(rng, (8,)), scale=0.002, zero_point=0)
     p = act("p", (1, 4, 4, 8))
     b.op(OpCode.PRELU, [lr, alpha], [p], name="prelu")

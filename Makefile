@@ -1,0 +1,26 @@
+# One entry point for people and CI. `make test` sets everything up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test fuzz generate clean
+
+$(STAMP): pyproject.toml setup.py $(wildcard qrt/kernels/*.pyx)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)  ## build, install and run the whole test suite
+	$(PY) -m pytest
+
+fuzz: $(STAMP)  ## coverage-guided fuzzing of the loader (FUZZ_SECONDS, default 600)
+	$(PY) -m pip install --quiet atheris==3.0.0
+	$(PY) -m bench.fuzz --seconds $${FUZZ_SECONDS:-600}
+
+generate: $(STAMP)  ## regenerate qrt/format/qmodel_generated.py from schema/qmodel.fbs
+	$(PY) schema/generate.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info qrt/kernels/*.c qrt/kernels/*.so

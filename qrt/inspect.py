@@ -1,0 +1,103 @@
+"""`qrt inspect`: what a .qmodel holds, as a table for people or JSON for machines."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from .format import Activation, Layout, Model, read_model
+
+
+def _quant(t) -> str:
+    q = t.quant
+    if q is None:
+        return ""
+    if q.per_channel:
+        return f"per-channel[{q.scale.size}] axis {q.axis} s {q.scale.min():.3g}..{q.scale.max():.3g}"
+    return f"s {float(q.scale[0]):.4g} zp {int(q.zero_point[0])}"
+
+
+def _user_shape(t, layout) -> list:
+    s = list(t.shape)
+    return [s[0], s[3], s[1], s[2]] if layout == Layout.NCHW else s
+
+
+def _options(op) -> str:
+    parts = []
+    if op.options is not None:
+        for k, v in dataclasses.asdict(op.options).items():
+            default = getattr(type(op.options)(), k)
+            if v != default:
+                parts.append(f"{k}={list(v) if isinstance(v, tuple) else v}")
+    if op.activation != Activation.NONE:
+        act = Activation(op.activation).name.lower()
+        parts.append(f"{act}[{op.clip_min:g},{op.clip_max:g}]" if op.activation == Activation.CLIP else act)
+    return " ".join(parts)
+
+
+def summary(model: Model, path: str | None = None) -> dict:
+    """Everything `qrt inspect` shows, as plain JSON-able data."""
+    def io(ios):
+        return [{"name": g.name, "tensor": g.tensor, "dtype": model.tensors[g.tensor].dtype.name,
+                 "shape": _user_shape(model.tensors[g.tensor], g.layout), "layout": Layout(g.layout).name,
+                 "scale": None if model.tensors[g.tensor].quant is None else float(model.tensors[g.tensor].quant.scale[0]),
+                 "zero_point": None if model.tensors[g.tensor].quant is None else int(model.tensors[g.tensor].quant.zero_point[0])}
+                for g in ios]
+
+    ops = []
+    for i, op in enumerate(model.operators):
+        consts = [model.tensors[t] for t in op.inputs if model.tensors[t].data is not None]
+        outs = [model.tensors[t] for t in op.outputs]
+        ops.append({
+            "index": i, "name": op.name, "op": op.opcode.name, "version": op.version,
+            "inputs": [model.tensors[t].name for t in op.inputs],
+            "input_shapes": [list(model.tensors[t].shape) for t in op.inputs if model.tensors[t].data is None],
+            "output": outs[0].name, "output_shape": list(outs[0].shape), "output_dtype": outs[0].dtype.name,
+            "output_quant": _quant(outs[0]), "options": _options(op),
+            "weight_bytes": sum(t.data.nbytes for t in consts),
+        })
+    md = dataclasses.asdict(model.metadata)
+    return {
+        "file": path, "file_bytes": os.path.getsize(path) if path else None,
+        "name": model.name, "format_version": model.format_version,
+        "min_runtime_version": model.min_runtime_version, "numerics_version": model.numerics_version,
+        "inputs": io(model.inputs), "outputs": io(model.outputs), "operators": ops,
+        "tensors": len(model.tensors),
+        "constant_bytes": sum(t.data.nbytes for t in model.tensors if t.data is not None),
+        "metadata": md,
+    }
+
+
+def _table(headers, rows) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def render(s: dict) -> str:
+    out = [f"{s['file'] or s['name'] or 'model'}: {s['file_bytes'] or '?'} bytes, "
+           f"{len(s['operators'])} operators, {s['tensors']} tensors, {s['constant_bytes']} bytes of constants",
+           f"format revision {s['format_version']}, needs qrt >= {s['min_runtime_version']}, "
+           f"numerics rule {s['numerics_version']}" + (f", name '{s['name']}'" if s["name"] else ""), ""]
+    for kind in ("inputs", "outputs"):
+        rows = [[g["name"], g["dtype"], "x".join(map(str, g["shape"])), g["layout"],
+                 "" if g["scale"] is None else f"{g['scale']:.6g}", "" if g["zero_point"] is None else g["zero_point"]]
+                for g in s[kind]]
+        out += [kind.capitalize(), _table(["name", "dtype", "shape", "layout", "scale", "zero_point"], rows), ""]
+    rows = [[o["index"], o["name"], o["op"], " ".join("x".join(map(str, sh)) for sh in o["input_shapes"]),
+             "x".join(map(str, o["output_shape"])), o["output_dtype"], o["output_quant"],
+             o["weight_bytes"] or "", o["options"]] for o in s["operators"]]
+    out += ["Operators", _table(["#", "name", "op", "in", "out", "dtype", "quantization", "weights", "options"], rows), ""]
+    md = s["metadata"]
+    rows = [[k, v] for k, v in md.items() if k not in ("calibration", "properties") and v]
+    if md["calibration"]:
+        c = md["calibration"]
+        rows.append(["calibration", f"{c['method']}, {c['num_samples']} samples"
+                     + "".join(f", {k}={v}" for k, v in c["settings"].items())])
+    rows += [[k, v] for k, v in md["properties"].items()]
+    if rows:
+        out += ["Metadata", _table(["key", "value"], rows)]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def inspect_file(path: str) -> dict:
+    return summary(read_model(path), path)
