@@ -64,7 +64,7 @@ class _Decoder:
         return pos + rel
 
     def table(self, pos: int, spec: L.Table, where: str) -> dict:
-        self.charge(1, where)
+        self.charge(8, where)  # a table and the offset to it take >= 8 bytes of a file
         self.need(pos, 4, where)
         vtable = pos - _I32.unpack_from(self.buf, pos)[0]
         self.need(vtable, 4, where + " (vtable)")
@@ -181,6 +181,9 @@ def _check_version(header: dict):
             f"this file needs qrt >= {text} (it was written with format revision "
             f"{header['format_version']}); this is qrt {__version__}, which reads revision "
             f"{FORMAT_VERSION}: upgrade with pip install -U qrt")
+    if header["numerics_version"] < 1:
+        raise ModelFormatError(f"Model.numerics_version: {header['numerics_version']} is not a "
+                               f"numerics rule (rules are numbered from 1)")
     if header["numerics_version"] != NUMERICS_VERSION:
         raise UnsupportedModelError(
             f"this file uses numerics rule {header['numerics_version']}; qrt {__version__} "
@@ -198,7 +201,7 @@ def _buffers(raw, file_size: int, segment: int):
             raise ModelFormatError(f"{where}: buffer 0 is the empty sentinel, but has size {size}")
         if offset % L.DATA_ALIGNMENT:
             raise ModelFormatError(f"{where}: offset {offset} is not a multiple of {L.DATA_ALIGNMENT}")
-        if segment + offset + size > file_size:
+        if size and segment + offset + size > file_size:
             raise ModelFormatError(
                 f"{where}: {size} bytes at data offset {offset} run past the end of the file "
                 f"({file_size} bytes; data segment starts at {segment}); the file is truncated")
@@ -244,8 +247,9 @@ def _operator(i: int, o: dict) -> Operator:
     if o["options"] is not None:
         code, fields = o["options"]
         cls = OPTIONS_TYPES[code - 1]
-        fields = {k: (_ints(v) if isinstance(v, np.ndarray) else v) for k, v in fields.items()}
-        options = cls(**fields)
+        # Absent vectors and strings keep the dataclass defaults ((), "").
+        options = cls(**{k: (_ints(v) if isinstance(v, np.ndarray) else v)
+                         for k, v in fields.items() if v is not None})
     return Operator(
         opcode=_enum(OpCode, o["opcode"], where + " opcode"),
         inputs=_ints(o["inputs"]),

@@ -12,12 +12,14 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InvalidModelError
+from .._version import __version__
+from ..errors import InvalidModelError, UnsupportedModelError
 from .model import (
     NUMPY_DTYPE, QUANT_RANGE, Activation, ConcatOptions, Conv2DOptions, DType,
     DepthwiseConv2DOptions, LeakyReluOptions, LutOptions, MeanOptions, Model, OpCode,
     PadOptions, Pool2DOptions, SoftmaxOptions, Tensor, TransposeOptions, buffer_nbytes,
 )
+from .versions import OP_SINCE
 
 MAX_RANK = 8
 MAX_TENSOR_ELEMENTS = 2**31 - 1
@@ -338,7 +340,7 @@ def _fully_connected(c: _Op):
     c.rank(w, 2, "[N_out, K]")
     c.weights(w, 0)
     nout, k = w.shape
-    if x.shape[-1] != k:
+    if not x.shape or x.shape[-1] != k:
         c.fail(f"input {c.label(x)} has shape {x.shape}; its last dimension must be K = {k}")
     if y.shape != x.shape[:-1] + (nout,):
         c.fail(f"output {c.label(y)} has shape {y.shape}; expected {x.shape[:-1] + (nout,)}")
@@ -550,16 +552,19 @@ OP_RULES = {
 }
 
 
-def _check_operator(model: Model, i: int):
-    from .versions import OP_SINCE, __version__
-    from ..errors import UnsupportedModelError
+def _check_op_versions(model: Model):
+    for i, op in enumerate(model.operators):
+        if op.version < 1:
+            fail(model.operator_label(i), f"version {op.version} is not an op version (they start at 1)")
+        if (int(op.opcode), op.version) not in OP_SINCE:
+            raise UnsupportedModelError(
+                f"{model.operator_label(i)} is version {op.version}, which qrt {__version__} does "
+                f"not know; the file needs a newer qrt (pip install -U qrt)")
 
+
+def _check_operator(model: Model, i: int):
     c = _Op(model, i)
     op = c.op
-    if (int(op.opcode), op.version) not in OP_SINCE:
-        raise UnsupportedModelError(
-            f"{model.operator_label(i)} is version {op.version}, which qrt {__version__} does not "
-            f"know; the file needs a newer qrt (pip install -U qrt)")
     rule = OP_RULES[op.opcode]
     lo, hi = rule.inputs
     if not lo <= len(op.inputs) <= hi:
@@ -578,6 +583,7 @@ def _check_operator(model: Model, i: int):
 
 def verify_model(model: Model):
     """Raise InvalidModelError (or UnsupportedModelError) if `model` breaks a rule of the spec."""
+    _check_op_versions(model)
     names = {}
     for i, t in enumerate(model.tensors):
         _check_tensor(f"tensor {i} '{t.name}'", t)

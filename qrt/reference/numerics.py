@@ -1,7 +1,8 @@
 """The numerics rule (schema/SPEC.md, section 4), written plainly in NumPy.
 
 Real multiplier M = s_in * s_w / s_out is stored as (m, n): M ~= m * 2**-n with m an int32
-mantissa in [2**30, 2**31) and n a right shift in [1, 62]. Requantizing an int32 accumulator:
+mantissa in [2**30, 2**31) and n a right shift in [1, 62] (for M < 2**-32 the shift stays 62 and
+m shrinks below 2**30, down to 0). Requantizing an int32 accumulator:
 
     y = clamp(zero_point + ((acc * m + 2**(n-1)) >> n), lo, hi)
 
