@@ -18,3 +18,7 @@ class UnsupportedModelError(QrtError):
 class InvalidModelError(QrtError, ValueError):
     """The file decodes but breaks a rule of the spec (schema/SPEC.md): bad shapes, scales,
     zero points, operator arity, dtypes or options, graph order, accumulator bounds."""
+
+
+class InputError(QrtError, ValueError):
+    """What was passed to a model (names, shapes, dtypes of the feeds) does not fit it."""

@@ -153,6 +153,8 @@ class _Decoder:
 
 
 def _enum(enum_cls, code: int, where: str):
+    if code < 0:  # codes are never negative, in any revision
+        raise ModelFormatError(f"{where}: {enum_cls.__name__} code {code} is invalid (codes are >= 0)")
     try:
         return enum_cls(code)
     except ValueError:

@@ -228,9 +228,9 @@ class _Op:
         if b.quant is not None:
             if np.any(b.quant.zero_point != 0):
                 self.fail(f"bias {self.label(b)} must have zero point 0")
-            expect = np.float64(x.quant.scale[0]) * w.quant.scale.astype(np.float64)
-            got = np.broadcast_to(b.quant.scale.astype(np.float64), expect.shape)
-            if b.quant.scale.size not in (1, expect.size) or not np.allclose(got, expect, rtol=1e-4, atol=0):
+            expect = np.float64(x.quant.scale[0]) * np.broadcast_to(w.quant.scale.astype(np.float64), (channels,))
+            got = b.quant.scale.astype(np.float64)
+            if got.size not in (1, channels) or not np.allclose(got, expect, rtol=1e-4, atol=0):
                 self.fail(f"bias {self.label(b)} scale must equal input scale x weight scale per channel")
         max_bias = int(np.abs(b.data.astype(np.int64)).max()) if b.data.size else 0
         bound = reduction * MAX_INPUT_MAGNITUDE * MAX_WEIGHT_MAGNITUDE + max_bias

@@ -2,6 +2,8 @@
 that can run it; the reader refuses files that need a newer one (schema/SPEC.md, section 6)."""
 from __future__ import annotations
 
+import re
+
 from .._version import __version__
 from .model import Model, OpCode
 
@@ -16,11 +18,13 @@ OP_SINCE: dict[tuple[int, int], str] = {(int(op), 1): "0.1.0" for op in OpCode}
 BASE_SINCE = "0.1.0"
 
 
+_VERSION = re.compile(r"[0-9]{1,6}\.[0-9]{1,6}\.[0-9]{1,6}", re.ASCII)
+
+
 def parse_version(text: str) -> tuple[int, int, int]:
-    parts = text.split(".")
-    if len(parts) != 3 or not all(p.isdigit() and len(p) <= 6 for p in parts):
+    if not _VERSION.fullmatch(text):
         raise ValueError(f"'{text}' is not a MAJOR.MINOR.PATCH version")
-    return tuple(int(p) for p in parts)
+    return tuple(int(p) for p in text.split("."))
 
 
 RUNTIME_VERSION = parse_version(__version__)

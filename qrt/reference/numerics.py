@@ -39,11 +39,23 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     return int(m), int(n)
 
 
+def quantize_signed_multiplier(real: float) -> tuple[int, int]:
+    """(m, n) for any finite real multiplier: the mantissa carries the sign, and 0 is (0, 1).
+    Used where the real factor can be negative or zero (LEAKY_RELU and PRELU slopes)."""
+    if real == 0:
+        return 0, MIN_SHIFT
+    m, n = quantize_multiplier(abs(real))
+    return (-m if real < 0 else m), n
+
+
+def rounding_shift(v: np.ndarray, multiplier, shift) -> np.ndarray:
+    """(v * m + 2**(n-1)) >> n in exact 64-bit integers: v * M rounded to nearest, ties up."""
+    v = np.asarray(v, dtype=np.int64)
+    n = np.asarray(shift, dtype=np.int64)
+    return (v * np.asarray(multiplier, dtype=np.int64) + (np.int64(1) << (n - 1))) >> n
+
+
 def requantize(acc: np.ndarray, multiplier, shift, zero_point: int, lo: int, hi: int) -> np.ndarray:
     """int32 accumulators -> clamped integers; multiplier and shift per element or broadcast
     along the last axis (per channel)."""
-    acc = np.asarray(acc, dtype=np.int64)
-    m = np.asarray(multiplier, dtype=np.int64)
-    n = np.asarray(shift, dtype=np.int64)
-    scaled = (acc * m + (np.int64(1) << (n - 1))) >> n
-    return np.clip(scaled + zero_point, lo, hi)
+    return np.clip(rounding_shift(acc, multiplier, shift) + zero_point, lo, hi)

@@ -94,13 +94,3 @@ def test_writer_refuses_to_overwrite_with_invalid_model(tmp_path):
     assert path.read_bytes() == b"keep me"
     assert [p.name for p in tmp_path.iterdir()] == ["m.qmodel"]
 
-
-def test_model_without_constants_round_trips():
-    b = ModelBuilder("reshape_only")
-    x = b.tensor("x", DType.INT8, (1, 2, 3), scale=0.5, zero_point=1)
-    y = b.tensor("y", DType.INT8, (6,), scale=0.5, zero_point=1)
-    b.op(OpCode.RESHAPE, [x], [y])
-    b.input("x", x)
-    b.output("y", y)
-    data = qrt.to_bytes(b.build())
-    assert_same_model(b.build(), qrt.read_model(data))
