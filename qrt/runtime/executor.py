@@ -1,0 +1,216 @@
+"""qrt.load and the runnable model: load -> verify -> prepare -> plan -> run.
+
+A loaded model holds the verified file (weights stay in the memory map), each operator's
+prepared integer parameters, and an arena plan. Each thread that runs the model gets its own
+arena on first use, so one model may be run from several threads at once; a run allocates
+nothing but its outputs.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from ..format.model import NUMPY_DTYPE, DType, Layout, OpCode
+from ..format.reader import read_model
+from .arena import plan_arena
+from .kernels import DEFAULT_KERNELS, KERNEL_SETS, KernelSet
+from .prepare import DequantizeParams, QuantizeParams, prepare_op, _scale, _zp  # noqa: F401
+from ..format.model import QUANT_RANGE
+
+
+@dataclass(frozen=True)
+class IOInfo:
+    """A graph input or output as the user sees it."""
+    name: str
+    shape: tuple  # in `layout`; shape[0] is the batch the file was made for
+    dtype: str  # numpy name of the stored tensor's dtype
+    layout: str  # "NCHW" or "AS_STORED"
+    scale: float | None
+    zero_point: int | None
+
+
+@dataclass
+class _Step:
+    opcode: OpCode
+    inputs: tuple
+    output: int
+    params: object
+
+
+def _user_shape(shape: tuple, layout: Layout) -> tuple:
+    return (shape[0], shape[3], shape[1], shape[2]) if layout == Layout.NCHW else shape
+
+
+def op_macs(model, op) -> int:
+    """Multiply-accumulates of one operator (conv, depthwise, fully connected; 0 otherwise)."""
+    y = model.tensors[op.outputs[0]]
+    if op.opcode in (OpCode.CONV_2D, OpCode.FULLY_CONNECTED):
+        w = model.tensors[op.inputs[1]]
+        return y.numel * math.prod(w.shape[1:])
+    if op.opcode == OpCode.DEPTHWISE_CONV_2D:
+        w = model.tensors[op.inputs[1]]
+        return y.numel * w.shape[1] * w.shape[2]
+    return 0
+
+
+class Model:
+    """A verified, prepared .qmodel ready to run. Create it with qrt.load()."""
+
+    def __init__(self, source, kernels: str | None = None):
+        self.definition = read_model(source)
+        m = self.definition
+        name = kernels or os.environ.get("QRT_KERNELS", DEFAULT_KERNELS)
+        if name not in KERNEL_SETS:
+            raise InputError(f"unknown kernel set '{name}'; choose one of {sorted(KERNEL_SETS)}")
+        self.kernels: KernelSet = KERNEL_SETS[name]
+        self._steps = [_Step(op.opcode, op.inputs, op.outputs[0], prepare_op(m, i))
+                       for i, op in enumerate(m.operators)]
+        self._arena = plan_arena(m)
+        self._local = threading.local()
+        self._constants = {i: t.data for i, t in enumerate(m.tensors) if t.data is not None}
+        self.inputs = [self._io(g) for g in m.inputs]
+        self.outputs = [self._io(g) for g in m.outputs]
+        self.macs = sum(op_macs(m, op) for op in m.operators)
+
+    def _io(self, g) -> IOInfo:
+        t = self.definition.tensors[g.tensor]
+        q = t.quant
+        return IOInfo(g.name, _user_shape(t.shape, g.layout), NUMPY_DTYPE[t.dtype].name,
+                      Layout(g.layout).name, None if q is None else float(q.scale[0]),
+                      None if q is None else int(q.zero_point[0]))
+
+    @property
+    def arena_bytes(self) -> int:
+        """Bytes of the arena one thread uses for all intermediate tensors."""
+        return self._arena.size
+
+    @property
+    def naive_arena_bytes(self) -> int:
+        """Bytes all run-time tensors would take without sharing (for comparison)."""
+        return self._arena.naive_size
+
+    # ------------------------------------------------------------------ running
+
+    def _views(self) -> dict:
+        """This thread's arena: one view per run-time tensor, made on first use."""
+        views = getattr(self._local, "views", None)
+        if views is None:
+            buf = np.zeros(self._arena.size + 64, np.uint8)
+            base = (-buf.ctypes.data) % 64
+            views = {}
+            for t, off in self._arena.offsets.items():
+                tensor = self.definition.tensors[t]
+                dt = NUMPY_DTYPE[tensor.dtype]
+                start = base + off
+                views[t] = buf[start:start + tensor.numel * dt.itemsize].view(dt).reshape(tensor.shape)
+            self._local.views = views
+        return views
+
+    def _feeds(self, args, kwargs) -> list:
+        """Match what the user passed to the graph inputs, in order."""
+        if len(args) == 1 and isinstance(args[0], dict) and not kwargs:
+            kwargs, args = args[0], ()
+        names = [g.name for g in self.inputs]
+        if args and kwargs:
+            raise InputError("pass the inputs either positionally or by name, not both")
+        if args:
+            if len(args) != len(names):
+                raise InputError(f"the model takes {len(names)} input(s) {names}, got {len(args)}")
+            return list(args)
+        unknown = sorted(set(kwargs) - set(names))
+        missing = [n for n in names if n not in kwargs]
+        if unknown or missing:
+            raise InputError(f"inputs must be exactly {names}"
+                             + (f"; unknown: {unknown}" if unknown else "")
+                             + (f"; missing: {missing}" if missing else ""))
+        return [kwargs[n] for n in names]
+
+    def _check_feed(self, info: IOInfo, x) -> tuple[np.ndarray, int]:
+        """The array and how many file-batches it holds."""
+        if not isinstance(x, np.ndarray):
+            try:
+                x = np.asarray(x)
+            except Exception as e:
+                raise InputError(f"input '{info.name}': cannot be read as an array ({e})") from None
+        stored = np.dtype(info.dtype)
+        ok = x.dtype == stored or (x.dtype.kind == "f" and (stored.kind == "f" or info.scale is not None))
+        if not ok:
+            want = f"float32 or {stored.name}" if info.scale is not None else stored.name
+            raise InputError(f"input '{info.name}': dtype {x.dtype} is not accepted; pass {want}")
+        batch = info.shape[0]
+        if x.ndim != len(info.shape) or x.shape[1:] != info.shape[1:] or x.shape[0] % batch or x.shape[0] == 0:
+            raise InputError(f"input '{info.name}': shape {x.shape} does not match {info.shape} "
+                             f"({info.layout}); the first dimension may be any multiple of {batch}")
+        return x, x.shape[0] // batch
+
+    def run(self, *args, raw: bool = False, **kwargs):
+        """Run the model.
+
+        Inputs: positional arrays in input order, a dict, or keywords, by input name. A float
+        array is quantized with the input's scale and zero point; an array of the stored
+        integer dtype is used as is. The first dimension may be any multiple of the batch
+        the file was made for. Returns the output array when the model has one output, else a
+        dict by output name; outputs are float unless raw=True (stored integers).
+        """
+        feeds = [self._check_feed(info, x) for info, x in zip(self.inputs, self._feeds(args, kwargs))]
+        chunks = {n for _, n in feeds}
+        if len(chunks) != 1:
+            raise InputError("all inputs must hold the same number of batches")
+        chunks = chunks.pop()
+        m = self.definition
+        results = []
+        for g, info in zip(m.outputs, self.outputs):
+            t = m.tensors[g.tensor]
+            dtype = t.dtype if raw or t.quant is None else DType.FLOAT32
+            results.append(np.empty((info.shape[0] * chunks,) + info.shape[1:], NUMPY_DTYPE[dtype]))
+        views = self._views()
+        for c in range(chunks):
+            for (x, _), g in zip(feeds, m.inputs):
+                b = m.tensors[g.tensor].shape[0]
+                self._load_input(x[c * b:(c + 1) * b], g, views[g.tensor])
+            self._execute(views)
+            for out, g, info in zip(results, m.outputs, self.outputs):
+                b = info.shape[0]
+                self._store_output(views[g.tensor], g, out[c * b:(c + 1) * b])
+        if len(results) == 1:
+            return results[0]
+        return {info.name: r for info, r in zip(self.outputs, results)}
+
+    def _load_input(self, x: np.ndarray, g, dest: np.ndarray):
+        t = self.definition.tensors[g.tensor]
+        if g.layout == Layout.NCHW:
+            x = x.transpose(0, 2, 3, 1)
+        if x.dtype.kind == "f" and t.dtype != DType.FLOAT32:
+            lo, hi = QUANT_RANGE[t.dtype]
+            p = QuantizeParams(_scale(t), _zp(t), lo, hi)
+            self.kernels.quantize([np.ascontiguousarray(x, dtype=np.float32)], p, dest)
+        else:
+            dest[...] = x
+
+    def _store_output(self, y: np.ndarray, g, out: np.ndarray):
+        t = self.definition.tensors[g.tensor]
+        if g.layout == Layout.NCHW:
+            out = out.transpose(0, 2, 3, 1)
+        if out.dtype == np.float32 and t.dtype != DType.FLOAT32:
+            self.kernels.dequantize([y], DequantizeParams(np.float32(_scale(t)), _zp(t)), out)
+        else:
+            out[...] = y
+
+    def _execute(self, views: dict):
+        constants, table = self._constants, self.kernels.table
+        for step in self._steps:
+            ins = [views[t] if t in views else constants[t] for t in step.inputs]
+            table[step.opcode](ins, step.params, views[step.output])
+
+
+def load(source, kernels: str | None = None) -> Model:
+    """Load, verify and prepare a .qmodel (a path, memory-mapped, or bytes).
+
+    kernels: "fast" (compiled, the default) or "reference" (the NumPy spec); the QRT_KERNELS
+    environment variable sets the default."""
+    return Model(source, kernels)

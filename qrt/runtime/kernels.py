@@ -1,0 +1,59 @@
+"""Kernel sets: for every op code, a function (inputs, params, out) that writes `out`.
+
+"reference" runs the NumPy spec (qrt/reference/ops.py); "fast" runs the compiled kernels
+(qrt/kernels/), which must be bit-exact with it. QRT_KERNELS or qrt.load(kernels=...) chooses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..format.model import OpCode
+from ..reference import ops as R
+
+
+@dataclass(frozen=True)
+class KernelSet:
+    name: str
+    table: dict  # OpCode -> fn(inputs, params, out)
+    quantize: Callable  # graph-boundary conversions, same signature
+    dequantize: Callable
+
+
+def _into(fn):
+    """Adapt a reference op (returns its result) to the (inputs, params, out) convention."""
+    def run(ins, p, out):
+        out[...] = fn(ins, p).reshape(out.shape)
+    return run
+
+
+REFERENCE = KernelSet(
+    "reference",
+    {
+        OpCode.CONV_2D: _into(lambda i, p: R.conv_2d(i[0], i[1], i[2], p)),
+        OpCode.DEPTHWISE_CONV_2D: _into(lambda i, p: R.depthwise_conv_2d(i[0], i[1], i[2], p)),
+        OpCode.FULLY_CONNECTED: _into(lambda i, p: R.fully_connected(i[0], i[1], i[2], p)),
+        OpCode.ADD: _into(lambda i, p: R.add(i[0], i[1], p)),
+        OpCode.SUB: _into(lambda i, p: R.add(i[0], i[1], p)),
+        OpCode.MUL: _into(lambda i, p: R.mul(i[0], i[1], p)),
+        OpCode.CONCAT: _into(R.concat),
+        OpCode.MAX_POOL_2D: _into(lambda i, p: R.max_pool_2d(i[0], p)),
+        OpCode.AVERAGE_POOL_2D: _into(lambda i, p: R.average_pool_2d(i[0], p)),
+        OpCode.MEAN: _into(lambda i, p: R.mean(i[0], p)),
+        OpCode.PAD: _into(lambda i, p: R.pad(i[0], p)),
+        OpCode.RESHAPE: _into(lambda i, p: i[0]),
+        OpCode.TRANSPOSE: _into(lambda i, p: R.transpose(i[0], p)),
+        OpCode.LEAKY_RELU: _into(lambda i, p: R.slope(i[0], p)),
+        OpCode.PRELU: _into(lambda i, p: R.slope(i[0], p)),
+        OpCode.LUT: _into(lambda i, p: R.lut(i[0], i[1])),
+        OpCode.SOFTMAX: _into(lambda i, p: R.softmax(i[0], p)),
+        OpCode.QUANTIZE: _into(lambda i, p: R.quantize(i[0], p)),
+        OpCode.DEQUANTIZE: _into(lambda i, p: R.dequantize(i[0], p)),
+        OpCode.REQUANTIZE: _into(lambda i, p: R.rescale(i[0], p)),
+    },
+    _into(lambda i, p: R.quantize(i[0], p)),
+    _into(lambda i, p: R.dequantize(i[0], p)),
+)
+
+KERNEL_SETS = {"reference": REFERENCE}
+DEFAULT_KERNELS = "reference"
