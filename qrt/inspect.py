@@ -35,6 +35,9 @@ def _options(op) -> str:
 
 
 def summary(model: Model, path: str | None = None) -> dict:
+    from .runtime.arena import plan_arena
+    from .runtime.executor import op_macs
+
     """Everything `qrt inspect` shows, as plain JSON-able data."""
     def io(ios):
         return [{"name": g.name, "tensor": g.tensor, "dtype": model.tensors[g.tensor].dtype.name,
@@ -53,8 +56,9 @@ def summary(model: Model, path: str | None = None) -> dict:
             "input_shapes": [list(model.tensors[t].shape) for t in op.inputs if model.tensors[t].data is None],
             "output": outs[0].name, "output_shape": list(outs[0].shape), "output_dtype": outs[0].dtype.name,
             "output_quant": _quant(outs[0]), "options": _options(op),
-            "weight_bytes": sum(t.data.nbytes for t in consts),
+            "weight_bytes": sum(t.data.nbytes for t in consts), "macs": op_macs(model, op),
         })
+    arena = plan_arena(model)
     md = dataclasses.asdict(model.metadata)
     return {
         "file": path, "file_bytes": os.path.getsize(path) if path else None,
@@ -63,6 +67,8 @@ def summary(model: Model, path: str | None = None) -> dict:
         "inputs": io(model.inputs), "outputs": io(model.outputs), "operators": ops,
         "tensors": len(model.tensors),
         "constant_bytes": sum(t.data.nbytes for t in model.tensors if t.data is not None),
+        "macs": sum(o["macs"] for o in ops),
+        "arena_bytes": arena.size, "unshared_activation_bytes": arena.naive_size,
         "metadata": md,
     }
 
@@ -77,7 +83,9 @@ def render(s: dict) -> str:
     out = [f"{s['file'] or s['name'] or 'model'}: {s['file_bytes'] or '?'} bytes, "
            f"{len(s['operators'])} operators, {s['tensors']} tensors, {s['constant_bytes']} bytes of constants",
            f"format revision {s['format_version']}, needs qrt >= {s['min_runtime_version']}, "
-           f"numerics rule {s['numerics_version']}" + (f", name '{s['name']}'" if s["name"] else ""), ""]
+           f"numerics rule {s['numerics_version']}" + (f", name '{s['name']}'" if s["name"] else ""),
+           f"{s['macs']:,} MACs per batch; activation arena {s['arena_bytes']:,} bytes "
+           f"({s['unshared_activation_bytes']:,} without sharing)", ""]
     for kind in ("inputs", "outputs"):
         rows = [[g["name"], g["dtype"], "x".join(map(str, g["shape"])), g["layout"],
                  "" if g["scale"] is None else f"{g['scale']:.6g}", "" if g["zero_point"] is None else g["zero_point"]]
@@ -85,8 +93,9 @@ def render(s: dict) -> str:
         out += [kind.capitalize(), _table(["name", "dtype", "shape", "layout", "scale", "zero_point"], rows), ""]
     rows = [[o["index"], o["name"], o["op"], " ".join("x".join(map(str, sh)) for sh in o["input_shapes"]),
              "x".join(map(str, o["output_shape"])), o["output_dtype"], o["output_quant"],
-             o["weight_bytes"] or "", o["options"]] for o in s["operators"]]
-    out += ["Operators", _table(["#", "name", "op", "in", "out", "dtype", "quantization", "weights", "options"], rows), ""]
+             o["weight_bytes"] or "", f"{o['macs']:,}" if o["macs"] else "", o["options"]] for o in s["operators"]]
+    out += ["Operators", _table(["#", "name", "op", "in", "out", "dtype", "quantization", "weights", "MACs",
+                                 "options"], rows), ""]
     md = s["metadata"]
     rows = [[k, v] for k, v in md.items() if k not in ("calibration", "properties") and v]
     if md["calibration"]:
