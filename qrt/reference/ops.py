@@ -76,14 +76,15 @@ def mul(a, b, p: MulParams) -> np.ndarray:
     return _requant(acc, p.out)
 
 
-def rescale(x, p: RescaleParams, dtype=np.int8) -> np.ndarray:
+def rescale(x, p: RescaleParams) -> np.ndarray:
+    """Values in the output dtype's range (int8 or uint8), as int64."""
     if p.identity:
-        return x.astype(dtype)
-    return _requant(x.astype(np.int64) - p.input_zero_point, p.out, dtype)
+        return x.astype(np.int64)
+    return _requant(x.astype(np.int64) - p.input_zero_point, p.out, np.int64)
 
 
 def concat(inputs, p: ConcatParams) -> np.ndarray:
-    return np.concatenate([rescale(x, q) for x, q in zip(inputs, p.inputs)], axis=p.axis)
+    return np.concatenate([rescale(x, q) for x, q in zip(inputs, p.inputs)], axis=p.axis).astype(np.int8)
 
 
 def max_pool_2d(x, p: PoolParams) -> np.ndarray:
@@ -140,11 +141,12 @@ def softmax(x, p: SoftmaxParams) -> np.ndarray:
     return np.clip(((e << 8) + (total >> 1)) // total - 128, -128, 127).astype(np.int8)
 
 
-def quantize(x, p: QuantizeParams, dtype=np.int8) -> np.ndarray:
-    """round-half-even(float64(x) / float64(s)) + zp, clamped; NaN maps to the zero point."""
+def quantize(x, p: QuantizeParams) -> np.ndarray:
+    """round-half-even(float64(x) / float64(s)) + zp, clamped to [lo, hi] (the output dtype's
+    range), as int64; NaN maps to the zero point."""
     q = np.rint(x.astype(np.float64) / p.scale)
     q = np.clip(np.nan_to_num(q, nan=0.0), p.lo - p.zero_point, p.hi - p.zero_point)
-    return (q.astype(np.int64) + p.zero_point).astype(dtype)
+    return q.astype(np.int64) + p.zero_point
 
 
 def dequantize(x, p: DequantizeParams) -> np.ndarray:
