@@ -203,3 +203,35 @@ def test_load_from_path_and_describe(tmp_path, chain):
     pixels = 16 * 16 * 16  # output elements of each conv
     assert m.macs == pixels * 9 * 3 + 2 * pixels * 9 * 16 + 10 * 16
     assert m.arena_bytes == 8192 and m.naive_arena_bytes > m.arena_bytes
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("dtype, zp, want", [
+    ("UINT8", 128, [128, 148, 0, 255]),
+    ("INT16", -7, [-7, 13, -2007, 1993]),
+    ("INT8", 3, [3, 23, -128, 127]),
+])
+def test_quantize_to_every_integer_dtype(kernels, dtype, zp, want):
+    from qrt.format import DType, ModelBuilder
+    b = ModelBuilder()
+    x = b.tensor("x", DType.FLOAT32, (1, 4))
+    y = b.tensor("y", DType[dtype], (1, 4), scale=0.5, zero_point=zp)
+    b.op(OpCode.QUANTIZE, [x], [y])
+    b.input("x", x)
+    b.output("y", y)
+    m = qrt.load(qrt.to_bytes(b.build()), kernels=kernels)
+    got = m.run(np.array([[0, 10, -1000, 1000]], np.float32), raw=True)
+    assert got.dtype == np.dtype(dtype.lower()) and got.tolist() == [want]
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_requantize_int8_to_uint8(kernels):
+    from qrt.format import DType, ModelBuilder
+    b = ModelBuilder()
+    x = b.tensor("x", DType.INT8, (1, 4), scale=0.5, zero_point=0)
+    y = b.tensor("y", DType.UINT8, (1, 4), scale=0.5, zero_point=128)
+    b.op(OpCode.REQUANTIZE, [x], [y])
+    b.input("x", x)
+    b.output("y", y)
+    m = qrt.load(qrt.to_bytes(b.build()), kernels=kernels)
+    assert m.run(np.array([[0, 10, -128, 127]], np.int8), raw=True).tolist() == [[128, 138, 0, 255]]
