@@ -19,8 +19,7 @@ from ..format.model import NUMPY_DTYPE, DType, Layout, OpCode
 from ..format.reader import read_model
 from .arena import plan_arena
 from .kernels import DEFAULT_KERNELS, KERNEL_SETS, KernelSet
-from .prepare import DequantizeParams, QuantizeParams, prepare_op, _scale, _zp  # noqa: F401
-from ..format.model import QUANT_RANGE
+from .prepare import dequantize_params, prepare_op, quantize_params
 
 
 @dataclass(frozen=True)
@@ -73,6 +72,9 @@ class Model:
         self._arena = plan_arena(m)
         self._local = threading.local()
         self._constants = {i: t.data for i, t in enumerate(m.tensors) if t.data is not None}
+        # Graph-boundary conversions of quantized inputs and outputs.
+        self._boundary = {g.tensor: (quantize_params(m.tensors[g.tensor]), dequantize_params(m.tensors[g.tensor]))
+                          for g in m.inputs + m.outputs if m.tensors[g.tensor].quant is not None}
         self.inputs = [self._io(g) for g in m.inputs]
         self.outputs = [self._io(g) for g in m.outputs]
         self.macs = sum(op_macs(m, op) for op in m.operators)
@@ -97,7 +99,8 @@ class Model:
     # ------------------------------------------------------------------ running
 
     def _views(self) -> dict:
-        """This thread's arena: one view per run-time tensor, made on first use."""
+        """This thread's arena: one view per run-time tensor, plus float32 staging arrays for
+        the graph boundary; made on first use, reused by every later run of this thread."""
         views = getattr(self._local, "views", None)
         if views is None:
             buf = np.zeros(self._arena.size + 64, np.uint8)
@@ -108,6 +111,10 @@ class Model:
                 dt = NUMPY_DTYPE[tensor.dtype]
                 start = base + off
                 views[t] = buf[start:start + tensor.numel * dt.itemsize].view(dt).reshape(tensor.shape)
+            for g in self.definition.inputs + self.definition.outputs:
+                t = self.definition.tensors[g.tensor]
+                if t.dtype != DType.FLOAT32 and t.quant is not None:
+                    views[("float", g.tensor)] = np.empty(t.shape, np.float32)
             self._local.views = views
         return views
 
@@ -172,34 +179,37 @@ class Model:
         for c in range(chunks):
             for (x, _), g in zip(feeds, m.inputs):
                 b = m.tensors[g.tensor].shape[0]
-                self._load_input(x[c * b:(c + 1) * b], g, views[g.tensor])
+                self._load_input(x[c * b:(c + 1) * b], g, views)
             self._execute(views)
             for out, g, info in zip(results, m.outputs, self.outputs):
                 b = info.shape[0]
-                self._store_output(views[g.tensor], g, out[c * b:(c + 1) * b])
+                self._store_output(g, views, out[c * b:(c + 1) * b])
         if len(results) == 1:
             return results[0]
         return {info.name: r for info, r in zip(self.outputs, results)}
 
-    def _load_input(self, x: np.ndarray, g, dest: np.ndarray):
+    def _load_input(self, x: np.ndarray, g, views: dict):
         t = self.definition.tensors[g.tensor]
+        dest = views[g.tensor]
         if g.layout == Layout.NCHW:
             x = x.transpose(0, 2, 3, 1)
         if x.dtype.kind == "f" and t.dtype != DType.FLOAT32:
-            lo, hi = QUANT_RANGE[t.dtype]
-            p = QuantizeParams(_scale(t), _zp(t), lo, hi)
-            self.kernels.quantize([np.ascontiguousarray(x, dtype=np.float32)], p, dest)
+            stage = views[("float", g.tensor)]
+            np.copyto(stage, x, casting="unsafe")  # float64 feeds are rounded to float32 first
+            self.kernels.quantize([stage], self._boundary[g.tensor][0], dest)
         else:
-            dest[...] = x
+            np.copyto(dest, x)
 
-    def _store_output(self, y: np.ndarray, g, out: np.ndarray):
+    def _store_output(self, g, views: dict, out: np.ndarray):
         t = self.definition.tensors[g.tensor]
+        y = views[g.tensor]
         if g.layout == Layout.NCHW:
             out = out.transpose(0, 2, 3, 1)
         if out.dtype == np.float32 and t.dtype != DType.FLOAT32:
-            self.kernels.dequantize([y], DequantizeParams(np.float32(_scale(t)), _zp(t)), out)
-        else:
-            out[...] = y
+            stage = views[("float", g.tensor)]
+            self.kernels.dequantize([y], self._boundary[g.tensor][1], stage)
+            y = stage
+        np.copyto(out, y)
 
     def _execute(self, views: dict):
         constants, table = self._constants, self.kernels.table

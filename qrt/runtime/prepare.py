@@ -274,14 +274,22 @@ def _softmax(model: Model, op) -> SoftmaxParams:
     return SoftmaxParams(op.options.axis % len(x.shape), table.astype(np.int64))
 
 
-def _quantize(model: Model, op) -> QuantizeParams:
-    y = model.tensors[op.outputs[0]]
+def quantize_params(y: Tensor) -> QuantizeParams:
+    """float -> y's integers (QUANTIZE, and float feeds at the graph boundary)."""
     return QuantizeParams(_scale(y), _zp(y), *QUANT_RANGE[y.dtype])
 
 
-def _dequantize(model: Model, op) -> DequantizeParams:
-    x = model.tensors[op.inputs[0]]
+def dequantize_params(x: Tensor) -> DequantizeParams:
+    """x's integers -> float (DEQUANTIZE, and float results at the graph boundary)."""
     return DequantizeParams(np.float32(_scale(x)), _zp(x))
+
+
+def _quantize(model: Model, op) -> QuantizeParams:
+    return quantize_params(model.tensors[op.outputs[0]])
+
+
+def _dequantize(model: Model, op) -> DequantizeParams:
+    return dequantize_params(model.tensors[op.inputs[0]])
 
 
 def _requantize(model: Model, op) -> RescaleParams:
