@@ -565,6 +565,9 @@ def _check_op_versions(model: Model):
 def _check_operator(model: Model, i: int):
     c = _Op(model, i)
     op = c.op
+    for t in op.inputs + op.outputs:
+        if model.tensors[t].dtype == DType.INT4:
+            c.fail(f"{c.label(model.tensors[t])} is INT4, which no operator of this format revision reads or writes")
     rule = OP_RULES[op.opcode]
     lo, hi = rule.inputs
     if not lo <= len(op.inputs) <= hi:

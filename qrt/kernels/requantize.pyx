@@ -2,18 +2,9 @@
 """Requantization of int32 accumulators to int8, per output channel.
 Reference: qrt/reference/numerics.py requantize (SPEC.md section 4.2)."""
 import numpy as np
-from libc.stdint cimport int8_t, int32_t, int64_t
+from libc.stdint cimport int8_t, int32_t
 
-
-cdef inline int8_t requantize_one(int32_t acc, int32_t m, int32_t n, int32_t zp,
-                                  int32_t lo, int32_t hi) noexcept nogil:
-    cdef int64_t v = (<int64_t>acc * m + (<int64_t>1 << (n - 1))) >> n
-    v += zp
-    if v < lo:
-        v = lo
-    elif v > hi:
-        v = hi
-    return <int8_t>v
+from qrt.kernels.numerics cimport requantize_one
 
 
 def requantize_int8(const int32_t[:, ::1] acc, const int32_t[::1] multiplier,

@@ -109,11 +109,13 @@ def average_pool_2d(x, p: PoolParams) -> np.ndarray:
 
 def mean(x, p: MeanParams) -> np.ndarray:
     total = (x.astype(np.int64) - p.rescale.input_zero_point).sum(axis=p.axes, keepdims=p.keep_dims)
-    return _requant(total, p.rescale.out)
+    return _requant(total, p.rescale.out).reshape(total.shape)
 
 
 def pad(x, p: PadParams) -> np.ndarray:
     rank = x.ndim
+    if rank == 0:
+        return x.copy()
     return np.pad(x, [(p.pads[i], p.pads[rank + i]) for i in range(rank)], constant_values=p.zero_point)
 
 

@@ -55,5 +55,38 @@ REFERENCE = KernelSet(
     _into(lambda i, p: R.dequantize(i[0], p)),
 )
 
-KERNEL_SETS = {"reference": REFERENCE}
-DEFAULT_KERNELS = "reference"
+def _fast() -> KernelSet:
+    from ..kernels import conv, elementwise as E, fully_connected, pool
+
+    return KernelSet(
+        "fast",
+        {
+            OpCode.CONV_2D: conv.conv_2d,
+            OpCode.DEPTHWISE_CONV_2D: conv.depthwise_conv_2d,
+            OpCode.FULLY_CONNECTED: fully_connected.fully_connected,
+            OpCode.ADD: E.add,
+            OpCode.SUB: E.add,
+            OpCode.MUL: E.mul,
+            OpCode.CONCAT: E.concat,
+            OpCode.MAX_POOL_2D: pool.max_pool_2d,
+            OpCode.AVERAGE_POOL_2D: pool.average_pool_2d,
+            OpCode.MEAN: pool.mean,
+            OpCode.PAD: E.pad,
+            OpCode.RESHAPE: E.reshape,
+            OpCode.TRANSPOSE: E.transpose,
+            OpCode.LEAKY_RELU: E.slope,
+            OpCode.PRELU: E.slope,
+            OpCode.LUT: E.lut,
+            OpCode.SOFTMAX: E.softmax,
+            OpCode.QUANTIZE: E.quantize,
+            OpCode.DEQUANTIZE: E.dequantize,
+            OpCode.REQUANTIZE: E.requantize,
+        },
+        E.quantize,
+        E.dequantize,
+    )
+
+
+FAST = _fast()
+KERNEL_SETS = {"reference": REFERENCE, "fast": FAST}
+DEFAULT_KERNELS = "fast"

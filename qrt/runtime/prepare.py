@@ -234,7 +234,9 @@ def _pool(model: Model, op) -> PoolParams:
     o = op.options
     window = o.kernel_h * o.kernel_w
     if op.opcode == OpCode.AVERAGE_POOL_2D:
-        out = requant(np.float64(_scale(x)) / (np.float64(_scale(y)) * np.arange(1, window + 1)), y, op)
+        # Indexed by (count - 1); with count_include_pad every window counts the full area.
+        counts = np.full(window, window) if o.count_include_pad else np.arange(1, window + 1)
+        out = requant(np.float64(_scale(x)) / (np.float64(_scale(y)) * counts), y, op)
     else:
         out = Requant(np.zeros(1, np.int32), np.ones(1, np.int32), _zp(y), *QUANT_RANGE[y.dtype])
     return PoolParams((o.kernel_h, o.kernel_w), (o.stride_h, o.stride_w),

@@ -235,3 +235,17 @@ def test_requantize_int8_to_uint8(kernels):
     b.output("y", y)
     m = qrt.load(qrt.to_bytes(b.build()), kernels=kernels)
     assert m.run(np.array([[0, 10, -128, 127]], np.int8), raw=True).tolist() == [[128, 138, 0, 255]]
+
+
+def test_a_run_allocates_only_its_outputs():
+    import tracemalloc
+    m = qrt.load(qrt.to_bytes(conv_chain_model(channels=16, blocks=3, size=64)), kernels="fast")
+    x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    m.run(x)  # the first run of a thread makes its arena
+    activations = 64 * 64 * 16
+    tracemalloc.start()
+    m.run(x)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert m.arena_bytes >= 2 * activations
+    assert peak < activations // 4, peak  # outputs are 40 bytes; no tensor-sized allocation

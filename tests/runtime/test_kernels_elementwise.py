@@ -1,0 +1,556 @@
+"""The compiled elementwise and data-movement kernels (qrt/kernels/elementwise.pyx) are
+bit-exact with the NumPy reference (qrt/reference/ops.py via qrt.runtime.kernels.REFERENCE).
+
+Every case is a one-op model built with ModelBuilder and checked with verify_model, so it is
+a valid model; its parameters come from prepare_op. Seeded random shapes, ranks, broadcast
+patterns, scales (1e-4 .. 10, so outputs saturate), zero points (-128, 127 and random), fused
+activations and options. Kernel outputs are prefilled with the bitwise complement of the
+reference, so an element the kernel fails to write is caught too. Bad shapes raise ValueError."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from qrt.format import (
+    Activation, ConcatOptions, DType, LeakyReluOptions, LutOptions, ModelBuilder, OpCode,
+    PadOptions, SoftmaxOptions, TransposeOptions, verify_model,
+)
+from qrt.format.model import NUMPY_DTYPE, QUANT_RANGE
+from qrt.kernels import elementwise as E
+from qrt.reference import ops as R
+from qrt.runtime.kernels import REFERENCE
+from qrt.runtime.prepare import PadParams, prepare_op
+
+KERNEL = {
+    OpCode.ADD: E.add, OpCode.SUB: E.add, OpCode.MUL: E.mul, OpCode.REQUANTIZE: E.requantize,
+    OpCode.CONCAT: E.concat, OpCode.LEAKY_RELU: E.slope, OpCode.PRELU: E.slope, OpCode.LUT: E.lut,
+    OpCode.SOFTMAX: E.softmax, OpCode.QUANTIZE: E.quantize, OpCode.DEQUANTIZE: E.dequantize,
+    OpCode.PAD: E.pad, OpCode.TRANSPOSE: E.transpose, OpCode.RESHAPE: E.reshape,
+}
+
+
+# ---------------------------------------------------------------------------- helpers
+
+class Spec:
+    """One tensor of a one-op model: shape, dtype, quantization and (for constants) data."""
+
+    def __init__(self, shape, dtype=DType.INT8, scale=None, zp=0, data=None):
+        self.shape, self.dtype, self.scale, self.zp, self.data = tuple(shape), DType(dtype), scale, zp, data
+
+
+def one_op(opcode, inputs, output, options=None, activation=Activation.NONE, clip=(0.0, 0.0)):
+    b = ModelBuilder("one_op")
+    ids = []
+    for k, s in enumerate(inputs):
+        kw = {} if s.scale is None else {"scale": s.scale, "zero_point": s.zp}
+        ids.append(b.tensor(f"in{k}", s.dtype, s.shape, s.data, **kw))
+        if s.data is None:
+            b.input(f"in{k}", ids[-1])
+    kw = {} if output.scale is None else {"scale": output.scale, "zero_point": output.zp}
+    y = b.tensor("out", output.dtype, output.shape, **kw)
+    b.op(opcode, ids, [y], options, activation, clip)
+    b.output("out", y)
+    model = b.build()
+    verify_model(model)
+    return model
+
+
+def random_values(rng, shape, dtype: DType):
+    dt = NUMPY_DTYPE[dtype]
+    if dt.kind == "f":
+        return np.asarray(rng.standard_normal(shape) * 10, dt)
+    info = np.iinfo(dt)
+    return rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dt)
+
+
+def garbage(rng, shape, dtype):
+    out = np.empty(shape, dtype)
+    out.reshape(-1).view(np.uint8)[...] = rng.integers(0, 256, out.nbytes, dtype=np.uint8)
+    return out
+
+
+def check(model, ins, *, view=None):
+    """Run the reference and the kernel on `ins`; assert bit-equality; return the output."""
+    op = model.operators[0]
+    y = model.tensors[op.outputs[0]]
+    p = prepare_op(model, 0)
+    ins = [np.array(x) for x in ins]
+    for x in ins:  # constants come read-only from the memory-mapped file
+        x.flags.writeable = False
+    dt = NUMPY_DTYPE[y.dtype]
+    ref = np.zeros(y.shape, dt)
+    REFERENCE.table[op.opcode](ins, p, ref)
+    got = np.empty_like(ref)
+    got.reshape(-1).view(np.uint8)[...] = ~ref.reshape(-1).view(np.uint8)
+    assert KERNEL[op.opcode](ins, p, got) is None
+    if view is not None:
+        ref, got = ref.view(view), got.view(view)
+    assert np.array_equal(ref, got), (
+        f"{op.opcode.name}: kernel differs from the reference at "
+        f"{np.argwhere(ref != got)[:5].tolist()}; ref {ref[ref != got][:5]} got {got[got != ref][:5]}")
+    return got
+
+
+def inputs_of(model, rng):
+    """Input arrays for the op: constants as stored, run-time tensors random."""
+    ins = []
+    for t in model.operators[0].inputs:
+        tensor = model.tensors[t]
+        if tensor.data is not None:
+            ins.append(tensor.data)
+        else:
+            ins.append(random_values(rng, tensor.shape, tensor.dtype))
+    return ins
+
+
+def rand_scale(rng):
+    return float(np.float32(10.0 ** rng.uniform(-4, 1)))
+
+
+def rand_zp(rng, dtype=DType.INT8):
+    lo, hi = QUANT_RANGE[dtype]
+    return int(rng.choice([lo, hi, int(rng.integers(lo, hi + 1))]))
+
+
+def rand_shape(rng, max_rank=5, max_dim=6):
+    rank = int(rng.integers(0, max_rank + 1))
+    return tuple(int(d) for d in rng.integers(1, max_dim + 1, rank))
+
+
+def rand_activation(rng):
+    act = Activation(int(rng.integers(0, 4)))
+    clip = (0.0, 0.0)
+    if act == Activation.CLIP:
+        a, b = sorted(float(np.float32(v)) for v in rng.uniform(-8, 8, 2))
+        clip = (a, b)
+    return act, clip
+
+
+def broadcast_partner(rng, out_shape):
+    """A shape that broadcasts to out_shape: leading dimensions dropped, some set to 1."""
+    drop = int(rng.integers(0, len(out_shape) + 1))
+    s = list(out_shape[drop:])
+    mode = rng.integers(0, 4)
+    if mode == 0:
+        return tuple(s)  # same trailing dimensions
+    if mode == 1:
+        return () if rng.random() < 0.5 else (1,) * len(s)  # a scalar
+    return tuple(1 if rng.random() < 0.5 else d for d in s)
+
+
+def int8_act(rng, shape):
+    return Spec(shape, DType.INT8, rand_scale(rng), rand_zp(rng))
+
+
+# ---------------------------------------------------------------------------- ADD / SUB / MUL
+
+@pytest.mark.parametrize("opcode", [OpCode.ADD, OpCode.SUB, OpCode.MUL])
+def test_binary_matches_reference(opcode):
+    rng = np.random.default_rng(int(opcode) + 100)
+    for case in range(50):
+        out_shape = rand_shape(rng)
+        sa, sb = broadcast_partner(rng, out_shape), broadcast_partner(rng, out_shape)
+        if rng.random() < 0.5:
+            sa, sb = sb, sa
+        if case % 5 == 0:
+            sa = sb = out_shape  # the fast path
+        shape = np.broadcast_shapes(sa, sb)
+        a, b = int8_act(rng, sa), int8_act(rng, sb)
+        if rng.random() < 0.3:  # a constant operand
+            b.data = random_values(rng, sb, DType.INT8)
+        if case % 7 == 0:  # same quantization on both sides
+            b.scale, b.zp = a.scale, a.zp
+        act, clip = rand_activation(rng)
+        model = one_op(opcode, [a, b], int8_act(rng, shape), activation=act, clip=clip)
+        check(model, inputs_of(model, rng))
+
+
+def test_binary_large_and_saturating():
+    """Longer rows, per-channel operands and extreme scale ratios (most outputs saturate)."""
+    rng = np.random.default_rng(7)
+    cases = [((2, 17, 19, 33), (33,)), ((2, 17, 19, 33), (2, 1, 1, 33)), ((5, 300), (5, 1)),
+             ((4, 1, 6, 1), (1, 3, 1, 7)), ((1000,), ()), ((3, 64, 64), (3, 64, 64))]
+    for opcode in (OpCode.ADD, OpCode.SUB, OpCode.MUL):
+        for sa, sb in cases:
+            for scales in ((1e-4, 10.0, 1e-4), (10.0, 10.0, 1e-4), (1e-4, 1e-4, 10.0)):
+                shape = np.broadcast_shapes(sa, sb)
+                a = Spec(sa, DType.INT8, scales[0], -128)
+                b = Spec(sb, DType.INT8, scales[1], 127)
+                model = one_op(opcode, [a, b], Spec(shape, DType.INT8, scales[2], int(rng.integers(-128, 128))))
+                check(model, inputs_of(model, rng))
+                model = one_op(opcode, [b, a], Spec(shape, DType.INT8, scales[2], 0), activation=Activation.RELU)
+                check(model, inputs_of(model, rng))
+
+
+# ---------------------------------------------------------------------------- REQUANTIZE
+
+def test_requantize_matches_reference():
+    rng = np.random.default_rng(11)
+    dtypes = [DType.INT8, DType.UINT8]
+    for case in range(60):
+        shape = rand_shape(rng)
+        din, dout = dtypes[case % 2], dtypes[(case // 2) % 2]
+        x = Spec(shape, din, rand_scale(rng), rand_zp(rng, din))
+        y = Spec(shape, dout, rand_scale(rng), rand_zp(rng, dout))
+        act, clip = rand_activation(rng)
+        if case % 6 == 0 and din == dout:  # identity: same quantization, no clamp
+            y.scale, y.zp, act = x.scale, x.zp, Activation.NONE
+        model = one_op(OpCode.REQUANTIZE, [x], y, activation=act, clip=clip)
+        if case % 6 == 0 and din == dout:
+            assert prepare_op(model, 0).identity
+        check(model, inputs_of(model, rng))
+
+
+def test_requantize_every_input_value():
+    rng = np.random.default_rng(12)
+    for din in (DType.INT8, DType.UINT8):
+        for dout in (DType.INT8, DType.UINT8):
+            for scales in ((1e-4, 10.0), (10.0, 1e-4), (0.05, 0.05), (0.3, 0.7)):
+                x = Spec((256,), din, scales[0], rand_zp(rng, din))
+                model = one_op(OpCode.REQUANTIZE, [x], Spec((256,), dout, scales[1], rand_zp(rng, dout)))
+                values = np.arange(256, dtype=np.uint8).view(NUMPY_DTYPE[din])
+                check(model, [values])
+
+
+# ---------------------------------------------------------------------------- CONCAT
+
+def test_concat_matches_reference():
+    rng = np.random.default_rng(13)
+    for case in range(50):
+        rank = int(rng.integers(1, 6))
+        base = [int(d) for d in rng.integers(1, 6, rank)]
+        axis = int(rng.integers(-rank, rank))
+        ax = axis % rank
+        k = int(rng.integers(1, 5))
+        y = int8_act(rng, ())
+        specs = []
+        for _ in range(k):
+            s = list(base)
+            s[ax] = int(rng.integers(1, 5))
+            mode = case % 3
+            if mode == 0:  # identical to the output: copied
+                specs.append(Spec(s, DType.INT8, y.scale, y.zp))
+            elif mode == 1:  # mixed: some copied, some rescaled
+                specs.append(Spec(s, DType.INT8, y.scale, y.zp) if rng.random() < 0.5 else int8_act(rng, s))
+            else:
+                specs.append(int8_act(rng, s))
+        shape = list(base)
+        shape[ax] = sum(sp.shape[ax] for sp in specs)
+        y.shape = tuple(shape)
+        model = one_op(OpCode.CONCAT, specs, y, ConcatOptions(axis))
+        if case % 3 == 0:
+            assert all(q.identity for q in prepare_op(model, 0).inputs)
+        check(model, inputs_of(model, rng))
+
+
+# ---------------------------------------------------------------------------- LEAKY_RELU / PRELU
+
+def test_leaky_relu_matches_reference():
+    rng = np.random.default_rng(14)
+    alphas = [0.0, -0.0, 0.1, 0.01, -0.2, -1.5, 1.0, 3.0, 1e-6, -1e-6, 0.125, 7.5]
+    for case in range(48):
+        shape = rand_shape(rng)
+        alpha = alphas[case % len(alphas)] if case < 2 * len(alphas) else float(rng.uniform(-4, 4))
+        model = one_op(OpCode.LEAKY_RELU, [int8_act(rng, shape)], int8_act(rng, shape), LeakyReluOptions(alpha))
+        check(model, inputs_of(model, rng))
+
+
+def test_leaky_relu_negative_multiplier_ties():
+    """Signed slopes with exact ties: rs rounds toward +infinity for negative products too."""
+    x = np.arange(-128, 128, dtype=np.int8)
+    for alpha in (-0.5, -0.25, -1.5, -0.75, 0.5, 0.25):
+        model = one_op(OpCode.LEAKY_RELU, [Spec((256,), DType.INT8, 0.5, 0)], Spec((256,), DType.INT8, 0.5, 0),
+                       LeakyReluOptions(alpha))
+        p = prepare_op(model, 0)
+        assert (int(p.neg_multiplier) < 0) == (alpha < 0)
+        check(model, [x])
+
+
+def test_prelu_matches_reference():
+    rng = np.random.default_rng(16)
+    for case in range(48):
+        shape = rand_shape(rng, max_rank=5)
+        if not shape:
+            shape = (3,)
+        mode = case % 4
+        if mode == 0:  # per channel (last dimension)
+            ashape = (shape[-1],)
+        elif mode == 1:  # per channel with leading ones
+            ashape = (1,) * (len(shape) - 1) + (shape[-1],)
+        elif mode == 2:  # the full shape
+            ashape = shape
+        else:
+            ashape = broadcast_partner(rng, shape)
+        alpha = Spec(ashape, DType.INT8, rand_scale(rng) / 10, rand_zp(rng),
+                     data=random_values(rng, ashape, DType.INT8))
+        model = one_op(OpCode.PRELU, [int8_act(rng, shape), alpha], int8_act(rng, shape))
+        check(model, inputs_of(model, rng))
+
+
+def test_prelu_many_elements_per_slope():
+    """Large inputs take the per-alpha-element table path (rows with one slope, and slopes
+    varying along the row)."""
+    rng = np.random.default_rng(17)
+    for shape, ashape in (((2, 32, 32, 8), (8,)), ((4, 32, 32, 8), (32, 1, 1)), ((4, 2048), (4, 1)),
+                          ((3, 40, 50), (40, 50)), ((2, 32, 32, 8), (1,))):
+        for ascale in (1e-3, 0.05, 1.0):
+            alpha = Spec(ashape, DType.INT8, ascale, rand_zp(rng), data=random_values(rng, ashape, DType.INT8))
+            model = one_op(OpCode.PRELU, [int8_act(rng, shape), alpha], int8_act(rng, shape))
+            check(model, inputs_of(model, rng))
+
+
+# ---------------------------------------------------------------------------- LUT
+
+def test_lut_matches_reference():
+    rng = np.random.default_rng(17)
+    for case in range(20):
+        shape = rand_shape(rng)
+        table = Spec((256,), DType.INT8, data=random_values(rng, (256,), DType.INT8))
+        model = one_op(OpCode.LUT, [int8_act(rng, shape), table], int8_act(rng, shape), LutOptions("f"))
+        check(model, inputs_of(model, rng))
+    model = one_op(OpCode.LUT, [int8_act(rng, (256,)), table], int8_act(rng, (256,)), LutOptions("f"))
+    got = check(model, [np.arange(-128, 128, dtype=np.int8), table.data])
+    assert np.array_equal(got, table.data)
+
+
+# ---------------------------------------------------------------------------- SOFTMAX
+
+def test_softmax_matches_reference():
+    rng = np.random.default_rng(18)
+    for case in range(50):
+        shape = rand_shape(rng, max_rank=4, max_dim=7)
+        if not shape:
+            shape = (int(rng.integers(1, 8)),)
+        rank = len(shape)
+        axis = -1 if case % 3 == 0 else int(rng.integers(-rank, rank))
+        beta = float(np.float32(10.0 ** rng.uniform(-2, 1)))
+        x = int8_act(rng, shape)
+        model = one_op(OpCode.SOFTMAX, [x], Spec(shape, DType.INT8, 1 / 256, -128), SoftmaxOptions(axis, beta))
+        ins = inputs_of(model, rng)
+        if case % 5 == 0:  # narrow range: many ties at the maximum
+            ins = [rng.integers(-2, 2, shape, dtype=np.int8)]
+        check(model, ins)
+
+
+def test_softmax_long_axes():
+    rng = np.random.default_rng(19)
+    for shape, axis in (((2, 1000), -1), ((1000, 3), 0), ((3, 257, 5), 1), ((1, 4096), 1)):
+        for scale in (1e-4, 0.05, 10.0):
+            model = one_op(OpCode.SOFTMAX, [Spec(shape, DType.INT8, scale, 0)], Spec(shape, DType.INT8, 1 / 256, -128),
+                           SoftmaxOptions(axis, 1.0))
+            check(model, inputs_of(model, rng))
+
+
+# ---------------------------------------------------------------------------- QUANTIZE / DEQUANTIZE
+
+SPECIALS = np.array([np.nan, -np.nan, np.inf, -np.inf, 3.4e38, -3.4e38, 1e30, -1e30, 0.0, -0.0,
+                     1e-45, -1e-45, 1e-38, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 127.5, -128.5, 255.5,
+                     32767.5, -32768.5, 1e6, -1e6], np.float32)
+
+
+@pytest.mark.parametrize("dtype", [DType.INT8, DType.UINT8, DType.INT16])
+def test_quantize_matches_reference(dtype):
+    rng = np.random.default_rng(20 + int(dtype))
+    for case in range(40):
+        shape = rand_shape(rng)
+        scale = rand_scale(rng) if case % 4 else 1.0
+        model = one_op(OpCode.QUANTIZE, [Spec(shape, DType.FLOAT32)], Spec(shape, dtype, scale, rand_zp(rng, dtype)))
+        n = math.prod(shape)
+        x = (rng.standard_normal(n) * scale * 10.0 ** rng.uniform(0, 5)).astype(np.float32)
+        if case % 2:  # exact ties k + 0.5 (in units of the scale) and special values
+            ties = ((rng.integers(-300, 300, n) + 0.5) * scale).astype(np.float32)
+            x = np.where(rng.random(n) < 0.5, ties, rng.choice(SPECIALS, n))
+        check(model, [x.reshape(shape)])
+
+
+def test_quantize_special_values_saturate():
+    x = np.concatenate([SPECIALS, SPECIALS * np.float32(1e-3)])
+    for dtype in (DType.INT8, DType.UINT8, DType.INT16):
+        for scale in (1e-4, 1e-3, 1.0, 10.0):
+            for zp in QUANT_RANGE[dtype] + (0,) * (dtype != DType.UINT8):
+                model = one_op(OpCode.QUANTIZE, [Spec(x.shape, DType.FLOAT32)], Spec(x.shape, dtype, scale, zp))
+                got = check(model, [x])
+                assert got[0] == zp and got[2] == QUANT_RANGE[dtype][1] and got[3] == QUANT_RANGE[dtype][0]
+
+
+@pytest.mark.parametrize("dtype", [DType.INT8, DType.UINT8, DType.INT16])
+def test_dequantize_matches_reference(dtype):
+    rng = np.random.default_rng(30 + int(dtype))
+    for case in range(25):
+        shape = rand_shape(rng)
+        model = one_op(OpCode.DEQUANTIZE, [Spec(shape, dtype, rand_scale(rng), rand_zp(rng, dtype))],
+                       Spec(shape, DType.FLOAT32))
+        check(model, inputs_of(model, rng), view=np.uint32)
+    lo, hi = QUANT_RANGE[dtype]
+    every = np.arange(lo, hi + 1).astype(NUMPY_DTYPE[dtype])
+    for scale in (1e-4, 0.1, 0.3, 7.77):
+        model = one_op(OpCode.DEQUANTIZE, [Spec(every.shape, dtype, scale, rand_zp(rng, dtype))],
+                       Spec(every.shape, DType.FLOAT32))
+        check(model, [every], view=np.uint32)
+
+
+# ---------------------------------------------------------------------------- PAD / TRANSPOSE / RESHAPE
+
+def test_pad_matches_reference():
+    rng = np.random.default_rng(40)
+    for case in range(50):
+        shape = rand_shape(rng) or (3,)  # rank 0: see test_pad_rank_0
+        rank = len(shape)
+        pads = [int(v) for v in rng.integers(0, 4, 2 * rank)]
+        if case % 4 == 0:  # some dimensions unpadded (coalesced)
+            pads = [v if rng.random() < 0.4 else 0 for v in pads]
+        x = int8_act(rng, shape)
+        out = tuple(d + pads[k] + pads[rank + k] for k, d in enumerate(shape))
+        model = one_op(OpCode.PAD, [x], Spec(out, DType.INT8, x.scale, x.zp), PadOptions(tuple(pads)))
+        check(model, inputs_of(model, rng))
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.float32, np.int64, np.uint8])
+def test_pad_wider_elements(dtype):
+    """PAD models are int8 (SPEC 2.13.9), but the kernel moves elements of any size; checked
+    against the reference directly."""
+    rng = np.random.default_rng(44)
+    for case in range(10):
+        shape = rand_shape(rng) or (2,)
+        rank = len(shape)
+        pads = tuple(int(v) if rng.random() < 0.6 else 0 for v in rng.integers(0, 3, 2 * rank))
+        p = PadParams(pads, int(rng.integers(0, 100)))
+        x = np.asarray(rng.integers(-100, 100, shape)).astype(dtype)
+        ref = R.pad(x, p)
+        got = garbage(rng, ref.shape, ref.dtype)
+        E.pad([x], p, got)
+        assert np.array_equal(ref.view(np.uint8), got.view(np.uint8))
+
+
+def test_pad_rank_0():
+    """A rank-0 PAD (no pads) is a valid model and a copy. The reference cannot run it (np.pad
+    refuses the empty pad list: "`pad_width` must be of integral type"), so the kernel is checked
+    against the definition."""
+    rng = np.random.default_rng(43)
+    x = int8_act(rng, ())
+    model = one_op(OpCode.PAD, [x], Spec((), DType.INT8, x.scale, x.zp), PadOptions(()))
+    v = np.array(-77, np.int8)
+    out = garbage(rng, (), np.int8)
+    E.pad([v], prepare_op(model, 0), out)
+    assert out == v
+
+
+ANY_DTYPES = [DType.INT8, DType.UINT8, DType.INT16, DType.INT32, DType.INT64, DType.FLOAT32]
+
+
+def _any_spec(rng, shape, dtype):
+    if dtype in (DType.INT8, DType.UINT8, DType.INT16, DType.INT32) and rng.random() < 0.7:
+        return Spec(shape, dtype, rand_scale(rng), rand_zp(rng, dtype) if dtype != DType.INT32 else 0)
+    return Spec(shape, dtype)
+
+
+def test_transpose_matches_reference():
+    rng = np.random.default_rng(41)
+    for case in range(60):
+        shape = rand_shape(rng, max_rank=8 if case % 10 == 0 else 6, max_dim=4 if case % 10 == 0 else 6)
+        perm = tuple(int(v) for v in rng.permutation(len(shape)))
+        dtype = ANY_DTYPES[case % len(ANY_DTYPES)]
+        x = _any_spec(rng, shape, dtype)
+        y = Spec(tuple(shape[k] for k in perm), dtype, x.scale, x.zp)
+        model = one_op(OpCode.TRANSPOSE, [x], y, TransposeOptions(perm))
+        check(model, inputs_of(model, rng))
+    for shape, perm in (((1, 56, 56, 64), (0, 3, 1, 2)), ((1, 64, 56, 56), (0, 2, 3, 1)), ((300, 200), (1, 0)),
+                        ((3, 4, 5), (1, 0, 2)), ((3, 4, 5), (2, 1, 0)), ((70, 3, 45), (2, 1, 0)),
+                        ((2, 3, 4, 5), (3, 1, 2, 0)), ((2, 3, 4, 5), (0, 2, 1, 3))):
+        for dtype in ANY_DTYPES:  # the innermost dimension kept (row copies) or moved (tiles)
+            x = _any_spec(rng, shape, dtype)
+            y = Spec(tuple(shape[k] for k in perm), dtype, x.scale, x.zp)
+            model = one_op(OpCode.TRANSPOSE, [x], y, TransposeOptions(perm))
+            check(model, inputs_of(model, rng))
+
+
+def test_reshape_matches_reference():
+    rng = np.random.default_rng(42)
+    for case in range(30):
+        shape = rand_shape(rng)
+        n = math.prod(shape)
+        new = list(rng.permutation(list(shape) + [1] * int(rng.integers(0, 3))))
+        if case % 3 == 0:
+            new = [n]
+        dtype = ANY_DTYPES[case % len(ANY_DTYPES)]
+        x = _any_spec(rng, shape, dtype)
+        model = one_op(OpCode.RESHAPE, [x], Spec(tuple(int(d) for d in new), dtype, x.scale, x.zp))
+        check(model, inputs_of(model, rng))
+
+
+# ---------------------------------------------------------------------------- bad calls
+
+def _model_and_params(opcode, ins_specs, out_spec, options=None):
+    model = one_op(opcode, ins_specs, out_spec, options)
+    return model, prepare_op(model, 0)
+
+
+def _bad_cases():
+    """(name, kernel, ins, params, out) that break a shape or dtype rule: each must raise ValueError."""
+    rng = np.random.default_rng(50)
+    i8 = lambda *s: rng.integers(-128, 128, s, dtype=np.int8)  # noqa: E731
+    cases = []
+    _, p = _model_and_params(OpCode.ADD, [int8_act(rng, (4, 3)), int8_act(rng, (3,))], int8_act(rng, (4, 3)))
+    cases += [("add out too big", E.add, [i8(4, 3), i8(3)], p, np.empty((2, 4, 3), np.int8)),
+              ("add out too small", E.add, [i8(4, 3), i8(3)], p, np.empty((4, 1), np.int8)),
+              ("add no broadcast", E.add, [i8(4, 3), i8(2)], p, np.empty((4, 3), np.int8)),
+              ("add out not broadcast", E.add, [i8(4, 1), i8(1, 3)], p, np.empty((4, 1), np.int8)),
+              ("add out not contiguous", E.add, [i8(4, 3), i8(3)], p, np.empty((3, 4), np.int8).T),
+              ("add wrong dtype", E.add, [i8(4, 3).view(np.uint8), i8(3)], p, np.empty((4, 3), np.int8))]
+    _, p = _model_and_params(OpCode.MUL, [int8_act(rng, (4, 3)), int8_act(rng, (4, 3))], int8_act(rng, (4, 3)))
+    cases += [("mul mismatch", E.mul, [i8(4, 3), i8(3, 4)], p, np.empty((4, 3), np.int8)),
+              ("mul rank 9", E.mul, [i8(*[1] * 9), i8(1)], p, np.empty([1] * 9, np.int8))]
+    _, p = _model_and_params(OpCode.REQUANTIZE, [int8_act(rng, (5,))], int8_act(rng, (5,)))
+    cases += [("requantize mismatch", E.requantize, [i8(5)], p, np.empty((6,), np.int8)),
+              ("requantize int16", E.requantize, [i8(5).astype(np.int16)], p, np.empty((5,), np.int8))]
+    y = int8_act(rng, (2, 5))
+    _, p = _model_and_params(OpCode.CONCAT, [int8_act(rng, (2, 2)), int8_act(rng, (2, 3))], y, ConcatOptions(1))
+    cases += [("concat sum", E.concat, [i8(2, 2), i8(2, 4)], p, np.empty((2, 5), np.int8)),
+              ("concat other dim", E.concat, [i8(2, 2), i8(3, 3)], p, np.empty((2, 5), np.int8)),
+              ("concat rank", E.concat, [i8(2, 2), i8(2, 3, 1)], p, np.empty((2, 5), np.int8)),
+              ("concat count", E.concat, [i8(2, 5)], p, np.empty((2, 5), np.int8))]
+    alpha = Spec((3,), DType.INT8, 0.01, 0, data=i8(3))
+    _, p = _model_and_params(OpCode.PRELU, [int8_act(rng, (2, 3)), alpha], int8_act(rng, (2, 3)))
+    cases += [("prelu alpha does not broadcast", E.slope, [i8(2, 4), alpha.data], p, np.empty((2, 4), np.int8)),
+              ("prelu out mismatch", E.slope, [i8(2, 3), alpha.data], p, np.empty((3, 2), np.int8))]
+    _, p = _model_and_params(OpCode.LEAKY_RELU, [int8_act(rng, (4,))], int8_act(rng, (4,)), LeakyReluOptions(0.1))
+    cases += [("leaky mismatch", E.slope, [i8(4)], p, np.empty((5,), np.int8))]
+    cases += [("lut short table", E.lut, [i8(4), i8(255)], None, np.empty((4,), np.int8)),
+              ("lut mismatch", E.lut, [i8(4), i8(256)], None, np.empty((2, 2), np.int8))]
+    _, p = _model_and_params(OpCode.SOFTMAX, [int8_act(rng, (2, 6))], Spec((2, 6), DType.INT8, 1 / 256, -128),
+                             SoftmaxOptions(1, 1.0))
+    cases += [("softmax mismatch", E.softmax, [i8(2, 6)], p, np.empty((2, 5), np.int8)),
+              ("softmax rank", E.softmax, [i8(12)], p, np.empty((12,), np.int8))]
+    _, p = _model_and_params(OpCode.QUANTIZE, [Spec((3,), DType.FLOAT32)], int8_act(rng, (3,)))
+    cases += [("quantize mismatch", E.quantize, [np.zeros(4, np.float32)], p, np.empty((3,), np.int8)),
+              ("quantize float64", E.quantize, [np.zeros(3)], p, np.empty((3,), np.int8)),
+              ("quantize int32 out", E.quantize, [np.zeros(3, np.float32)], p, np.empty((3,), np.int32))]
+    _, p = _model_and_params(OpCode.DEQUANTIZE, [int8_act(rng, (3,))], Spec((3,), DType.FLOAT32))
+    cases += [("dequantize mismatch", E.dequantize, [i8(3)], p, np.empty((4,), np.float32)),
+              ("dequantize float64 out", E.dequantize, [i8(3)], p, np.empty((3,), np.float64))]
+    x = int8_act(rng, (2, 3))
+    _, p = _model_and_params(OpCode.PAD, [x], Spec((3, 5), DType.INT8, x.scale, x.zp), PadOptions((1, 1, 0, 1)))
+    cases += [("pad out", E.pad, [i8(2, 3)], p, np.empty((3, 6), np.int8)),
+              ("pad rank", E.pad, [i8(6)], p, np.empty((9,), np.int8))]
+    _, p = _model_and_params(OpCode.TRANSPOSE, [Spec((2, 3, 4), DType.INT8, 0.1, 0)],
+                             Spec((4, 2, 3), DType.INT8, 0.1, 0), TransposeOptions((2, 0, 1)))
+    cases += [("transpose out", E.transpose, [i8(2, 3, 4)], p, np.empty((2, 3, 4), np.int8)),
+              ("transpose rank", E.transpose, [i8(6, 4)], p, np.empty((4, 6), np.int8)),
+              ("transpose itemsize", E.transpose, [i8(2, 3, 4)], p, np.empty((4, 2, 3), np.int16))]
+    cases += [("reshape count", E.reshape, [i8(2, 3)], None, np.empty((7,), np.int8)),
+              ("reshape itemsize", E.reshape, [i8(2, 3)], None, np.empty((6,), np.int16))]
+    return cases
+
+
+BAD_CASES = _bad_cases()
+
+
+@pytest.mark.parametrize("name, kernel, ins, p, out", BAD_CASES, ids=[c[0] for c in BAD_CASES])
+def test_bad_shapes_raise_value_error(name, kernel, ins, p, out):
+    before = out.copy() if out.flags.c_contiguous else None
+    with pytest.raises(ValueError):
+        kernel(ins, p, out)
+    if before is not None:
+        assert np.array_equal(before.view(np.uint8), out.view(np.uint8)), "a refused call wrote to out"
