@@ -249,3 +249,12 @@ def test_a_run_allocates_only_its_outputs():
     tracemalloc.stop()
     assert m.arena_bytes >= 2 * activations
     assert peak < activations // 4, peak  # outputs are 40 bytes; no tensor-sized allocation
+
+
+def test_resnet_like_fast_equals_reference_and_arena_shares():
+    from bench.models import resnet18
+    data = qrt.to_bytes(resnet18(size=40, width=8, classes=10, seed=3))
+    fast, ref = qrt.load(data, kernels="fast"), qrt.load(data, kernels="reference")
+    x = np.random.default_rng(2).random((2, 3, 40, 40), dtype=np.float32) * 4 - 2
+    assert np.array_equal(fast.run(x, raw=True), ref.run(x, raw=True))
+    assert fast.arena_bytes < fast.naive_arena_bytes / 2
