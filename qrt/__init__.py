@@ -12,8 +12,22 @@ from .errors import InputError, InvalidModelError, ModelFormatError, QrtError, U
 from .format import read_model, to_bytes, verify_model, write_model
 from .runtime import IOInfo, Model, load
 
+
+
+def convert(model, calibration, out_path, **options):
+    """Quantize a float ONNX or PyTorch model after training and write a .qmodel; returns the
+    conversion report. Needs the converters extra (pip install 'qrt[convert]'), imported only
+    here. Options: see converters.convert.convert."""
+    try:
+        from converters import convert as run
+    except ImportError as e:
+        raise QrtError(f"qrt.convert needs the converters and their packages ({e.name}): "
+                       f"pip install 'qrt[convert]'") from e
+    return run(model, calibration, out_path, **options)
+
+
 __all__ = [
     "__version__", "QrtError", "ModelFormatError", "InvalidModelError", "UnsupportedModelError",
-    "InputError", "load", "Model", "IOInfo",
+    "InputError", "load", "Model", "IOInfo", "convert",
     "read_model", "write_model", "to_bytes", "verify_model",
 ]

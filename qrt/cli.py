@@ -56,6 +56,20 @@ def _run(args) -> int:
     return 0
 
 
+def _convert(args) -> int:
+    from . import convert
+
+    preprocess = None
+    if args.image_size:
+        from converters.data import ImagePreprocess
+        preprocess = ImagePreprocess(size=tuple(args.image_size), mean=args.mean, std=args.std, scale=args.pixel_scale)
+    report = convert(args.source, args.calib, args.output, method=args.method, per_channel=not args.per_tensor,
+                     bias_correction=args.bias_correction, limit=args.limit, preprocess=preprocess,
+                     trust_source=args.trust_source, show_progress=None if not args.quiet else False)
+    print(report)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qrt",
@@ -85,6 +99,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernels", choices=("fast", "reference"), default=None,
                    help="kernel set (default: fast, or $QRT_KERNELS)")
     p.set_defaults(run=_run)
+
+    p = sub.add_parser(
+        "convert", help="quantize an ONNX (or saved torch.export) model to .qmodel",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Post-training quantization: read the float model, simplify it (constant folding, "
+                    "BatchNorm folding), run it in NumPy on calibration samples to measure every "
+                    "activation's range, quantize (int8 weights per output channel, int8 activations "
+                    "per tensor, int32 biases) and write OUT.qmodel atomically. Then report what was "
+                    "converted, the file size float -> int8, and how closely the int8 model agrees "
+                    "with the float one on held-back calibration samples.",
+        epilog="Calibration methods: minmax (full observed range), moving_average (EMA of per-batch "
+               "ranges), percentile (clip the 0.01 %% tails), entropy (KL-divergence clip), mse "
+               "(minimum expected quantization error), aciq (analytic clip for a Laplace or Gaussian "
+               "fit), auto (per tensor, the method with the best signal-to-quantization-noise ratio).\n"
+               "Example: qrt convert model.onnx --calib samples.npy -o model.qmodel")
+    p.add_argument("source", help=".onnx model (or .pt2 torch.export program with --trust-source)")
+    p.add_argument("-o", "--output", required=True, help="the .qmodel to write (never the source)")
+    p.add_argument("--calib", required=True,
+                   help="calibration data: .npy (batch first), .npz (arrays named after the inputs), "
+                        "or a folder of images (with --image-size)")
+    p.add_argument("--method", default="auto",
+                   choices=("auto", "minmax", "moving_average", "percentile", "entropy", "mse", "aciq"),
+                   help="how activation ranges are chosen (default: auto)")
+    p.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor instead of per channel")
+    p.add_argument("--bias-correction", action="store_true",
+                   help="fold the expected error of quantized weights into the biases (empirical bias correction)")
+    p.add_argument("--limit", type=int, default=100, help="calibration samples to use (default 100)")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="for a folder of images: resize the shorter side and center-crop to H x W")
+    p.add_argument("--mean", type=float, nargs="+", default=[0.0], help="image normalisation mean (after --pixel-scale)")
+    p.add_argument("--std", type=float, nargs="+", default=[1.0], help="image normalisation std")
+    p.add_argument("--pixel-scale", type=float, default=1 / 255, help="pixels are multiplied by this first (default 1/255)")
+    p.add_argument("--trust-source", action="store_true",
+                   help="allow a .pt2 source: torch.export.load unpickles, so only for files you made")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=_convert)
     return parser
 
 

@@ -1,0 +1,217 @@
+"""The conversion pipeline: source model -> float IR -> passes -> calibration -> lowering ->
+.qmodel, then an honest report comparing the int8 model with the float one on held-back
+samples.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import qrt
+from qrt.format import Calibration, Metadata
+
+from . import calibration as C
+from . import data as D
+from .errors import ConversionError
+from .float_exec import run_graph
+from .ir import Graph
+from .lower import LoweringOptions, lower
+from .passes import simplify
+
+
+@dataclass
+class OutputAgreement:
+    name: str
+    sqnr_db: float  # 10 log10(signal power / error power), float vs int8
+    cosine: float
+    top1_agreement: float | None  # classifiers (2-D outputs with several classes)
+
+
+@dataclass
+class Report:
+    source: str
+    output: str
+    method: str
+    per_channel: bool
+    bias_correction: bool
+    calibration_samples: int
+    holdout_samples: int
+    source_ops: dict  # op type -> count in the simplified float graph
+    qrt_ops: dict  # qrt op -> count
+    float_bytes: int  # float32 parameters of the source (what a float file holds)
+    int8_bytes: int  # the .qmodel file
+    agreement: list = field(default_factory=list)
+    methods_chosen: dict = field(default_factory=dict)  # auto: method -> number of tensors
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    float_accuracy: float | None = None
+    int8_accuracy: float | None = None
+
+    def __str__(self) -> str:
+        lines = [f"converted {self.source} -> {self.output}",
+                 f"  ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.source_ops.items())),
+                 f"  qrt ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.qrt_ops.items())),
+                 f"  calibration: {self.method}" + (f" ({', '.join(f'{k} {v}' for k, v in sorted(self.methods_chosen.items()))})" if self.methods_chosen else "")
+                 + f", {'per-channel' if self.per_channel else 'per-tensor'} weights"
+                 + (", bias correction" if self.bias_correction else "")
+                 + f", {self.calibration_samples} samples ({self.holdout_samples} held back for this report)",
+                 f"  size: {self.float_bytes / 1e6:.2f} MB float32 -> {self.int8_bytes / 1e6:.2f} MB int8 "
+                 f"({self.float_bytes / max(self.int8_bytes, 1):.1f}x smaller)"]
+        for a in self.agreement:
+            top = f", top-1 agreement {100 * a.top1_agreement:.1f} %" if a.top1_agreement is not None else ""
+            lines.append(f"  output '{a.name}': SQNR {a.sqnr_db:.1f} dB, cosine {a.cosine:.4f}{top}")
+        if self.float_accuracy is not None:
+            lines.append(f"  accuracy: float {100 * self.float_accuracy:.2f} %, int8 {100 * self.int8_accuracy:.2f} %")
+        lines.append(f"  took {self.seconds:.1f} s, peak memory {self.peak_rss_mb:.0f} MB")
+        return "\n".join(lines)
+
+
+def load_source(model, example_inputs=None, trust_source: bool = False) -> tuple[Graph, str, bytes | None]:
+    """(float IR, a name for it, the source file's bytes when it is a file)."""
+    from .onnx_reader import read_onnx
+
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.exists():
+            raise ConversionError(f"{path}: no such file")
+        if path.suffix == ".pt2":
+            from .torch_frontend import exported_program_to_onnx, load_exported_program
+            program = load_exported_program(path, trusted=trust_source)
+            return read_onnx(exported_program_to_onnx(program)), str(path), path.read_bytes()
+        return read_onnx(str(path)), str(path), path.read_bytes()
+    try:
+        import onnx
+        if isinstance(model, onnx.ModelProto):
+            return read_onnx(model), model.graph.name or "onnx model", model.SerializeToString()
+    except ImportError:
+        pass
+    from .torch_frontend import module_to_onnx
+    proto = module_to_onnx(model, example_inputs)
+    return read_onnx(proto), type(model).__name__, None
+
+
+def _stats_pass(graph: Graph, samples, stats: dict, means: dict | None, histogram: bool, progress):
+    wanted_means = means is not None
+    for feeds in progress(samples, desc="calibrating (histograms)" if histogram else "calibrating (ranges)"):
+        def observe(name, value):
+            if not np.issubdtype(np.asarray(value).dtype, np.floating):
+                return
+            st = stats.get(name)
+            if st is None:
+                st = stats[name] = C.TensorStats()
+            (st.update_histogram if histogram else st.update_range)(value)
+            if wanted_means and name in means and value.ndim >= 2:
+                axes = (0,) + tuple(range(2, value.ndim)) if value.ndim == 4 else tuple(range(value.ndim - 1))
+                m = value.astype(np.float64).mean(axis=axes)
+                acc = means[name]
+                acc[0] = m if acc[0] is None else acc[0] + m
+                acc[1] += 1
+        run_graph(graph, feeds, observe=observe)
+
+
+def _layer_inputs(graph: Graph) -> set:
+    return {n.inputs[0] for n in graph.nodes if n.op in ("Conv", "Gemm", "MatMul") and len(n.inputs) > 1
+            and n.inputs[1] in graph.constants}
+
+
+def _agreement(name: str, ref: np.ndarray, got: np.ndarray) -> OutputAgreement:
+    ref = ref.astype(np.float64).reshape(ref.shape[0], -1)
+    got = got.astype(np.float64).reshape(got.shape[0], -1)
+    err = np.sum((ref - got) ** 2)
+    sqnr = 10 * np.log10(max(np.sum(ref**2), 1e-30) / max(err, 1e-30))
+    cos = float(np.sum(ref * got) / max(np.linalg.norm(ref) * np.linalg.norm(got), 1e-30))
+    top1 = float(np.mean(ref.argmax(1) == got.argmax(1))) if ref.shape[1] > 1 else None
+    return OutputAgreement(name, float(sqnr), cos, top1)
+
+
+def convert(model, calibration, out_path, *, method: str = "auto", per_channel: bool = True,
+            bias_correction: bool = False, example_inputs=None, limit: int = 100, holdout: float = 0.2,
+            preprocess=None, labels=None, show_progress: bool | None = None, metadata: dict | None = None,
+            trust_source: bool = False) -> Report:
+    """Quantize a float model after training and write it as .qmodel. Returns a Report.
+
+    model: an .onnx or .pt2 path, an onnx.ModelProto, or a torch.nn.Module (with example_inputs).
+    calibration: an iterable of arrays (or of dicts by input name), a .npy/.npz path, or a folder
+    of images (with preprocess=converters.data.ImagePreprocess(...)); `limit` samples are used.
+    labels: optional class indices of the held-back samples, to report accuracy.
+    trust_source: allow loading a .pt2 file, which unpickles (only for files you made).
+    """
+    if method not in C.METHODS:
+        raise ConversionError(f"unknown calibration method '{method}'; choose one of {', '.join(C.METHODS)}")
+    start = time.perf_counter()
+    out_path = os.fspath(out_path)
+    if isinstance(model, (str, os.PathLike)) and os.path.exists(out_path) and \
+            os.path.samefile(os.fspath(model), out_path):
+        raise ConversionError(f"the output {out_path} is the input model: choose another path")
+    graph, source_name, source_bytes = load_source(model, example_inputs, trust_source)
+    graph = simplify(graph)
+    progress = (lambda it, desc: D.progress(it, total=None, desc=desc, force=show_progress))
+
+    shapes = {n: graph.shapes[n] for n in graph.inputs}
+    samples = list(D.iter_calibration(calibration, graph.inputs, shapes, limit=limit, preprocess=preprocess))
+    calib, held = D.split_holdout(samples, holdout)
+    if not calib:
+        raise ConversionError("no calibration samples left after holding some back; pass more data")
+
+    stats: dict = {}
+    means = {name: [None, 0] for name in _layer_inputs(graph)} if bias_correction else None
+    _stats_pass(graph, calib, stats, means, histogram=False, progress=progress)
+    for st in stats.values():
+        st.finish_ranges()
+    _stats_pass(graph, calib, stats, None, histogram=True, progress=progress)
+
+    qparams, chosen = {}, {}
+    for name, st in stats.items():
+        lo, hi, used = C.choose_range(st, method)
+        qparams[name] = C.qparams(lo, hi)
+        chosen[used] = chosen.get(used, 0) + 1
+    qparams.update(graph.fixed_qparams)
+    input_means = {k: v[0] / v[1] for k, v in (means or {}).items() if v[1]}
+
+    md = Metadata(producer="qrt convert", producer_version=qrt.__version__, source_file=os.path.basename(source_name),
+                  source_sha256=hashlib.sha256(source_bytes).hexdigest() if source_bytes else "",
+                  calibration=Calibration(method, len(calib), {"per_channel": str(per_channel).lower(),
+                                                              "bias_correction": str(bias_correction).lower()}),
+                  properties=dict(metadata or {}))
+    float_bytes = len(source_bytes) if source_bytes else graph.parameter_bytes()
+    qmodel, lowered = lower(graph, qparams, LoweringOptions(per_channel=per_channel, input_means=input_means), md)
+    size = qrt.write_model(qmodel, out_path)
+
+    report = Report(source=source_name, output=out_path, method=method, per_channel=per_channel,
+                    bias_correction=bias_correction, calibration_samples=len(calib), holdout_samples=len(held),
+                    source_ops=graph.op_counts(), qrt_ops={}, float_bytes=float_bytes, int8_bytes=size,
+                    methods_chosen=chosen if method == "auto" else {})
+    for _, code in lowered:
+        report.qrt_ops[code] = report.qrt_ops.get(code, 0) + 1
+    evaluate(report, graph, out_path, held or calib[-1:], labels)
+    report.seconds = time.perf_counter() - start
+    report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return report
+
+
+def evaluate(report: Report, graph: Graph, qmodel_path: str, samples, labels=None):
+    """Fill the report's agreement (and accuracy) from float and int8 runs on `samples`."""
+    m = qrt.load(qmodel_path)
+    ref = {n: [] for n in graph.outputs}
+    got = {n: [] for n in graph.outputs}
+    for feeds in samples:
+        f = run_graph(graph, feeds)
+        q = m.run(feeds)
+        q = q if isinstance(q, dict) else {graph.outputs[0]: q}
+        for n in graph.outputs:
+            ref[n].append(np.asarray(f[n]))
+            got[n].append(np.asarray(q[n]))
+    report.agreement = [_agreement(n, np.concatenate(ref[n]), np.concatenate(got[n])) for n in graph.outputs]
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        first = graph.outputs[0]
+        fr, qr = np.concatenate(ref[first]), np.concatenate(got[first])
+        n = min(len(labels), len(fr))
+        report.float_accuracy = float(np.mean(fr[:n].reshape(n, -1).argmax(1) == labels[:n]))
+        report.int8_accuracy = float(np.mean(qr[:n].reshape(n, -1).argmax(1) == labels[:n]))

@@ -1,0 +1,566 @@
+"""ONNX front-end: an .onnx file (or onnx.ModelProto) -> the float IR (converters/ir.py).
+
+    read_onnx(source) -> Graph
+
+What it does, in order:
+1. loads the model (a ConversionError names the file and the problem when that fails), checks
+   the default-domain opset (13 or newer) and inlines the model's local functions (the
+   dynamo exporter may emit some). Nothing of the file is ever executed: ONNX is data.
+2. collects every op type the float executor (converters/float_exec.py) does not implement
+   and raises UnsupportedOpsError listing all of them with their nodes, before anything else.
+   QuantizeLinear / DequantizeLinear are accepted here and removed in step 5.
+3. initializers and Constant nodes become Graph.constants: every float tensor float32, every
+   integer tensor int64 (shape-like), except int8/uint8/int32 tensors that a DequantizeLinear
+   reads. Graph inputs that are initializers are not inputs. Each input must have a static
+   shape; a symbolic or unknown first (batch) dimension is set to 1. Inputs must be float.
+4. nodes are copied with their attributes as Python values (str, int, float, lists, numpy
+   arrays for tensors) and sorted topologically.
+5. QDQ: an activation pair QuantizeLinear -> DequantizeLinear is removed (readers of the DQ
+   output read the Q input, which keeps its name) and Graph.fixed_qparams[name] = (scale,
+   zero_point) is recorded. The zero point is stored in the int8 convention of qrt: a uint8
+   zero point z becomes z - 128, which describes exactly the same real range. A weight
+   DequantizeLinear of an int8/uint8 constant (or a Q -> DQ pair on a float constant, as in
+   PyTorch QAT exports) becomes the dequantized float32 constant, named as the DQ output, and
+   Graph.weight_qparams[that name] = (scales float32 array, axis) (per-tensor: 1 scale, axis 0).
+   An int32 bias DequantizeLinear becomes a float constant. Q/DQ that fit none of these
+   patterns (or use 16-bit / 4-bit types) raise UnsupportedOpsError.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+from .errors import ConversionError, UnsupportedOpsError
+from .ir import Graph, Node
+
+MIN_OPSET = 13
+_QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def _describe(source):
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return "<onnx.ModelProto>"
+
+
+def _load(source, onnx):
+    where = _describe(source)
+    if isinstance(source, onnx.ModelProto):
+        return source
+    if not isinstance(source, (str, os.PathLike)):
+        raise ConversionError(f"read_onnx expects a path or an onnx.ModelProto, not {type(source).__name__}")
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        raise ConversionError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ConversionError(f"{path}: is a directory, not an ONNX file")
+    try:
+        model = onnx.load(path)
+    except Exception as e:  # DecodeError, OSError (external data), ...
+        raise ConversionError(f"{where}: not a readable ONNX model ({type(e).__name__}: {e})") from e
+    if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
+        raise ConversionError(f"{where}: not an ONNX model (no graph, or a graph without nodes and outputs)")
+    return model
+
+
+def _to_numpy(tensor, onnx, where, keep_int=False):
+    from onnx import numpy_helper
+
+    try:
+        a = numpy_helper.to_array(tensor)
+    except Exception as e:
+        raise ConversionError(f"{where}: tensor {tensor.name!r} cannot be decoded ({type(e).__name__}: {e})") from e
+    return _normalize(np.asarray(a), keep_int)
+
+
+def _normalize(a, keep_int=False):
+    """float32 for every float tensor, int64 for integers (unless kept for a Q/DQ)."""
+    kind = a.dtype.kind
+    if kind == "f" or a.dtype.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
+        return a.astype(np.float32)
+    if kind in "iu":
+        if keep_int:
+            return a
+        return a.astype(np.int64)
+    if kind == "b":
+        return a.astype(np.bool_)
+    if kind == "V" and a.dtype.names is None:  # ml_dtypes types reported as void
+        return a.astype(np.float32)
+    return a
+
+
+def _attr_value(attr, onnx, where):
+    from onnx import AttributeProto, helper
+
+    t = attr.type
+    if t in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
+        raise ConversionError(f"{where}: attribute {attr.name!r} holds a subgraph (control flow is not supported)")
+    v = helper.get_attribute_value(attr)
+    if t == AttributeProto.STRING:
+        return v.decode("utf-8", "replace")
+    if t == AttributeProto.STRINGS:
+        return [s.decode("utf-8", "replace") for s in v]
+    if t == AttributeProto.TENSOR:
+        return _to_numpy(v, onnx, where)
+    if t == AttributeProto.TENSORS:
+        return [_to_numpy(x, onnx, where) for x in v]
+    if t == AttributeProto.INTS:
+        return [int(x) for x in v]
+    if t == AttributeProto.FLOATS:
+        return [float(x) for x in v]
+    if t == AttributeProto.INT:
+        return int(v)
+    if t == AttributeProto.FLOAT:
+        return float(v)
+    if t == AttributeProto.SPARSE_TENSOR:
+        raise ConversionError(f"{where}: sparse tensor attribute {attr.name!r} is not supported")
+    return v
+
+
+def _node_label(node, index):
+    return node.name or f"#{index} ({node.op_type} -> {node.output[0] if node.output else '?'})"
+
+
+def _check_ops(model, where):
+    from .float_exec import SUPPORTED_OPS
+
+    bad = {}
+    for i, node in enumerate(model.graph.node):
+        op = node.op_type
+        if node.domain in _DEFAULT_DOMAINS or (node.domain == "com.microsoft" and op in _QDQ_OPS):
+            if op in SUPPORTED_OPS or op in _QDQ_OPS:
+                continue
+            key = op
+        else:
+            key = f"{node.domain}::{op}"
+        bad.setdefault(key, []).append(_node_label(node, i))
+    if bad:
+        raise UnsupportedOpsError(bad, where)
+
+
+def _static_shape(value_info, where):
+    tt = value_info.type
+    if not tt.HasField("tensor_type"):
+        raise ConversionError(f"{where}: input {value_info.name!r} is not a tensor")
+    t = tt.tensor_type
+    if not t.HasField("shape"):
+        raise ConversionError(f"{where}: input {value_info.name!r} has no shape; re-export with a static input shape")
+    shape = []
+    for i, d in enumerate(t.shape.dim):
+        if d.HasField("dim_value") and d.dim_value > 0:
+            shape.append(int(d.dim_value))
+        elif i == 0:
+            shape.append(1)  # symbolic / dynamic batch
+        else:
+            sym = d.dim_param or "?"
+            raise ConversionError(
+                f"{where}: input {value_info.name!r} has a dynamic dimension {i} ({sym!r}); only the "
+                "batch dimension may be dynamic. Re-export the model with a fixed input shape.")
+    return shape, t.elem_type
+
+
+def _topo_sort(nodes, available, where):
+    producer = {}
+    for i, n in enumerate(nodes):
+        for o in n.outputs:
+            if o:
+                if o in producer or o in available:
+                    raise ConversionError(f"{where}: value {o!r} is produced twice")
+                producer[o] = i
+    order, state = [], [0] * len(nodes)  # 0 new, 1 visiting, 2 done
+    for start in range(len(nodes)):
+        if state[start]:
+            continue
+        stack = [(start, 0)]
+        state[start] = 1
+        while stack:
+            i, k = stack[-1]
+            ins = nodes[i].inputs
+            if k < len(ins):
+                stack[-1] = (i, k + 1)
+                name = ins[k]
+                if not name or name in available:
+                    continue
+                j = producer.get(name)
+                if j is None:
+                    raise ConversionError(f"{where}: node {nodes[i].name!r} ({nodes[i].op}) reads {name!r}, "
+                                          "which no node, initializer or input provides")
+                if state[j] == 1:
+                    raise ConversionError(f"{where}: the graph has a cycle through {name!r}")
+                if state[j] == 0:
+                    state[j] = 1
+                    stack.append((j, 0))
+            else:
+                state[i] = 2
+                order.append(nodes[i])
+                stack.pop()
+    return order
+
+
+# --------------------------------------------------------------------------- QDQ
+
+def _qparam_arrays(g, node, where):
+    """(scale float32 array, zero point int array or None, axis, dtype name) of a Q/DQ node."""
+    if len(node.inputs) < 2 or node.inputs[1] not in g.constants:
+        raise UnsupportedOpsError({node.op + " (scale not a constant)": [node.name]}, where)
+    scale = np.asarray(g.constants[node.inputs[1]], dtype=np.float32)
+    zp = None
+    if len(node.inputs) > 2 and node.inputs[2]:
+        if node.inputs[2] not in g.constants:
+            raise UnsupportedOpsError({node.op + " (zero point not a constant)": [node.name]}, where)
+        zp = np.asarray(g.constants[node.inputs[2]])
+    return scale, zp
+
+
+def _zp_dtype(zp, node):
+    """The quantized type of a Q/DQ: from the zero point (or output_dtype); uint8 by default."""
+    if zp is not None:
+        return zp.dtype.name
+    od = node.attrs.get("output_dtype", 0)
+    return {3: "int8", 2: "uint8", 5: "int16", 4: "uint16", 6: "int32"}.get(od, "uint8")
+
+
+def _dequantize(q, scale, zp, axis):
+    q = np.asarray(q).astype(np.float64)
+    scale = np.asarray(scale, dtype=np.float64)
+    zp = np.zeros(1) if zp is None else np.asarray(zp, dtype=np.float64)
+    if scale.size > 1 or zp.size > 1:
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        scale = scale.reshape(shape) if scale.size > 1 else scale.reshape(())
+        zp = zp.reshape(shape) if zp.size > 1 else zp.reshape(())
+    else:
+        scale, zp = scale.reshape(()), zp.reshape(())
+    return ((q - zp) * scale).astype(np.float32)
+
+
+def _quantize(x, scale, zp, axis, qmin, qmax):
+    x = np.asarray(x, dtype=np.float64)
+    scale = np.asarray(scale, dtype=np.float64)
+    zp = np.zeros(1) if zp is None else np.asarray(zp, dtype=np.float64)
+    if scale.size > 1:
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        scale = scale.reshape(shape)
+        zp = zp.reshape(shape) if zp.size > 1 else zp.reshape(())
+    else:
+        scale, zp = scale.reshape(()), zp.reshape(())
+    return np.clip(np.rint(x / scale) + zp, qmin, qmax)
+
+
+_QRANGE = {"int8": (-128, 127), "uint8": (0, 255)}
+_INT8_LIKE = ("int8", "uint8")
+
+
+def _resolve_qdq(g, where, int_consts):
+    """Remove QuantizeLinear / DequantizeLinear nodes as described in the module docstring."""
+    consumers = g.consumers()
+    remove = set()
+    dq_nodes = [n for n in g.nodes if n.op == "DequantizeLinear"]
+    q_nodes = [n for n in g.nodes if n.op == "QuantizeLinear"]
+    rename = {}  # removed value -> the value that replaces it
+    dropped_inputs = {i for n in g.nodes if n.op in _QDQ_OPS for i in n.inputs if i}
+    extra_outputs = []
+    lower_bound_zero = []  # values whose Q range starts at exactly 0.0
+
+    def res(name):
+        while name in rename:
+            name = rename[name]
+        return name
+
+    # 1. DequantizeLinear of a constant: weights (int8/uint8) and biases (int32)
+    for dq in dq_nodes:
+        x = dq.inputs[0]
+        if x not in g.constants:
+            continue
+        scale, zp = _qparam_arrays(g, dq, where)
+        q = g.constants[x]
+        qtype = q.dtype.name
+        axis = dq.attrs.get("axis", 1)
+        if scale.size > 1:
+            axis = axis + q.ndim if axis < 0 else axis
+            if not 0 <= axis < q.ndim or q.shape[axis] != scale.size:
+                raise ConversionError(f"{where}: DequantizeLinear {dq.name!r}: {scale.size} scales do not fit "
+                                      f"axis {axis} of {x!r} {q.shape}")
+        if dq.attrs.get("block_size", 0):
+            raise UnsupportedOpsError({"DequantizeLinear (blocked quantization)": [dq.name]}, where)
+        if qtype not in _INT8_LIKE + ("int32",):
+            raise UnsupportedOpsError({f"DequantizeLinear of {qtype}": [dq.name]}, where)
+        out = dq.outputs[0]
+        g.constants[out] = _dequantize(q, scale, zp, axis)
+        if qtype in _INT8_LIKE:
+            g.weight_qparams[out] = (scale.reshape(-1).astype(np.float32), axis if scale.size > 1 else 0)
+        remove.add(id(dq))
+
+    # 2. QuantizeLinear -> DequantizeLinear pairs
+    for qn in q_nodes:
+        x, y = res(qn.inputs[0]), qn.outputs[0]
+        readers = consumers.get(y, [])
+        if not readers or any(r.op != "DequantizeLinear" for r in readers) or y in g.outputs:
+            raise UnsupportedOpsError({"QuantizeLinear (not followed only by DequantizeLinear)": [qn.name]}, where)
+        scale, zp = _qparam_arrays(g, qn, where)
+        qtype = _zp_dtype(zp, qn)
+        axis = qn.attrs.get("axis", 1)
+        for dq in readers:
+            s2, z2 = _qparam_arrays(g, dq, where)
+            if not (np.array_equal(s2.reshape(-1), scale.reshape(-1)) and
+                    np.array_equal(np.zeros(1) if z2 is None else z2.reshape(-1).astype(np.int64),
+                                   np.zeros(1) if zp is None else zp.reshape(-1).astype(np.int64))):
+                raise ConversionError(f"{where}: QuantizeLinear {qn.name!r} and DequantizeLinear {dq.name!r} "
+                                      "use different scales or zero points")
+        if qtype not in _INT8_LIKE:
+            raise UnsupportedOpsError({f"QuantizeLinear/DequantizeLinear to {qtype}": [qn.name]}, where)
+        if x in g.constants:
+            # fake-quantized weight (PyTorch QAT export): constant = dequantize(quantize(w))
+            w = np.asarray(g.constants[x], dtype=np.float32)
+            if scale.size > 1:
+                axis = axis + w.ndim if axis < 0 else axis
+            qmin, qmax = _QRANGE[qtype]
+            fq = _dequantize(_quantize(w, scale, zp, axis, qmin, qmax), scale, zp, axis)
+            for dq in readers:
+                g.constants[dq.outputs[0]] = fq
+                g.weight_qparams[dq.outputs[0]] = (scale.reshape(-1).astype(np.float32),
+                                                   axis if scale.size > 1 else 0)
+                remove.add(id(dq))
+            remove.add(id(qn))
+            continue
+        if scale.size != 1:
+            raise UnsupportedOpsError({"QuantizeLinear (per-axis on an activation)": [qn.name]}, where)
+        z = 0 if zp is None else int(zp.reshape(-1)[0])
+        if qtype == "uint8":
+            z -= 128
+        s = float(scale.reshape(-1)[0])
+        if not (np.isfinite(s) and s > 0):
+            raise ConversionError(f"{where}: QuantizeLinear {qn.name!r} has scale {s}")
+        x = res(x)
+        # the value keeps its name, unless a DQ output is a graph output: then the graph's
+        # output name wins (the producer of x is renamed), so the interface does not change
+        target = x
+        if x not in g.inputs and x not in g.outputs and x not in g.constants:
+            for dq in readers:
+                if dq.outputs[0] in g.outputs:
+                    target = dq.outputs[0]
+                    break
+        if target != x:
+            rename[x] = target
+            if x in g.fixed_qparams:
+                g.fixed_qparams[target] = g.fixed_qparams.pop(x)
+        prev = g.fixed_qparams.get(target)
+        if prev is not None and prev != (s, z):
+            warnings.warn(f"{where}: value {target!r} is quantized twice with different parameters "
+                          f"({prev} and {(s, z)}); keeping the first", stacklevel=3)
+        else:
+            g.fixed_qparams[target] = (s, z)
+        for dq in readers:
+            o = dq.outputs[0]
+            if o != target:
+                if o in g.outputs:
+                    extra_outputs.append((target, o))
+                else:
+                    rename[o] = target
+            remove.add(id(dq))
+        remove.add(id(qn))
+        if z == -128:
+            lower_bound_zero.append(target)
+
+    left = [n for n in g.nodes if n.op in _QDQ_OPS and id(n) not in remove]
+    if left:
+        bad = {}
+        for n in left:
+            bad.setdefault(f"{n.op} (not part of a Q->DQ pair or a constant weight)", []).append(n.name)
+        raise UnsupportedOpsError(bad, where)
+    g.nodes = [n for n in g.nodes if id(n) not in remove]
+    for n in g.nodes:
+        n.inputs = [res(i) if i else i for i in n.inputs]
+        n.outputs = [res(o) if o else o for o in n.outputs]
+    _restore_fused_relus(g, lower_bound_zero)
+    for src, o in extra_outputs:
+        # a graph output that would collapse onto a graph input or another output: keep it a
+        # value of its own
+        g.nodes.append(Node("Identity", [res(src)], [o], {}, f"qdq_output_{o}"))
+        if res(src) in g.fixed_qparams:
+            g.fixed_qparams[o] = g.fixed_qparams[res(src)]
+    # the integer tensors the Q/DQ read are not constants of the float graph any more
+    used = {i for n in g.nodes for i in n.inputs} | set(g.outputs)
+    for name in list(g.constants):  # Q/DQ parameters, raw integer weights, ...
+        if name not in used and (name in int_consts or name in dropped_inputs):
+            g.constants.pop(name, None)
+    for name in list(g.constants):
+        a = g.constants[name]
+        if a.dtype.kind in "iu" and a.dtype != np.int64:
+            g.constants[name] = a.astype(np.int64)
+
+
+# ops whose output is >= 0 for any input, and ops whose output is >= 0 when their data
+# inputs are
+_NONNEG_OPS = {"Relu", "Sigmoid", "Softmax", "HardSigmoid", "Abs", "Exp", "Sqrt", "Softplus"}
+_NONNEG_IF_INPUTS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Reshape", "Flatten",
+                     "Transpose", "Squeeze", "Unsqueeze", "Slice", "Gather", "Identity", "Dropout",
+                     "Resize", "Expand", "Split", "ReduceMean", "ReduceMax", "ReduceMin", "Tile",
+                     "Max", "Mul", "Add", "Concat"}
+
+
+def _nonnegative(g, name, producers, memo):
+    if name in memo:
+        return memo[name]
+    memo[name] = False  # guards against cycles
+    if name in g.constants:
+        a = np.asarray(g.constants[name])
+        r = a.dtype.kind in "iuf" and bool(np.all(a >= 0))
+    elif name in g.inputs or name not in producers:
+        r = False
+    else:
+        p = producers[name]
+        if p.op in _NONNEG_OPS:
+            r = True
+        elif p.op == "Clip":
+            lo = p.inputs[1] if len(p.inputs) > 1 else ""
+            lo_val = g.constants.get(lo) if lo else p.attrs.get("min")
+            r = lo_val is not None and float(np.asarray(lo_val).reshape(-1)[0]) >= 0
+        elif p.op in ("Concat", "Max", "Add", "Mul"):
+            r = all(_nonnegative(g, i, producers, memo) for i in p.inputs if i)
+        elif p.op == "Pad":
+            r = _nonnegative(g, p.inputs[0], producers, memo)
+            mode = p.attrs.get("mode", "constant")
+            if r and mode == "constant" and len(p.inputs) > 2 and p.inputs[2]:
+                r = _nonnegative(g, p.inputs[2], producers, memo)
+        elif p.op in _NONNEG_IF_INPUTS:
+            r = _nonnegative(g, p.inputs[0], producers, memo)
+        else:
+            r = False
+    memo[name] = r
+    return r
+
+
+def _restore_fused_relus(g, names):
+    """ONNX Runtime's QDQ quantizer deletes a Relu / Clip before a QuantizeLinear whose range
+    starts at 0: the Q clamps instead. With the Q/DQ pair gone the float graph needs that clamp
+    back: a value whose range starts at 0 and that is not provably >= 0 gets a Relu (the
+    producer writes `name__prerelu`, the Relu writes `name`, which keeps its qparams)."""
+    if not names:
+        return
+    producers = g.producers()
+    memo = {}
+    for name in names:
+        p = producers.get(name)
+        if p is None or _nonnegative(g, name, producers, memo):
+            continue
+        pre = g.fresh(name + "__prerelu")
+        p.outputs = [pre if o == name else o for o in p.outputs]
+        relu = Node("Relu", [pre], [name], {}, f"{p.name}_qdq_relu")
+        g.nodes.insert(g.nodes.index(p) + 1, relu)
+        producers[name] = relu
+        producers[pre] = p
+        memo[name] = True
+
+
+# --------------------------------------------------------------------------- entry point
+
+def read_onnx(source, input_shapes: dict | None = None) -> Graph:
+    """Read an ONNX model (a path or an onnx.ModelProto) into the float IR.
+
+    input_shapes optionally overrides the shape of named inputs (for models exported with
+    dynamic dimensions other than the batch)."""
+    try:
+        import onnx
+    except ImportError as e:  # pragma: no cover
+        raise ConversionError("reading ONNX models needs the onnx package (pip install 'qrt[convert]')") from e
+
+    where = _describe(source)
+    model = _load(source, onnx)
+
+    opset = None
+    for imp in model.opset_import:
+        if imp.domain in _DEFAULT_DOMAINS:
+            opset = int(imp.version)
+    if opset is None:
+        raise ConversionError(f"{where}: the model imports no default-domain opset")
+    if opset < MIN_OPSET:
+        raise ConversionError(
+            f"{where}: opset {opset} is too old; opset {MIN_OPSET} or newer is required. Re-export the model "
+            f"(torch.onnx.export(..., opset_version=17)) or upgrade it with "
+            f"onnx.version_converter.convert_version(model, 17).")
+
+    if model.functions:
+        try:
+            from onnx import inliner
+            model = inliner.inline_local_functions(model)
+        except Exception as e:
+            raise ConversionError(f"{where}: its local functions cannot be inlined ({type(e).__name__}: {e})") from e
+
+    _check_ops(model, where)
+
+    graph = model.graph
+    g = Graph(name=graph.name or os.path.splitext(os.path.basename(where))[0])
+
+    # names a DequantizeLinear reads as data: keep their integer type until QDQ is resolved
+    dq_data = {n.input[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input}
+    qdq_params = {i for n in graph.node if n.op_type in _QDQ_OPS for i in list(n.input)[1:] if i}
+    int_consts = set()
+
+    for init in graph.initializer:
+        keep = init.name in dq_data or init.name in qdq_params
+        a = _to_numpy(init, onnx, where, keep_int=keep)
+        g.constants[init.name] = a
+        if keep and a.dtype.kind in "iu":
+            int_consts.add(init.name)
+    if graph.sparse_initializer:
+        raise ConversionError(f"{where}: sparse initializers are not supported")
+
+    nodes = []
+    for i, n in enumerate(graph.node):
+        label = n.name or f"{n.op_type}_{i}"
+        ctx = f"{where}: node {label!r}"
+        attrs = {a.name: _attr_value(a, onnx, ctx) for a in n.attribute}
+        if n.op_type == "Constant" and n.domain in _DEFAULT_DOMAINS:
+            name = n.output[0]
+            keep = name in dq_data or name in qdq_params
+            if "value" in attrs:
+                a = attrs["value"]
+                if keep:
+                    a = _to_numpy(next(x for x in n.attribute if x.name == "value").t, onnx, ctx, keep_int=True)
+                    int_consts.add(name)
+            elif "value_float" in attrs or "value_floats" in attrs:
+                a = np.asarray(attrs.get("value_float", attrs.get("value_floats")), dtype=np.float32)
+            elif "value_int" in attrs or "value_ints" in attrs:
+                a = np.asarray(attrs.get("value_int", attrs.get("value_ints")), dtype=np.int64)
+            else:
+                raise ConversionError(f"{ctx}: Constant with unsupported value attribute {sorted(attrs)}")
+            g.constants[name] = a
+            continue
+        nodes.append(Node(n.op_type, list(n.input), list(n.output), attrs, label))
+
+    const_names = set(g.constants)
+    input_shapes = dict(input_shapes or {})
+    for vi in graph.input:
+        if vi.name in const_names:
+            continue
+        if vi.name in input_shapes:
+            shape = [int(d) for d in input_shapes.pop(vi.name)]
+            elem = vi.type.tensor_type.elem_type
+        else:
+            shape, elem = _static_shape(vi, where)
+        if elem not in (1, 10, 11, 16):
+            raise ConversionError(f"{where}: input {vi.name!r} has element type "
+                                  f"{onnx.TensorProto.DataType.Name(elem)}; only float inputs are supported")
+        g.inputs.append(vi.name)
+        g.shapes[vi.name] = tuple(shape)
+    if input_shapes:
+        raise ConversionError(f"{where}: input_shapes names {sorted(input_shapes)}, which are not inputs "
+                              f"(inputs: {g.inputs})")
+    if not g.inputs:
+        raise ConversionError(f"{where}: the model has no (non-constant) inputs")
+    g.outputs = [o.name for o in graph.output]
+    if not g.outputs:
+        raise ConversionError(f"{where}: the model has no outputs")
+
+    g.nodes = _topo_sort(nodes, set(g.inputs) | const_names, where)
+    _resolve_qdq(g, where, int_consts)
+    produced = set(g.inputs) | set(g.constants) | {o for n in g.nodes for o in n.outputs}
+    for o in g.outputs:
+        if o not in produced:
+            raise ConversionError(f"{where}: graph output {o!r} is not produced by any node")
+    return g

@@ -1,0 +1,429 @@
+"""Graph passes on the float IR (converters/ir.py). Each is `(graph) -> graph` and works in place.
+
+    simplify(graph)            all of them, in order (what the converter runs after a front-end)
+    remove_identities(graph)   Identity, Dropout (inference) and float -> float Cast go
+    infer_shapes(graph)        runs the graph once on zeros: graph.shapes of every value
+    fold_constants(graph)      nodes whose inputs are all constants (and Shape / Size of a value
+                               with a known shape) become constants
+    fold_batch_norms(graph)    BatchNormalization into the Conv / Gemm / MatMul before it
+    fold_pads_into_convs(graph)  a constant zero Pad before Convs becomes their pads
+    remove_unused(graph)       nodes and constants nobody reads
+
+Shapes are static: infer_shapes uses the input shapes of graph.shapes (a dynamic batch was set
+to 1 by the reader), and constant folding turns exporters' shape chains (Shape -> Gather ->
+Concat -> Reshape) into constant shapes for exactly those input shapes.
+
+Values named in graph.fixed_qparams keep their names; where a pass removes a value in favour of
+another (an Identity), its qparams move to the value that replaces it. Activation fusion is not
+done here: the lowering decides what to fuse.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import float_exec
+from .ir import Graph
+
+_FLOAT_TYPES = {1, 10, 11, 16}
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _move_qparams(graph: Graph, old: str, new: str):
+    q = graph.fixed_qparams.pop(old, None)
+    if q is not None and new not in graph.fixed_qparams:
+        graph.fixed_qparams[new] = q
+
+
+def _replace_value(graph: Graph, old: str, new: str):
+    """Every reader of `old` reads `new` (old disappears). Graph outputs are renamed too."""
+    graph.rename_value(old, new)
+    _move_qparams(graph, old, new)
+    if old in graph.shapes and new not in graph.shapes:
+        graph.shapes[new] = graph.shapes[old]
+    graph.shapes.pop(old, None)
+
+
+def _rename_produced(graph: Graph, old: str, new: str):
+    """The node producing `old` produces `new` instead; every reader follows."""
+    for n in graph.nodes:
+        n.outputs = [new if o == old else o for o in n.outputs]
+    _replace_value(graph, old, new)
+
+
+def _normalize(a):
+    a = np.asarray(a)
+    if a.dtype.kind == "f" and a.dtype != np.float32:
+        return a.astype(np.float32)
+    if a.dtype.kind in "iu" and a.dtype != np.int64:
+        return a.astype(np.int64)
+    return a
+
+
+def value_types(graph: Graph) -> tuple[dict, dict]:
+    """(shapes, dtypes) of every value: the graph run once on zeros of its input shapes."""
+    missing = [n for n in graph.inputs if n not in graph.shapes]
+    if missing:
+        raise ValueError(f"the shapes of inputs {missing} are unknown")
+    shapes, dtypes = {}, {}
+    for name, a in graph.constants.items():
+        shapes[name] = tuple(np.shape(a))
+        dtypes[name] = np.asarray(a).dtype
+
+    def observe(name, a):
+        shapes[name] = tuple(np.shape(a))
+        dtypes[name] = np.asarray(a).dtype
+
+    feeds = {n: np.zeros(graph.shapes[n], dtype=np.float32) for n in graph.inputs}
+    float_exec.run_graph(graph, feeds, outputs=[], observe=observe)
+    return shapes, dtypes
+
+
+# --------------------------------------------------------------------------- passes
+
+def infer_shapes(graph: Graph) -> Graph:
+    """graph.shapes[name] for every value (inputs, constants, node outputs): the exact shapes of
+    one run on zeros. Input shapes are kept; shapes of values that no longer exist go."""
+    shapes, _ = value_types(graph)
+    graph.shapes = {n: graph.shapes[n] for n in graph.inputs}
+    graph.shapes.update(shapes)
+    return graph
+
+
+def remove_identities(graph: Graph, dtypes: dict | None = None) -> Graph:
+    """Remove Identity, Dropout (its mask output unread) and Cast float -> float (when the
+    input's dtype is known to be float: from `dtypes`, a float constant or a graph input)."""
+    changed = True
+    while changed:
+        changed = False
+        for node in list(graph.nodes):
+            if not _is_identity(graph, node, dtypes):
+                continue
+            x, y = node.inputs[0], node.outputs[0]
+            if y in graph.outputs:
+                # keep the graph's output name: rename the producer of x instead, if x is an
+                # intermediate value
+                producers = graph.producers()
+                if x in producers and x not in graph.outputs and x not in graph.inputs:
+                    graph.nodes.remove(node)
+                    _rename_produced(graph, x, y)
+                    changed = True
+                continue
+            graph.nodes.remove(node)
+            _replace_value(graph, y, x)
+            changed = True
+    return graph
+
+
+def _is_identity(graph, node, dtypes):
+    if node.op == "Identity":
+        return True
+    if node.op == "Dropout":
+        mask = node.outputs[1] if len(node.outputs) > 1 else ""
+        return not mask or (mask not in graph.outputs and not any(mask in n.inputs for n in graph.nodes))
+    if node.op == "Cast" and int(node.attrs.get("to", 0)) in _FLOAT_TYPES:
+        x = node.inputs[0]
+        if x in graph.inputs:
+            return True
+        if x in graph.constants:
+            return np.asarray(graph.constants[x]).dtype.kind == "f"
+        if dtypes is not None and x in dtypes:
+            return np.dtype(dtypes[x]).kind == "f"
+    return False
+
+
+def fold_constants(graph: Graph, dtypes: dict | None = None) -> Graph:
+    """Evaluate every node whose inputs are all constants (Shape / Size: whose input has a
+    known shape in graph.shapes; CastLike: whose second input has a known dtype, from `dtypes`
+    or one run of the graph) and make its outputs constants. Nodes producing a graph output
+    stay (an output must be computed)."""
+    if dtypes is None and any(n.op == "CastLike" and n.inputs[0] in graph.constants and
+                              n.inputs[1] not in graph.constants for n in graph.nodes):
+        dtypes = value_types(graph)[1]
+    changed = True
+    while changed:
+        changed = False
+        keep = []
+        for node in graph.nodes:
+            if any(o in graph.outputs for o in node.outputs) or node.op not in float_exec.OPS:
+                keep.append(node)
+                continue
+            if node.op in ("Shape", "Size") and node.inputs[0] not in graph.constants \
+                    and node.inputs[0] in graph.shapes:
+                dummy = np.zeros(graph.shapes[node.inputs[0]], dtype=np.float32)
+                outs = float_exec.run_node(node, [dummy], graph)
+            elif node.op == "CastLike" and node.inputs[0] in graph.constants and dtypes \
+                    and node.inputs[1] in dtypes:
+                dummy = np.zeros(0, dtype=dtypes[node.inputs[1]])
+                outs = float_exec.run_node(node, [graph.constants[node.inputs[0]], dummy], graph)
+            elif all((not i) or i in graph.constants for i in node.inputs) and (node.inputs or node.op == "Constant"):
+                args = [graph.constants[i] if i else None for i in node.inputs]
+                outs = float_exec.run_node(node, args, graph)
+            else:
+                keep.append(node)
+                continue
+            for name, value in zip(node.outputs, outs):
+                if name:
+                    graph.constants[name] = _normalize(value)
+                    graph.shapes[name] = tuple(np.shape(value))
+            _propagate_weight_qparams(graph, node)
+            changed = True
+        graph.nodes = keep
+    return graph
+
+
+_LAYOUT_OPS = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Cast", "CastLike"}
+
+
+def _propagate_weight_qparams(graph, node):
+    """A folded Transpose / Reshape / ... of a QDQ weight keeps the weight's qparams (the
+    per-channel axis follows the layout change when it survives it)."""
+    if node.op not in _LAYOUT_OPS or not node.inputs or node.inputs[0] not in graph.weight_qparams:
+        return
+    scales, axis = graph.weight_qparams[node.inputs[0]]
+    out = node.outputs[0]
+    if np.asarray(scales).size == 1:
+        graph.weight_qparams[out] = (scales, 0)
+        return
+    in_shape = np.shape(graph.constants[node.inputs[0]])
+    out_shape = np.shape(graph.constants[out])
+    if node.op == "Transpose":
+        perm = node.attrs.get("perm")
+        perm = list(perm) if perm is not None else list(range(len(in_shape)))[::-1]
+        graph.weight_qparams[out] = (scales, perm.index(axis))
+        return
+    lead = int(np.prod(in_shape[:axis], dtype=np.int64))
+    for j, d in enumerate(out_shape):
+        if d == in_shape[axis] and int(np.prod(out_shape[:j], dtype=np.int64)) == lead:
+            graph.weight_qparams[out] = (scales, j)
+            return
+
+
+def _single_reader(graph, name):
+    if name in graph.outputs:
+        return False
+    return sum(i == name for n in graph.nodes for i in n.inputs) == 1
+
+
+def _bn_params(graph, bn):
+    if len(bn.inputs) < 5 or not all(i in graph.constants for i in bn.inputs[1:5]):
+        return None
+    if len(bn.outputs) > 1 and any(o for o in bn.outputs[1:]):
+        used = {i for n in graph.nodes for i in n.inputs} | set(graph.outputs)
+        if any(o in used for o in bn.outputs[1:] if o):
+            return None
+    if bn.attrs.get("training_mode", 0):
+        return None
+    scale, bias, mean, var = (np.asarray(graph.constants[i], dtype=np.float64) for i in bn.inputs[1:5])
+    eps = float(bn.attrs.get("epsilon", 1e-5))
+    a = scale / np.sqrt(var + eps)
+    return a, bias - mean * a
+
+
+def _scaled_weight_qparams(graph, w_name, new_name, a, axis):
+    """Per-channel weight qparams along the scaled axis stay exact (q unchanged, scale * |a|)."""
+    wq = graph.weight_qparams.get(w_name)
+    if wq is None:
+        return
+    scales, qaxis = wq
+    scales = np.asarray(scales, dtype=np.float64)
+    if scales.size == a.size and scales.size > 1 and qaxis == axis:
+        graph.weight_qparams[new_name] = ((scales * np.abs(a)).astype(np.float32), axis)
+
+
+def fold_batch_norms(graph: Graph) -> Graph:
+    """Fold BatchNormalization into the Conv, Gemm or 2-D MatMul (constant weights) that
+    produces its input, when nothing else reads that value. New weight and bias constants are
+    created (the old ones may be shared). BatchNormalizations that cannot be folded stay."""
+    for bn in [n for n in graph.nodes if n.op == "BatchNormalization"]:
+        params = _bn_params(graph, bn)
+        if params is None:
+            continue
+        a, shift = params
+        x = bn.inputs[0]
+        producers = graph.producers()
+        prev = producers.get(x)
+        if prev is None or not _single_reader(graph, x):
+            continue
+        if prev.op == "Conv":
+            folded = _fold_into_conv(graph, prev, a, shift)
+        elif prev.op == "Gemm":
+            folded = _fold_into_gemm(graph, prev, a, shift)
+        elif prev.op == "MatMul":
+            folded = _fold_into_matmul(graph, prev, a, shift)
+        else:
+            folded = False
+        if not folded:
+            continue
+        y = bn.outputs[0]
+        graph.nodes.remove(bn)
+        prev.outputs[0] = y
+        # x disappears; its qparams (if any) described the value before the BatchNormalization
+        graph.fixed_qparams.pop(x, None)
+        graph.shapes.pop(x, None)
+    return graph
+
+
+def _fold_into_conv(graph, conv, a, shift):
+    w_name = conv.inputs[1]
+    b_name = conv.inputs[2] if len(conv.inputs) > 2 else ""
+    if w_name not in graph.constants or (b_name and b_name not in graph.constants):
+        return False
+    w = np.asarray(graph.constants[w_name], dtype=np.float64)
+    if w.shape[0] != a.size:
+        return False
+    b = np.asarray(graph.constants[b_name], dtype=np.float64) if b_name else np.zeros(a.size)
+    new_w = graph.fresh(w_name + "_bnfold")
+    graph.constants[new_w] = (w * a.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+    new_b = graph.fresh((b_name or conv.outputs[0] + "_bias") + "_bnfold")
+    graph.constants[new_b] = (b * a + shift).astype(np.float32)
+    _scaled_weight_qparams(graph, w_name, new_w, a, 0)
+    conv.inputs = [conv.inputs[0], new_w, new_b]
+    return True
+
+
+def _fold_into_gemm(graph, gemm, a, shift):
+    w_name = gemm.inputs[1]
+    c_name = gemm.inputs[2] if len(gemm.inputs) > 2 else ""
+    if w_name not in graph.constants or (c_name and c_name not in graph.constants):
+        return False
+    w = np.asarray(graph.constants[w_name], dtype=np.float64)
+    trans_b = bool(gemm.attrs.get("transB", 0))
+    n_axis = 0 if trans_b else 1
+    if w.ndim != 2 or w.shape[n_axis] != a.size:
+        return False
+    beta = float(gemm.attrs.get("beta", 1.0))
+    c = np.asarray(graph.constants[c_name], dtype=np.float64) * beta if c_name else np.zeros(a.size)
+    if c.ndim == 2 and c.shape[0] != 1:
+        c_new = c * a.reshape(1, -1) + shift.reshape(1, -1)
+    else:
+        c_new = np.broadcast_to(c.reshape(-1) if c.size > 1 else c.reshape(()), (a.size,)) * a + shift
+    new_w = graph.fresh(w_name + "_bnfold")
+    graph.constants[new_w] = (w * (a.reshape(-1, 1) if trans_b else a.reshape(1, -1))).astype(np.float32)
+    new_c = graph.fresh((c_name or gemm.outputs[0] + "_bias") + "_bnfold")
+    graph.constants[new_c] = c_new.astype(np.float32)
+    _scaled_weight_qparams(graph, w_name, new_w, a, n_axis)
+    gemm.inputs = [gemm.inputs[0], new_w, new_c]
+    gemm.attrs["beta"] = 1.0
+    return True
+
+
+def _fold_into_matmul(graph, mm, a, shift):
+    w_name = mm.inputs[1]
+    x_shape = graph.shapes.get(mm.inputs[0])
+    if w_name not in graph.constants or x_shape is None or len(x_shape) != 2:
+        return False
+    w = np.asarray(graph.constants[w_name], dtype=np.float64)
+    if w.ndim != 2 or w.shape[1] != a.size:
+        return False
+    new_w = graph.fresh(w_name + "_bnfold")
+    graph.constants[new_w] = (w * a.reshape(1, -1)).astype(np.float32)
+    new_c = graph.fresh(mm.outputs[0] + "_bias_bnfold")
+    graph.constants[new_c] = shift.astype(np.float32)
+    _scaled_weight_qparams(graph, w_name, new_w, a, 1)
+    mm.op = "Gemm"
+    mm.inputs = [mm.inputs[0], new_w, new_c]
+    mm.attrs = {}
+    return True
+
+
+def fold_pads_into_convs(graph: Graph) -> Graph:
+    """A constant zero Pad of the spatial axes whose only readers are Convs (explicit pads)
+    becomes part of their pads: the TF-style "SAME" padding of exported EfficientNets and
+    MobileNets. The padded value disappears; its qparams (if any) move to the Pad's input."""
+    consumers = graph.consumers()
+    for pad in [n for n in graph.nodes if n.op == "Pad"]:
+        y = pad.outputs[0]
+        readers = consumers.get(y, [])
+        if y in graph.outputs or not readers or any(r.op != "Conv" or r.inputs[0] != y or y in r.inputs[1:]
+                                                     for r in readers):
+            continue
+        if any(r.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "", "VALID") for r in readers):
+            continue
+        if pad.attrs.get("mode", "constant") != "constant":
+            continue
+        x = pad.inputs[0]
+        rank = len(graph.shapes.get(x, ()))
+        amounts = _constant_pads(graph, pad, rank)
+        if amounts is None or rank < 3:
+            continue
+        begin, end = amounts[:rank], amounts[rank:]
+        if begin[:2] != [0, 0] or end[:2] != [0, 0] or min(amounts) < 0:
+            continue
+        nsp = rank - 2
+        for r in readers:
+            old = [0] * (2 * nsp) if r.attrs.get("auto_pad", "NOTSET") == "VALID" else \
+                [int(v) for v in r.attrs.get("pads", [0] * (2 * nsp))]
+            r.attrs["pads"] = [old[i] + begin[2 + i] for i in range(nsp)] + \
+                              [old[nsp + i] + end[2 + i] for i in range(nsp)]
+            r.attrs["auto_pad"] = "NOTSET"
+            r.inputs[0] = x
+        graph.nodes.remove(pad)
+        _move_qparams(graph, y, x)
+        graph.shapes.pop(y, None)
+    return graph
+
+
+def _constant_pads(graph, pad, rank):
+    """The Pad's amounts as [begin..., end...] over all `rank` axes, if constant and the pad
+    value is 0; else None."""
+    ins = pad.inputs
+    if len(ins) > 1 and ins[1]:
+        if ins[1] not in graph.constants:
+            return None
+        pads = [int(v) for v in np.asarray(graph.constants[ins[1]]).reshape(-1)]
+    else:
+        pads = [int(v) for v in pad.attrs.get("pads", [])]
+    if len(ins) > 2 and ins[2]:
+        if ins[2] not in graph.constants:
+            return None
+        v = np.asarray(graph.constants[ins[2]])
+        if v.size and float(v.reshape(-1)[0]) != 0.0:
+            return None
+    elif float(pad.attrs.get("value", 0.0)) != 0.0:
+        return None
+    axes = list(range(rank))
+    if len(ins) > 3 and ins[3]:
+        if ins[3] not in graph.constants:
+            return None
+        axes = [int(a) + rank if int(a) < 0 else int(a) for a in np.asarray(graph.constants[ins[3]]).reshape(-1)]
+    k = len(axes)
+    if len(pads) != 2 * k:
+        return None
+    full = [0] * (2 * rank)
+    for i, a in enumerate(axes):
+        full[a], full[rank + a] = pads[i], pads[k + i]
+    return full
+
+
+def remove_unused(graph: Graph) -> Graph:
+    """Drop nodes whose outputs nobody reads, then constants, shapes and qparams of values
+    that are gone."""
+    graph.remove_unused()
+    alive = set(graph.inputs) | set(graph.constants) | {o for n in graph.nodes for o in n.outputs}
+    graph.shapes = {k: v for k, v in graph.shapes.items() if k in alive}
+    graph.fixed_qparams = {k: v for k, v in graph.fixed_qparams.items() if k in alive}
+    graph.weight_qparams = {k: v for k, v in graph.weight_qparams.items() if k in alive}
+    return graph
+
+
+def simplify(graph: Graph) -> Graph:
+    """Run the passes in order: identities, shapes, constant folding (to a fixed point),
+    BatchNormalization folding, Pad folding, cleanup, and shapes again (graph.shapes of every
+    value)."""
+    remove_unused(graph)
+    shapes, dtypes = value_types(graph)
+    graph.shapes.update(shapes)
+    remove_identities(graph, dtypes)
+    while True:
+        before = len(graph.nodes)
+        fold_constants(graph, dtypes)
+        remove_identities(graph, dtypes)
+        remove_unused(graph)
+        if len(graph.nodes) == before:
+            break
+    fold_batch_norms(graph)
+    fold_pads_into_convs(graph)
+    remove_unused(graph)
+    infer_shapes(graph)
+    return graph

@@ -1,0 +1,86 @@
+"""PyTorch front-end: nn.Module or saved torch.export program -> ONNX -> the float IR.
+
+Route: torch.onnx.export in its torch.export-based (dynamo) mode. It traces with torch.export,
+decomposes to core ATen ops and translates them to standard ONNX ops, so PyTorch models reach
+the same reader, passes and executor as ONNX models: one set of op semantics to get right
+instead of two (ONNX's, and ATen's several hundred ops). The legacy TorchScript exporter is
+deprecated in PyTorch 2.9+.
+
+Saved torch.export programs (.pt2) are loaded with torch.export.load, which unpickles: only
+with trusted=True (the CLI's --trust-source), never by default.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+
+from .errors import ConversionError
+
+
+@contextlib.contextmanager
+def _quiet():
+    """torch.onnx prints progress lines and warnings meant for its own debugging."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript", "torch._dynamo")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _args(example_inputs):
+    import torch
+
+    if example_inputs is None:
+        raise ConversionError("a torch.nn.Module needs example_inputs (a tensor or a tuple of tensors) "
+                              "of the shape it will be run with")
+    if isinstance(example_inputs, (list, tuple)):
+        return tuple(torch.as_tensor(x) for x in example_inputs)
+    return (torch.as_tensor(example_inputs),)
+
+
+def module_to_onnx(module, example_inputs):
+    """An onnx.ModelProto of module.eval() traced on example_inputs."""
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        raise ConversionError(f"cannot convert a {type(module).__name__}: pass an .onnx or .pt2 path, an "
+                              f"onnx.ModelProto or a torch.nn.Module")
+    module = module.eval()
+    try:
+        with _quiet(), torch.no_grad():
+            program = torch.onnx.export(module, _args(example_inputs), dynamo=True, optimize=True)
+    except Exception as e:
+        raise ConversionError(f"torch.onnx.export failed for {type(module).__name__}: {e}") from e
+    return program.model_proto
+
+
+def load_exported_program(path, trusted: bool = False):
+    import torch
+
+    if not trusted:
+        raise ConversionError(
+            f"{path}: torch.export.load unpickles the file, which can run any code it contains; qrt does "
+            f"not do that by default. If you made this file yourself, pass trusted=True (qrt convert "
+            f"--trust-source); otherwise export it to ONNX where it came from and convert the .onnx.")
+    try:
+        return torch.export.load(str(path))
+    except Exception as e:
+        raise ConversionError(f"{path}: not a loadable torch.export program: {e}") from e
+
+
+def exported_program_to_onnx(program):
+    import torch
+
+    try:
+        with _quiet():
+            return torch.onnx.export(program, dynamo=True, optimize=True).model_proto
+    except Exception as e:
+        raise ConversionError(f"torch.onnx.export failed for the exported program: {e}") from e
