@@ -11,8 +11,8 @@ from .errors import ConversionError, UnsupportedOpsError
 
 
 def convert(model, calibration, out_path, **options):
-    """See converters.convert.convert."""
-    from .convert import convert as run
+    """See converters.pipeline.convert."""
+    from .pipeline import convert as run
 
     return run(model, calibration, out_path, **options)
 

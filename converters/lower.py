@@ -495,9 +495,18 @@ class Lowering:
         win, dil = self._window(n, kh, kw)
         if dil != (1, 1):
             raise ConversionError(f"{n.op} '{n.name}': dilated pooling is not supported")
+        include = bool(n.attrs.get("count_include_pad", 0))
+        pads = list(n.attrs.get("pads", [0, 0, 0, 0]))
+        if include and (win["pad_bottom"], win["pad_right"]) != (pads[2], pads[3]):
+            # ceil_mode windows that overhang the padded input count only what they cover: with
+            # no explicit padding that is exactly count_include_pad = False.
+            if any(pads):
+                raise ConversionError(f"{n.op} '{n.name}': ceil_mode with padding and count_include_pad "
+                                      f"is not supported")
+            include = False
         x = self.to_layout(n.inputs[0], True)
         y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]))
-        opts = Pool2DOptions(kh, kw, **win, count_include_pad=bool(n.attrs.get("count_include_pad", 0)))
+        opts = Pool2DOptions(kh, kw, **win, count_include_pad=include)
         self.op(code, [x], [y], opts, n, fuse=code == OpCode.AVERAGE_POOL_2D)
 
     def lower_MaxPool(self, n):

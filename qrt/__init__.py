@@ -17,7 +17,7 @@ from .runtime import IOInfo, Model, load
 def convert(model, calibration, out_path, **options):
     """Quantize a float ONNX or PyTorch model after training and write a .qmodel; returns the
     conversion report. Needs the converters extra (pip install 'qrt[convert]'), imported only
-    here. Options: see converters.convert.convert."""
+    here. Options: see converters.pipeline.convert."""
     try:
         from converters import convert as run
     except ImportError as e:

@@ -1,0 +1,116 @@
+"""Every op the lowering handles, in small PyTorch models: the int8 model must track the float
+one closely (the layout changes, axis remaps, fusions and tables are where bugs hide)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import qrt
+from qrt.format import OpCode
+
+torch.set_num_threads(1)
+
+
+class Block(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(self, self.conv(x))
+
+
+class PReLUBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = nn.PReLU(8)
+
+    def forward(self, x):
+        return self.act(self.conv(x))
+
+
+class BNOnInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(3)
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(self.bn(x))
+
+
+CASES = {
+    "relu6": lambda s, y: F.relu6(y),
+    "clip": lambda s, y: torch.clamp(y, -0.5, 1.5),
+    "sigmoid": lambda s, y: torch.sigmoid(y),
+    "silu": lambda s, y: y * torch.sigmoid(y),
+    "hardswish": lambda s, y: F.hardswish(y),
+    "tanh": lambda s, y: torch.tanh(y),
+    "gelu": lambda s, y: F.gelu(y),
+    "leaky": lambda s, y: F.leaky_relu(y, 0.1),
+    "flatten_linear": lambda s, y: torch.flatten(y, 1) @ torch.linspace(-1, 1, 8 * 8 * 8 * 5).reshape(512, 5),
+    "softmax_channels": lambda s, y: torch.softmax(y, dim=1),
+    "concat": lambda s, y: torch.cat([y, torch.relu(y)], dim=1),
+    "transpose": lambda s, y: y.permute(0, 2, 3, 1).contiguous() * 1.0 + 0.0,
+    "pad": lambda s, y: F.pad(y, (1, 2, 0, 1)),
+    "avgpool_ceil": lambda s, y: F.avg_pool2d(y, 3, 2, ceil_mode=True),
+    "maxpool": lambda s, y: F.max_pool2d(y, 2),
+    "mean_hw": lambda s, y: y.mean(dim=(2, 3)),
+    "mean_c_keep": lambda s, y: y.mean(dim=1, keepdim=True),
+    "sub_div_const": lambda s, y: (y - 0.25) / 2.0,
+    "mul_channel_const": lambda s, y: y * torch.linspace(0.5, 2, 8).reshape(1, 8, 1, 1),
+    "residual_add": lambda s, y: F.relu(y + torch.relu(y)),
+    "squeeze_unsqueeze": lambda s, y: y.mean(dim=(2, 3)).unsqueeze(-1).unsqueeze(-1) + y,
+    "reshape_split_channels": lambda s, y: y.reshape(y.shape[0], 2, 4, 64).mean(dim=1),
+}
+
+
+def _convert(module, tmp_path, name):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 3, 8, 8)).astype(np.float32)
+    path = tmp_path / f"{name}.qmodel"
+    report = qrt.convert(module, x[:30], path, example_inputs=torch.tensor(x[:1]), method="minmax",
+                         show_progress=False)
+    return x, path, report
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_op_lowering_tracks_float(name, tmp_path):
+    torch.manual_seed(0)
+    module = Block(CASES[name]).eval()
+    x, path, report = _convert(module, tmp_path, name)
+    m = qrt.load(path)
+    want = module(torch.tensor(x[30:])).detach().numpy()
+    got = m.run(x[30:])
+    assert got.shape == want.shape
+    cos = float(np.sum(want * got) / (np.linalg.norm(want) * np.linalg.norm(got)))
+    assert cos > 0.99, (name, cos, report.qrt_ops)
+
+
+def test_prelu_and_unfolded_batchnorm(tmp_path):
+    for module in (PReLUBlock(), BNOnInput()):
+        torch.manual_seed(0)
+        module.eval()
+        if isinstance(module, BNOnInput):
+            with torch.no_grad():
+                module.bn.running_mean.uniform_(-1, 1)
+                module.bn.running_var.uniform_(0.5, 2)
+        x, path, _ = _convert(module, tmp_path, type(module).__name__)
+        want = module(torch.tensor(x[30:])).detach().numpy()
+        got = qrt.load(path).run(x[30:])
+        cos = float(np.sum(want * got) / (np.linalg.norm(want) * np.linalg.norm(got)))
+        assert cos > 0.99, (type(module).__name__, cos)
+
+
+def test_relu_fuses_into_conv_and_silu_is_one_table(tmp_path):
+    module = Block(lambda s, y: torch.relu(y) * torch.sigmoid(torch.relu(y))).eval()
+    _, path, report = _convert(module, tmp_path, "fusion")
+    ops = [op.opcode for op in qrt.read_model(path).operators]
+    assert ops == [OpCode.CONV_2D, OpCode.LUT], ops
+    assert qrt.read_model(path).operators[0].activation.name == "RELU"
