@@ -103,17 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "convert", help="quantize an ONNX (or saved torch.export) model to .qmodel",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Post-training quantization: read the float model, simplify it (constant folding, "
-                    "BatchNorm folding), run it in NumPy on calibration samples to measure every "
-                    "activation's range, quantize (int8 weights per output channel, int8 activations "
-                    "per tensor, int32 biases) and write OUT.qmodel atomically. Then report what was "
-                    "converted, the file size float -> int8, and how closely the int8 model agrees "
-                    "with the float one on held-back calibration samples.",
-        epilog="Calibration methods: minmax (full observed range), moving_average (EMA of per-batch "
-               "ranges), percentile (clip the 0.01 %% tails), entropy (KL-divergence clip), mse "
-               "(minimum expected quantization error), aciq (analytic clip for a Laplace or Gaussian "
-               "fit), auto (per tensor, the method with the best signal-to-quantization-noise ratio).\n"
-               "Example: qrt convert model.onnx --calib samples.npy -o model.qmodel")
+        description="Post-training quantization. Reads the float model, simplifies it (constant folding,\n"
+                    "BatchNorm folding), runs it in NumPy on calibration samples to measure every activation's\n"
+                    "range, quantizes (int8 weights per output channel, int8 activations per tensor, int32\n"
+                    "biases) and writes OUTPUT atomically. Then reports what was converted, the file size\n"
+                    "float -> int8, and how closely the int8 model agrees with the float one on the\n"
+                    "held-back 20 % of the calibration samples.",
+        epilog="calibration methods:\n"
+               "  minmax          the full observed range\n"
+               "  moving_average  moving average of the per-sample ranges\n"
+               "  percentile      clip the 0.01 % tails\n"
+               "  entropy         the clip that minimises the KL divergence (TensorRT's calibrator)\n"
+               "  mse             the clip with the least expected quantization error\n"
+               "  aciq            analytic clip for a Laplace or Gaussian fit (Banner et al. 2019)\n"
+               "  auto            per tensor, the method with the best signal-to-quantization-noise ratio\n\n"
+               "example:\n  qrt convert model.onnx --calib samples.npy -o model.qmodel")
     p.add_argument("source", help=".onnx model (or .pt2 torch.export program with --trust-source)")
     p.add_argument("-o", "--output", required=True, help="the .qmodel to write (never the source)")
     p.add_argument("--calib", required=True,
