@@ -8,6 +8,7 @@ import hashlib
 import os
 import resource
 import time
+import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +50,8 @@ class Report:
     agreement: list = field(default_factory=list)
     methods_chosen: dict = field(default_factory=dict)  # auto: method -> number of tensors
     seconds: float = 0.0
-    peak_rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0  # the whole process, PyTorch included when it was used
+    calibration_peak_mb: float = 0.0  # memory the calibration passes allocated at most
     float_accuracy: float | None = None
     int8_accuracy: float | None = None
 
@@ -68,7 +70,8 @@ class Report:
             lines.append(f"  output '{a.name}': SQNR {a.sqnr_db:.1f} dB, cosine {a.cosine:.4f}{top}")
         if self.float_accuracy is not None:
             lines.append(f"  accuracy: float {100 * self.float_accuracy:.2f} %, int8 {100 * self.int8_accuracy:.2f} %")
-        lines.append(f"  took {self.seconds:.1f} s, peak memory {self.peak_rss_mb:.0f} MB")
+        lines.append(f"  took {self.seconds:.1f} s; calibration peaked at {self.calibration_peak_mb:.0f} MB "
+                     f"(process peak {self.peak_rss_mb:.0f} MB)")
         return "\n".join(lines)
 
 
@@ -161,10 +164,20 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
 
     stats: dict = {}
     means = {name: [None, 0] for name in _layer_inputs(graph)} if bias_correction else None
-    _stats_pass(graph, calib, stats, means, histogram=False, progress=progress)
-    for st in stats.values():
-        st.finish_ranges()
-    _stats_pass(graph, calib, stats, None, histogram=True, progress=progress)
+    tracing = tracemalloc.is_tracing()  # the caller's own tracing is left running
+    if tracing:
+        tracemalloc.reset_peak()
+    else:
+        tracemalloc.start()
+    try:
+        _stats_pass(graph, calib, stats, means, histogram=False, progress=progress)
+        for st in stats.values():
+            st.finish_ranges()
+        _stats_pass(graph, calib, stats, None, histogram=True, progress=progress)
+        calibration_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        if not tracing:
+            tracemalloc.stop()
 
     qparams, chosen = {}, {}
     for name, st in stats.items():
@@ -192,6 +205,7 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
     evaluate(report, graph, out_path, held or calib[-1:], labels)
     report.seconds = time.perf_counter() - start
     report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report.calibration_peak_mb = calibration_peak / 2**20
     return report
 
 
