@@ -93,6 +93,7 @@ ACIQ_GAUSS_ONE_SIDED = 4.22
 
 ENTROPY_LEVELS_TWO_SIDED = 128  # per side, as TensorRT
 ENTROPY_LEVELS_ONE_SIDED = 256
+ENTROPY_MAX_CLIPPED = 0.001  # entropy never clips more than 0.1 % of the non-zero values
 ENTROPY_SMOOTHING_EPS = 1e-4
 
 AUTO_TIE_DB = 0.05
@@ -420,7 +421,7 @@ def percentile(stats: TensorStats, percentile: float = DEFAULT_PERCENTILE) -> tu
 
 
 def _smooth(p: np.ndarray, eps: float = ENTROPY_SMOOTHING_EPS):
-    """MXNet's / ONNX Runtime's smooth_distribution on a normalised distribution."""
+    """MXNet's / ONNX Runtime's smooth_distribution (on histogram counts)."""
     zeros = p == 0
     nz = p.size - int(zeros.sum())
     if nz == 0:
@@ -444,10 +445,11 @@ def _kl_divergence(hist: np.ndarray, suffix: np.ndarray, i: int, levels: int) ->
     q = np.where(nonzero, np.repeat(per, np.diff(bounds)), 0.0)
     if q.sum() <= 0 or p.sum() <= 0:
         return math.inf
-    ps = _smooth(p / p.sum())
-    qs = _smooth(q / q.sum())
+    ps = _smooth(p)  # on the counts, as ONNX Runtime and MXNet do; then normalised
+    qs = _smooth(q)
     if ps is None or qs is None:
         return math.inf
+    ps, qs = ps / ps.sum(), qs / qs.sum()
     return float(np.sum(ps * np.log(ps / qs)))
 
 
@@ -496,14 +498,20 @@ def entropy(stats: TensorStats) -> tuple[float, float]:
     side = _one_sided(stats)
     if side:
         h, e = _positive_view(stats)
-        h[0] = h[1]  # the zero spike (ReLU) flattened, as NVIDIA's pytorch-quantization does
-        i = _kl_best_index(h, ENTROPY_LEVELS_ONE_SIDED)
-        T = float(e[i])
+        levels = ENTROPY_LEVELS_ONE_SIDED
+    else:
+        h, e = _folded_abs_histogram(stats)
+        levels = ENTROPY_LEVELS_TWO_SIDED
+    nonzero = h[1:].sum()
+    h[0] = h[1]  # the zero spike (ReLU) flattened, as NVIDIA's pytorch-quantization does
+    T = float(e[_kl_best_index(h, levels)])
+    # KL favours resolving a few spikes (e.g. a bias seen on blank background) over a tail that
+    # carries the signal; never clip more than ENTROPY_MAX_CLIPPED of the non-zero values.
+    if nonzero > 0:
+        kept = np.concatenate([[0.0], np.cumsum(h[1:])]) / nonzero
+        T = max(T, float(e[min(int(np.searchsorted(kept, 1.0 - ENTROPY_MAX_CLIPPED)) + 1, len(e) - 1)]))
+    if side:
         return _clamp_observed(stats, 0.0, T) if side > 0 else _clamp_observed(stats, -T, 0.0)
-    h, e = _folded_abs_histogram(stats)
-    h[0] = h[1]
-    i = _kl_best_index(h, ENTROPY_LEVELS_TWO_SIDED)
-    T = float(e[i])
     return _clamp_observed(stats, -T, T)
 
 

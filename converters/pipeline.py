@@ -75,6 +75,25 @@ class Report:
         return "\n".join(lines)
 
 
+def _onnx_file_bytes(path: Path) -> bytes:
+    """The .onnx file followed by the external-data files it names (torch.onnx's dynamo export
+    writes weights to <name>.onnx.data): the bytes that make up the float model."""
+    data = path.read_bytes()
+    try:
+        import onnx
+        from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+        proto = onnx.load(str(path), load_external_data=False)
+        names = sorted({ExternalDataInfo(t).location for t in _get_all_tensors(proto) if uses_external_data(t)})
+    except Exception:  # not ONNX: the reader reports it
+        return data
+    for name in names:
+        f = path.parent / name
+        if f.is_file():
+            data += f.read_bytes()
+    return data
+
+
 def load_source(model, example_inputs=None, trust_source: bool = False) -> tuple[Graph, str, bytes | None]:
     """(float IR, a name for it, the source file's bytes when it is a file)."""
     from .onnx_reader import read_onnx
@@ -87,7 +106,7 @@ def load_source(model, example_inputs=None, trust_source: bool = False) -> tuple
             from .torch_frontend import exported_program_to_onnx, load_exported_program
             program = load_exported_program(path, trusted=trust_source)
             return read_onnx(exported_program_to_onnx(program)), str(path), path.read_bytes()
-        return read_onnx(str(path)), str(path), path.read_bytes()
+        return read_onnx(str(path)), str(path), _onnx_file_bytes(path)
     try:
         import onnx
         if isinstance(model, onnx.ModelProto):

@@ -41,9 +41,9 @@ def _args(example_inputs):
     if example_inputs is None:
         raise ConversionError("a torch.nn.Module needs example_inputs (a tensor or a tuple of tensors) "
                               "of the shape it will be run with")
-    if isinstance(example_inputs, (list, tuple)):
-        return tuple(torch.as_tensor(x) for x in example_inputs)
-    return (torch.as_tensor(example_inputs),)
+    # Contiguous copies: a channels-last view makes the exporter emit as_strided gathers.
+    inputs = example_inputs if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
+    return tuple(torch.as_tensor(x).clone(memory_format=torch.contiguous_format) for x in inputs)
 
 
 def module_to_onnx(module, example_inputs):
