@@ -79,8 +79,8 @@ def main(argv=None) -> int:
              f"{ms['PyTorch fp32']:.3f} / {ms['ONNX Runtime fp32']:.3f}"),
             ("int8 (qrt)", f"{100 * int8_acc:.2f} %", f"{report.int8_bytes / 1024:.1f} KiB", f"{ms['qrt int8']:.3f}")]
     print()
-    print(f"| model | test accuracy | file size | latency (ms) |")
-    print(f"|---|---|---|---|")
+    print("| model | test accuracy | file size | latency (ms) |")
+    print("|---|---|---|---|")
     for r in rows:
         print(f"| {' | '.join(r)} |")
     print(f"\nint8 - float accuracy: {100 * (int8_acc - float_acc):+.2f} points; files in {folder}")

@@ -17,15 +17,8 @@ default, the weights go to external data beside it (<path>.data).
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
-
 import numpy as np
 
-# the loggers torch.onnx.export (dynamo) writes through
-EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "torch.__trace", "onnxscript")
 DIGITS_TEST_SIZE = 0.3  # 540 of 1797 images
 MNIST_TEST_SIZE = 0.2  # 1000 of 5000 images
 SPLIT_SEED = 0
@@ -150,24 +143,6 @@ def train_mnist_cnn(seed: int = 0):
     return model, x_tr, y_tr, x_te, y_te
 
 
-@contextlib.contextmanager
-def quiet_export():
-    """Silence torch.onnx.export: its progress lines (stdout and stderr), warnings and log
-    messages (torch.onnx, torch.export, onnxscript, ...)."""
-    loggers = [logging.getLogger(n) for n in EXPORTER_LOGGERS]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    sink = io.StringIO()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
 def export_onnx(model, example, path) -> str:
     """model.eval() exported with torch.onnx.export(dynamo=True) on `example` (an array or a
     tensor of the input shape, batch included) to `path`; returns str(path)."""
@@ -175,6 +150,8 @@ def export_onnx(model, example, path) -> str:
 
     x = torch.from_numpy(np.array(example, np.float32, order="C")) if not isinstance(example, torch.Tensor) \
         else example.clone(memory_format=torch.contiguous_format)
+    from converters.torch_frontend import quiet_export
+
     with quiet_export(), torch.no_grad():
         torch.onnx.export(model.eval(), (x,), str(path), dynamo=True)
     return str(path)

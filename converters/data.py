@@ -226,15 +226,15 @@ class _Checker:
             fits = a.ndim == len(shape) and all(
                 _dim(d) is None or a.shape[k] == d for k, d in enumerate(shape) if k > 0)
             if not fits:
-                raise CalibrationDataError(f"{where} for input '{self.name}' has shape {_fmt_shape(a.shape)}; "
+                raise CalibrationDataError(f"{where} for input '{self.name}' has shape {tuple(int(d) for d in a.shape)}; "
                                            f"the model expects {_fmt_shape(shape)}")
         if a.ndim == 0 or a.shape[0] == 0:
-            raise CalibrationDataError(f"{where} for input '{self.name}' is empty (shape {_fmt_shape(a.shape)}); "
+            raise CalibrationDataError(f"{where} for input '{self.name}' is empty (shape {tuple(int(d) for d in a.shape)}); "
                                        f"the model expects {_fmt_shape(shape or ())}")
         b = self.batch
         if b is not None and a.shape[0] % b:
             raise CalibrationDataError(f"{where} for input '{self.name}' has {a.shape[0]} rows along the batch "
-                                       f"dimension (shape {_fmt_shape(a.shape)}); the model takes batches of {b}: "
+                                       f"dimension (shape {tuple(int(d) for d in a.shape)}); the model takes batches of {b}: "
                                        f"pass a multiple of {b}")
         a = np.asarray(a, dtype=np.float32)
         if not np.isfinite(a).all():
@@ -324,12 +324,12 @@ def _split_rows(array, checker: _Checker, where: str):
     shape = checker.shape
     if shape is not None and (a.ndim != len(shape) or any(
             _dim(d) is not None and a.shape[k] != d for k, d in enumerate(shape) if k > 0)):
-        raise CalibrationDataError(f"{where} for input '{checker.name}' has shape {_fmt_shape(a.shape)}; "
+        raise CalibrationDataError(f"{where} for input '{checker.name}' has shape {tuple(int(d) for d in a.shape)}; "
                                    f"the model expects {_fmt_shape(shape)} per sample, so an array of "
                                    f"shape {_fmt_shape(('N',) + tuple(shape[1:]))}")
     if a.ndim == 0 or a.shape[0] == 0:
         raise CalibrationDataError(f"{where} for input '{checker.name}' holds no samples "
-                                   f"(shape {_fmt_shape(a.shape)})")
+                                   f"(shape {tuple(int(d) for d in a.shape)})")
     b = checker.batch or 1
     if a.shape[0] % b:
         raise CalibrationDataError(f"{where} for input '{checker.name}' has {a.shape[0]} rows; the model "

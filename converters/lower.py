@@ -608,6 +608,22 @@ class Lowering:
         self.op(OpCode.PAD, [x], [y], PadOptions(tuple(pads)), n)
 
 
+# Shape arithmetic and no-ops that simplify() folds into constants or removes.
+FOLDED_OPS = {"Identity", "Dropout", "Constant", "Shape", "Gather", "Slice", "Cast", "CastLike",
+              "ConstantOfShape", "Range", "Expand", "Equal", "Where", "Split"}
+
+
+def quantizable(op: str) -> bool:
+    """Whether an ONNX op type has an int8 form here (or disappears before lowering)."""
+    return hasattr(Lowering, "lower_" + op) or op in FOLDED_OPS
+
+
+def check_quantizable(graph: Graph):
+    """Raise UnsupportedOpsError listing every node of a simplified graph that cannot be
+    lowered (before any calibration is spent on it)."""
+    Lowering(graph, {}, LoweringOptions()).check_supported()
+
+
 def lower(graph: Graph, qparams: dict, options: LoweringOptions | None = None, metadata: Metadata | None = None):
     """(qrt.format Model, [(source op, qrt op)]) for a simplified, shape-inferred graph."""
     low = Lowering(graph, qparams, options or LoweringOptions())

@@ -124,14 +124,16 @@ def _node_label(node, index):
     return node.name or f"#{index} ({node.op_type} -> {node.output[0] if node.output else '?'})"
 
 
-def _check_ops(model, where):
+def _check_ops(model, where, also_supported=None):
+    """Every node whose op the float executor cannot run, or (when also_supported is given)
+    that also_supported(op) refuses, in one UnsupportedOpsError."""
     from .float_exec import SUPPORTED_OPS
 
     bad = {}
     for i, node in enumerate(model.graph.node):
         op = node.op_type
         if node.domain in _DEFAULT_DOMAINS or (node.domain == "com.microsoft" and op in _QDQ_OPS):
-            if op in SUPPORTED_OPS or op in _QDQ_OPS:
+            if op in _QDQ_OPS or (op in SUPPORTED_OPS and (also_supported is None or also_supported(op))):
                 continue
             key = op
         else:
@@ -459,11 +461,12 @@ def _restore_fused_relus(g, names):
 
 # --------------------------------------------------------------------------- entry point
 
-def read_onnx(source, input_shapes: dict | None = None) -> Graph:
+def read_onnx(source, input_shapes: dict | None = None, also_supported=None) -> Graph:
     """Read an ONNX model (a path or an onnx.ModelProto) into the float IR.
 
     input_shapes optionally overrides the shape of named inputs (for models exported with
-    dynamic dimensions other than the batch)."""
+    dynamic dimensions other than the batch). also_supported(op_type) -> bool lets a caller
+    refuse more op types in the same error (the converter: ops with no int8 form)."""
     try:
         import onnx
     except ImportError as e:  # pragma: no cover
@@ -491,7 +494,7 @@ def read_onnx(source, input_shapes: dict | None = None) -> Graph:
         except Exception as e:
             raise ConversionError(f"{where}: its local functions cannot be inlined ({type(e).__name__}: {e})") from e
 
-    _check_ops(model, where)
+    _check_ops(model, where, also_supported)
 
     graph = model.graph
     g = Graph(name=graph.name or os.path.splitext(os.path.basename(where))[0])

@@ -22,7 +22,7 @@ from . import data as D
 from .errors import ConversionError
 from .float_exec import run_graph
 from .ir import Graph
-from .lower import LoweringOptions, lower
+from .lower import LoweringOptions, check_quantizable, lower, quantizable
 from .passes import simplify
 
 
@@ -57,8 +57,8 @@ class Report:
 
     def __str__(self) -> str:
         lines = [f"converted {self.source} -> {self.output}",
-                 f"  ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.source_ops.items())),
-                 f"  qrt ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.qrt_ops.items())),
+                 "  ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.source_ops.items())),
+                 "  qrt ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.qrt_ops.items())),
                  f"  calibration: {self.method}" + (f" ({', '.join(f'{k} {v}' for k, v in sorted(self.methods_chosen.items()))})" if self.methods_chosen else "")
                  + f", {'per-channel' if self.per_channel else 'per-tensor'} weights"
                  + (", bias correction" if self.bias_correction else "")
@@ -78,20 +78,41 @@ class Report:
 def _onnx_file_bytes(path: Path) -> bytes:
     """The .onnx file followed by the external-data files it names (torch.onnx's dynamo export
     writes weights to <name>.onnx.data): the bytes that make up the float model."""
-    data = path.read_bytes()
-    try:
-        import onnx
-        from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+    return b"".join(f.read_bytes() for f in _source_files(path))
 
-        proto = onnx.load(str(path), load_external_data=False)
-        names = sorted({ExternalDataInfo(t).location for t in _get_all_tensors(proto) if uses_external_data(t)})
-    except Exception:  # not ONNX: the reader reports it
-        return data
-    for name in names:
-        f = path.parent / name
-        if f.is_file():
-            data += f.read_bytes()
-    return data
+
+def _source_files(model) -> list:
+    """The files a path source consists of: the model and, for ONNX, its external data."""
+    if not isinstance(model, (str, os.PathLike)):
+        return []
+    path = Path(model)
+    files = [path]
+    if path.suffix != ".pt2":
+        try:
+            import onnx
+            from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+            proto = onnx.load(str(path), load_external_data=False)
+            files += [path.parent / n for n in sorted({ExternalDataInfo(t).location for t in _get_all_tensors(proto)
+                                                       if uses_external_data(t)})]
+        except Exception:  # not readable as ONNX: the reader reports it
+            pass
+    return [f for f in files if f.is_file()]
+
+
+def _check_output_path(out_path: str, model) -> str:
+    """Refuse an output that would overwrite the source (or its weights) or cannot be written."""
+    if os.path.isdir(out_path):
+        raise ConversionError(f"the output {out_path} is a folder: give a file path such as {out_path}/model.qmodel")
+    folder = os.path.dirname(os.path.abspath(out_path))
+    if not os.path.isdir(folder):
+        raise ConversionError(f"the output's folder {folder} does not exist")
+    if os.path.exists(out_path):
+        for k, f in enumerate(_source_files(model)):
+            if os.path.samefile(f, out_path):
+                what = "the input model" if k == 0 else f"the source model's external data ({f})"
+                raise ConversionError(f"the output {out_path} is {what}: choose another path")
+    return out_path
 
 
 def load_source(model, example_inputs=None, trust_source: bool = False) -> tuple[Graph, str, bytes | None]:
@@ -105,17 +126,17 @@ def load_source(model, example_inputs=None, trust_source: bool = False) -> tuple
         if path.suffix == ".pt2":
             from .torch_frontend import exported_program_to_onnx, load_exported_program
             program = load_exported_program(path, trusted=trust_source)
-            return read_onnx(exported_program_to_onnx(program)), str(path), path.read_bytes()
-        return read_onnx(str(path)), str(path), _onnx_file_bytes(path)
+            return read_onnx(exported_program_to_onnx(program), also_supported=quantizable), str(path), path.read_bytes()
+        return read_onnx(str(path), also_supported=quantizable), str(path), _onnx_file_bytes(path)
     try:
         import onnx
         if isinstance(model, onnx.ModelProto):
-            return read_onnx(model), model.graph.name or "onnx model", model.SerializeToString()
+            return read_onnx(model, also_supported=quantizable), model.graph.name or "onnx model", model.SerializeToString()
     except ImportError:
         pass
     from .torch_frontend import module_to_onnx
     proto = module_to_onnx(model, example_inputs)
-    return read_onnx(proto), type(model).__name__, None
+    return read_onnx(proto, also_supported=quantizable), type(model).__name__, None
 
 
 def _stats_pass(graph: Graph, samples, stats: dict, means: dict | None, histogram: bool, progress):
@@ -167,12 +188,10 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
     if method not in C.METHODS:
         raise ConversionError(f"unknown calibration method '{method}'; choose one of {', '.join(C.METHODS)}")
     start = time.perf_counter()
-    out_path = os.fspath(out_path)
-    if isinstance(model, (str, os.PathLike)) and os.path.exists(out_path) and \
-            os.path.samefile(os.fspath(model), out_path):
-        raise ConversionError(f"the output {out_path} is the input model: choose another path")
+    out_path = _check_output_path(os.fspath(out_path), model)
     graph, source_name, source_bytes = load_source(model, example_inputs, trust_source)
     graph = simplify(graph)
+    check_quantizable(graph)  # before calibration is spent on a model that cannot be lowered
     progress = (lambda it, desc: D.progress(it, total=None, desc=desc, force=show_progress))
 
     shapes = {n: graph.shapes[n] for n in graph.inputs}

@@ -19,15 +19,21 @@ import warnings
 from .errors import ConversionError
 
 
+# The loggers torch.onnx.export (dynamo) writes through.
+EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "torch.__trace", "onnxscript")
+
+
 @contextlib.contextmanager
-def _quiet():
-    """torch.onnx prints progress lines and warnings meant for its own debugging."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript", "torch._dynamo")]
+def quiet_export():
+    """Silence torch.onnx.export (and ONNX Runtime's quantizer): progress lines on stdout and
+    stderr, warnings and log messages meant for their own debugging."""
+    loggers = [logging.getLogger(n) for n in EXPORTER_LOGGERS + ("",)]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
+    sink = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -55,7 +61,7 @@ def module_to_onnx(module, example_inputs):
                               f"onnx.ModelProto or a torch.nn.Module")
     module = module.eval()
     try:
-        with _quiet(), torch.no_grad():
+        with quiet_export(), torch.no_grad():
             program = torch.onnx.export(module, _args(example_inputs), dynamo=True, optimize=True)
     except Exception as e:
         raise ConversionError(f"torch.onnx.export failed for {type(module).__name__}: {e}") from e
@@ -80,7 +86,7 @@ def exported_program_to_onnx(program):
     import torch
 
     try:
-        with _quiet():
+        with quiet_export():
             return torch.onnx.export(program, dynamo=True, optimize=True).model_proto
     except Exception as e:
         raise ConversionError(f"torch.onnx.export failed for the exported program: {e}") from e

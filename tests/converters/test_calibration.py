@@ -219,7 +219,7 @@ def test_moving_average_matches_pytorch_observer(rng):
         m_lo += 0.1 * (float(b.min()) - m_lo)
         m_hi += 0.1 * (float(b.max()) - m_hi)
     assert (lo, hi) == pytest.approx((m_lo, m_hi), rel=1e-12)
-    torch = pytest.importorskip("torch")
+    import torch
     from torch.ao.quantization.observer import MovingAverageMinMaxObserver
 
     obs = MovingAverageMinMaxObserver(averaging_constant=0.1)
@@ -402,7 +402,7 @@ def test_iterable_sources(rng):
     assert samples_of([big], shapes=((None, 1, 4, 4),))[0]["x"].shape == (5, 1, 4, 4)
     # float64 and float16 are converted
     assert samples_of([x[0].astype(np.float64)])[0]["x"].dtype == np.float32
-    torch = pytest.importorskip("torch")
+    import torch
     assert samples_of([torch.from_numpy(x[0])])[0]["x"].dtype == np.float32
 
 
@@ -455,7 +455,7 @@ def test_data_error_messages(tmp_path):
 
 @pytest.fixture
 def image_folder(tmp_path):
-    skio = pytest.importorskip("skimage.io")
+    from skimage import io as skio
     folder = tmp_path / "images"
     folder.mkdir()
     rgb = np.zeros((30, 40, 3), np.uint8)
@@ -520,7 +520,6 @@ def test_progress_is_quiet_unless_forced(capsys):
     items = list(range(5))
     assert D.progress(items, total=5, desc="x") is items  # stderr is not a terminal under pytest
     assert D.progress(items, desc="x", force=False) is items
-    pytest.importorskip("tqdm")
     assert list(D.progress(iter(items), total=5, desc="calibrating", force=True)) == items
     assert "calibrating" in capsys.readouterr().err
 

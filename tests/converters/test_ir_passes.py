@@ -15,8 +15,8 @@ import warnings
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper  # noqa: E402
 
 from converters.errors import ConversionError, UnsupportedOpsError  # noqa: E402
@@ -51,7 +51,7 @@ torch = None
 def _torch():
     global torch
     if torch is None:
-        torch = pytest.importorskip("torch")
+        import torch
         torch.set_num_threads(1)
         for name in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "torch.fx"):
             logging.getLogger(name).setLevel(logging.ERROR)
@@ -666,7 +666,7 @@ def test_qdq_from_pytorch_qat_export():
     """Fake-quantized weights (QuantizeLinear -> DequantizeLinear on a float initializer, per
     channel) and activations, as the legacy exporter writes a torch.ao QAT model."""
     t = _torch()
-    tq = pytest.importorskip("torch.ao.quantization")
+    from torch.ao import quantization as tq
     t.manual_seed(3)
     nn = t.nn
 

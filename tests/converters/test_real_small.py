@@ -18,15 +18,14 @@ import os
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("onnx")
-pytest.importorskip("sklearn")
+import torch
 
 import qrt  # noqa: E402
 from converters import calibration as C  # noqa: E402
 from qrt.cli import main as cli_main  # noqa: E402
 
 from bench import real_models as R  # noqa: E402
+from converters.torch_frontend import EXPORTER_LOGGERS, quiet_export  # noqa: E402
 
 CALIB = 100  # calibration samples (the converter's default limit)
 HOLDOUT = 0.2  # the converter's default held-back fraction
@@ -59,7 +58,7 @@ def _quiet_exporter():
     records (which pytest would capture and show with a failure) out of the way."""
     import logging
 
-    loggers = [logging.getLogger(n) for n in R.EXPORTER_LOGGERS]
+    loggers = [logging.getLogger(n) for n in EXPORTER_LOGGERS]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
@@ -232,7 +231,7 @@ def test_onnx_report_float_size_counts_external_data(digits, tmp_path):
     t = digits
     assert os.path.exists(t.onnx_path + ".data")  # what the exporter did with the test's model
     single = tmp_path / "digits_single.onnx"
-    with R.quiet_export(), torch.no_grad():
+    with quiet_export(), torch.no_grad():
         torch.onnx.export(t.model, (torch.from_numpy(t.x_train[:1]),), str(single), dynamo=True, external_data=False)
     assert not os.path.exists(str(single) + ".data")
     sizes = {}

@@ -14,7 +14,6 @@ from qrt.format import (
 
 
 def _ort_run(nodes, inputs: dict, initializers: dict, output_name: str, output_dtype):
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
