@@ -63,9 +63,6 @@ class Graph:
                     out.setdefault(i, []).append(n)
         return out
 
-    def is_constant(self, name: str) -> bool:
-        return name in self.constants
-
     def remove_unused(self):
         """Drop nodes whose outputs nobody reads and constants nobody uses."""
         while True:
