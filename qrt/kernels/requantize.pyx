@@ -1,5 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Requantization of int32 accumulators to int8, per output channel.
+"""Requantization of int32 accumulators to int8, per output channel: the shared rounding rule
+(numerics.pxd requantize_one) exposed on its own, so tests/test_numerics.py can drive it with
+any accumulator, including -2^31 and 2^31 - 1, against the reference.
 Reference: qrt/reference/numerics.py requantize (SPEC.md section 4.2)."""
 import numpy as np
 from libc.stdint cimport int8_t, int32_t
