@@ -52,6 +52,26 @@ cdef _check_output(y_shape, expect):
         raise ValueError(f"output has shape {y_shape}; the window arithmetic gives {expect}")
 
 
+cdef tuple _geometry(p, const int32_t[::1] mult, const int32_t[::1] shift, tuple nhw, tuple kernel,
+                     Py_ssize_t C_out, Py_ssize_t bias_len, tuple y_shape):
+    """Check the kernel, bias, output shape, input zero point and requantization of a conv;
+    return (OH, OW, multiplier step per channel)."""
+    N, H, W = nhw
+    KH, KW = kernel
+    sh, sw, dh, dw, top, left, bottom, right = _window(p)
+    if KH < 1 or KW < 1:
+        raise ValueError(f"kernel {KH}x{KW} must be at least 1x1")
+    if bias_len != C_out:
+        raise ValueError(f"bias has {bias_len} entries; expected {C_out}")
+    OH = _out_size(H, top, bottom, KH, dh, sh)
+    OW = _out_size(W, left, right, KW, dw, sw)
+    _check_output(y_shape, (N, OH, OW, C_out))
+    if not (-128 <= p.input_zero_point <= 127):
+        raise ValueError(f"input zero point {p.input_zero_point} must lie in [-128, 127]")
+    r = p.out
+    return OH, OW, check_requant(mult, shift, C_out, r.zero_point, r.lo, r.hi)
+
+
 def conv_2d(ins, p, out):
     """CONV_2D: ins = [x [N,H,W,C_in], w [C_out,KH,KW,C_in/groups], bias [C_out]], p ConvParams."""
     _check_inputs(ins)
@@ -71,17 +91,10 @@ def conv_2d(ins, p, out):
     if groups < 1 or C_out % groups or cin_g * groups != C_in:
         raise ValueError(f"groups = {groups} does not fit input channels {C_in}, output channels "
                          f"{C_out} and weights {(w.shape[0], w.shape[1], w.shape[2], w.shape[3])}")
-    if KH < 1 or KW < 1:
-        raise ValueError(f"kernel {KH}x{KW} must be at least 1x1")
-    if bias.shape[0] != C_out:
-        raise ValueError(f"bias has {bias.shape[0]} entries; expected {C_out}")
-    cdef Py_ssize_t OH = _out_size(H, top, bottom, KH, dh, sh)
-    cdef Py_ssize_t OW = _out_size(W, left, right, KW, dw, sw)
-    _check_output((y.shape[0], y.shape[1], y.shape[2], y.shape[3]), (N, OH, OW, C_out))
+    cdef Py_ssize_t OH, OW, ms
+    OH, OW, ms = _geometry(p, mult, shift, (N, H, W), (KH, KW), C_out, bias.shape[0],
+                           (y.shape[0], y.shape[1], y.shape[2], y.shape[3]))
     cdef int32_t zp_x = p.input_zero_point
-    if not (-128 <= zp_x <= 127):
-        raise ValueError(f"input zero point {zp_x} must lie in [-128, 127]")
-    cdef Py_ssize_t ms = check_requant(mult, shift, C_out, r.zero_point, r.lo, r.hi)
     cdef int32_t zp_y = r.zero_point, lo = r.lo, hi = r.hi
     if N == 0 or OH == 0 or OW == 0 or C_out == 0:
         return None
@@ -169,17 +182,10 @@ def depthwise_conv_2d(ins, p, out):
         raise ValueError(f"weights have shape {(w.shape[0], w.shape[1], w.shape[2], w.shape[3])}; "
                          f"expected (1, KH, KW, {C * M}) for {C} input channels and depth "
                          f"multiplier {M}")
-    if KH < 1 or KW < 1:
-        raise ValueError(f"kernel {KH}x{KW} must be at least 1x1")
-    if bias.shape[0] != C_out:
-        raise ValueError(f"bias has {bias.shape[0]} entries; expected {C_out}")
-    cdef Py_ssize_t OH = _out_size(H, top, bottom, KH, dh, sh)
-    cdef Py_ssize_t OW = _out_size(W, left, right, KW, dw, sw)
-    _check_output((y.shape[0], y.shape[1], y.shape[2], y.shape[3]), (N, OH, OW, C_out))
+    cdef Py_ssize_t OH, OW, ms
+    OH, OW, ms = _geometry(p, mult, shift, (N, H, W), (KH, KW), C_out, bias.shape[0],
+                           (y.shape[0], y.shape[1], y.shape[2], y.shape[3]))
     cdef int32_t zp_x = p.input_zero_point
-    if not (-128 <= zp_x <= 127):
-        raise ValueError(f"input zero point {zp_x} must lie in [-128, 127]")
-    cdef Py_ssize_t ms = check_requant(mult, shift, C_out, r.zero_point, r.lo, r.hi)
     cdef int32_t zp_y = r.zero_point, lo = r.lo, hi = r.hi
     if N == 0 or OH == 0 or OW == 0 or C_out == 0:
         return None
