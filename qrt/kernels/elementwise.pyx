@@ -686,12 +686,31 @@ cdef inline int64_t _quantize_one(float x, double scale, double qlo, double qhi)
     return <int64_t>q
 
 
+ctypedef fused qint_t:
+    int8_t
+    uint8_t
+    int16_t
+
+
+cdef void _quantize_run(const float[::1] x, qint_t[::1] out, double scale, double qlo, double qhi,
+                        int64_t zp) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        out[i] = <qint_t>(_quantize_one(x[i], scale, qlo, qhi) + zp)
+
+
+cdef void _dequantize_run(const qint_t[::1] x, float[::1] out, float s, int32_t zp) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        out[i] = s * <float>(<int32_t>x[i] - zp)
+
+
 def quantize(ins, p, out):
     """QUANTIZE float32 -> int8, uint8 or int16 (out's dtype). Reference:
     qrt/reference/ops.py quantize (NaN -> zero point; round half to even)."""
     cdef double scale, qlo, qhi
     cdef int64_t zp
-    cdef Py_ssize_t i, n
+    cdef Py_ssize_t n
     cdef const float[::1] xv
     cdef int8_t[::1] o8
     cdef uint8_t[::1] ou8
@@ -725,18 +744,15 @@ def quantize(ins, p, out):
     if dt == np.int8:
         o8 = of
         with nogil:
-            for i in range(n):
-                o8[i] = <int8_t>(_quantize_one(xv[i], scale, qlo, qhi) + zp)
+            _quantize_run(xv, o8, scale, qlo, qhi, zp)
     elif dt == np.uint8:
         ou8 = of
         with nogil:
-            for i in range(n):
-                ou8[i] = <uint8_t>(_quantize_one(xv[i], scale, qlo, qhi) + zp)
+            _quantize_run(xv, ou8, scale, qlo, qhi, zp)
     else:
         o16 = of
         with nogil:
-            for i in range(n):
-                o16[i] = <int16_t>(_quantize_one(xv[i], scale, qlo, qhi) + zp)
+            _quantize_run(xv, o16, scale, qlo, qhi, zp)
     return None
 
 
@@ -745,7 +761,6 @@ def dequantize(ins, p, out):
     multiplication. Reference: qrt/reference/ops.py dequantize."""
     cdef float s
     cdef int32_t zp
-    cdef Py_ssize_t i, n
     cdef const int8_t[::1] x8
     cdef const uint8_t[::1] xu8
     cdef const int16_t[::1] x16
@@ -760,26 +775,19 @@ def dequantize(ins, p, out):
     s = p.scale  # np.float32 in DequantizeParams (a Python float is rounded to float32, as
     # NumPy does with a weak scalar)
     zp = p.zero_point
-    n = ov.shape[0]
     dt = x.dtype
     if dt == np.int8:
         x8 = xf
-        if n:
-            with nogil:
-                for i in range(n):
-                    ov[i] = s * <float>(<int32_t>x8[i] - zp)
+        with nogil:
+            _dequantize_run(x8, ov, s, zp)
     elif dt == np.uint8:
         xu8 = xf
-        if n:
-            with nogil:
-                for i in range(n):
-                    ov[i] = s * <float>(<int32_t>xu8[i] - zp)
+        with nogil:
+            _dequantize_run(xu8, ov, s, zp)
     elif dt == np.int16:
         x16 = xf
-        if n:
-            with nogil:
-                for i in range(n):
-                    ov[i] = s * <float>(<int32_t>x16[i] - zp)
+        with nogil:
+            _dequantize_run(x16, ov, s, zp)
     else:
         raise ValueError(f"input has dtype {dt}; expected int8, uint8 or int16")
     return None

@@ -93,6 +93,17 @@ cdef tuple _pool_geometry(x, p, out, str op):
 # ------------------------------------------------------------------------------------------
 # MAX_POOL_2D
 
+cdef inline void _window_span(Py_ssize_t o, Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t k,
+                              Py_ssize_t size, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi): the input rows (or columns) of output position o's window, padding cut off."""
+    lo[0] = o * stride - pad
+    hi[0] = lo[0] + k
+    if lo[0] < 0:
+        lo[0] = 0
+    if hi[0] > size:
+        hi[0] = size
+
+
 def max_pool_2d(ins, p, out):
     """y[n, oh, ow, c] = max of x over the window's non-padded positions (every window has
     at least one: pads < kernel and H, W >= 1). Reference: qrt/reference/ops.py max_pool_2d."""
@@ -113,19 +124,9 @@ def max_pool_2d(ins, p, out):
     with nogil:
         for n in range(N):
             for oh in range(OH):
-                h0 = oh * SH - TOP
-                h1 = h0 + KH
-                if h0 < 0:
-                    h0 = 0
-                if h1 > H:
-                    h1 = H
+                _window_span(oh, SH, TOP, KH, H, &h0, &h1)
                 for ow in range(OW):
-                    w0 = ow * SW - LEFT
-                    w1 = w0 + KW
-                    if w0 < 0:
-                        w0 = 0
-                    if w1 > W:
-                        w1 = W
+                    _window_span(ow, SW, LEFT, KW, W, &w0, &w1)
                     yp = &yv[n, oh, ow, 0]
                     row = &xv[n, h0, w0, 0]
                     for c in range(C):  # the first position of the window: never padding
@@ -174,19 +175,9 @@ def average_pool_2d(ins, p, out):
     with nogil:
         for n in range(N):
             for oh in range(OH):
-                h0 = oh * SH - TOP
-                h1 = h0 + KH
-                if h0 < 0:
-                    h0 = 0
-                if h1 > H:
-                    h1 = H
+                _window_span(oh, SH, TOP, KH, H, &h0, &h1)
                 for ow in range(OW):
-                    w0 = ow * SW - LEFT
-                    w1 = w0 + KW
-                    if w0 < 0:
-                        w0 = 0
-                    if w1 > W:
-                        w1 = W
+                    _window_span(ow, SW, LEFT, KW, W, &w0, &w1)
                     count = (h1 - h0) * (w1 - w0)  # non-padded positions, >= 1
                     init = -<int32_t>count * zp_x  # padded positions contribute 0
                     for c in range(C):
