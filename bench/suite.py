@@ -1,83 +1,82 @@
-"""Model construction and conversion for `python -m bench` (the runtime comparison).
+"""The model files of `python -m bench`, every runtime's from the same float model.
 
-For each model name in bench.torch_models.MODELS, prepare() builds the float PyTorch module
-(fixed-seed weights), exports it to ONNX (torch.onnx.export, dynamo=True, weights inline), and
-from the same 16 calibration samples makes:
-  - qrt int8 (.qmodel via qrt.convert, method="minmax"),
+For each name in bench.torch_models.MODELS, prepare() builds the float PyTorch module, exports
+it to ONNX (torch.onnx.export, dynamo=True, weights inline; the batch dimension left free,
+except for single ops, whose shape is the point) and, from the same 16 random normal
+calibration samples, makes:
+  - qrt int8: .qmodel via qrt.convert, method "minmax" (a single op stays one qrt operator),
   - ONNX Runtime int8, QOperator format, U8S8 per-channel (its fastest x86 configuration),
   - ONNX Runtime int8, QDQ format, S8S8 per-channel,
-  - PyTorch int8 with FX graph mode quantization (x86 backend).
-Every runtime is returned as a zero-argument-after-input callable `fn(x) -> np.ndarray` in
-Runner records, with its file size and any error met while making it (recorded, not raised).
+  - PyTorch int8: FX graph mode quantization (x86 backend), saved as its state_dict,
+  - ONNX Runtime fp32: the exported .onnx,
+  - PyTorch fp32: the pickled module.
+Then it loads each (bench.runtimes, 1 thread) a few times, timing the loads, and runs it once
+on the batch-1 input. An error met while making, loading or running one runtime is recorded
+in its Runtime, not raised.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import time
 import traceback
-from typing import Callable
 
 import numpy as np
 
-from bench.torch_models import build
+from bench.runtimes import fx_int8, load
+from bench.torch_models import MODELS, Entry, build
 
 CALIB_SAMPLES = 16
+QRT = "qrt int8"
+INT8_PEERS = ("ORT int8 QOperator U8S8", "ORT int8 QDQ S8S8", "PyTorch int8 FX x86")
+FP32_PEERS = ("ORT fp32", "PyTorch fp32")
+RUNTIMES = (QRT, *INT8_PEERS, *FP32_PEERS)
 
 
 @dataclasses.dataclass
-class Runner:
+class Runtime:
     name: str                       # e.g. "qrt int8"
-    fn: Callable | None             # fn(x: float32 NCHW array) -> output array; None on error
-    file_bytes: int | None = None   # size of the model file it runs (None: in-memory module)
-    error: str | None = None        # why it could not be made
+    kind: str                       # its loader in bench.runtimes
+    paths: tuple = ()               # what the loader reads; the last is the model's file
+    error: str | None = None        # why it could not be made, loaded or run
+    load_ms: list = dataclasses.field(default_factory=list)
+    output: np.ndarray | None = None  # on the batch-1 input
+
+    @property
+    def file_bytes(self) -> int | None:
+        return os.path.getsize(self.paths[-1]) if self.paths and os.path.exists(self.paths[-1]) else None
 
 
 @dataclasses.dataclass
 class Prepared:
     name: str
-    input_shape: tuple
-    x: np.ndarray                   # the timing input
-    calib: list                     # calibration samples (batch-1 arrays)
+    entry: Entry
+    x: np.ndarray                   # the batch-1 input
     float_out: np.ndarray           # the float PyTorch model's output on x
-    macs: int                       # qrt's MAC count per run
-    qmodel_path: str
-    load_ms: list                   # qrt.load times, ms
-    runners: list                   # [Runner]
-    prep_s: dict                    # seconds spent per preparation step
+    macs: int                       # per batch-1 run, as qrt counts them
+    qrt_ops: list                   # qrt's operators, by op code
+    runtimes: list                  # [Runtime], in the order of RUNTIMES
+    prep_s: dict                    # seconds per preparation step
 
 
-def _err(e: BaseException) -> str:
+def describe_error(e: BaseException) -> str:
     lines = traceback.format_exception_only(type(e), e)
     return "".join(lines).strip()[-1500:]
 
 
-def export_onnx(module, x: np.ndarray, path: str) -> str:
-    """torch.onnx.export(dynamo=True), quietly, then rewritten with the weights inline (one
-    file, so its size is the model's size)."""
+def export_onnx(module, x: np.ndarray, path: str, dynamic_batch: bool) -> str:
+    """bench.real_models.export_onnx, then rewritten with the weights inline (one file, so its
+    size is the model's size)."""
     import onnx
-    import torch
-    from converters.torch_frontend import quiet_export
+    from bench.real_models import export_onnx as export
 
-    with quiet_export(), torch.no_grad():
-        torch.onnx.export(module, (torch.from_numpy(x.copy()),), path, dynamo=True)
+    export(module, x, path, dynamic_batch)
     model = onnx.load(path)  # pulls in <path>.data if the exporter wrote one
     onnx.save(model, path, save_as_external_data=False)
     if os.path.exists(path + ".data"):
         os.remove(path + ".data")
     return path
-
-
-def ort_session(path: str, threads: int):
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return lambda x: sess.run(None, {name: x})[0]
 
 
 def ort_quantize(fp32_path: str, out_path: str, calib: list, fmt: str) -> str:
@@ -118,50 +117,12 @@ def ort_quantize(fp32_path: str, out_path: str, calib: list, fmt: str) -> str:
     return out_path
 
 
-def torch_fx_int8(module, x: np.ndarray, calib: list):
-    """PyTorch FX graph mode post-training static quantization, x86 backend."""
-    import copy
-    import torch
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
-    torch.backends.quantized.engine = "x86"
-    m = copy.deepcopy(module).eval()
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prepared = prepare_fx(m, get_default_qconfig_mapping("x86"), (torch.from_numpy(x),))
-        with torch.no_grad():
-            for s in calib:
-                prepared(torch.from_numpy(s))
-        q = convert_fx(prepared)
-    return q
-
-
-def _torch_fn(module):
-    import torch
-
-    def fn(x):
-        with torch.no_grad():
-            return module(torch.from_numpy(x)).numpy()
-    return fn
-
-
-def _state_bytes(module, path: str) -> int | None:
-    import torch
-    try:
-        torch.save(module.state_dict(), path)
-        return os.path.getsize(path)
-    except Exception:
-        return None
-
-
-def prepare(name: str, workdir: str, threads: int, seed: int = 0, load_repeats: int = 5) -> Prepared:
-    """Build, export, convert and quantize one model; every runtime as a Runner."""
+def prepare(name: str, workdir: str, seed: int = 0, load_repeats: int = 5) -> Prepared:
+    """Build, export, convert and quantize one model; load and run every runtime once."""
     import qrt
     import torch
 
-    torch.set_num_threads(threads)
+    entry = MODELS[name]
     os.makedirs(workdir, exist_ok=True)
     module, shape = build(name, seed)
     rng = np.random.default_rng(seed + 1)
@@ -169,53 +130,55 @@ def prepare(name: str, workdir: str, threads: int, seed: int = 0, load_repeats: 
     x = rng.standard_normal(shape).astype(np.float32)
     with torch.no_grad():
         float_out = module(torch.from_numpy(x)).numpy()
+    base = os.path.join(workdir, name)
     prep_s = {}
-    runners = []
 
-    t = time.perf_counter()
-    onnx_path = export_onnx(module, x, os.path.join(workdir, f"{name}.onnx"))
-    prep_s["onnx export"] = time.perf_counter() - t
-
-    # qrt
-    qpath = os.path.join(workdir, f"{name}.qmodel")
-    t = time.perf_counter()
-    qrt.convert(onnx_path, calib, qpath, method="minmax", show_progress=False, holdout=0.0)
-    prep_s["qrt convert"] = time.perf_counter() - t
-    load_ms = []
-    for _ in range(load_repeats):
-        t = time.perf_counter()
-        qm = qrt.load(qpath, kernels="fast")
-        load_ms.append((time.perf_counter() - t) * 1e3)
-    runners.append(Runner("qrt int8", qm.run, os.path.getsize(qpath)))
-
-    # ONNX Runtime int8, two formats
-    for label, fmt in (("ORT int8 QOperator U8S8", "qoperator"), ("ORT int8 QDQ S8S8", "qdq")):
-        out = os.path.join(workdir, f"{name}.ort_{fmt}.onnx")
+    def make(label, kind, build_files):
+        """A Runtime whose files build_files() writes and returns."""
         t = time.perf_counter()
         try:
-            ort_quantize(onnx_path, out, calib, fmt)
-            runners.append(Runner(label, ort_session(out, threads), os.path.getsize(out)))
+            rt = Runtime(label, kind, tuple(build_files()))
         except Exception as e:
-            runners.append(Runner(label, None, error=_err(e)))
+            rt = Runtime(label, kind, error=describe_error(e))
         prep_s[label] = time.perf_counter() - t
+        return rt
 
-    # ONNX Runtime fp32
-    runners.append(Runner("ORT fp32", ort_session(onnx_path, threads), os.path.getsize(onnx_path)))
+    def qrt_files():
+        qrt.convert(onnx_path, calib, base + ".qmodel", method="minmax", show_progress=False, holdout=0.0)
+        return (base + ".qmodel",)
 
-    # PyTorch fp32
-    runners.append(Runner("PyTorch fp32", _torch_fn(module),
-                          _state_bytes(module, os.path.join(workdir, f"{name}.fp32.pt"))))
+    def fx_files():
+        q = fx_int8(copy.deepcopy(module), x, calib)
+        torch.save(q.state_dict(), base + ".int8fx.pt")
+        return (base + ".fp32.pt", base + ".int8fx.pt")
 
-    # PyTorch int8 (FX)
+    # the float model as ONNX and as a pickled module: the sources of everything else
     t = time.perf_counter()
-    try:
-        q = torch_fx_int8(module, x, calib)
-        fn = _torch_fn(q)
-        fn(x)  # fail here, not in the timing loop
-        runners.append(Runner("PyTorch int8 FX x86", fn,
-                              _state_bytes(q, os.path.join(workdir, f"{name}.int8fx.pt"))))
-    except Exception as e:
-        runners.append(Runner("PyTorch int8 FX x86", None, error=_err(e)))
-    prep_s["PyTorch int8 FX x86"] = time.perf_counter() - t
+    onnx_path = export_onnx(module, x, base + ".onnx", dynamic_batch=not entry.single_op)
+    torch.save(module, base + ".fp32.pt")
+    prep_s["float export"] = time.perf_counter() - t
+    runtimes = [
+        make(QRT, "qrt", qrt_files),
+        make(INT8_PEERS[0], "ort", lambda: (ort_quantize(onnx_path, base + ".ort_qoperator.onnx", calib, "qoperator"),)),
+        make(INT8_PEERS[1], "ort", lambda: (ort_quantize(onnx_path, base + ".ort_qdq.onnx", calib, "qdq"),)),
+        make(INT8_PEERS[2], "fx", fx_files),
+        make(FP32_PEERS[0], "ort", lambda: (onnx_path,)),
+        make(FP32_PEERS[1], "torch", lambda: (base + ".fp32.pt",)),
+    ]
+    for rt in runtimes:
+        if rt.error:
+            continue
+        try:
+            for _ in range(load_repeats):
+                t = time.perf_counter()
+                fn = load(rt.kind, rt.paths, 1, shape)
+                rt.load_ms.append((time.perf_counter() - t) * 1e3)
+            rt.output = np.asarray(fn(x)).reshape(float_out.shape)  # fail here, not while timing
+        except Exception as e:
+            rt.error = describe_error(e)
 
-    return Prepared(name, tuple(shape), x, calib, float_out, int(qm.macs), qpath, load_ms, runners, prep_s)
+    macs, ops = 0, []
+    if not runtimes[0].error:
+        m = qrt.load(runtimes[0].paths[0], threads=1)
+        macs, ops = int(m.macs), [op.opcode.name for op in m.definition.operators]
+    return Prepared(name, entry, x, float_out, macs, ops, runtimes, prep_s)

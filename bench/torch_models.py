@@ -1,7 +1,11 @@
-"""Float PyTorch models with random, fixed-seed weights for the benchmark suite (torchvision is
-not available, so the well-known shapes are defined here): ResNet-18, MobileNetV2 and a small
-28x28 CNN."""
+"""Float PyTorch models for the benchmark suite: ResNet-18, MobileNetV2 and a small 28x28 CNN
+with random, fixed-seed weights (torchvision is not available, so the well-known shapes are
+defined here), EfficientNet-Lite0 with its ImageNet weights (bench.real_models), and single
+convolutions and a GEMM, to compare kernels one shape at a time."""
 from __future__ import annotations
+
+import dataclasses
+from typing import Callable
 
 import torch
 from torch import nn
@@ -129,16 +133,43 @@ class MobileNetV2(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
+# ---------------------------------------------------------------- the suite
+
+def _efficientnet_lite0():
+    from bench.real_models import efficientnet_lite0
+    return efficientnet_lite0()
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    make: Callable[[], nn.Module]
+    shape: tuple                # the input at batch 1 (the GEMM: its 1024 rows)
+    title: str
+    single_op: bool = False     # one conv or GEMM: fixed shape, timed at batch 1 only
+    pretrained: bool = False    # keeps the weights it comes with
+
+
 MODELS = {
-    # name: (constructor, input shape at batch 1)
-    "small_cnn": (SmallCNN, (1, 1, 28, 28)),
-    "resnet18": (ResNet18, (1, 3, 224, 224)),
-    "mobilenet_v2": (MobileNetV2, (1, 3, 224, 224)),
+    "small_cnn": Entry(SmallCNN, (1, 1, 28, 28), "small CNN 28²"),
+    "resnet18": Entry(ResNet18, (1, 3, 224, 224), "ResNet-18 224²"),
+    "mobilenet_v2": Entry(MobileNetV2, (1, 3, 224, 224), "MobileNetV2 224²"),
+    "efficientnet_lite0": Entry(_efficientnet_lite0, (1, 3, 224, 224), "EfficientNet-Lite0 224²",
+                                pretrained=True),
+    # nn.Sequential: FX quantization handles a convolution as a submodule, not as the root
+    "conv3x3": Entry(lambda: nn.Sequential(nn.Conv2d(64, 64, 3, padding=1)), (1, 64, 56, 56),
+                     "conv 3x3 56x56x64->64", single_op=True),
+    "conv1x1": Entry(lambda: nn.Sequential(nn.Conv2d(128, 256, 1)), (1, 128, 28, 28),
+                     "conv 1x1 28x28x128->256", single_op=True),
+    "depthwise3x3": Entry(lambda: nn.Sequential(nn.Conv2d(144, 144, 3, padding=1, groups=144)),
+                          (1, 144, 56, 56), "depthwise 3x3 56x56x144", single_op=True),
+    "gemm1024": Entry(lambda: nn.Sequential(nn.Linear(1024, 1024)), (1024, 1024),
+                      "GEMM 1024x1024x1024 (fully connected, 1024 rows)", single_op=True),
 }
 
 
 def build(name: str, seed: int = 0) -> tuple[nn.Module, tuple]:
-    """(float eval-mode module with fixed-seed weights, input shape)."""
-    ctor, shape = MODELS[name]
+    """(float eval-mode module, fixed-seed weights unless pretrained; input shape at batch 1)."""
+    entry = MODELS[name]
     torch.manual_seed(seed)
-    return _init(ctor(), seed), shape
+    module = entry.make()
+    return (module.eval() if entry.pretrained else _init(module, seed)), entry.shape

@@ -70,6 +70,70 @@ def _convert(args) -> int:
     return 0
 
 
+def _random_feed(info, batch: int, rng):
+    """A random input for `info` at `batch` times the file's batch: for a quantized input,
+    float values spread over its whole int8 range (quantizing them is part of the timed run,
+    as when a user passes floats); otherwise values of its own dtype."""
+    import numpy as np
+
+    shape = (info.shape[0] * batch,) + tuple(info.shape[1:])
+    dtype = np.dtype(info.dtype)
+    if info.scale is not None:
+        q = rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, shape, endpoint=True)
+        return ((q - info.zero_point) * info.scale).astype(np.float32)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    return rng.integers(-100, 100, shape).astype(dtype)
+
+
+def _bench(args) -> int:
+    import time
+
+    import numpy as np
+
+    from .runtime import load
+
+    clock = time.perf_counter
+    load_ms = []
+    for _ in range(5):
+        start = clock()
+        model = _named(args.model, lambda p: load(p, threads=args.threads, isa=args.isa))
+        load_ms.append((clock() - start) * 1e3)
+    rng = np.random.default_rng(0)
+    feeds = [_random_feed(info, args.batch, rng) for info in model.inputs]
+    for _ in range(args.warmup):
+        model.run(*feeds)
+    run_ms = []
+    for _ in range(args.repeats):
+        start = clock()
+        model.run(*feeds)
+        run_ms.append((clock() - start) * 1e3)
+    p10, p25, median, p75, p90 = np.percentile(run_ms, [10, 25, 50, 75, 90])
+    macs = model.macs * args.batch
+    print(f"{args.model}: {len(model.definition.operators)} operator(s), {macs / 1e6:.1f} MMAC per run, "
+          f"input {' '.join('x'.join(map(str, f.shape)) for f in feeds)}, {model.threads} thread(s), "
+          f"{model.kernels.name} kernels, {model.isa} path")
+    print(f"load    {np.median(load_ms):.2f} ms (median of {len(load_ms)})")
+    print(f"run     median {median:.3f} ms, p10-p90 {p10:.3f}-{p90:.3f} ms, IQR {p75 - p25:.3f} ms "
+          f"({args.repeats} runs after {args.warmup} warm-up)")
+    print(f"speed   {2 * macs / (median * 1e-3) / 1e9:.2f} GOPS (2 ops per MAC), "
+          f"{1e3 / median:.1f} runs/s")
+    return 0
+
+
+def _at_least(minimum: int):
+    """An argparse type: a whole number >= minimum."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {n}")
+        return n
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qrt",
@@ -139,6 +203,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow a .pt2 source: torch.export.load unpickles, so only for files you made")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_convert)
+
+    p = sub.add_parser(
+        "bench", help="time one .qmodel: latency, spread, GOPS, load time",
+        description="Time qrt alone on one .qmodel: load it 5 times (median load time), then run it "
+                    "on a random input of its input shape (float values over each quantized "
+                    "input's whole int8 range, so input quantization is timed, as when a user "
+                    "passes floats), WARMUP times untimed and REPEATS times timed. Prints the median, "
+                    "the p10-p90 spread and the IQR of the run times, GOPS (2 ops per MAC, MACs of "
+                    "conv, depthwise and fully connected operators) and runs per second. To "
+                    "compare with ONNX Runtime and PyTorch, use 'python -m bench' in a checkout.",
+        epilog="example: qrt bench model.qmodel --threads 1 --repeats 200")
+    p.add_argument("model", help="path to a .qmodel file")
+    p.add_argument("--threads", type=_at_least(1), default=None,
+                   help="threads per run (default: $QRT_THREADS, else the cores this process may use)")
+    p.add_argument("--repeats", type=_at_least(1), default=100, help="timed runs (default 100)")
+    p.add_argument("--warmup", type=_at_least(0), default=10, help="untimed runs first (default 10)")
+    p.add_argument("--batch", type=_at_least(1), default=1,
+                   help="run on this many times the file's batch at once (default 1)")
+    p.add_argument("--isa", default=None,
+                   help="instruction-set path of the kernels, e.g. avx512vnni, avx2, scalar (default: "
+                        "$QRT_ISA, else the best this CPU supports)")
+    p.set_defaults(run=_bench)
     return parser
 
 

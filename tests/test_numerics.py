@@ -1,10 +1,12 @@
-"""The requantization kernel is bit-exact with the NumPy reference (SPEC.md section 4)."""
+"""The requantization kernels (the scalar rule, and the vector code of every instruction-set
+path this machine supports) are bit-exact with the NumPy reference (SPEC.md section 4)."""
 import math
 
 import numpy as np
 import pytest
 
 from qrt.errors import InvalidModelError
+from qrt.kernels import isa as ISA
 from qrt.kernels.requantize import requantize_int8
 from qrt.reference.numerics import quantize_multiplier, requantize
 
@@ -33,20 +35,27 @@ def test_reference_rounds_half_toward_plus_infinity():
     assert requantize(acc, m, n, 0, -128, 127).tolist() == [1, 2, 0, -1, 1, -1]
 
 
-def test_kernel_is_bit_exact_with_reference():
+@pytest.mark.parametrize("below_quarter", [False, True])
+@pytest.mark.parametrize("path", [None] + ISA.supported())
+def test_kernel_is_bit_exact_with_reference(path, below_quarter):
+    """below_quarter: every real multiplier < 1/4 (shifts >= 33), where the vector paths use
+    their 32-bit form (simd/requant.h)."""
     rng = np.random.default_rng(0)
     for trial in range(40):
         rows, ch = rng.integers(1, 50), rng.integers(1, 70)
         acc = rng.integers(-2**31, 2**31, (rows, ch), dtype=np.int64).astype(np.int32)
         acc[0, :] = np.resize([-(2**31), 2**31 - 1, 0, -1, 1], ch)  # extremes
-        reals = np.exp(rng.uniform(np.log(1e-9), np.log(100), ch))
+        top = 0.25 * (1 - 2**-30) if below_quarter else 100  # the largest with m < 2^31, n = 33
+        reals = np.exp(rng.uniform(np.log(1e-12), np.log(top), ch))
+        reals[0] = top if below_quarter else 0.75  # shifts 33 and 31
+        assert below_quarter == all(quantize_multiplier(r)[1] >= 33 for r in reals)
         mn = [quantize_multiplier(r) for r in reals]
         m = np.array([x for x, _ in mn], dtype=np.int32)
         n = np.array([y for _, y in mn], dtype=np.int32)
         zp = int(rng.choice([-128, 127, 0, int(rng.integers(-128, 128))]))
         lo, hi = sorted(rng.integers(-128, 128, 2)) if trial % 3 == 0 else (-128, 127)
         want = requantize(acc, m, n, zp, lo, hi).astype(np.int8)
-        got = requantize_int8(acc, m, n, zp, int(lo), int(hi))
+        got = requantize_int8(acc, m, n, zp, int(lo), int(hi), isa=path)
         assert np.array_equal(got, want), trial
 
 

@@ -2,18 +2,27 @@
 """Elementwise and data-movement kernels: ADD/SUB, MUL, REQUANTIZE, CONCAT, LEAKY_RELU/PRELU,
 LUT, SOFTMAX, QUANTIZE, DEQUANTIZE, PAD, TRANSPOSE, RESHAPE.
 
-Each `def NAME(ins, p, out)` follows the calling convention of qrt/runtime/kernels.py: `ins` the
-input arrays, `p` the op's parameters from qrt/runtime/prepare.py, `out` a preallocated
-C-contiguous output array, filled in place. Bit-exact with the NumPy references of
-qrt/reference/ops.py (SPEC.md sections 2.13 and 4): integer arithmetic only, except QUANTIZE and
-DEQUANTIZE, whose float steps are the reference's exactly (IEEE float64 division and
-round-half-even; one float32 multiplication).
+Each op is used in two steps, as in qrt/kernels/gemm.pyx:
+  bind_NAME(ins, p, out, isa=None, threads=1) -> Step   once per thread arena: shapes, dtypes
+      and parameter ranges checked (ValueError), raw pointers to the inputs and the output
+      kept, and everything that depends on the parameters only made here: lookup tables,
+      broadcast strides, coalesced copy plans, scratch rows;
+  step.run()   every inference: C loops only, no Python, no allocation.
+NAME(ins, p, out) binds and runs once (tests, and the graph boundary's QUANTIZE/DEQUANTIZE).
+`ins` are the input arrays, `p` the op's parameters from qrt/runtime/prepare.py, `out` the
+preallocated output; inputs and output must be C-contiguous, since the step reads and writes
+them where they lie at each run.
 
-Every kernel checks shapes, dtypes and parameter ranges at entry (ValueError) so that the
-loops, which run without the GIL, never index outside an array.
+Bit-exact with the NumPy references of qrt/reference/ops.py (SPEC.md sections 2.13 and 4):
+integer arithmetic only, except QUANTIZE and DEQUANTIZE, whose float steps are the reference's
+exactly (IEEE float64 division and round-half-even; one float32 multiplication). Same-shape
+ADD/SUB and MUL run simd/eltwise.h: 64-bit vector lanes on avx512vnni and amx, long rows over
+`threads`; the other ops take `isa` and `threads` and ignore them (a named path is still
+checked).
 """
 import numpy as np
 
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport nearbyint
 from libc.stdint cimport (
     int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t,
@@ -21,12 +30,37 @@ from libc.stdint cimport (
 from libc.string cimport memcpy, memmove, memset
 
 from qrt.kernels.numerics cimport check_requant, requantize_one, rounding_shift
+from qrt.kernels.step cimport Step
+
+from qrt.kernels import isa as _isa
+
+cdef extern from "simd/eltwise.h":
+    ctypedef struct qrt_add:
+        int32_t ta[256]
+        int32_t tb[256]
+        int32_t za, zb, ma, mb, ka, kb, sign, m, n, zp, lo, hi
+        int isa, threads
+    ctypedef struct qrt_mul:
+        int32_t za, zb, m, n, zp, lo, hi
+        int isa, threads
+    int8_t qrt_requant_select(int32_t acc, int32_t m, int32_t n, int32_t zp, int32_t lo,
+                              int32_t hi) noexcept nogil
+    void qrt_add_row(const qrt_add* p, const int8_t* a, const int8_t* b, int8_t* y,
+                     int64_t count) noexcept nogil
+    void qrt_add_run(const qrt_add* p, const int8_t* a, const int8_t* b, int8_t* y,
+                     int64_t count) noexcept nogil
+    void qrt_mul_row(const qrt_mul* p, const int8_t* a, const int8_t* b, int8_t* y,
+                     int64_t count) noexcept nogil
+    void qrt_mul_run(const qrt_mul* p, const int8_t* a, const int8_t* b, int8_t* y,
+                     int64_t count) noexcept nogil
 
 cdef enum:
     MAX_RANK = 8
     # ADD/SUB headroom bits; must equal qrt.runtime.prepare.ADD_LEFT_SHIFT (not imported here:
     # the runtime imports this module; the ADD tests fail if the two differ).
     ADD_LEFT_SHIFT = 20
+    # A one-value operand is folded into a 256-entry table when the other is longer than that.
+    TABLE_MIN = 256
 
 cdef int64_t INT32_LIMIT = 2147483648  # 2**31
 
@@ -42,10 +76,18 @@ cdef inline int8_t _clamp_int8(int64_t v) noexcept nogil:
 
 
 cdef object _flat(object x, str what):
-    """x as a 1-D C-contiguous array (a view when x is C-contiguous, else a copy)."""
+    """x as a 1-D C-contiguous array (a view when x is C-contiguous, else a copy): parameter
+    arrays, which the step keeps."""
     if not isinstance(x, np.ndarray):
         raise ValueError(f"{what} must be a numpy array, got {type(x).__name__}")
     return x.reshape(-1)
+
+
+cdef object _flat_in(object x, str what):
+    """An input as a 1-D view of its own memory, which the step reads at every run."""
+    if isinstance(x, np.ndarray) and not x.flags.c_contiguous:
+        raise ValueError(f"{what} must be C-contiguous")
+    return _flat(x, what)
 
 
 cdef object _flat_out(object out):
@@ -55,6 +97,17 @@ cdef object _flat_out(object out):
     if not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous")
     return out.reshape(-1)
+
+
+cdef const uint8_t* _in_bytes(object x, str what) except? NULL:
+    """The first byte of input x (NULL when it is empty)."""
+    cdef const uint8_t[::1] v = _flat_in(x, what).view(np.uint8)
+    return &v[0] if v.shape[0] else NULL
+
+
+cdef uint8_t* _out_bytes(object out) except? NULL:
+    cdef uint8_t[::1] v = _flat_out(out).view(np.uint8)
+    return &v[0] if v.shape[0] else NULL
 
 
 cdef int _check_dtype(object x, object dtype, str what) except -1:
@@ -93,6 +146,12 @@ cdef int _check_zp32(object zp, str what) except -1:
     if not (-INT32_LIMIT <= zp < INT32_LIMIT):
         raise ValueError(f"{what} {zp} does not fit int32")
     return 0
+
+
+cdef void _apply_table(const uint8_t* table, const uint8_t* x, uint8_t* y, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        y[i] = table[x[i]]
 
 
 # ---------------------------------------------------------------------------- broadcasting
@@ -157,6 +216,11 @@ cdef int _broadcast(tuple ashape, tuple bshape, tuple oshape, Bcast* bc) except 
     return 0
 
 
+cdef inline bint _contiguous(const Bcast* bc) noexcept nogil:
+    """Both operands walk the whole output in step: one row, no broadcasting."""
+    return bc.ndim == 1 and bc.sa[0] == 1 and bc.sb[0] == 1
+
+
 cdef void _drive(const Bcast* bc, row_fn fn, void* ctx) noexcept nogil:
     """Call fn once per output row (the last coalesced dimension) with the inputs' offsets."""
     cdef Py_ssize_t nd = bc.ndim, last = bc.ndim - 1, k, r, rows = 1
@@ -182,157 +246,229 @@ cdef void _drive(const Bcast* bc, row_fn fn, void* ctx) noexcept nogil:
             k -= 1
 
 
-# ---------------------------------------------------------------------------- ADD / SUB
+cdef enum BinaryMode:
+    BIN_EMPTY  # nothing to write
+    BIN_ROW  # same shapes: one contiguous row (simd/eltwise.h)
+    BIN_TABLE_A  # b is one value: y is a function of a's byte (a table made at run time)
+    BIN_TABLE_B  # a is one value
+    BIN_DRIVE  # broadcasting: row by row
 
-cdef struct AddCtx:
+
+cdef struct Operands:
     const int8_t* a
     const int8_t* b
     int8_t* o
-    int32_t ta[256]  # rounding_shift((a - zp_a) << 20, m_a, n_a), by the byte of a
-    int32_t tb[256]  # the same for b, negated for SUB
-    int32_t m, n, zp, lo, hi
 
+
+cdef struct AddCtx:
+    Operands v
+    qrt_add q
+
+
+cdef struct MulCtx:
+    Operands v
+    qrt_mul q
+
+
+cdef class _BinaryStep(Step):
+    """What ADD/SUB and MUL share: the broadcast walk, the mode, the table modes' run-time table
+    (it depends on the one value, so it is made at each run)."""
+    cdef Py_ssize_t n
+    cdef Bcast bc
+    cdef BinaryMode mode
+    cdef uint8_t table[256]
+
+
+cdef int _bind_binary(_BinaryStep s, Operands* v, ins, p, out) except -1:
+    """Shapes, dtypes and zero points of ADD/SUB and MUL; the pointers, walk and mode."""
+    a, b = ins[0], ins[1]
+    af, bf, of = _flat_in(a, "input a"), _flat_in(b, "input b"), _flat_out(out)
+    cdef const int8_t[::1] av = af
+    cdef const int8_t[::1] bv = bf
+    cdef int8_t[::1] ov = of
+    _broadcast(a.shape, b.shape, out.shape, &s.bc)
+    _check_zp8(p.a_zero_point, "input a zero point")
+    _check_zp8(p.b_zero_point, "input b zero point")
+    s.keep = (a, b, out)
+    s.n = ov.shape[0]
+    if s.n == 0:
+        s.mode = BIN_EMPTY
+        return 0
+    v.a, v.b, v.o = &av[0], &bv[0], &ov[0]
+    if _contiguous(&s.bc):
+        s.mode = BIN_ROW
+    elif bv.shape[0] == 1 and av.shape[0] == s.n and s.n > TABLE_MIN:
+        s.mode = BIN_TABLE_A
+    elif av.shape[0] == 1 and bv.shape[0] == s.n and s.n > TABLE_MIN:
+        s.mode = BIN_TABLE_B
+    else:
+        s.mode = BIN_DRIVE
+    return 0
+
+
+cdef int _bind_path(object isa, object threads, int* path, int* count) except -1:
+    path[0] = _isa.resolve(isa)
+    count[0] = max(1, int(threads))
+    return 0
+
+
+cdef int _check_isa(object isa) except -1:
+    """Ops with one path: a named path is still checked (ValueError for an unknown one), None
+    needs no resolving (that costs more than the graph boundary's conversions themselves)."""
+    if isa is not None:
+        _isa.resolve(isa)
+    return 0
+
+
+# ---------------------------------------------------------------------------- ADD / SUB
 
 cdef void _add_row(void* c, Py_ssize_t ia, Py_ssize_t sa, Py_ssize_t ib, Py_ssize_t sb,
                    Py_ssize_t io, Py_ssize_t n) noexcept nogil:
     cdef AddCtx* ctx = <AddCtx*>c
-    cdef const int8_t* a = ctx.a + ia
-    cdef const int8_t* b = ctx.b + ib
-    cdef int8_t* o = ctx.o + io
+    cdef qrt_add* q = &ctx.q
+    cdef const int8_t* a = ctx.v.a + ia
+    cdef const int8_t* b = ctx.v.b + ib
+    cdef int8_t* o = ctx.v.o + io
     cdef Py_ssize_t i
-    cdef int32_t m = ctx.m, sh = ctx.n, zp = ctx.zp, lo = ctx.lo, hi = ctx.hi, vb
+    # locals: o is int8, which may alias anything, so fields read through q reload per store;
+    # qrt_requant_select: requantize_one without branches (saturating outputs mispredict)
+    cdef const int32_t* ta = q.ta
+    cdef const int32_t* tb = q.tb
+    cdef int32_t m = q.m, sh = q.n, zp = q.zp, lo = q.lo, hi = q.hi, vb
     if sa == 1 and sb == 1:
-        for i in range(n):
-            o[i] = requantize_one(ctx.ta[<uint8_t>a[i]] + ctx.tb[<uint8_t>b[i]], m, sh, zp, lo, hi)
+        qrt_add_row(q, a, b, o, n)
     elif sb == 0:
-        vb = ctx.tb[<uint8_t>b[0]]
+        vb = tb[<uint8_t>b[0]]
         for i in range(n):
-            o[i] = requantize_one(ctx.ta[<uint8_t>a[i * sa]] + vb, m, sh, zp, lo, hi)
+            o[i] = qrt_requant_select(ta[<uint8_t>a[i * sa]] + vb, m, sh, zp, lo, hi)
     else:
         for i in range(n):
-            o[i] = requantize_one(ctx.ta[<uint8_t>a[i * sa]] + ctx.tb[<uint8_t>b[i * sb]], m, sh, zp, lo, hi)
+            o[i] = qrt_requant_select(ta[<uint8_t>a[i * sa]] + tb[<uint8_t>b[i * sb]], m, sh, zp, lo, hi)
 
 
-def add(ins, p, out):
-    """ADD and SUB (p.subtract). Reference: qrt/reference/ops.py add."""
+cdef class AddStep(_BinaryStep):
     cdef AddCtx ctx
-    cdef Bcast bc
-    cdef uint8_t table[256]
+
+    cdef int run(self) noexcept nogil:
+        cdef const qrt_add* q = &self.ctx.q
+        cdef const Operands* v = &self.ctx.v
+        cdef int k
+        cdef int32_t other
+        if self.mode == BIN_ROW:
+            qrt_add_run(q, v.a, v.b, v.o, self.n)
+        elif self.mode == BIN_TABLE_A:
+            other = q.tb[<uint8_t>v.b[0]]
+            for k in range(256):
+                self.table[k] = <uint8_t>requantize_one(q.ta[k] + other, q.m, q.n, q.zp, q.lo, q.hi)
+            _apply_table(self.table, <const uint8_t*>v.a, <uint8_t*>v.o, self.n)
+        elif self.mode == BIN_TABLE_B:
+            other = q.ta[<uint8_t>v.a[0]]
+            for k in range(256):
+                self.table[k] = <uint8_t>requantize_one(other + q.tb[k], q.m, q.n, q.zp, q.lo, q.hi)
+            _apply_table(self.table, <const uint8_t*>v.b, <uint8_t*>v.o, self.n)
+        elif self.mode == BIN_DRIVE:
+            _drive(&self.bc, _add_row, &self.ctx)
+        return 0
+
+
+def bind_add(ins, p, out, isa=None, threads=1):
+    """ADD and SUB (p.subtract) as a Step. Reference: qrt/reference/ops.py add."""
+    cdef AddStep s = AddStep.__new__(AddStep)
+    cdef qrt_add* q = &s.ctx.q
     cdef int64_t za, zb, ma, na, mb, nb, sign
-    cdef Py_ssize_t n
     cdef int k
-    a, b = ins[0], ins[1]
-    af, bf, of = _flat(a, "input a"), _flat(b, "input b"), _flat_out(out)
-    cdef const int8_t[::1] av = af
-    cdef const int8_t[::1] bv = bf
-    cdef int8_t[::1] ov = of
-    _broadcast(a.shape, b.shape, out.shape, &bc)
-    _check_zp8(p.a_zero_point, "input a zero point")
-    _check_zp8(p.b_zero_point, "input b zero point")
+    _bind_binary(s, &s.ctx.v, ins, p, out)
     _check_mn(p.a_multiplier, p.a_shift, False, "input a rescale")
     _check_mn(p.b_multiplier, p.b_shift, False, "input b rescale")
     if p.a_shift < 31 or p.b_shift < 31:  # factors <= 1 (prepare's are <= 1/2): int32 sums
         raise ValueError(f"operand rescale shifts {p.a_shift}, {p.b_shift} must be >= 31 (factors <= 1)")
     r = p.out
     check_requant(r.multiplier, r.shift, 1, r.zero_point, r.lo, r.hi)
+    _bind_path(isa, threads, &q.isa, &q.threads)
     za, zb = p.a_zero_point, p.b_zero_point
     ma, na, mb, nb = p.a_multiplier, p.a_shift, p.b_multiplier, p.b_shift
     sign = -1 if p.subtract else 1
-    ctx.m, ctx.n, ctx.zp, ctx.lo, ctx.hi = r.multiplier[0], r.shift[0], r.zero_point, r.lo, r.hi
-    if ov.shape[0] == 0:
-        return None
-    ctx.a, ctx.b, ctx.o = &av[0], &bv[0], &ov[0]
-    n = ov.shape[0]
-    with nogil:
-        # |x - zp| <= 255 and m / 2^n < 1 (n >= 31), so |entry| <= 255 * 2^20 < 2^28 and the
-        # sum or difference of two fits int32, as requantize_one takes it.
-        for k in range(256):
-            ctx.ta[k] = <int32_t>rounding_shift((<int64_t><int8_t><uint8_t>k - za) * (1 << ADD_LEFT_SHIFT), ma, na)
-            ctx.tb[k] = <int32_t>(sign * rounding_shift((<int64_t><int8_t><uint8_t>k - zb) * (1 << ADD_LEFT_SHIFT), mb, nb))
-        if bv.shape[0] == 1 and av.shape[0] == n:  # b one value: y is a function of a's byte
-            for k in range(256):
-                table[k] = <uint8_t>requantize_one(ctx.ta[k] + ctx.tb[<uint8_t>bv[0]], ctx.m, ctx.n,
-                                                   ctx.zp, ctx.lo, ctx.hi)
-            _apply_table(table, <const uint8_t*>ctx.a, <uint8_t*>ctx.o, n)
-        elif av.shape[0] == 1 and bv.shape[0] == n:
-            for k in range(256):
-                table[k] = <uint8_t>requantize_one(ctx.ta[<uint8_t>av[0]] + ctx.tb[k], ctx.m, ctx.n,
-                                                   ctx.zp, ctx.lo, ctx.hi)
-            _apply_table(table, <const uint8_t*>ctx.b, <uint8_t*>ctx.o, n)
-        else:
-            _drive(&bc, _add_row, &ctx)
-    return None
+    q.za, q.zb, q.ma, q.mb, q.sign = za, zb, ma, mb, sign
+    q.ka, q.kb = na - ADD_LEFT_SHIFT, nb - ADD_LEFT_SHIFT
+    q.m, q.n, q.zp, q.lo, q.hi = r.multiplier[0], r.shift[0], r.zero_point, r.lo, r.hi
+    # |x - zp| <= 255 and m / 2^n < 1 (n >= 31), so |entry| <= 255 * 2^20 < 2^28 and the sum or
+    # difference of two fits int32, as requantize_one takes it.
+    for k in range(256):
+        q.ta[k] = <int32_t>rounding_shift((<int64_t><int8_t><uint8_t>k - za) * (1 << ADD_LEFT_SHIFT), ma, na)
+        q.tb[k] = <int32_t>(sign * rounding_shift((<int64_t><int8_t><uint8_t>k - zb) * (1 << ADD_LEFT_SHIFT), mb, nb))
+    return s
+
+
+def add(ins, p, out, isa=None, threads=1):
+    """ADD and SUB once: bind and run (see bind_add)."""
+    bind_add(ins, p, out, isa, threads)()
 
 
 # ---------------------------------------------------------------------------- MUL
 
-cdef struct MulCtx:
-    const int8_t* a
-    const int8_t* b
-    int8_t* o
-    int32_t za, zb, m, n, zp, lo, hi
-
-
 cdef void _mul_row(void* c, Py_ssize_t ia, Py_ssize_t sa, Py_ssize_t ib, Py_ssize_t sb,
                    Py_ssize_t io, Py_ssize_t n) noexcept nogil:
     cdef MulCtx* ctx = <MulCtx*>c
-    cdef const int8_t* a = ctx.a + ia
-    cdef const int8_t* b = ctx.b + ib
-    cdef int8_t* o = ctx.o + io
+    cdef const qrt_mul* q = &ctx.q
+    cdef const int8_t* a = ctx.v.a + ia
+    cdef const int8_t* b = ctx.v.b + ib
+    cdef int8_t* o = ctx.v.o + io
     cdef Py_ssize_t i
-    cdef int32_t za = ctx.za, zb = ctx.zb, m = ctx.m, sh = ctx.n, zp = ctx.zp, lo = ctx.lo, hi = ctx.hi, vb
+    cdef int32_t za = q.za, zb = q.zb, m = q.m, sh = q.n, zp = q.zp, lo = q.lo, hi = q.hi, vb
     if sa == 1 and sb == 1:
-        for i in range(n):
-            o[i] = requantize_one((a[i] - za) * (b[i] - zb), m, sh, zp, lo, hi)
+        qrt_mul_row(q, a, b, o, n)
     elif sb == 0:
         vb = b[0] - zb
         for i in range(n):
-            o[i] = requantize_one((a[i * sa] - za) * vb, m, sh, zp, lo, hi)
+            o[i] = qrt_requant_select((a[i * sa] - za) * vb, m, sh, zp, lo, hi)
     else:
         for i in range(n):
-            o[i] = requantize_one((a[i * sa] - za) * (b[i * sb] - zb), m, sh, zp, lo, hi)
+            o[i] = qrt_requant_select((a[i * sa] - za) * (b[i * sb] - zb), m, sh, zp, lo, hi)
 
 
-def mul(ins, p, out):
-    """MUL. Reference: qrt/reference/ops.py mul."""
+cdef class MulStep(_BinaryStep):
     cdef MulCtx ctx
-    cdef Bcast bc
-    cdef uint8_t table[256]
-    cdef Py_ssize_t n
-    cdef int k
-    cdef int32_t other
-    a, b = ins[0], ins[1]
-    af, bf, of = _flat(a, "input a"), _flat(b, "input b"), _flat_out(out)
-    cdef const int8_t[::1] av = af
-    cdef const int8_t[::1] bv = bf
-    cdef int8_t[::1] ov = of
-    _broadcast(a.shape, b.shape, out.shape, &bc)
-    _check_zp8(p.a_zero_point, "input a zero point")
-    _check_zp8(p.b_zero_point, "input b zero point")
+
+    cdef int run(self) noexcept nogil:
+        cdef const qrt_mul* q = &self.ctx.q
+        cdef const Operands* v = &self.ctx.v
+        cdef int k
+        cdef int32_t other
+        if self.mode == BIN_ROW:
+            qrt_mul_run(q, v.a, v.b, v.o, self.n)
+        elif self.mode == BIN_TABLE_A:
+            other = v.b[0] - q.zb
+            for k in range(256):
+                self.table[k] = <uint8_t>requantize_one((<int8_t><uint8_t>k - q.za) * other, q.m, q.n,
+                                                        q.zp, q.lo, q.hi)
+            _apply_table(self.table, <const uint8_t*>v.a, <uint8_t*>v.o, self.n)
+        elif self.mode == BIN_TABLE_B:
+            other = v.a[0] - q.za
+            for k in range(256):
+                self.table[k] = <uint8_t>requantize_one(other * (<int8_t><uint8_t>k - q.zb), q.m, q.n,
+                                                        q.zp, q.lo, q.hi)
+            _apply_table(self.table, <const uint8_t*>v.b, <uint8_t*>v.o, self.n)
+        elif self.mode == BIN_DRIVE:
+            _drive(&self.bc, _mul_row, &self.ctx)
+        return 0
+
+
+def bind_mul(ins, p, out, isa=None, threads=1):
+    """MUL as a Step. Reference: qrt/reference/ops.py mul."""
+    cdef MulStep s = MulStep.__new__(MulStep)
+    cdef qrt_mul* q = &s.ctx.q
+    _bind_binary(s, &s.ctx.v, ins, p, out)
     r = p.out
     check_requant(r.multiplier, r.shift, 1, r.zero_point, r.lo, r.hi)
-    ctx.za, ctx.zb = p.a_zero_point, p.b_zero_point
-    ctx.m, ctx.n, ctx.zp, ctx.lo, ctx.hi = r.multiplier[0], r.shift[0], r.zero_point, r.lo, r.hi
-    if ov.shape[0] == 0:
-        return None
-    ctx.a, ctx.b, ctx.o = &av[0], &bv[0], &ov[0]
-    n = ov.shape[0]
-    with nogil:
-        if bv.shape[0] == 1 and av.shape[0] == n:  # b one value: y is a function of a's byte
-            other = bv[0] - ctx.zb
-            for k in range(256):
-                table[k] = <uint8_t>requantize_one((<int8_t><uint8_t>k - ctx.za) * other, ctx.m, ctx.n,
-                                                   ctx.zp, ctx.lo, ctx.hi)
-            _apply_table(table, <const uint8_t*>ctx.a, <uint8_t*>ctx.o, n)
-        elif av.shape[0] == 1 and bv.shape[0] == n:
-            other = av[0] - ctx.za
-            for k in range(256):
-                table[k] = <uint8_t>requantize_one(other * (<int8_t><uint8_t>k - ctx.zb), ctx.m, ctx.n,
-                                                   ctx.zp, ctx.lo, ctx.hi)
-            _apply_table(table, <const uint8_t*>ctx.b, <uint8_t*>ctx.o, n)
-        else:
-            _drive(&bc, _mul_row, &ctx)
-    return None
+    _bind_path(isa, threads, &q.isa, &q.threads)
+    q.za, q.zb = p.a_zero_point, p.b_zero_point
+    q.m, q.n, q.zp, q.lo, q.hi = r.multiplier[0], r.shift[0], r.zero_point, r.lo, r.hi
+    return s
+
+
+def mul(ins, p, out, isa=None, threads=1):
+    """MUL once: bind and run (see bind_mul)."""
+    bind_mul(ins, p, out, isa, threads)()
 
 
 # ---------------------------------------------------------------------------- REQUANTIZE
@@ -367,59 +503,95 @@ cdef int _rescale_table(object q, bint in_signed, uint8_t* table) except -1:
         raise ValueError(f"input zero point {q.input_zero_point} must lie in [-128, 255]")
     m, n, zx, zy, lo, hi = mv[0], nv[0], q.input_zero_point, r.zero_point, r.lo, r.hi
     int8_range = -128 <= lo and hi <= 127  # requantize_one's contract; uint8 outputs go below
-    with nogil:
-        for k in range(256):
-            v = (<int8_t><uint8_t>k if in_signed else k) - zx
-            if int8_range:
-                table[k] = <uint8_t>requantize_one(v, m, n, zy, lo, hi)
-            else:
-                w = rounding_shift(v, m, n) + zy
-                table[k] = <uint8_t>(lo if w < lo else (hi if w > hi else w))
+    for k in range(256):
+        v = (<int8_t><uint8_t>k if in_signed else k) - zx
+        if int8_range:
+            table[k] = <uint8_t>requantize_one(v, m, n, zy, lo, hi)
+        else:
+            w = rounding_shift(v, m, n) + zy
+            table[k] = <uint8_t>(lo if w < lo else (hi if w > hi else w))
     return 0
 
 
-cdef void _apply_table(const uint8_t* table, const uint8_t* x, uint8_t* y, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        y[i] = table[x[i]]
+cdef class RequantizeStep(Step):
+    cdef const uint8_t* x
+    cdef uint8_t* o
+    cdef Py_ssize_t n
+    cdef bint identity
+    cdef uint8_t table[256]  # by the byte of x
+
+    cdef int run(self) noexcept nogil:
+        if self.n == 0:
+            return 0
+        if self.identity:
+            memmove(self.o, self.x, self.n)
+        else:
+            _apply_table(self.table, self.x, self.o, self.n)
+        return 0
 
 
-def requantize(ins, p, out):
-    """REQUANTIZE (p: RescaleParams); int8 or uint8 in and out. Reference:
+def bind_requantize(ins, p, out, isa=None, threads=1):
+    """REQUANTIZE (p: RescaleParams) as a Step; int8 or uint8 in and out. Reference:
     qrt/reference/ops.py rescale."""
-    cdef uint8_t table[256]
+    cdef RequantizeStep s = RequantizeStep.__new__(RequantizeStep)
     x = ins[0]
     _check_same_shape(x, out, "input")
     in_signed = _byte_signed(x, "input")
     _byte_signed(out, "out")
-    xf, of = _flat(x, "input"), _flat_out(out)
-    cdef const uint8_t[::1] xv = xf.view(np.uint8)
-    cdef uint8_t[::1] ov = of.view(np.uint8)
-    cdef Py_ssize_t n = ov.shape[0]
-    if n == 0:
-        return None
-    if p.identity:
-        with nogil:
-            memmove(&ov[0], &xv[0], n)
-        return None
-    _rescale_table(p, in_signed, table)
-    with nogil:
-        _apply_table(table, &xv[0], &ov[0], n)
-    return None
+    s.x, s.o = _in_bytes(x, "input"), _out_bytes(out)
+    s.n = out.size
+    s.identity = p.identity
+    if s.n and not s.identity:
+        _rescale_table(p, in_signed, s.table)
+    _check_isa(isa)
+    s.keep = (x, out)
+    return s
+
+
+def requantize(ins, p, out, isa=None, threads=1):
+    """REQUANTIZE once: bind and run (see bind_requantize)."""
+    bind_requantize(ins, p, out, isa, threads)()
 
 
 # ---------------------------------------------------------------------------- CONCAT
 
-def concat(ins, p, out):
-    """CONCAT along p.axis, each input re-expressed in the output's quantization (identity
-    inputs copied). Reference: qrt/reference/ops.py concat."""
-    cdef uint8_t table[256]
-    cdef Py_ssize_t axis, rank, k, outer, inner, chunk, total_chunk, offset, o, ext
+cdef struct ConcatPart:
+    const uint8_t* src
+    Py_ssize_t chunk  # bytes per outer index: the input's extent along the axis times inner
+    const uint8_t* table  # NULL: a copy
+
+
+cdef class ConcatStep(Step):
+    cdef ConcatPart* parts
+    cdef Py_ssize_t count, outer, total_chunk
+    cdef uint8_t* o
+
+    def __dealloc__(self):
+        PyMem_Free(self.parts)
+
+    cdef int run(self) noexcept nogil:
+        cdef Py_ssize_t k, o, offset = 0
+        cdef const ConcatPart* part
+        for k in range(self.count):
+            part = &self.parts[k]
+            for o in range(self.outer):
+                if part.table == NULL:
+                    memcpy(self.o + offset + o * self.total_chunk, part.src + o * part.chunk, part.chunk)
+                else:
+                    _apply_table(part.table, part.src + o * part.chunk,
+                                 self.o + offset + o * self.total_chunk, part.chunk)
+            offset += part.chunk
+        return 0
+
+
+def bind_concat(ins, p, out, isa=None, threads=1):
+    """CONCAT along p.axis as a Step, each input re-expressed in the output's quantization
+    (identity inputs copied). Reference: qrt/reference/ops.py concat."""
+    cdef ConcatStep s = ConcatStep.__new__(ConcatStep)
+    cdef Py_ssize_t axis, rank, k, inner
     cdef const int8_t[::1] xv
     cdef int8_t[::1] ov
-    cdef const uint8_t* src
-    cdef uint8_t* dst
-    cdef bint identity
+    cdef uint8_t[:, ::1] tables
     oshape = out.shape
     rank = len(oshape)
     axis = p.axis
@@ -427,51 +599,59 @@ def concat(ins, p, out):
         raise ValueError(f"axis {axis} is out of range for out of rank {rank}")
     if len(ins) == 0 or len(ins) != len(p.inputs):
         raise ValueError(f"{len(ins)} inputs but parameters for {len(p.inputs)}")
-    of = _flat_out(out)
-    ov = of
+    ov = _flat_out(out)
     total = 0
     flats = []
     for k in range(len(ins)):
         x = ins[k]
-        s = x.shape
-        if len(s) != rank or s[:axis] != oshape[:axis] or s[axis + 1:] != oshape[axis + 1:]:
-            raise ValueError(f"input {k} has shape {s}; it must match out {oshape} except on axis {axis}")
-        total += s[axis]
-        flats.append(_flat(x, f"input {k}"))
+        sh = x.shape
+        if len(sh) != rank or sh[:axis] != oshape[:axis] or sh[axis + 1:] != oshape[axis + 1:]:
+            raise ValueError(f"input {k} has shape {sh}; it must match out {oshape} except on axis {axis}")
+        total += sh[axis]
+        flats.append(_flat_in(x, f"input {k}"))
     if total != oshape[axis]:
         raise ValueError(f"inputs add up to {total} along axis {axis}, out has {oshape[axis]}")
-    outer = 1
+    s.outer = 1
     for k in range(axis):
-        outer *= oshape[k]
+        s.outer *= oshape[k]
     inner = 1
     for k in range(axis + 1, rank):
         inner *= oshape[k]
-    total_chunk = oshape[axis] * inner
-    if ov.shape[0] == 0:
-        return None
-    offset = 0
+    s.total_chunk = oshape[axis] * inner
+    s.o = <uint8_t*>&ov[0] if ov.shape[0] else NULL
+    table_arr = np.empty((len(ins), 256), np.uint8)
+    tables = table_arr
+    s.parts = <ConcatPart*>PyMem_Malloc(len(ins) * sizeof(ConcatPart))
+    if s.parts == NULL:
+        raise MemoryError()
+    s.count = len(ins) if ov.shape[0] else 0  # nothing to write: no part to run
     for k in range(len(ins)):
-        ext = ins[k].shape[axis]
-        chunk = ext * inner
         xv = flats[k]
+        s.parts[k].src = <const uint8_t*>&xv[0] if xv.shape[0] else NULL
+        s.parts[k].chunk = ins[k].shape[axis] * inner
+        s.parts[k].table = NULL
         q = p.inputs[k]
-        identity = q.identity
-        if not identity:
-            _rescale_table(q, True, table)
-        if chunk > 0:
-            src = <const uint8_t*>&xv[0]
-            dst = <uint8_t*>&ov[0] + offset
-            with nogil:
-                for o in range(outer):
-                    if identity:
-                        memcpy(dst + o * total_chunk, src + o * chunk, chunk)
-                    else:
-                        _apply_table(table, src + o * chunk, dst + o * total_chunk, chunk)
-        offset += chunk
-    return None
+        if not q.identity:
+            _rescale_table(q, True, &tables[k, 0])
+            s.parts[k].table = &tables[k, 0]
+    _check_isa(isa)
+    s.keep = (list(ins), out, table_arr)
+    return s
+
+
+def concat(ins, p, out, isa=None, threads=1):
+    """CONCAT once: bind and run (see bind_concat)."""
+    bind_concat(ins, p, out, isa, threads)()
 
 
 # ---------------------------------------------------------------------------- LEAKY_RELU / PRELU
+
+cdef inline int8_t _slope_one(int64_t v, int64_t pm, int64_t pn, int64_t nm, int64_t nn,
+                              int64_t zy) noexcept nogil:
+    if v >= 0:
+        return _clamp_int8(rounding_shift(v, pm, pn) + zy)
+    return _clamp_int8(rounding_shift(v, nm, nn) + zy)
+
 
 cdef struct SlopeCtx:
     const int8_t* x
@@ -480,13 +660,6 @@ cdef struct SlopeCtx:
     const int64_t* nn
     const uint8_t* tables  # NULL, or 256 entries per alpha element (by x's byte)
     int64_t zx, pm, pn, zy
-
-
-cdef inline int8_t _slope_one(int64_t v, int64_t pm, int64_t pn, int64_t nm, int64_t nn,
-                              int64_t zy) noexcept nogil:
-    if v >= 0:
-        return _clamp_int8(rounding_shift(v, pm, pn) + zy)
-    return _clamp_int8(rounding_shift(v, nm, nn) + zy)
 
 
 cdef void _slope_row(void* c, Py_ssize_t ia, Py_ssize_t sa, Py_ssize_t ib, Py_ssize_t sb,
@@ -498,6 +671,7 @@ cdef void _slope_row(void* c, Py_ssize_t ia, Py_ssize_t sa, Py_ssize_t ib, Py_ss
     cdef int8_t* o = ctx.o + io
     cdef const uint8_t* t
     cdef Py_ssize_t i
+    cdef int64_t zx = ctx.zx, pm = ctx.pm, pn = ctx.pn, zy = ctx.zy  # o may alias ctx's fields
     if ctx.tables != NULL:
         t = ctx.tables + ib * 256
         if sb == 0:
@@ -507,21 +681,31 @@ cdef void _slope_row(void* c, Py_ssize_t ia, Py_ssize_t sa, Py_ssize_t ib, Py_ss
                 o[i] = <int8_t>t[i * sb * 256 + <uint8_t>x[i * sa]]
         return
     for i in range(n):
-        o[i] = _slope_one(x[i * sa] - ctx.zx, ctx.pm, ctx.pn, nm[i * sb], nn[i * sb], ctx.zy)
+        o[i] = _slope_one(x[i * sa] - zx, pm, pn, nm[i * sb], nn[i * sb], zy)
 
 
-def slope(ins, p, out):
-    """LEAKY_RELU and PRELU (p: SlopeParams; the alpha slopes, scalar or broadcast to x, are in
-    p). Reference: qrt/reference/ops.py slope."""
+cdef class SlopeStep(Step):
     cdef SlopeCtx ctx
+    cdef Py_ssize_t n
     cdef Bcast bc
-    cdef uint8_t table[256]
+
+    cdef int run(self) noexcept nogil:
+        if self.n:
+            _drive(&self.bc, _slope_row, &self.ctx)
+        return 0
+
+
+def bind_slope(ins, p, out, isa=None, threads=1):
+    """LEAKY_RELU and PRELU (p: SlopeParams; the alpha slopes, scalar or broadcast to x, are in
+    p) as a Step. Reference: qrt/reference/ops.py slope."""
+    cdef SlopeStep s = SlopeStep.__new__(SlopeStep)
+    cdef SlopeCtx* ctx = &s.ctx
     cdef uint8_t[::1] tables
-    cdef Py_ssize_t i, na, n
+    cdef Py_ssize_t i, na
     cdef int k
     x = ins[0]
     _check_same_shape(x, out, "input")
-    xf, of = _flat(x, "input"), _flat_out(out)
+    xf, of = _flat_in(x, "input"), _flat_out(out)
     cdef const int8_t[::1] xv = xf
     cdef int8_t[::1] ov = of
     nm_arr, nn_arr = p.neg_multiplier, p.neg_shift
@@ -529,11 +713,12 @@ def slope(ins, p, out):
         raise ValueError(f"alpha multipliers {nm_arr.shape} and shifts {nn_arr.shape} differ in shape")
     _check_rank(nm_arr.shape, "alpha")
     try:
-        _broadcast(out.shape, nm_arr.shape, out.shape, &bc)
+        _broadcast(out.shape, nm_arr.shape, out.shape, &s.bc)
     except ValueError:
         raise ValueError(f"alpha of shape {nm_arr.shape} does not broadcast to the input shape {out.shape}") from None
-    cdef const int64_t[::1] nm = _flat(nm_arr, "alpha multipliers")
-    cdef const int64_t[::1] nn = _flat(nn_arr, "alpha shifts")
+    nmf, nnf = _flat(nm_arr, "alpha multipliers"), _flat(nn_arr, "alpha shifts")
+    cdef const int64_t[::1] nm = nmf
+    cdef const int64_t[::1] nn = nnf
     na = nm.shape[0]
     for i in range(na):
         if not (-INT32_LIMIT < nm[i] < INT32_LIMIT) or not (1 <= nn[i] <= 62):
@@ -542,93 +727,97 @@ def slope(ins, p, out):
     _check_mn(p.pos_multiplier, p.pos_shift, False, "positive slope")
     _check_zp8(p.input_zero_point, "input zero point")
     _check_zp32(p.out_zero_point, "output zero point")
+    _check_isa(isa)
     ctx.zx, ctx.pm, ctx.pn, ctx.zy = p.input_zero_point, p.pos_multiplier, p.pos_shift, p.out_zero_point
-    if ov.shape[0] == 0:
-        return None
+    s.n = ov.shape[0]
+    s.keep = (x, out, nmf, nnf)
+    if s.n == 0:
+        return s
     ctx.x, ctx.o, ctx.nm, ctx.nn, ctx.tables = &xv[0], &ov[0], &nm[0], &nn[0], NULL
-    n = ov.shape[0]
-    if na == 1:  # one slope (LEAKY_RELU, or a PRELU alpha of one element): a 256-entry table
-        with nogil:
+    # One slope (LEAKY_RELU, or a PRELU alpha of one element), or many elements per slope: one
+    # 256-entry table per alpha element, by x's byte.
+    if na == 1 or (na <= 4096 and s.n >= 4 * 256 * na):
+        table_arr = np.empty(na * 256, np.uint8)
+        tables = table_arr
+        for i in range(na):
             for k in range(256):
-                table[k] = <uint8_t>_slope_one(<int8_t><uint8_t>k - ctx.zx, ctx.pm, ctx.pn, nm[0], nn[0], ctx.zy)
-            _apply_table(table, <const uint8_t*>ctx.x, <uint8_t*>ctx.o, n)
-        return None
-    if na <= 4096 and n >= 4 * 256 * na:  # many elements per slope: one table per alpha element
-        tables = np.empty(na * 256, np.uint8)
+                tables[i * 256 + k] = <uint8_t>_slope_one(<int8_t><uint8_t>k - ctx.zx, ctx.pm, ctx.pn,
+                                                          nm[i], nn[i], ctx.zy)
         ctx.tables = &tables[0]
-        with nogil:
-            for i in range(na):
-                for k in range(256):
-                    tables[i * 256 + k] = <uint8_t>_slope_one(<int8_t><uint8_t>k - ctx.zx, ctx.pm, ctx.pn,
-                                                              nm[i], nn[i], ctx.zy)
-    with nogil:
-        _drive(&bc, _slope_row, &ctx)
-    return None
+        s.keep += (table_arr,)
+    return s
+
+
+def slope(ins, p, out, isa=None, threads=1):
+    """LEAKY_RELU and PRELU once: bind and run (see bind_slope)."""
+    bind_slope(ins, p, out, isa, threads)()
 
 
 # ---------------------------------------------------------------------------- LUT
 
-def lut(ins, p, out):
-    """LUT: y = table[x + 128], the table being ins[1] (int8 [256]). Reference:
-    qrt/reference/ops.py lut."""
-    cdef uint8_t table[256]
-    cdef int k
+cdef class LutStep(Step):
+    cdef const int8_t* x
+    cdef const uint8_t* mid  # the table's entry 128: mid[x] = table[x + 128]
+    cdef uint8_t* o
+    cdef Py_ssize_t n
+
+    cdef int run(self) noexcept nogil:
+        cdef const int8_t* x = self.x  # locals: a byte store may alias any field of self
+        cdef const uint8_t* mid = self.mid
+        cdef uint8_t* o = self.o
+        cdef Py_ssize_t i
+        for i in range(self.n):
+            o[i] = mid[x[i]]
+        return 0
+
+
+def bind_lut(ins, p, out, isa=None, threads=1):
+    """LUT as a Step: y = table[x + 128], the table being ins[1] (int8 [256]), read where it
+    lies at each run. Reference: qrt/reference/ops.py lut."""
+    cdef LutStep s = LutStep.__new__(LutStep)
     x, t = ins[0], ins[1]
     _check_same_shape(x, out, "input")
     if t.shape != (256,):
         raise ValueError(f"the table has shape {t.shape}; expected (256,)")
-    xf, tf, of = _flat(x, "input"), _flat(t, "table"), _flat_out(out)
+    xf, tf, of = _flat_in(x, "input"), _flat_in(t, "table"), _flat_out(out)
     cdef const int8_t[::1] xv = xf
     cdef const int8_t[::1] tv = tf
     cdef int8_t[::1] ov = of
-    if ov.shape[0] == 0:
-        return None
-    with nogil:
-        for k in range(256):  # indexed by the byte of x: x = (int8)byte, entry x + 128
-            table[k] = <uint8_t>tv[<int8_t><uint8_t>k + 128]
-        _apply_table(table, <const uint8_t*>&xv[0], <uint8_t*>&ov[0], ov.shape[0])
-    return None
+    _check_isa(isa)
+    s.n = ov.shape[0]
+    if s.n:
+        s.x, s.mid, s.o = &xv[0], <const uint8_t*>&tv[128], <uint8_t*>&ov[0]
+    s.keep = (x, t, out)
+    return s
+
+
+def lut(ins, p, out, isa=None, threads=1):
+    """LUT once: bind and run (see bind_lut)."""
+    bind_lut(ins, p, out, isa, threads)()
 
 
 # ---------------------------------------------------------------------------- SOFTMAX
 
-def softmax(ins, p, out):
-    """SOFTMAX along p.axis: e = exp_table[max - x], y = clamp(((e << 8) + total / 2) // total
-    - 128). Reference: qrt/reference/ops.py softmax."""
-    cdef Py_ssize_t axis, rank, k, j, o, outer, length, inner, base, i
-    cdef int64_t mx, total, half, e, q
-    x = ins[0]
-    _check_same_shape(x, out, "input")
-    shape = x.shape
-    rank = len(shape)
-    axis = p.axis
-    if not (0 <= axis < rank):
-        raise ValueError(f"axis {axis} is out of range for rank {rank}")
-    xf, of = _flat(x, "input"), _flat_out(out)
-    cdef const int8_t[::1] xv = xf
-    cdef int8_t[::1] ov = of
-    tab_arr = p.exp_table
-    if tab_arr.shape != (256,):
-        raise ValueError(f"exp table has shape {tab_arr.shape}; expected (256,)")
-    cdef const int64_t[::1] tab = tab_arr
-    for k in range(256):
-        if not (0 <= tab[k] <= INT32_LIMIT):
-            raise ValueError(f"exp table entry {k} = {tab[k]} must lie in [0, 2^31]")
-    if tab[0] <= 0:
-        raise ValueError("exp table entry 0 must be > 0 (it is the largest element's term)")
-    outer = 1
-    for k in range(axis):
-        outer *= shape[k]
-    length = shape[axis]
-    inner = 1
-    for k in range(axis + 1, rank):
-        inner *= shape[k]
-    if ov.shape[0] == 0:
-        return None
-    # length < 2^31 and entries <= 2^31 keep every sum < 2^62 and (e << 8) + total/2 < 2^63;
-    # both are >= 0 and total >= tab[0] > 0, so C division is the reference's floor division.
-    if inner == 1:
-        with nogil:
+cdef class SoftmaxStep(Step):
+    cdef const int8_t* x
+    cdef int8_t* o
+    cdef const int64_t* tab
+    cdef Py_ssize_t outer, length, inner
+    cdef int32_t* mxs  # inner > 1: per-column maxima and totals (bind-time rows)
+    cdef int64_t* totals
+
+    cdef int run(self) noexcept nogil:
+        cdef Py_ssize_t o, k, j, i, base
+        cdef Py_ssize_t outer = self.outer, length = self.length, inner = self.inner
+        cdef const int8_t* xv = self.x
+        cdef int8_t* ov = self.o
+        cdef const int64_t* tab = self.tab
+        cdef int32_t* mxs = self.mxs
+        cdef int64_t* totals = self.totals
+        cdef int64_t mx, total, half, e, q
+        # length < 2^31 and entries <= 2^31 keep every sum < 2^62 and (e << 8) + total/2 < 2^63;
+        # both are >= 0 and total >= tab[0] > 0, so C division is the reference's floor division.
+        if inner == 1:
             for o in range(outer):
                 base = o * length
                 mx = xv[base]
@@ -643,10 +832,7 @@ def softmax(ins, p, out):
                     e = tab[mx - xv[base + k]]
                     q = ((e << 8) + half) / total - 128
                     ov[base + k] = <int8_t>(127 if q > 127 else q)  # q >= -128 as e >= 0
-        return None
-    cdef int32_t[::1] mxs = np.empty(inner, np.int32)
-    cdef int64_t[::1] totals = np.empty(inner, np.int64)
-    with nogil:
+            return 0
         for o in range(outer):
             base = o * length * inner
             for j in range(inner):
@@ -668,10 +854,80 @@ def softmax(ins, p, out):
                     e = tab[mxs[j] - xv[i + j]]
                     q = ((e << 8) + (totals[j] >> 1)) / totals[j] - 128
                     ov[i + j] = <int8_t>(127 if q > 127 else q)
-    return None
+        return 0
+
+
+def bind_softmax(ins, p, out, isa=None, threads=1):
+    """SOFTMAX along p.axis as a Step: e = exp_table[max - x], y = clamp(((e << 8) + total / 2)
+    // total - 128). Reference: qrt/reference/ops.py softmax."""
+    cdef SoftmaxStep s = SoftmaxStep.__new__(SoftmaxStep)
+    cdef Py_ssize_t axis, rank, k
+    cdef int32_t[::1] mxs
+    cdef int64_t[::1] totals
+    x = ins[0]
+    _check_same_shape(x, out, "input")
+    shape = x.shape
+    rank = len(shape)
+    axis = p.axis
+    if not (0 <= axis < rank):
+        raise ValueError(f"axis {axis} is out of range for rank {rank}")
+    xf, of = _flat_in(x, "input"), _flat_out(out)
+    cdef const int8_t[::1] xv = xf
+    cdef int8_t[::1] ov = of
+    tab_arr = p.exp_table
+    if tab_arr.shape != (256,):
+        raise ValueError(f"exp table has shape {tab_arr.shape}; expected (256,)")
+    cdef const int64_t[::1] tab = tab_arr
+    for k in range(256):
+        if not (0 <= tab[k] <= INT32_LIMIT):
+            raise ValueError(f"exp table entry {k} = {tab[k]} must lie in [0, 2^31]")
+    if tab[0] <= 0:
+        raise ValueError("exp table entry 0 must be > 0 (it is the largest element's term)")
+    _check_isa(isa)
+    s.outer = 1
+    for k in range(axis):
+        s.outer *= shape[k]
+    s.length = shape[axis]
+    s.inner = 1
+    for k in range(axis + 1, rank):
+        s.inner *= shape[k]
+    s.keep = (x, out, tab_arr)
+    if ov.shape[0] == 0:
+        s.outer = 0
+        return s
+    s.x, s.o, s.tab = &xv[0], &ov[0], &tab[0]
+    if s.inner > 1:
+        mxs_arr, totals_arr = np.empty(s.inner, np.int32), np.empty(s.inner, np.int64)
+        mxs, totals = mxs_arr, totals_arr
+        s.mxs, s.totals = &mxs[0], &totals[0]
+        s.keep += (mxs_arr, totals_arr)
+    return s
+
+
+def softmax(ins, p, out, isa=None, threads=1):
+    """SOFTMAX once: bind and run (see bind_softmax)."""
+    bind_softmax(ins, p, out, isa, threads)()
 
 
 # ---------------------------------------------------------------------------- QUANTIZE / DEQUANTIZE
+
+cdef enum QKind:
+    Q_INT8
+    Q_UINT8
+    Q_INT16
+
+
+# dtype -> (kind, lowest, highest): QUANTIZE's outputs and DEQUANTIZE's inputs
+cdef dict _QKINDS = {np.dtype(np.int8): (Q_INT8, -128, 127), np.dtype(np.uint8): (Q_UINT8, 0, 255),
+                     np.dtype(np.int16): (Q_INT16, -32768, 32767)}
+
+
+cdef tuple _qkind(object dt, str what):
+    kind = _QKINDS.get(dt)
+    if kind is None:
+        raise ValueError(f"{what} has dtype {dt}; expected int8, uint8 or int16")
+    return kind
+
 
 cdef inline int64_t _quantize_one(float x, double scale, double qlo, double qhi) noexcept nogil:
     """clamp(round-half-even(float64(x) / scale), qlo, qhi), NaN -> 0; the bounds are integers,
@@ -692,126 +948,171 @@ ctypedef fused qint_t:
     int16_t
 
 
-cdef void _quantize_run(const float[::1] x, qint_t[::1] out, double scale, double qlo, double qhi,
-                        int64_t zp) noexcept nogil:
+cdef void _quantize_run(const float* x, qint_t* out, Py_ssize_t n, double scale, double qlo,
+                        double qhi, int64_t zp) noexcept nogil:
     cdef Py_ssize_t i
-    for i in range(x.shape[0]):
+    for i in range(n):
         out[i] = <qint_t>(_quantize_one(x[i], scale, qlo, qhi) + zp)
 
 
-cdef void _dequantize_run(const qint_t[::1] x, float[::1] out, float s, int32_t zp) noexcept nogil:
+cdef void _dequantize_run(const qint_t* x, float* out, Py_ssize_t n, float s, int32_t zp) noexcept nogil:
     cdef Py_ssize_t i
-    for i in range(x.shape[0]):
+    for i in range(n):
         out[i] = s * <float>(<int32_t>x[i] - zp)
 
 
-def quantize(ins, p, out):
-    """QUANTIZE float32 -> int8, uint8 or int16 (out's dtype). Reference:
-    qrt/reference/ops.py quantize (NaN -> zero point; round half to even)."""
+cdef class QuantizeStep(Step):
+    cdef const float* x
+    cdef void* o
+    cdef Py_ssize_t n
+    cdef QKind kind
     cdef double scale, qlo, qhi
     cdef int64_t zp
-    cdef Py_ssize_t n
-    cdef const float[::1] xv
-    cdef int8_t[::1] o8
-    cdef uint8_t[::1] ou8
-    cdef int16_t[::1] o16
+
+    cdef int run(self) noexcept nogil:
+        if self.kind == Q_INT8:
+            _quantize_run(self.x, <int8_t*>self.o, self.n, self.scale, self.qlo, self.qhi, self.zp)
+        elif self.kind == Q_UINT8:
+            _quantize_run(self.x, <uint8_t*>self.o, self.n, self.scale, self.qlo, self.qhi, self.zp)
+        else:
+            _quantize_run(self.x, <int16_t*>self.o, self.n, self.scale, self.qlo, self.qhi, self.zp)
+        return 0
+
+
+def bind_quantize(ins, p, out, isa=None, threads=1):
+    """QUANTIZE float32 -> int8, uint8 or int16 (out's dtype) as a Step. Reference:
+    qrt/reference/ops.py quantize (NaN -> zero point; round half to even)."""
+    cdef QuantizeStep s = QuantizeStep.__new__(QuantizeStep)
     x = ins[0]
     _check_same_shape(x, out, "input")
     _check_dtype(x, np.float32, "input")
-    xf, of = _flat(x, "input"), _flat_out(out)
-    xv = xf
+    xf = _flat_in(x, "input")
+    cdef const float[::1] xv = xf
     dt = out.dtype
-    if dt == np.int8:
-        dlo, dhi = -128, 127
-    elif dt == np.uint8:
-        dlo, dhi = 0, 255
-    elif dt == np.int16:
-        dlo, dhi = -32768, 32767
-    else:
-        raise ValueError(f"out has dtype {dt}; expected int8, uint8 or int16")
+    s.kind, dlo, dhi = _qkind(dt, "out")
     if not (dlo <= p.lo <= p.hi <= dhi):
         raise ValueError(f"clamp range [{p.lo}, {p.hi}] must lie inside the {dt} range [{dlo}, {dhi}]")
     if not (dlo <= p.zero_point <= dhi):
         raise ValueError(f"zero point {p.zero_point} is outside the {dt} range [{dlo}, {dhi}]")
-    scale = p.scale
-    if not (scale > 0 and scale < float("inf")):
+    s.scale = p.scale
+    if not (s.scale > 0 and s.scale < float("inf")):
         raise ValueError(f"scale {p.scale!r} must be finite and > 0")
-    zp = p.zero_point
-    qlo, qhi = p.lo - p.zero_point, p.hi - p.zero_point
-    n = xv.shape[0]
-    if n == 0:
-        return None
-    if dt == np.int8:
-        o8 = of
-        with nogil:
-            _quantize_run(xv, o8, scale, qlo, qhi, zp)
-    elif dt == np.uint8:
-        ou8 = of
-        with nogil:
-            _quantize_run(xv, ou8, scale, qlo, qhi, zp)
-    else:
-        o16 = of
-        with nogil:
-            _quantize_run(xv, o16, scale, qlo, qhi, zp)
-    return None
+    s.o = _out_bytes(out)
+    _check_isa(isa)
+    s.zp = p.zero_point
+    s.qlo, s.qhi = p.lo - p.zero_point, p.hi - p.zero_point
+    s.n = xv.shape[0]
+    s.x = &xv[0] if s.n else NULL
+    s.keep = (x, out)
+    return s
 
 
-def dequantize(ins, p, out):
-    """DEQUANTIZE int8, uint8 or int16 -> float32: float32(s) * float32(x - zp), one float32
-    multiplication. Reference: qrt/reference/ops.py dequantize."""
+def quantize(ins, p, out, isa=None, threads=1):
+    """QUANTIZE once: bind and run (see bind_quantize)."""
+    bind_quantize(ins, p, out, isa, threads)()
+
+
+cdef class DequantizeStep(Step):
+    cdef const void* x
+    cdef float* o
+    cdef Py_ssize_t n
+    cdef QKind kind
     cdef float s
     cdef int32_t zp
-    cdef const int8_t[::1] x8
-    cdef const uint8_t[::1] xu8
-    cdef const int16_t[::1] x16
-    cdef float[::1] ov
+
+    cdef int run(self) noexcept nogil:
+        if self.kind == Q_INT8:
+            _dequantize_run(<const int8_t*>self.x, self.o, self.n, self.s, self.zp)
+        elif self.kind == Q_UINT8:
+            _dequantize_run(<const uint8_t*>self.x, self.o, self.n, self.s, self.zp)
+        else:
+            _dequantize_run(<const int16_t*>self.x, self.o, self.n, self.s, self.zp)
+        return 0
+
+
+def bind_dequantize(ins, p, out, isa=None, threads=1):
+    """DEQUANTIZE int8, uint8 or int16 -> float32 as a Step: float32(s) * float32(x - zp), one
+    float32 multiplication. Reference: qrt/reference/ops.py dequantize."""
+    cdef DequantizeStep s = DequantizeStep.__new__(DequantizeStep)
     x = ins[0]
     _check_same_shape(x, out, "input")
     _check_dtype(out, np.float32, "out")
-    xf, of = _flat(x, "input"), _flat_out(out)
-    ov = of
+    of = _flat_out(out)
+    cdef float[::1] ov = of
     if not (-65536 <= p.zero_point <= 65536):
         raise ValueError(f"zero point {p.zero_point} is outside the int16/uint8 ranges")
-    s = p.scale  # np.float32 in DequantizeParams (a Python float is rounded to float32, as
+    s.kind = _qkind(x.dtype, "input")[0]
+    s.x = _in_bytes(x, "input")
+    _check_isa(isa)
+    s.s = p.scale  # np.float32 in DequantizeParams (a Python float is rounded to float32, as
     # NumPy does with a weak scalar)
-    zp = p.zero_point
-    dt = x.dtype
-    if dt == np.int8:
-        x8 = xf
-        with nogil:
-            _dequantize_run(x8, ov, s, zp)
-    elif dt == np.uint8:
-        xu8 = xf
-        with nogil:
-            _dequantize_run(xu8, ov, s, zp)
-    elif dt == np.int16:
-        x16 = xf
-        with nogil:
-            _dequantize_run(x16, ov, s, zp)
-    else:
-        raise ValueError(f"input has dtype {dt}; expected int8, uint8 or int16")
-    return None
+    s.zp = p.zero_point
+    s.n = ov.shape[0]
+    s.o = &ov[0] if s.n else NULL
+    s.keep = (x, out)
+    return s
+
+
+def dequantize(ins, p, out, isa=None, threads=1):
+    """DEQUANTIZE once: bind and run (see bind_dequantize)."""
+    bind_dequantize(ins, p, out, isa, threads)()
 
 
 # ---------------------------------------------------------------------------- PAD
 
-cdef object _bytes_of(object x, str what):
-    """The bytes of a C-contiguous copy or view of x, as a 1-D uint8 array."""
-    return _flat(x, what).view(np.uint8)
-
-
-def pad(ins, p, out):
-    """PAD: p.pads (begins, then ends) filled with p.zero_point, any rank and dtype. Reference:
-    qrt/reference/ops.py pad."""
-    cdef Py_ssize_t rank, k, nd, isz, row, rows, r, io, total
+cdef class PadStep(Step):
+    # Output bytes filled with the fill element, then the input's rows copied in: `rows` rows of
+    # `row` bytes, the first at byte `start`, the next found by an odometer over dims[:nd-1]
+    # with output byte strides ostride.
+    cdef const uint8_t* x
+    cdef uint8_t* o
+    cdef const uint8_t* fill  # one element: zero_point in out's dtype
+    cdef Py_ssize_t total, isz, nd, row, rows, start
     cdef Py_ssize_t dims[MAX_RANK]
+    cdef Py_ssize_t ostride[MAX_RANK]
+
+    cdef int run(self) noexcept nogil:
+        cdef Py_ssize_t r, k, n, io
+        cdef Py_ssize_t idx[MAX_RANK]
+        cdef uint8_t* ob = self.o
+        if self.total == 0:
+            return 0
+        if self.isz == 1:
+            memset(ob, self.fill[0], self.total)
+        else:  # one element, then doubling copies
+            memcpy(ob, self.fill, self.isz)
+            r = self.isz
+            while r < self.total:
+                n = r if 2 * r <= self.total else self.total - r
+                memcpy(ob + r, ob, n)
+                r += n
+        if self.row == 0 or self.x == NULL:
+            return 0
+        for k in range(self.nd - 1):
+            idx[k] = 0
+        io = self.start
+        for r in range(self.rows):
+            memcpy(ob + io, self.x + r * self.row, self.row)
+            k = self.nd - 2
+            while k >= 0:
+                idx[k] += 1
+                io += self.ostride[k]
+                if idx[k] < self.dims[k]:
+                    break
+                io -= self.ostride[k] * self.dims[k]
+                idx[k] = 0
+                k -= 1
+        return 0
+
+
+def bind_pad(ins, p, out, isa=None, threads=1):
+    """PAD as a Step: p.pads (begins, then ends) filled with p.zero_point, any rank and dtype.
+    Reference: qrt/reference/ops.py pad."""
+    cdef PadStep s = PadStep.__new__(PadStep)
+    cdef Py_ssize_t rank, k, nd, r
     cdef Py_ssize_t before[MAX_RANK]
     cdef Py_ssize_t oext[MAX_RANK]
-    cdef Py_ssize_t ostride[MAX_RANK]
-    cdef Py_ssize_t idx[MAX_RANK]
     cdef const uint8_t[::1] fill
-    cdef const uint8_t[::1] xb
-    cdef uint8_t[::1] ob
     x = ins[0]
     xs, os_ = x.shape, out.shape
     rank = len(xs)
@@ -824,67 +1125,49 @@ def pad(ins, p, out):
         raise ValueError(f"out has shape {os_}; padding {xs} by {pads} gives {expect}")
     if x.dtype.itemsize != out.dtype.itemsize:
         raise ValueError(f"input dtype {x.dtype} and out dtype {out.dtype} differ in size")
-    isz = out.dtype.itemsize
-    fill = np.array(p.zero_point).astype(out.dtype).reshape(-1).view(np.uint8)
-    xb = _bytes_of(x, "input")
-    ob = _flat_out(out).view(np.uint8)
-    total = ob.shape[0]
-    if total == 0:
-        return None
+    s.x, s.o = _in_bytes(x, "input"), _out_bytes(out)
+    _check_isa(isa)
+    s.isz = out.dtype.itemsize
+    fill_arr = np.array(p.zero_point).astype(out.dtype).reshape(-1).view(np.uint8)
+    fill = fill_arr
+    s.fill = &fill[0]
+    s.total = out.nbytes
+    s.keep = (x, out, fill_arr)
     # Coalesce: a dimension without padding merges into the one before it (its index then
     # just scales that one's); the element's bytes become part of the innermost dimension.
     nd = 0
     for k in range(rank):
         if nd > 0 and pads[k] == 0 and pads[rank + k] == 0:
-            dims[nd - 1] *= xs[k]
+            s.dims[nd - 1] *= xs[k]
             before[nd - 1] *= xs[k]
             oext[nd - 1] *= xs[k]
         else:
-            dims[nd] = xs[k]
+            s.dims[nd] = xs[k]
             before[nd] = pads[k]
             oext[nd] = xs[k] + pads[k] + pads[rank + k]
             nd += 1
     if nd == 0:  # rank 0: one element
-        dims[0], before[0], oext[0], nd = 1, 0, 1, 1
-    dims[nd - 1] *= isz
-    before[nd - 1] *= isz
-    oext[nd - 1] *= isz
+        s.dims[0], before[0], oext[0], nd = 1, 0, 1, 1
+    s.dims[nd - 1] *= s.isz
+    before[nd - 1] *= s.isz
+    oext[nd - 1] *= s.isz
+    s.nd = nd
+    s.row = s.dims[nd - 1]
+    s.rows = 1
+    s.start = 0
     r = 1
     for k in range(nd - 1, -1, -1):
-        ostride[k] = r
+        s.ostride[k] = r
+        s.start += before[k] * r
         r *= oext[k]
-    with nogil:
-        # fill everything, then copy the input rows in
-        if isz == 1:
-            memset(&ob[0], fill[0], total)
-        else:
-            memcpy(&ob[0], &fill[0], isz)
-            r = isz
-            while r < total:
-                row = r if 2 * r <= total else total - r
-                memcpy(&ob[r], &ob[0], row)
-                r += row
-        row = dims[nd - 1]
-        rows = 1
-        for k in range(nd - 1):
-            rows *= dims[k]
-            idx[k] = 0
-        if row > 0 and xb.shape[0] > 0:
-            io = 0
-            for k in range(nd):
-                io += before[k] * ostride[k]
-            for r in range(rows):
-                memcpy(&ob[io], &xb[r * row], row)
-                k = nd - 2
-                while k >= 0:
-                    idx[k] += 1
-                    io += ostride[k]
-                    if idx[k] < dims[k]:
-                        break
-                    io -= ostride[k] * dims[k]
-                    idx[k] = 0
-                    k -= 1
-    return None
+    for k in range(nd - 1):
+        s.rows *= s.dims[k]
+    return s
+
+
+def pad(ins, p, out, isa=None, threads=1):
+    """PAD once: bind and run (see bind_pad)."""
+    bind_pad(ins, p, out, isa, threads)()
 
 
 # ---------------------------------------------------------------------------- TRANSPOSE
@@ -981,15 +1264,44 @@ cdef void _permute_tiled(const elem_t* src, elem_t* dst, Py_ssize_t nd, const Py
             k -= 1
 
 
-def transpose(ins, p, out):
-    """TRANSPOSE by p.perm (output dimension i is input dimension perm[i]), any rank <= 8 and
-    any dtype of 1, 2, 4 or 8 bytes. Reference: qrt/reference/ops.py transpose."""
-    cdef Py_ssize_t rank, k, nd, size, st, isz, n, j
+cdef void _transpose_run(const elem_t* src, elem_t* dst, Py_ssize_t nd, const Py_ssize_t* shape,
+                         const Py_ssize_t* stride, Py_ssize_t j) noexcept nogil:
+    if j >= 0:
+        _permute_tiled(src, dst, nd, shape, stride, j)
+    else:
+        _permute(src, dst, nd, shape, stride)
+
+
+cdef class TransposeStep(Step):
+    # The output in C order over nd coalesced dimensions; stride: x's element stride along each.
+    cdef const uint8_t* x
+    cdef uint8_t* o
+    cdef Py_ssize_t n, isz, nd, j  # j: the dimension x walks contiguously (tiles), or -1
     cdef Py_ssize_t shape[MAX_RANK]
     cdef Py_ssize_t stride[MAX_RANK]
+
+    cdef int run(self) noexcept nogil:
+        if self.n == 0:
+            return 0
+        if self.nd == 1 and self.stride[0] == 1:
+            memcpy(self.o, self.x, self.n)
+        elif self.isz == 1:
+            _transpose_run(<const uint8_t*>self.x, <uint8_t*>self.o, self.nd, self.shape, self.stride, self.j)
+        elif self.isz == 2:
+            _transpose_run(<const uint16_t*>self.x, <uint16_t*>self.o, self.nd, self.shape, self.stride, self.j)
+        elif self.isz == 4:
+            _transpose_run(<const uint32_t*>self.x, <uint32_t*>self.o, self.nd, self.shape, self.stride, self.j)
+        else:
+            _transpose_run(<const uint64_t*>self.x, <uint64_t*>self.o, self.nd, self.shape, self.stride, self.j)
+        return 0
+
+
+def bind_transpose(ins, p, out, isa=None, threads=1):
+    """TRANSPOSE by p.perm (output dimension i is input dimension perm[i]) as a Step, any rank
+    <= 8 and any dtype of 1, 2, 4 or 8 bytes. Reference: qrt/reference/ops.py transpose."""
+    cdef TransposeStep s = TransposeStep.__new__(TransposeStep)
+    cdef Py_ssize_t rank, k, nd, size, st
     cdef Py_ssize_t instride[MAX_RANK]
-    cdef const uint8_t[::1] xb
-    cdef uint8_t[::1] ob
     x = ins[0]
     xs = x.shape
     rank = len(xs)
@@ -1000,15 +1312,14 @@ def transpose(ins, p, out):
     expect = tuple(xs[k] for k in perm)
     if out.shape != expect:
         raise ValueError(f"out has shape {out.shape}; transposing {xs} by {perm} gives {expect}")
-    isz = x.dtype.itemsize
-    if out.dtype.itemsize != isz or isz not in (1, 2, 4, 8):
+    s.isz = x.dtype.itemsize
+    if out.dtype.itemsize != s.isz or s.isz not in (1, 2, 4, 8):
         raise ValueError(f"input dtype {x.dtype} and out dtype {out.dtype} must have the same "
                          f"size of 1, 2, 4 or 8 bytes")
-    xb = _bytes_of(x, "input")
-    ob = _flat_out(out).view(np.uint8)
-    n = ob.shape[0]
-    if n == 0:
-        return None
+    s.x, s.o = _in_bytes(x, "input"), _out_bytes(out)
+    _check_isa(isa)
+    s.n = out.nbytes
+    s.keep = (x, out)
     st = 1
     for k in range(rank - 1, -1, -1):
         instride[k] = st
@@ -1019,54 +1330,55 @@ def transpose(ins, p, out):
         if size == 1:
             continue
         st = instride[perm[k]]
-        if nd > 0 and stride[nd - 1] == st * size:
-            shape[nd - 1] *= size
-            stride[nd - 1] = st
+        if nd > 0 and s.stride[nd - 1] == st * size:
+            s.shape[nd - 1] *= size
+            s.stride[nd - 1] = st
         else:
-            shape[nd] = size
-            stride[nd] = st
+            s.shape[nd] = size
+            s.stride[nd] = st
             nd += 1
     if nd == 0:
-        shape[0], stride[0], nd = 1, 1, 1
-    j = -1  # the dimension x walks contiguously, when it is not the innermost output one
-    if stride[nd - 1] != 1:
+        s.shape[0], s.stride[0], nd = 1, 1, 1
+    s.nd = nd
+    s.j = -1
+    if s.stride[nd - 1] != 1:
         for k in range(nd - 1):
-            if stride[k] == 1:
-                j = k
-    with nogil:
-        if nd == 1 and stride[0] == 1:
-            memcpy(&ob[0], &xb[0], n)
-        elif j >= 0:
-            if isz == 1:
-                _permute_tiled(<const uint8_t*>&xb[0], <uint8_t*>&ob[0], nd, shape, stride, j)
-            elif isz == 2:
-                _permute_tiled(<const uint16_t*>&xb[0], <uint16_t*>&ob[0], nd, shape, stride, j)
-            elif isz == 4:
-                _permute_tiled(<const uint32_t*>&xb[0], <uint32_t*>&ob[0], nd, shape, stride, j)
-            else:
-                _permute_tiled(<const uint64_t*>&xb[0], <uint64_t*>&ob[0], nd, shape, stride, j)
-        elif isz == 1:
-            _permute(<const uint8_t*>&xb[0], <uint8_t*>&ob[0], nd, shape, stride)
-        elif isz == 2:
-            _permute(<const uint16_t*>&xb[0], <uint16_t*>&ob[0], nd, shape, stride)
-        elif isz == 4:
-            _permute(<const uint32_t*>&xb[0], <uint32_t*>&ob[0], nd, shape, stride)
-        else:
-            _permute(<const uint64_t*>&xb[0], <uint64_t*>&ob[0], nd, shape, stride)
-    return None
+            if s.stride[k] == 1:
+                s.j = k
+    return s
+
+
+def transpose(ins, p, out, isa=None, threads=1):
+    """TRANSPOSE once: bind and run (see bind_transpose)."""
+    bind_transpose(ins, p, out, isa, threads)()
 
 
 # ---------------------------------------------------------------------------- RESHAPE
 
-def reshape(ins, p, out):
-    """RESHAPE: the same elements in the same C order (p is None); a byte copy."""
+cdef class ReshapeStep(Step):
+    cdef const uint8_t* x
+    cdef uint8_t* o
+    cdef Py_ssize_t n
+
+    cdef int run(self) noexcept nogil:
+        if self.n and <const uint8_t*>self.o != self.x:  # the arena may alias the two
+            memmove(self.o, self.x, self.n)
+        return 0
+
+
+def bind_reshape(ins, p, out, isa=None, threads=1):
+    """RESHAPE as a Step: the same elements in the same C order (p is None); a byte copy."""
+    cdef ReshapeStep s = ReshapeStep.__new__(ReshapeStep)
     x = ins[0]
     if x.size != out.size or x.dtype.itemsize != out.dtype.itemsize:
         raise ValueError(f"cannot reshape {x.shape} {x.dtype} into out {out.shape} {out.dtype}")
-    cdef const uint8_t[::1] xb = _bytes_of(x, "input")
-    cdef uint8_t[::1] ob = _flat_out(out).view(np.uint8)
-    cdef Py_ssize_t n = ob.shape[0]
-    if n and &ob[0] != &xb[0]:
-        with nogil:
-            memmove(&ob[0], &xb[0], n)
-    return None
+    s.x, s.o = _in_bytes(x, "input"), _out_bytes(out)
+    _check_isa(isa)
+    s.n = out.nbytes
+    s.keep = (x, out)
+    return s
+
+
+def reshape(ins, p, out, isa=None, threads=1):
+    """RESHAPE once: bind and run (see bind_reshape)."""
+    bind_reshape(ins, p, out, isa, threads)()

@@ -19,24 +19,32 @@ from ..errors import InvalidModelError
 MIN_SHIFT, MAX_SHIFT = 1, 62
 
 
+def quantize_multipliers(reals) -> tuple[np.ndarray, np.ndarray]:
+    """(m, n) int64 arrays for an array of positive real multipliers, as SPEC.md section 4.1
+    specifies (float64 math, done once at load or conversion time)."""
+    r = np.atleast_1d(np.asarray(reals, dtype=np.float64))
+    bad = ~(np.isfinite(r) & (r > 0))
+    if bad.any():
+        raise InvalidModelError(f"requantization multiplier {float(r[bad][0])!r} must be finite and > 0")
+    frac, exp = np.frexp(r)  # r = frac * 2**exp, frac in [0.5, 1)
+    m = np.round(frac * 2.0**31).astype(np.int64)  # round half to even, exact in float64
+    carry = m == 2**31
+    m[carry] = 2**30
+    n = 31 - (exp.astype(np.int64) + carry)
+    if (n < MIN_SHIFT).any():
+        raise InvalidModelError(f"requantization multiplier {float(r[n < MIN_SHIFT][0])!r} is too "
+                                f"large (the limit is 2^{31 - MIN_SHIFT}); check the scales")
+    drop = n - MAX_SHIFT  # M < 2**-32: keep the shift in range, lose mantissa bits
+    some = (drop > 0) & (drop <= 32)
+    m[some] = (m[some] + (np.int64(1) << (drop[some] - 1))) >> drop[some]
+    m[drop > 32] = 0  # m < 2**31 <= 2**(drop-1): rounds to 0
+    return m, np.minimum(n, MAX_SHIFT)
+
+
 def quantize_multiplier(real: float) -> tuple[int, int]:
-    """(m, n) for a positive real multiplier, as SPEC.md section 4.1 specifies (float64 math,
-    done once at load or conversion time)."""
-    real = float(real)
-    if not (math.isfinite(real) and real > 0):
-        raise InvalidModelError(f"requantization multiplier {real!r} must be finite and > 0")
-    frac, exp = math.frexp(real)  # real = frac * 2**exp, frac in [0.5, 1)
-    m = round(frac * 2**31)  # round half to even, exact in float64
-    if m == 2**31:
-        m, exp = 2**30, exp + 1
-    n = 31 - exp
-    if n < MIN_SHIFT:
-        raise InvalidModelError(f"requantization multiplier {real!r} is too large "
-                                f"(the limit is 2^{31 - MIN_SHIFT}); check the scales")
-    if n > MAX_SHIFT:  # M < 2**-32: keep the shift in range, lose mantissa bits
-        m = (m + (1 << (n - MAX_SHIFT - 1))) >> (n - MAX_SHIFT)
-        n = MAX_SHIFT
-    return int(m), int(n)
+    """(m, n) for one positive real multiplier (see quantize_multipliers)."""
+    m, n = quantize_multipliers(float(real))
+    return int(m[0]), int(n[0])
 
 
 def quantize_signed_multiplier(real: float) -> tuple[int, int]:

@@ -1,9 +1,10 @@
 """qrt.load and the runnable model: load -> verify -> prepare -> plan -> run.
 
 A loaded model holds the verified file (weights stay in the memory map), each operator's
-prepared integer parameters, and an arena plan. Each thread that runs the model gets its own
-arena on first use, so one model may be run from several threads at once; a run allocates
-nothing but its outputs.
+prepared integer parameters and packed weights, and an arena plan. Each thread that runs the
+model gets its own arena and compiled plan (qrt/kernels/step.pyx: every op bound to its
+buffers, run by a C loop) on first use, so one model may be run from several threads at once;
+a run allocates nothing but its outputs.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from ..errors import InputError
 from ..format.model import NUMPY_DTYPE, DType, Layout, OpCode
 from ..format.reader import read_model
 from .arena import plan_arena
+from ..kernels import isa as _isa
+from ..kernels.step import Plan
 from .kernels import DEFAULT_KERNELS, KERNEL_SETS, KernelSet
 from .prepare import dequantize_params, prepare_op, quantize_params
 
@@ -60,24 +63,33 @@ def op_macs(model, op) -> int:
 class Model:
     """A verified, prepared .qmodel ready to run. Create it with qrt.load()."""
 
-    def __init__(self, source, kernels: str | None = None):
+    def __init__(self, source, kernels: str | None = None, threads: int | None = None,
+                 isa: str | None = None):
         self.definition = read_model(source)
         m = self.definition
         name = kernels or os.environ.get("QRT_KERNELS", DEFAULT_KERNELS)
         if name not in KERNEL_SETS:
             raise InputError(f"unknown kernel set '{name}'; choose one of {sorted(KERNEL_SETS)}")
         self.kernels: KernelSet = KERNEL_SETS[name]
+        try:
+            self.isa = _isa.NAMES[_isa.resolve(isa)]
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        self.threads = _threads(threads)
         self._steps = [_Step(op.opcode, op.inputs, op.outputs[0], prepare_op(m, i))
                        for i, op in enumerate(m.operators)]
         self._arena = plan_arena(m)
         self._local = threading.local()
         self._constants = {i: t.data for i, t in enumerate(m.tensors) if t.data is not None}
+        self._packed = [self.kernels.pack(s.opcode, [self._constants.get(t) for t in s.inputs], s.params, self.isa)
+                        for s in self._steps]
         # Graph-boundary conversions of quantized inputs and outputs.
         self._boundary = {g.tensor: (quantize_params(m.tensors[g.tensor]), dequantize_params(m.tensors[g.tensor]))
                           for g in m.inputs + m.outputs if m.tensors[g.tensor].quant is not None}
         self.inputs = [self._io(g) for g in m.inputs]
         self.outputs = [self._io(g) for g in m.outputs]
         self.macs = sum(op_macs(m, op) for op in m.operators)
+        self._views()  # this thread's arena and plan, now rather than on the first run
 
     def _io(self, g) -> IOInfo:
         t = self.definition.tensors[g.tensor]
@@ -100,7 +112,8 @@ class Model:
 
     def _views(self) -> dict:
         """This thread's arena: one view per run-time tensor, plus float32 staging arrays for
-        the graph boundary; made on first use, reused by every later run of this thread."""
+        the graph boundary, and the plan bound to them; made on first use, reused by every
+        later run of this thread."""
         views = getattr(self._local, "views", None)
         if views is None:
             buf = np.zeros(self._arena.size + 64, np.uint8)
@@ -115,6 +128,11 @@ class Model:
                 t = self.definition.tensors[g.tensor]
                 if t.dtype != DType.FLOAT32 and t.quant is not None:
                     views[("float", g.tensor)] = np.empty(t.shape, np.float32)
+            constants = self._constants
+            self._local.plan = Plan([
+                self.kernels.step(s.opcode, [views[t] if t in views else constants[t] for t in s.inputs],
+                                  s.params, views[s.output], self.isa, self.threads, packed)
+                for s, packed in zip(self._steps, self._packed)])
             self._local.views = views
         return views
 
@@ -180,13 +198,32 @@ class Model:
             for (x, _), g in zip(feeds, m.inputs):
                 b = m.tensors[g.tensor].shape[0]
                 self._load_input(x[c * b:(c + 1) * b], g, views)
-            self._execute(views)
+            self._local.plan.run()
             for out, g, info in zip(results, m.outputs, self.outputs):
                 b = info.shape[0]
                 self._store_output(g, views, out[c * b:(c + 1) * b])
         if len(results) == 1:
             return results[0]
         return {info.name: r for info, r in zip(self.outputs, results)}
+
+    def profile(self, *args, repeats: int = 20, **kwargs) -> list:
+        """Per-operator timing: runs the model once on the inputs (as run() takes them), then
+        each operator alone `repeats` times on the same data; returns one dict per operator
+        (index, name, op, seconds = the median, macs) in execution order."""
+        import time
+
+        self.run(*args, **kwargs)  # fills this thread's arena with real intermediate values
+        plan, m = self._local.plan, self.definition
+        rows = []
+        for i, op in enumerate(m.operators):
+            step, times = plan[i], []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - t0)
+            rows.append({"index": i, "name": op.name, "op": OpCode(op.opcode).name,
+                         "seconds": float(np.median(times)), "macs": op_macs(m, op)})
+        return rows
 
     def _load_input(self, x: np.ndarray, g, views: dict):
         t = self.definition.tensors[g.tensor]
@@ -211,16 +248,31 @@ class Model:
             y = stage
         np.copyto(out, y)
 
-    def _execute(self, views: dict):
-        constants, table = self._constants, self.kernels.table
-        for step in self._steps:
-            ins = [views[t] if t in views else constants[t] for t in step.inputs]
-            table[step.opcode](ins, step.params, views[step.output])
+
+def _threads(threads) -> int:
+    """The thread count: the argument, else QRT_THREADS, else the cores this process may use."""
+    if threads is None:
+        env = os.environ.get("QRT_THREADS")
+        if env:
+            try:
+                threads = int(env)
+            except ValueError:
+                raise InputError(f"QRT_THREADS='{env}' is not a whole number") from None
+        else:
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not isinstance(threads, int) or threads < 1:
+        raise InputError(f"threads must be a whole number >= 1, got {threads!r}")
+    return threads
 
 
-def load(source, kernels: str | None = None) -> Model:
+def load(source, kernels: str | None = None, threads: int | None = None,
+         isa: str | None = None) -> Model:
     """Load, verify and prepare a .qmodel (a path, memory-mapped, or bytes).
 
     kernels: "fast" (compiled, the default) or "reference" (the NumPy spec); the QRT_KERNELS
-    environment variable sets the default."""
-    return Model(source, kernels)
+    environment variable sets the default.
+    threads: how many threads one run uses (QRT_THREADS; default: the cores this process may
+    use). Results are identical for every count.
+    isa: the instruction-set path of the fast kernels, "avx512vnni", "avx2" or "scalar"
+    (QRT_ISA; default: the best this CPU supports). Results are identical on every path."""
+    return Model(source, kernels, threads, isa)

@@ -1,23 +1,42 @@
-"""Kernel sets: for every op code, a function (inputs, params, out) that writes `out`.
+"""Kernel sets: for every op code, a function (inputs, params, out) that writes `out`, and the
+way to turn an operator into a bound Step of the compiled plan (qrt/kernels/step.pyx).
 
 "reference" runs the NumPy spec (qrt/reference/ops.py); "fast" runs the compiled kernels
 (qrt/kernels/), which must be bit-exact with it. QRT_KERNELS or qrt.load(kernels=...) chooses.
+A fast op has bind(ins, params, out, isa=, threads=) -> Step, and may have pack(ins, params, isa=),
+run once at load (weights into the kernel's layout), whose result bind then takes as packed=.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..format.model import OpCode
+from ..kernels.step import PyStep
 from ..reference import ops as R
 
 
 @dataclass(frozen=True)
 class KernelSet:
     name: str
-    table: dict  # OpCode -> fn(inputs, params, out)
+    table: dict  # OpCode -> fn(inputs, params, out): run once
     quantize: Callable  # graph-boundary conversions, same signature
     dequantize: Callable
+    binders: dict = field(default_factory=dict)  # OpCode -> bind(ins, params, out, isa=, threads=[, packed=])
+    packers: dict = field(default_factory=dict)  # OpCode -> pack(ins, params), once at load
+
+    def pack(self, opcode, ins, params, isa):
+        fn = self.packers.get(opcode)
+        return None if fn is None else fn(ins, params, isa=isa)
+
+    def step(self, opcode, ins, params, out, isa, threads, packed=None):
+        """The op bound to its buffers; a kernel without a compiled step runs through Python."""
+        bind = self.binders.get(opcode)
+        if bind is None:
+            return PyStep(self.table[opcode], ins, params, out)
+        if opcode in self.packers:
+            return bind(ins, params, out, isa=isa, threads=threads, packed=packed)
+        return bind(ins, params, out, isa=isa, threads=threads)
 
 
 def _into(fn):
@@ -56,35 +75,38 @@ REFERENCE = KernelSet(
 )
 
 def _fast() -> KernelSet:
-    from ..kernels import conv, elementwise as E, fully_connected, pool
+    from ..kernels import depthwise, elementwise as E, gemm, pool
 
-    return KernelSet(
-        "fast",
-        {
-            OpCode.CONV_2D: conv.conv_2d,
-            OpCode.DEPTHWISE_CONV_2D: conv.depthwise_conv_2d,
-            OpCode.FULLY_CONNECTED: fully_connected.fully_connected,
-            OpCode.ADD: E.add,
-            OpCode.SUB: E.add,
-            OpCode.MUL: E.mul,
-            OpCode.CONCAT: E.concat,
-            OpCode.MAX_POOL_2D: pool.max_pool_2d,
-            OpCode.AVERAGE_POOL_2D: pool.average_pool_2d,
-            OpCode.MEAN: pool.mean,
-            OpCode.PAD: E.pad,
-            OpCode.RESHAPE: E.reshape,
-            OpCode.TRANSPOSE: E.transpose,
-            OpCode.LEAKY_RELU: E.slope,
-            OpCode.PRELU: E.slope,
-            OpCode.LUT: E.lut,
-            OpCode.SOFTMAX: E.softmax,
-            OpCode.QUANTIZE: E.quantize,
-            OpCode.DEQUANTIZE: E.dequantize,
-            OpCode.REQUANTIZE: E.requantize,
-        },
-        E.quantize,
-        E.dequantize,
-    )
+    table = {
+        OpCode.CONV_2D: gemm.conv_2d,
+        OpCode.DEPTHWISE_CONV_2D: depthwise.depthwise_conv_2d,
+        OpCode.FULLY_CONNECTED: gemm.fully_connected,
+        OpCode.ADD: E.add,
+        OpCode.SUB: E.add,
+        OpCode.MUL: E.mul,
+        OpCode.CONCAT: E.concat,
+        OpCode.MAX_POOL_2D: pool.max_pool_2d,
+        OpCode.AVERAGE_POOL_2D: pool.average_pool_2d,
+        OpCode.MEAN: pool.mean,
+        OpCode.PAD: E.pad,
+        OpCode.RESHAPE: E.reshape,
+        OpCode.TRANSPOSE: E.transpose,
+        OpCode.LEAKY_RELU: E.slope,
+        OpCode.PRELU: E.slope,
+        OpCode.LUT: E.lut,
+        OpCode.SOFTMAX: E.softmax,
+        OpCode.QUANTIZE: E.quantize,
+        OpCode.DEQUANTIZE: E.dequantize,
+        OpCode.REQUANTIZE: E.requantize,
+    }
+    # Every module's bind_<name> for the ops above that have one.
+    binders = {op: getattr(m, "bind_" + fn.__name__) for op, fn in table.items()
+               for m in (depthwise, E, gemm, pool) if fn.__module__ == m.__name__
+               and hasattr(m, "bind_" + fn.__name__)}
+    packers = {op: getattr(m, "pack_" + fn.__name__) for op, fn in table.items()
+               for m in (depthwise, E, gemm, pool) if fn.__module__ == m.__name__
+               and hasattr(m, "pack_" + fn.__name__)}
+    return KernelSet("fast", table, E.quantize, E.dequantize, binders, packers)
 
 
 FAST = _fast()

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import InvalidModelError
 from ..format.model import QUANT_RANGE, Activation, Model, OpCode, Tensor
-from ..reference.numerics import quantize_multiplier, quantize_signed_multiplier
+from ..reference.numerics import quantize_multiplier, quantize_multipliers, quantize_signed_multiplier
 
 ADD_LEFT_SHIFT = 20  # headroom bits of ADD/SUB operands (|x - zp| << 20 < 2**28)
 SOFTMAX_EXP_BITS = 23  # exp table entries are round(exp(-beta * s * d) * 2**23)
@@ -165,10 +165,9 @@ def clamp_bounds(y: Tensor, activation: Activation, clip_min: float, clip_max: f
 
 
 def requant(real_multipliers, y: Tensor, op=None) -> Requant:
-    mn = [quantize_multiplier(r) for r in np.atleast_1d(real_multipliers)]
+    m, n = quantize_multipliers(real_multipliers)
     lo_hi = clamp_bounds(y, op.activation, op.clip_min, op.clip_max) if op else QUANT_RANGE[y.dtype]
-    return Requant(np.array([m for m, _ in mn], np.int32), np.array([n for _, n in mn], np.int32),
-                   _zp(y), *lo_hi)
+    return Requant(m.astype(np.int32), n.astype(np.int32), _zp(y), *lo_hi)
 
 
 def _channel_multipliers(x: Tensor, w: Tensor, y: Tensor, channels: int) -> np.ndarray:

@@ -197,8 +197,13 @@ def _ort_qdq(src, dst, samples, input_name, **options):
 
 
 def _ort_run(path, x, input_name=None) -> np.ndarray:
+    """ONNX Runtime's outputs, batch 1 each. Graph optimisations off: a QDQ model then runs as
+    written (dequantize, float op, quantize), the semantics qrt imports. Optimised, ORT fuses
+    it into int8 kernels whose AVX2 form (vpmaddubsw, without VNNI) saturates int16 pair sums
+    and so depends on the CPU: on such a machine it was 2 steps off its own QDQ graph."""
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     name = input_name or s.get_inputs()[0].name
     return np.concatenate([s.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])

@@ -1,5 +1,6 @@
-"""The compiled CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED kernels (qrt/kernels/conv.pyx,
-qrt/kernels/fully_connected.pyx) are bit-exact with their NumPy references (qrt/reference/ops.py).
+"""The compiled CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED kernels (qrt/kernels/gemm.pyx,
+qrt/kernels/depthwise.pyx) are bit-exact with their NumPy references (qrt/reference/ops.py), on
+every instruction-set path this machine supports (qrt/kernels/isa.pyx) and at 1 and 2 threads.
 
 Every case is a one-op model built with ModelBuilder and checked by verify_model (so it is a
 model the loader would accept), prepared with prepare_op, then run by the reference and by the
@@ -11,7 +12,10 @@ int32 accumulator bound of SPEC.md section 4.5. Bad shapes must raise ValueError
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import mmap
+import sys
 
 import numpy as np
 import pytest
@@ -19,8 +23,9 @@ import pytest
 from qrt.format import (
     Activation, Conv2DOptions, DepthwiseConv2DOptions, DType, ModelBuilder, OpCode, verify_model,
 )
-from qrt.kernels.conv import conv_2d, depthwise_conv_2d
-from qrt.kernels.fully_connected import fully_connected
+from qrt.kernels import isa as ISA
+from qrt.kernels.depthwise import bind_depthwise_conv_2d, depthwise_conv_2d, pack_depthwise_conv_2d
+from qrt.kernels.gemm import conv_2d, fully_connected
 from qrt.reference import ops as R
 from qrt.runtime.prepare import ConvParams, FullyConnectedParams, Requant, prepare_op
 
@@ -145,15 +150,20 @@ def _maybe_shared_requant(rng, p, s_w):
     return p
 
 
+PATHS = [(isa, threads) for isa in ISA.supported() for threads in (1, 2)]
+
+
 def _run_and_compare(kernel, reference, ins, p, what):
+    """On every instruction-set path and at 1 and 2 threads."""
     ref = reference(*ins, p)
-    out = np.ascontiguousarray(~ref)  # every element differs from the expected one
-    assert kernel(ins, p, out) is None
-    if not np.array_equal(out, ref):
-        bad = np.argwhere(out != ref)
-        i = tuple(bad[0])
-        raise AssertionError(f"{what}: {len(bad)} of {ref.size} outputs differ; first at {i}: "
-                             f"kernel {out[i]}, reference {ref[i]}")
+    for isa, threads in PATHS:
+        out = np.ascontiguousarray(~ref)  # every element differs from the expected one
+        assert kernel(ins, p, out, isa=isa, threads=threads) is None
+        if not np.array_equal(out, ref):
+            bad = np.argwhere(out != ref)
+            i = tuple(bad[0])
+            raise AssertionError(f"{what} [{isa}, {threads} threads]: {len(bad)} of {ref.size} "
+                                 f"outputs differ; first at {i}: kernel {out[i]}, reference {ref[i]}")
     return ref
 
 
@@ -378,6 +388,107 @@ def test_depthwise_at_the_accumulator_bound():
     x = np.full((2, 4, 4, c), -128, np.int8)
     ins = [x, _readonly(w_data), _readonly(bias_data.astype(np.int32))]
     _run_and_compare(depthwise_conv_2d, R.depthwise_conv_2d, ins, p, "depthwise bound")
+
+
+# ------------------------------------------------------------------------------- depthwise at size
+
+# The vector kernels work in blocks of 32 channels: none, one partial or several, with tails of
+# every kind; 96, 144 and 960 are MobileNetV2's.
+DEPTHWISE_CHANNELS = (1, 7, 16, 17, 32, 63, 96, 144, 960)
+
+
+def _depthwise_sized_case(rng, c, zp_x, common):
+    """c input channels at a realistic size: the common layer (3x3, stride 1, padding 1,
+    multiplier 1: the AVX-512 path's column-sharing kernel) or a random one (kernel up to 5x5,
+    strides and dilations 1-2, asymmetric pads, multiplier 1-3); a batch of 1-2 images of about
+    1.5M output values x taps (rows enough for every thread)."""
+    mult = 1 if common else int(rng.integers(1, 4))
+    while True:
+        if common:
+            (kh, kw), (sh, sw, dh, dw), pads = (3, 3), (1, 1, 1, 1), (1, 1, 1, 1)
+        else:
+            kh, kw = (int(v) for v in rng.integers(1, 6, 2))
+            sh, sw, dh, dw = (int(v) for v in rng.integers(1, 3, 4))
+            pads = tuple(int(v) for v in rng.integers(0, 3, 4))
+        n = int(rng.integers(1, 3))
+        side = int(np.clip(np.sqrt(1.5e6 / (n * c * mult * kh * kw)), 4, 40))
+        h, w = (side + int(v) for v in rng.integers(0, 4, 2))
+        oh = _out_size(h, pads[0], pads[2], kh, dh, sh)
+        ow = _out_size(w, pads[1], pads[3], kw, dw, sw)
+        if oh >= 1 and ow >= 1:
+            break
+    cout = c * mult
+    s_x, s_w = _scales(rng, cout)
+    w_data = _weights(rng, (1, kh, kw, cout))
+    bias_data = _bias(rng, cout, kh * kw)
+    options = DepthwiseConv2DOptions(sh, sw, dh, dw, *pads, depth_multiplier=mult)
+    model, act = _one_op_model(OpCode.DEPTHWISE_CONV_2D, (n, h, w, c), zp_x, s_x, w_data, s_w, 3,
+                               bias_data, (n, oh, ow, cout), options, rng)
+    p = _maybe_shared_requant(rng, prepare_op(model, 0), s_w)
+    x = _input(rng, (n, h, w, c), zp_x)
+    ins = [x, _readonly(w_data), _readonly(bias_data.astype(np.int32))]
+    return ins, p, f"depthwise x{x.shape} w{w_data.shape} {options} {act.name} zp_x={zp_x} out={p.out}"
+
+
+@pytest.mark.parametrize("channels", DEPTHWISE_CHANNELS)
+def test_depthwise_channel_counts(channels):
+    """Every path at 1 and 2 threads, and at 3 (rows split unevenly): the common layer and
+    five random ones, with zero points at both ends of int8 and random."""
+    rng = np.random.default_rng(4000 + channels)
+    for i in range(6):
+        zp_x = (-128, 127, int(rng.integers(-128, 128)))[i % 3]
+        ins, p, what = _depthwise_sized_case(rng, channels, zp_x, common=i == 0)
+        ref = _run_and_compare(depthwise_conv_2d, R.depthwise_conv_2d, ins, p, what)
+        out = np.zeros_like(ref)
+        depthwise_conv_2d(ins, p, out, threads=3)
+        assert np.array_equal(out, ref), f"{what} [3 threads]"
+
+
+def test_depthwise_packed_step_runs_again_on_new_input():
+    """As the runtime uses it: packed at load (no input yet), bound once, run on new data each
+    time. With 7 channels the last input pixels are read from a copy each run refreshes."""
+    rng = np.random.default_rng(5000)
+    ins, p, what = _depthwise_sized_case(rng, 7, 3, common=True)
+    for isa in ISA.supported():
+        packed = pack_depthwise_conv_2d([None, ins[1], ins[2]], p, isa=isa)
+        x, out = ins[0].copy(), np.zeros(R.depthwise_conv_2d(*ins, p).shape, np.int8)
+        step = bind_depthwise_conv_2d([x, ins[1], ins[2]], p, out, isa=isa, threads=2, packed=packed)
+        for _ in range(3):
+            x[...] = rng.integers(-128, 128, x.shape, dtype=np.int8)
+            step()
+            assert np.array_equal(out, R.depthwise_conv_2d(x, ins[1], ins[2], p)), f"{what} [{isa}]"
+        other = next((o for o in ISA.supported() if o != isa), None)
+        if other is not None:
+            with pytest.raises(ValueError):
+                bind_depthwise_conv_2d([x, ins[1], ins[2]], p, out, isa=other, packed=packed)
+
+
+def _before_guard_page(shape):
+    """A zeroed int8 array whose last byte ends a page followed by an inaccessible one: a kernel
+    that reads or writes past the array stops the test with a segmentation fault."""
+    size, page = int(np.prod(shape)), mmap.PAGESIZE
+    pages = -(-size // page) + 1
+    mem = mmap.mmap(-1, pages * page)
+    start = ctypes.addressof(ctypes.c_char.from_buffer(mem))
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.mprotect(ctypes.c_void_p(start + (pages - 1) * page), page, 0) == 0  # PROT_NONE
+    return np.frombuffer(mem, np.int8, size, (pages - 1) * page - size).reshape(shape)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="guard pages through mprotect")
+def test_depthwise_stays_inside_its_buffers():
+    """The vector kernels read whole 32-channel blocks per tap: with x and out ending at a guard
+    page, channel counts off the block size must neither read past x nor write past out."""
+    rng = np.random.default_rng(6000)
+    for c, common in ((7, True), (17, False), (33, True), (1, False)):
+        ins, p, what = _depthwise_sized_case(rng, c, int(rng.integers(-128, 128)), common)
+        ref = R.depthwise_conv_2d(*ins, p)
+        x = _before_guard_page(ins[0].shape)
+        x[...] = ins[0]
+        for isa in ISA.supported():
+            out = _before_guard_page(ref.shape)
+            depthwise_conv_2d([x, ins[1], ins[2]], p, out, isa=isa, threads=2)
+            assert np.array_equal(out, ref), f"{what} [{isa}]"
 
 
 # ------------------------------------------------------------------------------- bad shapes

@@ -5,7 +5,11 @@ Every case is a one-op model built with ModelBuilder and checked with verify_mod
 a valid model; its parameters come from prepare_op. Seeded random shapes, ranks, broadcast
 patterns, scales (1e-4 .. 10, so outputs saturate), zero points (-128, 127 and random), fused
 activations and options. Kernel outputs are prefilled with the bitwise complement of the
-reference, so an element the kernel fails to write is caught too. Bad shapes raise ValueError."""
+reference, so an element the kernel fails to write is caught too. Each case runs twice: the
+plain kernel (bind and run once), and a step bound once by bind_<name> and run three times,
+the last after its run-time inputs were rewritten in place, so that nothing computed from the
+data at bind time or left over from an earlier run goes unnoticed. Same-shape ADD/SUB/MUL meet
+every byte pair on every instruction-set path and thread count. Bad shapes raise ValueError."""
 from __future__ import annotations
 
 import math
@@ -19,9 +23,12 @@ from qrt.format import (
 )
 from qrt.format.model import NUMPY_DTYPE, QUANT_RANGE
 from qrt.kernels import elementwise as E
+from qrt.kernels import isa as ISA
+from qrt.kernels.step import PyStep
 from qrt.reference import ops as R
-from qrt.runtime.kernels import REFERENCE
+from qrt.runtime.kernels import FAST, REFERENCE
 from qrt.runtime.prepare import PadParams, prepare_op
+from tests.sample_models import all_ops_model
 
 KERNEL = {
     OpCode.ADD: E.add, OpCode.SUB: E.add, OpCode.MUL: E.mul, OpCode.REQUANTIZE: E.requantize,
@@ -29,6 +36,7 @@ KERNEL = {
     OpCode.SOFTMAX: E.softmax, OpCode.QUANTIZE: E.quantize, OpCode.DEQUANTIZE: E.dequantize,
     OpCode.PAD: E.pad, OpCode.TRANSPOSE: E.transpose, OpCode.RESHAPE: E.reshape,
 }
+BIND = {op: getattr(E, "bind_" + fn.__name__) for op, fn in KERNEL.items()}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -71,26 +79,63 @@ def garbage(rng, shape, dtype):
     return out
 
 
+def _reference_and_garbage(op, ins, p, y):
+    """The reference's output, and an array holding its bitwise complement for the kernel."""
+    ref = np.zeros(y.shape, NUMPY_DTYPE[y.dtype])
+    REFERENCE.table[op.opcode](ins, p, ref)
+    got = np.empty_like(ref)
+    got.reshape(-1).view(np.uint8)[...] = ~ref.reshape(-1).view(np.uint8)
+    return ref, got
+
+
+def _assert_same(op, ref, got, view, what="kernel"):
+    if view is not None:
+        ref, got = ref.view(view), got.view(view)
+    assert np.array_equal(ref, got), (
+        f"{op.opcode.name}: {what} differs from the reference at "
+        f"{np.argwhere(ref != got)[:5].tolist()}; ref {ref[ref != got][:5]} got {got[got != ref][:5]}")
+
+
 def check(model, ins, *, view=None):
-    """Run the reference and the kernel on `ins`; assert bit-equality; return the output."""
+    """Run the reference and the kernel on `ins`; assert bit-equality; the same for a bound
+    step (check_bound); return the kernel's output."""
     op = model.operators[0]
     y = model.tensors[op.outputs[0]]
     p = prepare_op(model, 0)
     ins = [np.array(x) for x in ins]
     for x in ins:  # constants come read-only from the memory-mapped file
         x.flags.writeable = False
-    dt = NUMPY_DTYPE[y.dtype]
-    ref = np.zeros(y.shape, dt)
-    REFERENCE.table[op.opcode](ins, p, ref)
-    got = np.empty_like(ref)
-    got.reshape(-1).view(np.uint8)[...] = ~ref.reshape(-1).view(np.uint8)
+    ref, got = _reference_and_garbage(op, ins, p, y)
     assert KERNEL[op.opcode](ins, p, got) is None
-    if view is not None:
-        ref, got = ref.view(view), got.view(view)
-    assert np.array_equal(ref, got), (
-        f"{op.opcode.name}: kernel differs from the reference at "
-        f"{np.argwhere(ref != got)[:5].tolist()}; ref {ref[ref != got][:5]} got {got[got != ref][:5]}")
+    _assert_same(op, ref, got, view)
+    check_bound(model, p, ins, view=view)
     return got
+
+
+def check_bound(model, p, ins, *, view=None):
+    """A step bound once by bind_<name> matches the reference at every run: twice as bound (out
+    scrambled in between: nothing carries over from one run to the next), then after every
+    run-time input was rewritten in place (the step reads its inputs where they lie; nothing
+    made from their values at bind time). Constants stay read-only."""
+    op = model.operators[0]
+    y = model.tensors[op.outputs[0]]
+    rng = np.random.default_rng(sum(x.size for x in ins))
+    live = [model.tensors[t].data is None for t in op.inputs]
+    ins = [np.array(x) for x in ins]
+    for x, is_live in zip(ins, live):
+        x.flags.writeable = is_live
+    got = np.empty(y.shape, NUMPY_DTYPE[y.dtype])
+    step = BIND[op.opcode](ins, p, got)
+    assert not isinstance(step, PyStep)
+    for run in range(3):
+        if run == 2:
+            for x, t, is_live in zip(ins, op.inputs, live):
+                if is_live:
+                    x[...] = random_values(rng, x.shape, model.tensors[t].dtype)
+        ref, scrambled = _reference_and_garbage(op, ins, p, y)
+        got[...] = scrambled
+        assert step() is None
+        _assert_same(op, ref, got, view, f"bound step (run {run + 1})")
 
 
 def inputs_of(model, rng):
@@ -182,6 +227,29 @@ def test_binary_large_and_saturating():
                 check(model, inputs_of(model, rng))
                 model = one_op(opcode, [b, a], Spec(shape, DType.INT8, scales[2], 0), activation=Activation.RELU)
                 check(model, inputs_of(model, rng))
+
+
+@pytest.mark.parametrize("opcode", [OpCode.ADD, OpCode.SUB, OpCode.MUL])
+def test_binary_every_byte_pair_on_every_path(opcode):
+    """Same-shape operands take the row kernel of simd/eltwise.h: every (a, b) byte pair, on
+    every instruction-set path, on 1 and 2 threads (65536 elements and more are split), with
+    lengths that leave vector tails; scales that collapse, saturate and tie."""
+    rng = np.random.default_rng(60 + int(opcode))
+    a_bytes, b_bytes = (v.astype(np.int8).reshape(-1) for v in np.meshgrid(np.arange(-128, 128), np.arange(-128, 128),
+                                                                           indexing="ij"))
+    for scales in ((0.05, 0.03, 0.06), (1e-4, 10.0, 1e-4), (10.0, 1e-4, 10.0), (0.02, 0.02, 0.01)):
+        for length in (65536, 65536 + 13, 1003):
+            act, clip = rand_activation(rng)
+            model = one_op(opcode, [Spec((length,), DType.INT8, scales[0], rand_zp(rng)),
+                                    Spec((length,), DType.INT8, scales[1], rand_zp(rng))],
+                           Spec((length,), DType.INT8, scales[2], rand_zp(rng)), activation=act, clip=clip)
+            p = prepare_op(model, 0)
+            ins = [np.resize(a_bytes, length), np.resize(b_bytes, length)]
+            for isa in ISA.supported():
+                for threads in (1, 2):
+                    ref, got = _reference_and_garbage(model.operators[0], ins, p, model.tensors[2])
+                    KERNEL[opcode](ins, p, got, isa=isa, threads=threads)
+                    _assert_same(model.operators[0], ref, got, None, f"{isa} path on {threads} threads")
 
 
 # ---------------------------------------------------------------------------- REQUANTIZE
@@ -554,3 +622,25 @@ def test_bad_shapes_raise_value_error(name, kernel, ins, p, out):
         kernel(ins, p, out)
     if before is not None:
         assert np.array_equal(before.view(np.uint8), out.view(np.uint8)), "a refused call wrote to out"
+
+
+def test_every_op_binds_a_compiled_step_and_checks_the_isa_name():
+    """Every op of this module has a bind_<name> that the fast kernel set uses, on every path
+    (threads accepted by all); an unknown path name is refused, even by ops with one path."""
+    assert set(KERNEL) <= set(FAST.binders)
+    model = all_ops_model()
+    seen = set()
+    for i, op in enumerate(model.operators):
+        if op.opcode not in KERNEL:
+            continue
+        seen.add(op.opcode)
+        p = prepare_op(model, i)
+        tensors = [model.tensors[t] for t in op.inputs]
+        ins = [t.data if t.data is not None else np.zeros(t.shape, NUMPY_DTYPE[t.dtype]) for t in tensors]
+        y = model.tensors[op.outputs[0]]
+        out = np.zeros(y.shape, NUMPY_DTYPE[y.dtype])
+        for isa in ISA.supported():
+            assert not isinstance(FAST.step(op.opcode, ins, p, out, isa, 2), PyStep)
+        with pytest.raises(ValueError, match="instruction-set path"):
+            BIND[op.opcode](ins, p, out, isa="sse9")
+    assert seen == set(KERNEL)

@@ -10,7 +10,10 @@ out of bounds is caught). Seeded sweeps: random batches, sizes, channel counts (
 included), kernels 1-5, strides 1-3, asymmetric pads smaller than the kernel,
 count_include_pad both ways, zero points at both ends of int8, saturating and collapsing
 output scales, exact rounding ties, fused activations, and MEAN over every axes combination
-of ranks 1-5 with keep_dims both ways. Bad shapes and parameters must raise ValueError.
+of ranks 1-5 with keep_dims both ways. Each case also runs through a step bound once by
+bind_<name>: twice as bound, then after x was rewritten in place (nothing left over from a
+run, nothing computed from the data at bind time); the requantization of the sums is swept over
+every instruction-set path. Bad shapes and parameters must raise ValueError.
 """
 from __future__ import annotations
 
@@ -23,15 +26,20 @@ import pytest
 from qrt.format import (
     Activation, DType, MeanOptions, ModelBuilder, OpCode, Pool2DOptions, verify_model,
 )
+from qrt.format.model import NUMPY_DTYPE
+from qrt.kernels import isa as ISA
 from qrt.kernels import pool
-from qrt.runtime.kernels import REFERENCE
+from qrt.kernels.step import PyStep
+from qrt.runtime.kernels import FAST, REFERENCE
 from qrt.runtime.prepare import prepare_op
+from tests.sample_models import all_ops_model
 
 KERNELS = {
     OpCode.MAX_POOL_2D: pool.max_pool_2d,
     OpCode.AVERAGE_POOL_2D: pool.average_pool_2d,
     OpCode.MEAN: pool.mean,
 }
+BIND = {op: getattr(pool, "bind_" + fn.__name__) for op, fn in KERNELS.items()}
 GUARD = 37  # guard bytes on each side of the output window
 GUARD_BYTE = 0x5A
 
@@ -104,25 +112,52 @@ def _guarded_output(shape, fill: np.ndarray):
     return buf, out
 
 
-def _check(model, x: np.ndarray):
-    """Run the reference and the compiled kernel on x; they must agree bit for bit."""
+def _reference(op, params, x, y_shape):
+    ref = np.empty(y_shape, np.int8)
+    REFERENCE.table[op.opcode]([x.copy()], params, ref)
+    return ref
+
+
+def _assert_output(op, params, buf, out, ref, what="kernel"):
+    assert (buf[:GUARD] == GUARD_BYTE).all() and (buf[-GUARD:] == GUARD_BYTE).all(), \
+        f"the {what} wrote outside its output"
+    if not np.array_equal(out, ref):
+        bad = np.argwhere(out != ref)[:5]
+        raise AssertionError(f"{op.opcode.name} {what} differs from the reference at {bad.tolist()}: "
+                             f"kernel {[int(out[tuple(i)]) for i in bad]}, "
+                             f"reference {[int(ref[tuple(i)]) for i in bad]}; params {params}")
+
+
+def _check(model, x: np.ndarray, isa=None):
+    """Run the reference and the compiled kernel on x, then a bound step (_check_bound); they
+    must agree bit for bit."""
     op = model.operators[0]
     params = prepare_op(model, 0)
     y_shape = model.tensors[op.outputs[0]].shape
-    ref = np.empty(y_shape, np.int8)
-    REFERENCE.table[op.opcode]([x.copy()], params, ref)
+    ref = _reference(op, params, x, y_shape)
     buf, out = _guarded_output(y_shape, ~ref)
     x_before = x.copy()
-    assert KERNELS[op.opcode]([x], params, out) is None
+    assert KERNELS[op.opcode]([x], params, out, isa=isa) is None
     assert np.array_equal(x, x_before), "the kernel modified its input"
-    assert (buf[:GUARD] == GUARD_BYTE).all() and (buf[-GUARD:] == GUARD_BYTE).all(), \
-        "the kernel wrote outside its output"
-    if not np.array_equal(out, ref):
-        bad = np.argwhere(out != ref)[:5]
-        raise AssertionError(f"{op.opcode.name} differs from the reference at {bad.tolist()}: "
-                             f"kernel {[int(out[tuple(i)]) for i in bad]}, "
-                             f"reference {[int(ref[tuple(i)]) for i in bad]}; params {params}")
+    _assert_output(op, params, buf, out, ref)
+    _check_bound(op, params, x, ref, isa)
     return ref
+
+
+def _check_bound(op, params, x, ref, isa):
+    """A step bound once by bind_<name> matches the reference at every run: twice as bound (the
+    output scrambled in between), then after x was rewritten in place."""
+    x = x.copy()
+    buf, out = _guarded_output(ref.shape, ~ref)
+    step = BIND[op.opcode]([x], params, out, isa=isa)
+    rng = np.random.default_rng(x.size)
+    for run in range(3):
+        if run == 2:
+            x[...] = rng.integers(-128, 128, size=x.shape, dtype=np.int8)
+            ref = _reference(op, params, x, ref.shape)
+        out[...] = ~ref
+        assert step() is None
+        _assert_output(op, params, buf, out, ref, f"bound step (run {run + 1})")
 
 
 # ------------------------------------------------------------------------------- pools
@@ -168,6 +203,17 @@ def test_average_pool_2d_matches_reference(seed):
     rng = np.random.default_rng(2000 + seed)
     for _ in range(50):
         _check(*_pool_case(rng, OpCode.AVERAGE_POOL_2D))
+
+
+@pytest.mark.parametrize("isa", ISA.supported())
+def test_pool_sums_requantized_on_every_path(isa):
+    """AVERAGE_POOL_2D and MEAN requantize rows of sums on the chosen path (16 lanes on the
+    AVX-512 ones): channel counts around the vector width, every path."""
+    rng = np.random.default_rng(2100 + ISA.NAMES.index(isa))
+    for c in (1, 15, 16, 17, 31, 32, 33, 64, 100):
+        _check(*_pool_case(rng, OpCode.AVERAGE_POOL_2D, c=c), isa=isa)
+        _check(*_mean_case(rng, (2, 3, 5, c), (1, 2), bool(rng.integers(0, 2))), isa=isa)
+        _check(*_mean_case(rng, (3, c, 4), (0, 2), False), isa=isa)
 
 
 def test_max_pool_padding_never_wins():
@@ -358,3 +404,23 @@ def test_mean_rejects_bad_shapes_and_params():
         pool.mean([x], dataclasses.replace(params, rescale=dataclasses.replace(r, out=two)), out)
     with pytest.raises(ValueError, match="zero point"):
         pool.mean([x], dataclasses.replace(params, rescale=dataclasses.replace(r, input_zero_point=200)), out)
+
+
+def test_every_op_binds_a_compiled_step_and_checks_the_isa_name():
+    """Every op of this module has a bind_<name> that the fast kernel set uses, on every path
+    (threads accepted); an unknown path name is refused."""
+    assert set(KERNELS) <= set(FAST.binders)
+    model = all_ops_model()
+    seen = set()
+    for i, op in enumerate(model.operators):
+        if op.opcode not in KERNELS:
+            continue
+        seen.add(op.opcode)
+        p = prepare_op(model, i)
+        x = np.zeros(model.tensors[op.inputs[0]].shape, np.int8)
+        out = np.zeros(model.tensors[op.outputs[0]].shape, NUMPY_DTYPE[model.tensors[op.outputs[0]].dtype])
+        for isa in ISA.supported():
+            assert not isinstance(FAST.step(op.opcode, [x], p, out, isa, 2), PyStep)
+        with pytest.raises(ValueError, match="instruction-set path"):
+            BIND[op.opcode]([x], p, out, isa="sse9")
+    assert seen == set(KERNELS)

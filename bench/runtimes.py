@@ -1,0 +1,103 @@
+"""How each runtime of `python -m bench` loads its model file(s) and runs: the one loader used
+in-process (timing, load time, outputs) and in a fresh process by bench.rss (peak memory).
+
+Only numpy is imported here; each loader imports its own library, so a fresh process that
+loads a qrt model never imports torch or onnxruntime.
+
+    fn = load(kind, paths, threads, shape)    fn(x: float32 array) -> output array
+
+kind   paths                                           imports
+qrt    (.qmodel,)                                      qrt
+ort    (.onnx,)                                        onnxruntime
+torch  (pickled float module,)                         torch (+ the module's own package)
+fx     (pickled float module, int8 FX state_dict)      torch, torch.ao.quantization: PyTorch's
+       recipe for an FX model: rebuild it from the float module, then load the int8 state_dict
+"""
+from __future__ import annotations
+
+import numpy as np
+
+LIBRARY = {"qrt": "qrt", "ort": "onnxruntime", "torch": "torch", "fx": "torch"}
+
+
+def _qrt(paths, threads, shape):
+    import qrt
+    return qrt.load(paths[0], threads=threads).run
+
+
+def _ort(paths, threads, shape):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Each session has its own pool, whose idle workers spin by default: with several sessions
+    # and other runtimes taking turns in one process, they would take the cores from whichever
+    # runs next.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(paths[0], so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: x})[0]
+
+
+def _torch_fn(module, threads):
+    import torch
+    torch.set_num_threads(threads)  # process-wide: the harness loads just before it times
+
+    def fn(x):
+        with torch.no_grad():
+            return module(torch.from_numpy(x)).numpy()
+    return fn
+
+
+def _read_torch(path):
+    import warnings
+
+    import torch
+    with warnings.catch_warnings():  # deprecation notes about quantized tensors and storages
+        warnings.simplefilter("ignore")
+        return torch.load(path, weights_only=False)  # a file the harness itself wrote
+
+
+def _torch(paths, threads, shape):
+    return _torch_fn(_read_torch(paths[0]).eval(), threads)
+
+
+def _fx(paths, threads, shape):
+    q = fx_int8(_read_torch(paths[0]), np.zeros(shape, np.float32))
+    state = _read_torch(paths[1])
+    missing, unexpected = q.load_state_dict(state, strict=False)
+    if missing:
+        raise KeyError(f"{paths[1]} lacks {missing[:5]}")
+    for key in unexpected:  # FX keeps the packed weights of functional convs as plain attributes
+        owner, _, attr = key.rpartition(".")
+        setattr(q.get_submodule(owner), attr, state[key])
+    return _torch_fn(q, threads)
+
+
+def fx_int8(module, example: np.ndarray, calib=()):
+    """PyTorch FX graph mode post-training static quantization, x86 backend, calibrated on
+    `calib` (none: to load an int8 state_dict into). prepare_fx fuses `module` in place: pass
+    a copy to keep it."""
+    import warnings
+
+    import torch
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.backends.quantized.engine = "x86"
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        prepared = prepare_fx(module.eval(), get_default_qconfig_mapping("x86"), (torch.from_numpy(example),))
+        for s in calib:
+            prepared(torch.from_numpy(s))
+        return convert_fx(prepared)
+
+
+_LOADERS = {"qrt": _qrt, "ort": _ort, "torch": _torch, "fx": _fx}
+
+
+def load(kind: str, paths, threads: int, shape):
+    """fn(x) running the model in `paths` on `threads` threads; `shape`: the input at batch 1."""
+    return _LOADERS[kind](paths, threads, tuple(shape))

@@ -1,0 +1,198 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""DEPTHWISE_CONV_2D, int8 in, int32 accumulation, int8 out (SPEC.md 2.13.2, section 4), on
+every instruction-set path (qrt/kernels/simd/depthwise.h has the data path). Reference:
+qrt/reference/ops.py depthwise_conv_2d, bit for bit.
+
+x int8 [N, H, W, C] and out int8 [N, OH, OW, C*M], channels-last and C-contiguous; output
+channel c*M + j reads input channel c. Used in three steps:
+  pack_depthwise_conv_2d(ins, p, isa) -> PackedDepthwise   once, at load: weights as int16 tap
+      pairs in the vector kernels' order, the input zero point folded into the bias
+      (bias - zp_x * sum_taps w, so the kernels multiply raw x and pad with zp_x), and
+      per-channel requantization tables, all padded to whole blocks of 32 channels;
+  bind_depthwise_conv_2d(ins, p, out, ...) -> Step   once per thread arena: every shape
+      checked, raw pointers kept;
+  step.run()   every inference, no Python, no allocation once warm.
+depthwise_conv_2d(ins, p, out) does all three, for tests and tools.
+"""
+import numpy as np
+
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t
+
+from qrt.kernels.numerics cimport check_requant
+from qrt.kernels.step cimport Step
+
+from qrt.kernels import geometry, isa as _isa
+
+
+cdef extern from "simd/depthwise.h":
+    ctypedef struct qrt_dw:
+        int64_t N, H, W, C, M, C_out, OH, OW, KH, KW, sh, sw, dh, dw, top, left
+        int64_t taps, pairs, blocks
+        const int8_t* w
+        const int16_t* wp
+        const int32_t* bias
+        const int32_t* mult
+        const int32_t* shift
+        const int8_t* zrow
+        int8_t* tail
+        int64_t tail_at
+        int32_t zp_y, lo, hi
+        int isa, threads
+    int qrt_dw_run(const qrt_dw* d, const int8_t* x, int8_t* y) noexcept nogil
+
+_SCALAR = _isa.NAMES.index("scalar")
+
+
+class PackedDepthwise:
+    """Weights and per-channel tables in the kernels' layout (see simd/depthwise.h)."""
+
+    def __init__(self, w, bias, zp_x, requant, isa):
+        _, kh, kw, c_out = w.shape
+        taps = kh * kw
+        self.isa, self.shape = isa, (kh, kw, c_out)
+        self.pairs, self.blocks = -(-taps // 2), -(-c_out // 32)
+        span = 32 * self.blocks
+        # Taps in the kernels' order (simd/depthwise.h qrt_dw_taps): rows paired down each
+        # column, an odd last row along itself, then a dummy of weight 0 if taps is odd.
+        order = [(h + i, k) for h in range(0, kh - 1, 2) for k in range(kw) for i in (0, 1)]
+        order += [(kh - 1, k) for k in range(kw)] if kh % 2 else []
+        w3 = np.asarray(w).reshape(kh, kw, c_out)
+        self.w = np.ascontiguousarray([w3[i, j] for i, j in order], np.int8).reshape(taps, c_out)
+        wt = np.zeros((2 * self.pairs, span), np.int64)
+        wt[:taps, :c_out] = self.w
+        if isa == _SCALAR:
+            self.wp = np.zeros(0, np.int16)
+        else:
+            # [block][pair][lo/hi][lane][4 channels][2 taps]: block channel j sits in lane j // 8,
+            # half (j % 8) // 4, where unpacklo/hi_epi16 of two taps' widened x put it.
+            self.wp = np.ascontiguousarray(
+                wt.reshape(self.pairs, 2, self.blocks, 4, 2, 4).transpose(2, 0, 4, 3, 5, 1)
+                .astype(np.int16))
+        b = np.zeros(span, np.int64)
+        b[:c_out] = np.asarray(bias, np.int64)
+        # The kernels multiply raw x; a padding tap reads zp_x and so cancels its own share.
+        # int32 wraps like the reference's accumulator (SPEC.md 4.5), so folding is exact.
+        b -= int(zp_x) * wt.sum(axis=0)
+        self.bias = ((b + 2**31) % 2**32 - 2**31).astype(np.int32)
+        self.mult = self._per_channel(requant.multiplier, c_out, span, 0)
+        self.shift = self._per_channel(requant.shift, c_out, span, 1)
+
+    @staticmethod
+    def _per_channel(values, c_out, span, fill):
+        out = np.full(span, fill, np.int32)
+        out[:c_out] = np.broadcast_to(np.asarray(values, np.int32), (c_out,))
+        return out
+
+
+cdef class DepthwiseStep(Step):
+    cdef qrt_dw d
+    cdef const int8_t* x
+    cdef int8_t* y
+
+    cdef int run(self) noexcept nogil:
+        return qrt_dw_run(&self.d, self.x, self.y)
+
+    @property
+    def isa(self):
+        return _isa.NAMES[self.d.isa]
+
+
+cdef _check_constants(ins, p, Py_ssize_t channels):
+    """Bias int32 [channels], requantization int32 and in range, input zero point in int8:
+    ValueError (numpy buffer mismatches included) otherwise."""
+    cdef const int32_t[::1] bias = ins[2]
+    if bias.shape[0] != channels:
+        raise ValueError(f"bias has {bias.shape[0]} entries; expected {channels}")
+    r = p.out
+    cdef const int32_t[::1] mult = r.multiplier
+    cdef const int32_t[::1] shift = r.shift
+    check_requant(mult, shift, channels, r.zero_point, r.lo, r.hi)
+    if not (-128 <= p.input_zero_point <= 127):
+        raise ValueError(f"input zero point {p.input_zero_point} must lie in [-128, 127]")
+
+
+def pack_depthwise_conv_2d(ins, p, isa=None):
+    """ins = [x (unused), w [1, KH, KW, C*M], bias [C*M]] -> PackedDepthwise for path isa."""
+    geometry.check_inputs(ins)
+    cdef const int8_t[:, :, :, ::1] w = ins[1]
+    if p.groups < 1 or w.shape[0] != 1 or w.shape[1] < 1 or w.shape[2] < 1 or w.shape[3] % p.groups:
+        raise ValueError(f"weights have shape {(w.shape[0], w.shape[1], w.shape[2], w.shape[3])}; "
+                         f"expected (1, KH, KW, C*M) for depth multiplier {p.groups}")
+    _check_constants(ins, p, w.shape[3])
+    return PackedDepthwise(ins[1], ins[2], p.input_zero_point, p.out, _isa.resolve(isa))
+
+
+cdef const void* _data(arr):
+    """The first element of a C-contiguous array, or NULL when it has none."""
+    return <const void*><size_t>arr.ctypes.data if arr.size else NULL
+
+
+def bind_depthwise_conv_2d(ins, p, out, isa=None, threads=1, packed=None):
+    """DEPTHWISE_CONV_2D as a Step: ins = [x [N,H,W,C], w [1,KH,KW,C*M], bias [C*M]], p
+    ConvParams with p.groups the depth multiplier M; output channel c*M + j reads input
+    channel c. Every check runs here, before anything is written."""
+    geometry.check_inputs(ins)
+    cdef const int8_t[:, :, :, ::1] x = ins[0]
+    cdef const int8_t[:, :, :, ::1] w = ins[1]
+    cdef const int32_t[::1] bias = ins[2]
+    cdef int8_t[:, :, :, ::1] y = out
+    r = p.out
+    cdef const int32_t[::1] mult = r.multiplier
+    cdef const int32_t[::1] shift = r.shift
+
+    sh, sw, dh, dw, top, left, bottom, right = geometry.window(p)
+    cdef Py_ssize_t M = p.groups
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t KH = w.shape[1], KW = w.shape[2], C_out = w.shape[3]
+    if M < 1:
+        raise ValueError(f"depth multiplier {M} must be >= 1")
+    if w.shape[0] != 1 or C_out != C * M:
+        raise ValueError(f"weights have shape {(w.shape[0], w.shape[1], w.shape[2], w.shape[3])}; "
+                         f"expected (1, KH, KW, {C * M}) for {C} input channels and depth "
+                         f"multiplier {M}")
+    OH, OW = geometry.conv_output(p, (N, H, W), (KH, KW), C_out, bias.shape[0],
+                                  (y.shape[0], y.shape[1], y.shape[2], y.shape[3]))
+    check_requant(mult, shift, C_out, r.zero_point, r.lo, r.hi)
+    path = _isa.resolve(isa)
+    if packed is None:
+        packed = PackedDepthwise(ins[1], ins[2], p.input_zero_point, r, path)
+    elif packed.isa != path or packed.shape != (KH, KW, C_out):
+        raise ValueError(f"weights were packed for the {_isa.NAMES[packed.isa]} path and kernel "
+                         f"{packed.shape}, not {_isa.NAMES[path]} and {(KH, KW, C_out)}")
+
+    cdef DepthwiseStep s = DepthwiseStep.__new__(DepthwiseStep)
+    (s.d.N, s.d.H, s.d.W, s.d.C, s.d.M, s.d.C_out, s.d.OH, s.d.OW, s.d.KH, s.d.KW) = \
+        (N, H, W, C, M, C_out, OH, OW, KH, KW)
+    s.d.sh, s.d.sw, s.d.dh, s.d.dw, s.d.top, s.d.left = sh, sw, dh, dw, top, left
+    s.d.taps, s.d.pairs, s.d.blocks = KH * KW, packed.pairs, packed.blocks
+    s.d.w = <const int8_t*>_data(packed.w)
+    s.d.wp = <const int16_t*>_data(packed.wp)
+    s.d.bias = <const int32_t*>_data(packed.bias)
+    s.d.mult = <const int32_t*>_data(packed.mult)
+    s.d.shift = <const int32_t*>_data(packed.shift)
+    cdef Py_ssize_t total = N * H * W * C, span = 32 * packed.blocks
+    # Padding taps read zp_x; the interior pixels of a row advance all their taps together by
+    # sw * C_out bytes per pixel (the 3x3 stride-1 kernel reads two columns ahead), those in
+    # padded rows too, so the row of zp_x is that long.
+    zrow = np.full((OW + 1) * sw * C_out + span, p.input_zero_point, np.int8)
+    s.d.zrow = <const int8_t*>_data(zrow)
+    # M = 1 reads x in place, whole 32-channel blocks per tap: the pixels from which such a read
+    # would pass x's end are read from a copy with room behind it (made at each run).
+    tail = None
+    s.d.tail_at = total
+    if M == 1 and C_out > 0:
+        s.d.tail_at = min(((total - span) // C + 1) * C if total >= span else 0, total)
+        tail = np.zeros(total - s.d.tail_at + span, np.int8)
+        s.d.tail = <int8_t*><size_t>tail.ctypes.data
+    s.d.zp_y, s.d.lo, s.d.hi = r.zero_point, r.lo, r.hi
+    s.d.isa = path
+    s.d.threads = max(1, int(threads))
+    s.x = &x[0, 0, 0, 0] if total else NULL
+    s.y = &y[0, 0, 0, 0] if N * OH * OW * C_out else NULL
+    s.keep = (ins[0], out, packed, zrow, tail)
+    return s
+
+
+def depthwise_conv_2d(ins, p, out, isa=None, threads=1):
+    """DEPTHWISE_CONV_2D once: bind and run (see bind_depthwise_conv_2d)."""
+    bind_depthwise_conv_2d(ins, p, out, isa, threads)()

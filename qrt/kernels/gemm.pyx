@@ -1,0 +1,257 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""CONV_2D and FULLY_CONNECTED: one int8 GEMM with packed weights (qrt/kernels/simd/gemm.h has
+the data path). References: qrt/reference/ops.py conv_2d and fully_connected, bit for bit.
+
+Each op is used in three steps:
+  pack_conv_2d / pack_fully_connected(ins, p) -> PackedGemm   once, at load: weights into
+      vpdpbusd panels, the flip and zero-point compensation folded into the bias, per-channel
+      requantization tables;
+  bind_conv_2d / bind_fully_connected(ins, p, out, ...) -> Step   once per thread arena: every
+      shape checked, raw pointers kept;
+  step.run()   every inference, no Python, no allocation once warm.
+conv_2d(ins, p, out) and fully_connected(ins, p, out) do all three, for tests and tools.
+"""
+import numpy as np
+
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
+from libc.string cimport memcpy
+
+from qrt.kernels.numerics cimport check_requant
+from qrt.kernels.step cimport Step
+
+from qrt.kernels import geometry, isa as _isa
+
+
+cdef extern from "simd/gemm.h":
+    ctypedef struct qrt_gemm:
+        int64_t N, H, W, C_in, OH, OW, C_out, KH, KW, sh, sw, dh, dw, top, left
+        int64_t groups, cin_g, cout_g, K4, panels
+        uint8_t pad_u8
+        const int8_t* w
+        const int32_t* bias
+        const int32_t* mult
+        const int32_t* shift
+        const int32_t* round32
+        const int32_t* shift32
+        int n33
+        int32_t zp_y, lo, hi
+        int isa, threads
+    int qrt_gemm_run(const qrt_gemm* g, const int8_t* x, int8_t* y) noexcept nogil
+
+
+class PackedGemm:
+    """Weights and per-channel tables in the kernel's layout (see simd/gemm.h)."""
+
+    def __init__(self, w, bias, zp_x, requant, groups, isa):
+        w = np.asarray(w, np.int8)
+        c_out, k = w.shape[0], int(np.prod(w.shape[1:]))
+        cout_g = c_out // groups
+        self.groups, self.cout_g, self.k = groups, cout_g, k
+        self.isa = isa
+        align = 64 if isa == _isa.NAMES.index("amx") else 4  # AMX tiles hold 64 k per row
+        self.k4 = max(-(-k // align) * align, align)
+        self.panels = -(-cout_g // 16)
+        nch = self.panels * 16
+        self.w = np.zeros(groups * self.panels * self.k4 * 16, np.int8)
+        sums = np.zeros((groups, nch), np.int64)
+        _pack_panels(np.ascontiguousarray(w).reshape(groups * cout_g, k), cout_g, self.k4,
+                     self.panels, self.w, sums.reshape(-1))
+        b = np.zeros((groups, nch), np.int64)
+        b[:, :cout_g] = np.asarray(bias, np.int64).reshape(groups, cout_g)
+        # Activations are read as x + 128 and the padding as zp_x + 128: subtract both from
+        # the bias once. int32 wraps like the reference's accumulator (see simd/gemm.h).
+        b -= (int(zp_x) + 128) * sums
+        self.bias = ((b + 2**31) % 2**32 - 2**31).astype(np.int32)
+        self.mult = self._per_channel(requant.multiplier, groups, cout_g, nch, 0)
+        self.shift = self._per_channel(requant.shift, groups, cout_g, nch, 1)
+        # Shifts >= 33 everywhere (and a zero point near int8): the 32-bit requantization of
+        # simd/requant.h applies; padding channels get shift 33 too (their results are dropped).
+        n = self.shift.astype(np.int64)
+        n[:, cout_g:] = 33
+        self.n33 = bool((n >= 33).all()) and abs(int(requant.zero_point)) <= 2**16
+        self.round32 = np.where(n >= 33, np.left_shift(1, np.maximum(n - 33, 0)), 0).astype(np.int32)
+        self.shift32 = (n - 32).astype(np.int32)
+        self.pad_u8 = (int(zp_x) + 128) & 0xFF
+
+    @staticmethod
+    def _per_channel(values, groups, cout_g, nch, fill):
+        v = np.broadcast_to(np.asarray(values, np.int32), (groups * cout_g,))
+        out = np.full((groups, nch), fill, np.int32)
+        out[:, :cout_g] = v.reshape(groups, cout_g)
+        return out
+
+
+cdef void _pack_panels(const int8_t[:, ::1] w, Py_ssize_t cout_g, Py_ssize_t k4,
+                       Py_ssize_t panels, int8_t[::1] out, int64_t[::1] sums) noexcept nogil:
+    """w [groups*cout_g, K] -> out [groups][panels][K4/4][16][4] (4 consecutive k of 16
+    channels per 64 bytes, zeros around) and the per-channel weight sums."""
+    cdef Py_ssize_t row, grp, c, k, K = w.shape[1]
+    cdef int64_t s
+    cdef int8_t* dst
+    cdef const int8_t* src
+    for row in range(w.shape[0]):
+        grp = row // cout_g
+        c = row - grp * cout_g
+        dst = &out[((grp * panels + c // 16) * k4) * 16 + (c % 16) * 4]
+        src = &w[row, 0] if K else NULL
+        s = 0
+        for k in range(K):
+            s += src[k]
+        sums[grp * panels * 16 + c] = s
+        k = 0
+        while k + 4 <= K:  # 4 bytes at a time into each 64-byte group
+            memcpy(dst, src + k, 4)
+            dst += 64
+            k += 4
+        if k < K:
+            memcpy(dst, src + k, K - k)
+
+
+cdef class GemmStep(Step):
+    cdef qrt_gemm g
+    cdef const int8_t* x
+    cdef int8_t* y
+
+    cdef int run(self) noexcept nogil:
+        return qrt_gemm_run(&self.g, self.x, self.y)
+
+    @property
+    def isa(self):
+        return _isa.NAMES[self.g.isa]
+
+
+cdef _check_constants(ins, p, Py_ssize_t channels):
+    """Weights int8, bias int32 [channels], requantization int32 and in range: ValueError
+    (numpy buffer mismatches included) otherwise."""
+    w = ins[1]
+    if not isinstance(w, np.ndarray) or w.dtype != np.int8:
+        raise ValueError(f"weights must be an int8 array, not {getattr(w, 'dtype', type(w))}")
+    cdef const int32_t[::1] bias = ins[2]
+    if bias.shape[0] != channels:
+        raise ValueError(f"bias has {bias.shape[0]} entries; expected {channels}")
+    r = p.out
+    cdef const int32_t[::1] mult = r.multiplier
+    cdef const int32_t[::1] shift = r.shift
+    check_requant(mult, shift, channels, r.zero_point, r.lo, r.hi)
+
+
+cdef _array(a, dtype, name):
+    if not isinstance(a, np.ndarray) or a.dtype != dtype or not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be a C-contiguous {np.dtype(dtype).name} array")
+    return a
+
+
+cdef GemmStep _bind(x, y, packed, p, geometry_, isa, threads):
+    cdef GemmStep s = GemmStep.__new__(GemmStep)
+    cdef const int8_t[::1] wv = packed.w.reshape(-1)
+    cdef const int32_t[::1] bv = packed.bias.reshape(-1)
+    cdef const int32_t[::1] mv = packed.mult.reshape(-1)
+    cdef const int32_t[::1] nv = packed.shift.reshape(-1)
+    cdef const int32_t[::1] rv = packed.round32.reshape(-1)
+    cdef const int32_t[::1] sv = packed.shift32.reshape(-1)
+    cdef const int8_t[::1] xv = x.reshape(-1)
+    cdef int8_t[::1] yv = y.reshape(-1)
+    (s.g.N, s.g.H, s.g.W, s.g.C_in, s.g.OH, s.g.OW, s.g.C_out, s.g.KH, s.g.KW, s.g.sh, s.g.sw,
+     s.g.dh, s.g.dw, s.g.top, s.g.left) = geometry_
+    s.g.groups, s.g.cin_g, s.g.cout_g = packed.groups, s.g.C_in // packed.groups, packed.cout_g
+    s.g.K4, s.g.panels, s.g.pad_u8 = packed.k4, packed.panels, packed.pad_u8
+    s.g.w, s.g.bias, s.g.mult, s.g.shift = &wv[0], &bv[0], &mv[0], &nv[0]
+    s.g.round32, s.g.shift32, s.g.n33 = &rv[0], &sv[0], packed.n33
+    r = p.out
+    s.g.zp_y, s.g.lo, s.g.hi = r.zero_point, r.lo, r.hi
+    s.g.isa = _isa.resolve(isa)
+    if s.g.isa != packed.isa:
+        raise ValueError(f"weights were packed for the {_isa.NAMES[packed.isa]} path, not {_isa.NAMES[s.g.isa]}")
+    s.g.threads = max(1, int(threads))
+    s.x = &xv[0] if xv.shape[0] else NULL
+    s.y = &yv[0] if yv.shape[0] else NULL
+    s.keep = (x, y, packed)
+    return s
+
+
+# ------------------------------------------------------------------------------ CONV_2D
+
+def pack_conv_2d(ins, p, isa=None):
+    """ins = [x, w [C_out, KH, KW, C_in/groups], bias [C_out]] -> PackedGemm."""
+    geometry.check_inputs(ins)
+    w, bias = ins[1], ins[2]
+    if w.ndim != 4 or p.groups < 1 or w.shape[0] % p.groups:
+        raise ValueError(f"weights {tuple(w.shape)} must be [C_out, KH, KW, C_in/groups] with "
+                         f"C_out divisible by groups = {p.groups}")
+    _check_constants(ins, p, w.shape[0])
+    return PackedGemm(w, bias, p.input_zero_point, p.out, p.groups, _isa.resolve(isa))
+
+
+def bind_conv_2d(ins, p, out, isa=None, threads=1, packed=None):
+    """CONV_2D as a Step: ins = [x [N,H,W,C_in], w [C_out,KH,KW,C_in/groups], bias [C_out]]."""
+    geometry.check_inputs(ins)
+    x = _array(ins[0], np.int8, "x")
+    y = _array(out, np.int8, "out")
+    w = ins[1]
+    if x.ndim != 4 or w.ndim != 4 or y.ndim != 4:
+        raise ValueError("x, w and out must be 4-D (NHWC; w is [C_out, KH, KW, C_in/groups])")
+    N, H, W, C_in = x.shape
+    C_out, KH, KW, cin_g = w.shape
+    groups = p.groups
+    if groups < 1 or C_out % groups or cin_g * groups != C_in:
+        raise ValueError(f"groups = {groups} does not fit input channels {C_in}, output channels "
+                         f"{C_out} and weights {tuple(w.shape)}")
+    OH, OW = geometry.conv_output(p, (N, H, W), (KH, KW), C_out, ins[2].shape[0], y.shape)
+    _check_constants(ins, p, C_out)
+    if packed is None:
+        packed = pack_conv_2d(ins, p, isa)
+    sh, sw, dh, dw, top, left, _, _ = geometry.window(p)
+    return _bind(x, y, packed, p, (N, H, W, C_in, OH, OW, C_out, KH, KW, sh, sw, dh, dw, top, left),
+                 isa, threads)
+
+
+def conv_2d(ins, p, out, isa=None, threads=1):
+    """CONV_2D once: bind and run (see bind_conv_2d)."""
+    bind_conv_2d(ins, p, out, isa, threads)()
+
+
+# ------------------------------------------------------------------------------ FULLY_CONNECTED
+
+def pack_fully_connected(ins, p, isa=None):
+    """ins = [x, w [N_out, K], bias [N_out]] -> PackedGemm."""
+    geometry.check_inputs(ins)
+    w, bias = ins[1], ins[2]
+    if w.ndim != 2:
+        raise ValueError(f"weights {tuple(w.shape)} must be [N_out, K]")
+    _check_constants(ins, p, w.shape[0])
+    if not (-128 <= p.input_zero_point <= 127):
+        raise ValueError(f"input zero point {p.input_zero_point} must lie in [-128, 127]")
+    return PackedGemm(w, bias, p.input_zero_point, p.out, 1, _isa.resolve(isa))
+
+
+def bind_fully_connected(ins, p, out, isa=None, threads=1, packed=None):
+    """FULLY_CONNECTED as a Step: ins = [x [..., K], w [N_out, K], bias [N_out]]; the rows of x
+    are the GEMM's rows (a 1x1 convolution over a [rows, 1, 1, K] image)."""
+    geometry.check_inputs(ins)
+    x = _array(ins[0], np.int8, "x")
+    y = _array(out, np.int8, "out")
+    w, bias = ins[1], ins[2]
+    if x.ndim < 1:
+        raise ValueError("x must have rank >= 1 (its last dimension is reduced)")
+    if w.ndim != 2:
+        raise ValueError(f"weights {tuple(w.shape)} must be [N_out, K]")
+    N_out, K = w.shape
+    if x.shape[x.ndim - 1] != K:
+        raise ValueError(f"x has shape {x.shape}; its last dimension must be K = {K}")
+    if bias.shape[0] != N_out:
+        raise ValueError(f"bias has {bias.shape[0]} entries; expected {N_out}")
+    lead = x.shape[:x.ndim - 1]
+    if y.shape != lead + (N_out,):
+        raise ValueError(f"output has shape {y.shape}; expected {lead + (N_out,)}")
+    rows = int(np.prod(lead, dtype=np.int64))
+    _check_constants(ins, p, N_out)
+    if not (-128 <= p.input_zero_point <= 127):
+        raise ValueError(f"input zero point {p.input_zero_point} must lie in [-128, 127]")
+    if packed is None:
+        packed = pack_fully_connected(ins, p, isa)
+    return _bind(x, y, packed, p, (rows, 1, 1, K, 1, 1, N_out, 1, 1, 1, 1, 1, 1, 0, 0), isa, threads)
+
+
+def fully_connected(ins, p, out, isa=None, threads=1):
+    """FULLY_CONNECTED once: bind and run (see bind_fully_connected)."""
+    bind_fully_connected(ins, p, out, isa, threads)()

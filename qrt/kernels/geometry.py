@@ -1,0 +1,44 @@
+"""Checks the compiled conv-like kernels run once, when a step is bound (never per run):
+window arithmetic of SPEC.md 2.13, kernel, bias and output shapes, zero points."""
+from __future__ import annotations
+
+
+def out_size(size: int, pad_a: int, pad_b: int, k: int, dilation: int, stride: int) -> int:
+    """floor((size + pads - d*(k-1) - 1) / stride) + 1 (SPEC.md 2.13); 0 when nothing fits."""
+    span = size + pad_a + pad_b - dilation * (k - 1) - 1
+    return 0 if span < 0 else span // stride + 1
+
+
+def window(p) -> tuple:
+    """(sh, sw, dh, dw, top, left, bottom, right) of ConvParams or PoolParams, validated."""
+    sh, sw = p.stride
+    dh, dw = getattr(p, "dilation", (1, 1))
+    top, left, bottom, right = p.pads
+    if sh < 1 or sw < 1 or dh < 1 or dw < 1:
+        raise ValueError(f"stride {tuple(p.stride)} and dilation {(dh, dw)} must be >= 1")
+    if top < 0 or left < 0 or bottom < 0 or right < 0:
+        raise ValueError(f"pads {tuple(p.pads)} must be >= 0")
+    return sh, sw, dh, dw, top, left, bottom, right
+
+
+def check_inputs(ins, names=("x", "w", "bias")):
+    if len(ins) < len(names):
+        raise ValueError(f"expected inputs [{', '.join(names)}], got {len(ins)}")
+
+
+def conv_output(p, nhw: tuple, kernel: tuple, c_out: int, bias_len: int, y_shape: tuple) -> tuple:
+    """Check kernel size, bias length, output shape and input zero point; return (OH, OW)."""
+    n, h, w = nhw
+    kh, kw = kernel
+    sh, sw, dh, dw, top, left, bottom, right = window(p)
+    if kh < 1 or kw < 1:
+        raise ValueError(f"kernel {kh}x{kw} must be at least 1x1")
+    if bias_len != c_out:
+        raise ValueError(f"bias has {bias_len} entries; expected {c_out}")
+    oh, ow = out_size(h, top, bottom, kh, dh, sh), out_size(w, left, right, kw, dw, sw)
+    expect = (n, oh, ow, c_out)
+    if tuple(y_shape) != expect:
+        raise ValueError(f"output has shape {tuple(y_shape)}; the window arithmetic gives {expect}")
+    if not (-128 <= p.input_zero_point <= 127):
+        raise ValueError(f"input zero point {p.input_zero_point} must lie in [-128, 127]")
+    return oh, ow

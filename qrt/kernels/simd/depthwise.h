@@ -1,0 +1,369 @@
+/* DEPTHWISE_CONV_2D (SPEC.md 2.13.2, section 4); the reference is qrt/reference/ops.py
+ * depthwise_conv_2d, bit for bit, on every path.
+ *
+ * Data path of one output row (image n, output row oh), on the thread that owns it:
+ *   - tap pointers: one per tap, to the input pixel's C_out channels, or into a row of zp_x
+ *     bytes for taps in the padding (and for the dummy tap that makes the tap count even).
+ *     The zero-point term is folded into the bias at load (bias - zp_x * sum_taps w), so the
+ *     kernels multiply raw x, and a padding tap adds zp_x * w, which the bias has already
+ *     taken away: exactly the reference's zero. No branch for borders in the inner loops.
+ *   - the interior pixels of the row (every tap column inside the input) share one set of
+ *     pointers that advances by sw * C_out bytes per pixel (the zp_x row is long enough to
+ *     advance with them, for padded input rows), so a row costs O(taps) pointer work; only
+ *     the few border pixels get pointers of their own.
+ *   - with depth multiplier M = 1 the pointers go straight into x (in the rows that reach the
+ *     last input pixels, whose 32-channel blocks would read past x's end, into a copy made at
+ *     the start of each run). With M > 1 the row's input rows are first expanded into scratch,
+ *     each channel repeated M times, so that the same kernels see one input channel per
+ *     output channel.
+ *   - the vector paths take 32 channels at a time: x widened to int16, two taps interleaved
+ *     per channel (unpacklo/hi_epi16), multiplied against weights packed at load as int16
+ *     tap pairs in the same interleaved order, [block][pair][lo/hi][lane][4 channels][2 taps],
+ *     by vpdpwssd (AVX-512 VNNI) or vpmaddwd + vpaddd (AVX2). |x * w| <= 128 * 127, so no
+ *     pair sum saturates; int32 sums wrap like the reference's accumulator (SPEC.md 4.5).
+ *     The sums are put back in channel order, requantized in 64 bits (requant.h), stored.
+ *     Taps are paired down the kernel's columns ((0, kw) with (1, kw), ...; an odd last row
+ *     along itself), so that for 3x3 stride 1 an interleaved column pair serves three
+ *     neighbouring pixels: the AVX-512 path widens and interleaves one new column per pixel.
+ *   - the scalar path sums the same taps against the weights in the same tap order.
+ * Threads take whole output rows, so results do not depend on the thread count. Per-thread
+ * scratch holds the pointers (and, for M > 1, the expanded rows); nothing is allocated per
+ * run once warm. */
+#ifndef QRT_DEPTHWISE_H
+#define QRT_DEPTHWISE_H
+
+#include <stdint.h>
+#include <string.h>
+#include <immintrin.h>
+#include "isa.h"
+#include "requant.h"
+
+typedef struct {
+    int64_t N, H, W, C, M, C_out;    /* x [N, H, W, C]; y [N, OH, OW, C_out], C_out = C * M */
+    int64_t OH, OW, KH, KW, sh, sw, dh, dw, top, left;
+    int64_t taps, pairs, blocks;     /* KH * KW; ceil(taps / 2); ceil(C_out / 32) */
+    const int8_t *w;                 /* [taps][C_out] in tap order (scalar path) */
+    const int16_t *wp;               /* [blocks][pairs][64]: int16 tap pairs (vector paths) */
+    const int32_t *bias;             /* [blocks * 32]: bias - zp_x * sum_taps w, wrapped */
+    const int32_t *mult, *shift;     /* [blocks * 32] */
+    const int8_t *zrow;              /* (OW + 1) * sw * C_out + blocks * 32 bytes of zp_x */
+    int8_t *tail;                    /* M = 1: x's bytes from tail_at on, then zeros */
+    int64_t tail_at;                 /* first input pixel (in bytes) a block read could overrun */
+    int32_t zp_y, lo, hi;
+    int isa, threads;
+} qrt_dw;
+
+/* Bytes a tap pointer may be read at: whole 32-channel blocks. */
+static inline int64_t qrt_dw_span(const qrt_dw *d) { return d->blocks * 32; }
+
+static inline int64_t qrt_dw_round64(int64_t v) { return (v + 63) & ~(int64_t)63; }
+
+/* Per-thread scratch: two sets of tap pointers, the scalar path's sums, the expanded rows. */
+static inline int64_t qrt_dw_table_bytes(const qrt_dw *d) {
+    return qrt_dw_round64(4 * d->pairs * (int64_t)sizeof(const int8_t *));
+}
+static inline int64_t qrt_dw_acc_bytes(const qrt_dw *d) {
+    return qrt_dw_round64(d->C_out * (int64_t)sizeof(uint32_t));
+}
+static inline int64_t qrt_dw_rows_bytes(const qrt_dw *d) {
+    return d->M > 1 ? d->KH * d->W * d->C_out + qrt_dw_span(d) : 0;
+}
+
+/* ---------------------------------------------------------------- scalar (portable C) */
+
+/* count pixels; tap k of pixel i at t[k] + i * step. */
+static void qrt_dw_pixels_scalar(const qrt_dw *d, const int8_t *const *t, int64_t step,
+                                 int64_t count, uint32_t *acc, int8_t *y) {
+    qrt_dw l = *d;  /* a copy the int8 stores cannot alias: no reloads in the loops */
+    for (int64_t i = 0; i < count; i++, y += l.C_out) {
+        for (int64_t c = 0; c < l.C_out; c++)
+            acc[c] = (uint32_t)l.bias[c];
+        for (int64_t k = 0; k < l.taps; k++) {
+            const int8_t *xs = t[k] + i * step, *ws = l.w + k * l.C_out;
+            for (int64_t c = 0; c < l.C_out; c++)  /* unsigned: wraps like the vector paths */
+                acc[c] += (uint32_t)((int32_t)xs[c] * ws[c]);
+        }
+        for (int64_t c = 0; c < l.C_out; c++)
+            y[c] = qrt_requant_scalar((int32_t)acc[c], l.mult[c], l.shift[c], l.zp_y, l.lo, l.hi);
+    }
+}
+
+/* ---------------------------------------------------------------- AVX2: vpmaddwd */
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+
+/* count pixels, 16 channels at a time (half h of a 32-channel block): sums for channels
+ * [0-3 | 8-11] in a0, [4-7 | 12-15] in a1; tap k of pixel i at t[k] + i * step. */
+static inline __attribute__((always_inline)) void
+qrt_dw_pixels_avx2_n(const qrt_dw *d, const int8_t *const *t, int64_t step, int64_t count,
+                     int8_t *y, const int64_t pairs) {
+    qrt_dw l = *d;  /* a copy the int8 stores cannot alias: no reloads per block */
+    for (int64_t i = 0; i < count; i++, y += l.C_out) {
+        int64_t o = i * step;
+        const int16_t *wb = l.wp;
+        for (int64_t c0 = 0; c0 < l.C_out; c0 += 32, wb += pairs * 64) {
+            for (int64_t h = 0; h < 2 && c0 + 16 * h < l.C_out; h++) {
+                int64_t c = c0 + 16 * h, left = l.C_out - c;
+                __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+                for (int64_t p = 0; p < pairs; p++) {
+                    __m256i x0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(t[2 * p] + o + c)));
+                    __m256i x1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(t[2 * p + 1] + o + c)));
+                    const int16_t *wq = wb + p * 64 + 16 * h;
+                    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1),
+                                                                _mm256_loadu_si256((const __m256i *)wq)));
+                    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1),
+                                                                _mm256_loadu_si256((const __m256i *)(wq + 32))));
+                }
+                __m256i v = qrt_requant8_avx2(_mm256_permute2x128_si256(a0, a1, 0x20), l.bias + c,
+                                              l.mult + c, l.shift + c, l.zp_y, l.lo, l.hi);
+                qrt_store8_avx2(y + c, v, left);
+                if (left > 8) {
+                    v = qrt_requant8_avx2(_mm256_permute2x128_si256(a0, a1, 0x31), l.bias + c + 8,
+                                          l.mult + c + 8, l.shift + c + 8, l.zp_y, l.lo, l.hi);
+                    qrt_store8_avx2(y + c + 8, v, left - 8);
+                }
+            }
+        }
+    }
+}
+
+static void qrt_dw_pixels_avx2(const qrt_dw *d, const int8_t *const *t, int64_t step,
+                               int64_t count, int8_t *y) {
+    if (d->pairs == 5)  /* 3x3: the tap loop unrolled */
+        qrt_dw_pixels_avx2_n(d, t, step, count, y, 5);
+    else
+        qrt_dw_pixels_avx2_n(d, t, step, count, y, d->pairs);
+}
+
+#pragma GCC pop_options
+
+/* ---------------------------------------------------------------- AVX-512 VNNI: vpdpwssd */
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+
+static inline __mmask16 qrt_dw_mask16(int64_t count) {
+    return count >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1);
+}
+
+/* 32 channels of x at p, widened to int16. */
+static inline __attribute__((always_inline)) __m512i qrt_dw_load_avx512(const int8_t *p) {
+    return _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)p));
+}
+
+/* The sums of the block at channel c, a0 (channels [0-3, 8-11, 16-19, 24-27]) and a1
+ * ([4-7, ..., 28-31]): back in channel order, requantized, stored up to the last channel. */
+static inline __attribute__((always_inline)) void
+qrt_dw_store_avx512(const qrt_dw *l, __m512i a0, __m512i a1, int64_t c, int8_t *y) {
+    const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    const __m512i second = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28,
+                                             29, 30, 31);
+    int64_t left = l->C_out - c;
+    __m128i v = qrt_requant16_avx512(_mm512_permutex2var_epi32(a0, first, a1), l->bias + c,
+                                     l->mult + c, l->shift + c, l->zp_y, l->lo, l->hi);
+    _mm_mask_storeu_epi8(y + c, qrt_dw_mask16(left), v);
+    if (left > 16) {
+        v = qrt_requant16_avx512(_mm512_permutex2var_epi32(a0, second, a1), l->bias + c + 16,
+                                 l->mult + c + 16, l->shift + c + 16, l->zp_y, l->lo, l->hi);
+        _mm_mask_storeu_epi8(y + c + 16, qrt_dw_mask16(left - 16), v);
+    }
+}
+
+/* count pixels, 32 channels per block; tap k of pixel i at t[k] + i * step. */
+static inline __attribute__((always_inline)) void
+qrt_dw_pixels_avx512_n(const qrt_dw *d, const int8_t *const *t, int64_t step, int64_t count,
+                       int8_t *y, const int64_t pairs) {
+    qrt_dw l = *d;  /* a copy the int8 stores cannot alias: no reloads per block */
+    for (int64_t i = 0; i < count; i++, y += l.C_out) {
+        int64_t o = i * step;
+        const int16_t *wb = l.wp;
+        for (int64_t c = 0; c < l.C_out; c += 32, wb += pairs * 64) {
+            __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+            for (int64_t p = 0; p < pairs; p++) {
+                __m512i x0 = qrt_dw_load_avx512(t[2 * p] + o + c);
+                __m512i x1 = qrt_dw_load_avx512(t[2 * p + 1] + o + c);
+                a0 = _mm512_dpwssd_epi32(a0, _mm512_unpacklo_epi16(x0, x1),
+                                         _mm512_loadu_si512((const void *)(wb + p * 64)));
+                a1 = _mm512_dpwssd_epi32(a1, _mm512_unpackhi_epi16(x0, x1),
+                                         _mm512_loadu_si512((const void *)(wb + p * 64 + 32)));
+            }
+            qrt_dw_store_avx512(&l, a0, a1, c, y);
+        }
+    }
+}
+
+static void qrt_dw_pixels_avx512(const qrt_dw *d, const int8_t *const *t, int64_t step,
+                                 int64_t count, int8_t *y) {
+    if (d->pairs == 5)  /* 3x3: the tap loop unrolled */
+        qrt_dw_pixels_avx512_n(d, t, step, count, y, 5);
+    else
+        qrt_dw_pixels_avx512_n(d, t, step, count, y, d->pairs);
+}
+
+/* 3x3, stride 1, dilation 1, count pixels: pixel i reads columns i .. i+2 of input rows r0, r1,
+ * r2 (tap pointers t[0], t[1], t[6] of pixel 0). Its pairs are (r0, r1) in each column, then
+ * (r2 col i, r2 col i+1) and (r2 col i+2, dummy): the last is read as (r2 col i+2, r2 col i+3)
+ * at weight 0, the pair pixel i+2 uses for its first two r2 taps. So each interleaved column
+ * pair serves up to three pixels, and a pixel widens 3 and interleaves 4 new vectors per block
+ * instead of 10 and 10. Column i+3 must exist: callers leave the last interior pixel out. */
+static void qrt_dw_pixels_avx512_3x3s1(const qrt_dw *d, const int8_t *const *t, int64_t count,
+                                       int8_t *y) {
+    qrt_dw l = *d;
+    const int64_t C = l.C_out;
+    const int8_t *r0 = t[0], *r1 = t[1], *r2 = t[6];
+    const int16_t *wb = l.wp;
+    for (int64_t c = 0; c < C; c += 32, wb += 5 * 64) {
+        __m512i w[10];
+        for (int q = 0; q < 10; q++)
+            w[q] = _mm512_loadu_si512((const void *)(wb + 32 * q));
+        /* u0, u1: (r0, r1) at columns i, i+1; v0, v1: r2 at (i, i+1), (i+1, i+2); x2: r2 at i+2 */
+        __m512i x0 = qrt_dw_load_avx512(r0 + c), x1 = qrt_dw_load_avx512(r1 + c);
+        __m512i u0l = _mm512_unpacklo_epi16(x0, x1), u0h = _mm512_unpackhi_epi16(x0, x1);
+        x0 = qrt_dw_load_avx512(r0 + C + c), x1 = qrt_dw_load_avx512(r1 + C + c);
+        __m512i u1l = _mm512_unpacklo_epi16(x0, x1), u1h = _mm512_unpackhi_epi16(x0, x1);
+        __m512i x2 = qrt_dw_load_avx512(r2 + c), x2n = qrt_dw_load_avx512(r2 + C + c);
+        __m512i v0l = _mm512_unpacklo_epi16(x2, x2n), v0h = _mm512_unpackhi_epi16(x2, x2n);
+        x2 = qrt_dw_load_avx512(r2 + 2 * C + c);
+        __m512i v1l = _mm512_unpacklo_epi16(x2n, x2), v1h = _mm512_unpackhi_epi16(x2n, x2);
+        for (int64_t i = 0; i < count; i++) {
+            int64_t o = (i + 2) * C + c;
+            x0 = qrt_dw_load_avx512(r0 + o), x1 = qrt_dw_load_avx512(r1 + o);
+            __m512i u2l = _mm512_unpacklo_epi16(x0, x1), u2h = _mm512_unpackhi_epi16(x0, x1);
+            x2n = qrt_dw_load_avx512(r2 + o + C);
+            __m512i v2l = _mm512_unpacklo_epi16(x2, x2n), v2h = _mm512_unpackhi_epi16(x2, x2n);
+            __m512i a0 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), u0l, w[0]);
+            __m512i a1 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), u0h, w[1]);
+            a0 = _mm512_dpwssd_epi32(a0, u1l, w[2]);
+            a1 = _mm512_dpwssd_epi32(a1, u1h, w[3]);
+            a0 = _mm512_dpwssd_epi32(a0, u2l, w[4]);
+            a1 = _mm512_dpwssd_epi32(a1, u2h, w[5]);
+            a0 = _mm512_dpwssd_epi32(a0, v0l, w[6]);
+            a1 = _mm512_dpwssd_epi32(a1, v0h, w[7]);
+            a0 = _mm512_dpwssd_epi32(a0, v2l, w[8]);
+            a1 = _mm512_dpwssd_epi32(a1, v2h, w[9]);
+            qrt_dw_store_avx512(&l, a0, a1, c, y + i * C);
+            u0l = u1l, u0h = u1h, u1l = u2l, u1h = u2h;
+            v0l = v1l, v0h = v1h, v1l = v2l, v1h = v2h;
+            x2 = x2n;
+        }
+    }
+}
+
+#pragma GCC pop_options
+
+/* ---------------------------------------------------------------- driver */
+
+/* Where tap (kh, kw) of output pixel ow of image n, output row oh reads: zrow in the padding,
+ * else the expanded rows (M > 1) or x (or its copied tail). */
+static inline const int8_t *qrt_dw_tap(const qrt_dw *d, const int8_t *x, const int8_t *rows,
+                                       int64_t n, int64_t oh, int64_t ow, int64_t kh, int64_t kw) {
+    int64_t ih = oh * d->sh - d->top + kh * d->dh, iw = ow * d->sw - d->left + kw * d->dw;
+    if (ih < 0 || ih >= d->H || iw < 0 || iw >= d->W)
+        return d->zrow;
+    if (d->M > 1)
+        return rows + (kh * d->W + iw) * d->C_out;
+    int64_t off = ((n * d->H + ih) * d->W + iw) * d->C;
+    return off < d->tail_at ? x + off : d->tail + (off - d->tail_at);
+}
+
+/* All tap pointers of a pixel into t, in the packed weights' tap order (see the top). */
+static void qrt_dw_taps(const qrt_dw *d, const int8_t *x, const int8_t *rows, int64_t n,
+                        int64_t oh, int64_t ow, const int8_t **t) {
+    int64_t k = 0;
+    for (int64_t kh = 0; kh + 1 < d->KH; kh += 2)
+        for (int64_t kw = 0; kw < d->KW; kw++) {
+            t[k++] = qrt_dw_tap(d, x, rows, n, oh, ow, kh, kw);
+            t[k++] = qrt_dw_tap(d, x, rows, n, oh, ow, kh + 1, kw);
+        }
+    if (d->KH % 2)
+        for (int64_t kw = 0; kw < d->KW; kw++)
+            t[k++] = qrt_dw_tap(d, x, rows, n, oh, ow, d->KH - 1, kw);
+    if (k < 2 * d->pairs)
+        t[k] = d->zrow;  /* the dummy tap: weight 0 */
+}
+
+static void qrt_dw_pixels(const qrt_dw *d, const int8_t *const *t, int64_t step, int64_t count,
+                          uint32_t *acc, int8_t *y) {
+    if (d->isa >= QRT_AVX512VNNI)  /* AMX has no depthwise code of its own */
+        qrt_dw_pixels_avx512(d, t, step, count, y);
+    else if (d->isa == QRT_AVX2)
+        qrt_dw_pixels_avx2(d, t, step, count, y);
+    else
+        qrt_dw_pixels_scalar(d, t, step, count, acc, y);
+}
+
+/* Output row `row` (n * OH + oh) into y, with this thread's scratch s. */
+static void qrt_dw_row(const qrt_dw *d, const int8_t *x, int64_t row, int8_t *y, uint8_t *s) {
+    const int8_t **base = (const int8_t **)s, **own = base + 2 * d->pairs;
+    uint32_t *acc = (uint32_t *)(s + qrt_dw_table_bytes(d));
+    int8_t *rows = (int8_t *)(s + qrt_dw_table_bytes(d) + qrt_dw_acc_bytes(d));
+    int64_t n = row / d->OH, oh = row - n * d->OH, C_out = d->C_out, OW = d->OW;
+    int64_t ih0 = oh * d->sh - d->top, ih_last = -1;
+    for (int64_t kh = 0; kh < d->KH; kh++) {
+        int64_t ih = ih0 + kh * d->dh;
+        if (ih < 0 || ih >= d->H)
+            continue;
+        ih_last = ih;
+        if (d->M > 1) {
+            const int8_t *src = x + (n * d->H + ih) * d->W * d->C;
+            int8_t *dst = rows + kh * d->W * C_out;
+            for (int64_t i = 0; i < d->W * d->C; i++)
+                for (int64_t j = 0; j < d->M; j++)
+                    dst[i * d->M + j] = src[i];
+        }
+    }
+    if (d->M > 1)  /* the last pixel's block read runs past the rows: keep it defined */
+        memset(rows + d->KH * d->W * C_out, 0, (size_t)qrt_dw_span(d));
+    /* Interior pixels [a, b): every tap column inside the input. Rows that reach x's copied
+     * tail have none, so that their pointers are mapped one by one. */
+    int64_t a = (d->left + d->sw - 1) / d->sw, reach = d->W - 1 + d->left - (d->KW - 1) * d->dw;
+    int64_t b = reach < 0 ? 0 : reach / d->sw + 1;
+    a = a < OW ? a : OW;
+    b = b < OW ? b : OW;
+    if (b < a || (d->M == 1 && ih_last >= 0 && (n * d->H + ih_last + 1) * d->W * d->C > d->tail_at))
+        b = a;
+    if (b > a) {
+        qrt_dw_taps(d, x, rows, n, oh, a, base);
+        if (d->isa >= QRT_AVX512VNNI && d->KH == 3 && d->KW == 3 && d->sw == 1 && d->dw == 1
+            && b - a > 1) {
+            qrt_dw_pixels_avx512_3x3s1(d, base, b - a - 1, y + a * C_out);
+            qrt_dw_taps(d, x, rows, n, oh, b - 1, own);
+            qrt_dw_pixels(d, own, 0, 1, acc, y + (b - 1) * C_out);
+        } else {
+            qrt_dw_pixels(d, base, d->sw * C_out, b - a, acc, y + a * C_out);
+        }
+    }
+    for (int64_t ow = 0; ow < OW; ow++) {
+        if (ow == a)
+            ow = b;  /* past the interior */
+        if (ow < OW) {
+            qrt_dw_taps(d, x, rows, n, oh, ow, own);
+            qrt_dw_pixels(d, own, 0, 1, acc, y + ow * C_out);
+        }
+    }
+}
+
+/* The whole op; returns 0 or -2 (no scratch memory). */
+static int qrt_dw_run(const qrt_dw *d, const int8_t *x, int8_t *y) {
+    int64_t rows = d->N * d->OH;
+    if (rows == 0 || d->OW == 0 || d->C_out == 0)
+        return 0;
+    int64_t total = d->N * d->H * d->W * d->C;
+    if (d->M == 1 && d->tail_at < total)
+        memcpy(d->tail, x + d->tail_at, (size_t)(total - d->tail_at));
+    size_t need = (size_t)(qrt_dw_table_bytes(d) + qrt_dw_acc_bytes(d) + qrt_dw_rows_bytes(d));
+    int threads = d->threads < 1 ? 1 : d->threads;
+    int rc = 0;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && rows > 1) reduction(min : rc)
+    for (int64_t r = 0; r < rows; r++) {
+        uint8_t *s = qrt_scratch(need);
+        if (s == NULL)
+            rc = -2;
+        else
+            qrt_dw_row(d, x, r, y + r * d->OW * d->C_out, s);
+    }
+    return rc;
+}
+
+#endif

@@ -1,0 +1,484 @@
+/* CONV_2D and FULLY_CONNECTED as one int8 GEMM (SPEC.md 2.13.1, 2.13.3, section 4); the
+ * reference is qrt/reference/ops.py, bit for bit, on every path.
+ *
+ * Data path of one call, per group:
+ *   - output pixels are taken in blocks of at most QRT_MC rows; each block's im2col rows are
+ *     gathered into per-thread scratch as unsigned bytes (x ^ 0x80 = x + 128; the padding holds
+ *     the input zero point, also flipped), K rounded up to a multiple of 4 with zeros. Only
+ *     one block is ever materialised, never the whole im2col matrix.
+ *   - weights were packed once at load (qrt/kernels/conv.pyx pack_gemm) into panels of 16
+ *     output channels, [panel][K4/4][16][4] int8: one 64-byte vector holds 4 k of 16 channels,
+ *     the operand layout of vpdpbusd. Padding channels and k are zero.
+ *   - a micro-kernel keeps QRT_MR rows x up to 4 panels of int32 sums in registers over the
+ *     whole K (AMX: 32 rows x 2 panels in four tiles, K padded to 64), then adds the prepared bias (bias - (zp_x + 128) * sum_k w: the flip and the
+ *     zero point cost nothing at run time), requantizes in 64 bits exactly as SPEC.md 4.2,
+ *     clamps and stores int8.
+ * Integer sums wrap modulo 2^32 exactly as the reference's int32 does, so the flip and the
+ * compensation give identical results.
+ * Threads split blocks of output pixels (or, when there are too few, panels of channels); each
+ * output is computed whole by one thread, so results do not depend on the thread count. */
+#ifndef QRT_GEMM_H
+#define QRT_GEMM_H
+
+#include <stdint.h>
+#include <string.h>
+#include <immintrin.h>
+#include "isa.h"
+#include "requant.h"
+
+#define QRT_MR 6          /* output pixels per micro-kernel call */
+#define QRT_NP 4          /* panels of 16 channels per micro-kernel call */
+#define QRT_BLOCK_BYTES (192 * 1024)  /* packed rows per block: stays in L2 */
+
+typedef struct {
+    int64_t N, H, W, C_in;          /* input, NHWC */
+    int64_t OH, OW, C_out;          /* output, NHWC */
+    int64_t KH, KW, sh, sw, dh, dw, top, left;
+    int64_t groups, cin_g, cout_g;  /* per group: cin_g inputs, cout_g outputs */
+    int64_t K4;                     /* KH*KW*cin_g rounded up to a multiple of 4 */
+    int64_t panels;                 /* ceil(cout_g / 16) */
+    uint8_t pad_u8;                 /* the input zero point, flipped */
+    const int8_t *w;                /* [groups][panels][K4/4][16][4] */
+    const int32_t *bias;            /* [groups][panels*16]: bias - (zp_x + 128) * sum_k w */
+    const int32_t *mult, *shift;    /* [groups][panels*16] */
+    const int32_t *round32, *shift32;  /* [groups][panels*16]: 2^(n-33), n-32 (requant.h) */
+    int n33;                        /* every shift >= 33: the 32-bit requantization applies */
+    int32_t zp_y, lo, hi;
+    int isa, threads;
+} qrt_gemm;
+
+/* dst = src ^ 0x80 (int8 -> uint8 + 128), and a fill: portable and AVX-512 forms, so the
+ * packing below can be compiled for both (short spans: masked vectors, no calls). */
+static inline __attribute__((always_inline)) void qrt_flip_plain(uint8_t *dst, const int8_t *src,
+                                                                 int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = (uint8_t)src[i] ^ 0x80;
+}
+
+static inline __attribute__((always_inline)) void qrt_fill_plain(uint8_t *dst, uint8_t v, int64_t n) {
+    memset(dst, v, n);
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl")
+static inline __attribute__((always_inline)) void qrt_flip_avx512(uint8_t *dst, const int8_t *src,
+                                                                  int64_t n) {
+    const __m512i top = _mm512_set1_epi8((char)0x80);
+    for (; n >= 64; n -= 64, src += 64, dst += 64)
+        _mm512_storeu_si512((void *)dst, _mm512_xor_si512(_mm512_loadu_si512((const void *)src), top));
+    if (n > 0) {
+        __mmask64 k = (1ULL << n) - 1;  /* 0 < n < 64 */
+        _mm512_mask_storeu_epi8(dst, k, _mm512_xor_si512(_mm512_maskz_loadu_epi8(k, src), top));
+    }
+}
+
+static inline __attribute__((always_inline)) void qrt_fill_avx512(uint8_t *dst, uint8_t v, int64_t n) {
+    const __m512i all = _mm512_set1_epi8((char)v);
+    for (; n >= 64; n -= 64, dst += 64)
+        _mm512_storeu_si512((void *)dst, all);
+    if (n > 0)
+        _mm512_mask_storeu_epi8(dst, (1ULL << n) - 1, all);
+}
+#pragma GCC pop_options
+
+typedef void (*qrt_flip_fn)(uint8_t *, const int8_t *, int64_t);
+typedef void (*qrt_fill_fn)(uint8_t *, uint8_t, int64_t);
+
+/* The im2col rows of output pixels [m0, m1), group grp, flipped to unsigned: K4 bytes each,
+ * one after another at dst. Taps of one kernel row that lie inside the input with dilation 1
+ * are contiguous in NHWC and copied as one span. */
+static inline __attribute__((always_inline)) void
+qrt_gemm_pack_rows_with(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1, int64_t grp,
+                        uint8_t *dst, const qrt_flip_fn flip, const qrt_fill_fn fill) {
+    const int64_t cin = g->cin_g, K = g->KH * g->KW * cin;
+    if (g->KH == 1 && g->KW == 1 && g->sh == 1 && g->sw == 1 && g->top == 0 && g->left == 0
+        && g->OH == g->H && g->OW == g->W) {  /* 1x1 over every pixel: rows are pixels */
+        for (int64_t m = m0; m < m1; m++, dst += g->K4) {
+            flip(dst, x + m * g->C_in + grp * cin, cin);
+            fill(dst + cin, 0, g->K4 - cin);
+        }
+        return;
+    }
+    int64_t per_image = g->OH * g->OW;
+    int64_t n = m0 / per_image, r = m0 - n * per_image;
+    int64_t oh = r / g->OW, ow = r - oh * g->OW;
+    for (int64_t m = m0; m < m1; m++, dst += g->K4) {
+        int64_t ih0 = oh * g->sh - g->top, iw0 = ow * g->sw - g->left, k = 0;
+        int64_t iw_last = iw0 + (g->KW - 1) * g->dw;
+        const int8_t *image = x + n * g->H * g->W * g->C_in + grp * cin;
+        for (int64_t kh = 0; kh < g->KH; kh++) {
+            int64_t ih = ih0 + kh * g->dh;
+            if (ih < 0 || ih >= g->H) {
+                fill(dst + k, g->pad_u8, g->KW * cin);
+                k += g->KW * cin;
+            } else if (g->dw == 1 && iw0 >= 0 && iw_last < g->W && cin == g->C_in) {
+                flip(dst + k, image + (ih * g->W + iw0) * g->C_in, g->KW * cin);
+                k += g->KW * cin;
+            } else {
+                for (int64_t kw = 0; kw < g->KW; kw++, k += cin) {
+                    int64_t iw = iw0 + kw * g->dw;
+                    if (iw < 0 || iw >= g->W)
+                        fill(dst + k, g->pad_u8, cin);
+                    else
+                        flip(dst + k, image + (ih * g->W + iw) * g->C_in, cin);
+                }
+            }
+        }
+        fill(dst + K, 0, g->K4 - K);
+        if (++ow == g->OW) {
+            ow = 0;
+            if (++oh == g->OH) {
+                oh = 0;
+                n++;
+            }
+        }
+    }
+}
+
+static void qrt_gemm_pack_rows_plain(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
+                                     int64_t grp, uint8_t *dst) {
+    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, qrt_flip_plain, qrt_fill_plain);
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl")
+static void qrt_gemm_pack_rows_avx512(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
+                                      int64_t grp, uint8_t *dst) {
+    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, qrt_flip_avx512, qrt_fill_avx512);
+}
+#pragma GCC pop_options
+
+static inline void qrt_gemm_pack_rows(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
+                                      int64_t grp, uint8_t *dst) {
+    if (g->isa >= QRT_AVX512VNNI)
+        qrt_gemm_pack_rows_avx512(g, x, m0, m1, grp, dst);
+    else
+        qrt_gemm_pack_rows_plain(g, x, m0, m1, grp, dst);
+}
+
+/* ---------------------------------------------------------------- scalar (portable C) */
+
+static void qrt_ukernel_scalar(const qrt_gemm *g, int64_t np, int64_t mr, const uint8_t *const *a,
+                               const int8_t *w, const int32_t *bias, const int32_t *mult,
+                               const int32_t *shift, int8_t *const *y, int64_t ncols) {
+    for (int64_t i = 0; i < mr; i++) {
+        for (int64_t p = 0; p < np && p * 16 < ncols; p++) {
+            const int8_t *wp = w + p * g->K4 * 16;
+            uint32_t acc[16] = {0};  /* wraps modulo 2^32, as vpdpbusd does */
+            for (int64_t k = 0; k < g->K4; k += 4, wp += 64)
+                for (int c = 0; c < 16; c++)
+                    acc[c] += (uint32_t)(a[i][k] * wp[4 * c] + a[i][k + 1] * wp[4 * c + 1]
+                                         + a[i][k + 2] * wp[4 * c + 2] + a[i][k + 3] * wp[4 * c + 3]);
+            for (int64_t c = p * 16; c < ncols && c < p * 16 + 16; c++)
+                y[i][c] = qrt_requant_scalar((int32_t)(acc[c - p * 16] + (uint32_t)bias[c]), mult[c],
+                                             shift[c], g->zp_y, g->lo, g->hi);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- AVX2: vpmaddwd on int16 */
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+
+/* 3 rows x 1 panel (AVX2 has 16 vector registers). The panel's 16 channels are 4 vectors of
+ * 4 channels x 4 k widened to int16; a row's 4 bytes are widened and repeated; vpmaddwd leaves
+ * 2 partial sums per channel, added pairwise at the end. */
+static inline __attribute__((always_inline)) void
+qrt_ukernel_avx2_panel(const qrt_gemm *g, int64_t mr, const uint8_t *const *a, const int8_t *w,
+                       const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                       int8_t *const *y, int64_t col, int64_t ncols) {
+    /* the 32-bit requantization tables at the same channel as mult */
+    const int32_t *round32 = g->round32 + (mult - g->mult), *shift32 = g->shift32 + (mult - g->mult);
+    __m256i acc[3][4];
+    const uint8_t *a0 = a[0], *a1 = mr > 1 ? a[1] : a[0], *a2 = mr > 2 ? a[2] : a[0];
+    for (int j = 0; j < 3; j++)
+        for (int q = 0; q < 4; q++)
+            acc[j][q] = _mm256_setzero_si256();
+    for (int64_t k = 0; k < g->K4; k += 4) {
+        __m256i r0 = _mm256_cvtepu8_epi16(_mm_set1_epi32(*(const int32_t *)(a0 + k)));
+        __m256i r1 = _mm256_cvtepu8_epi16(_mm_set1_epi32(*(const int32_t *)(a1 + k)));
+        __m256i r2 = _mm256_cvtepu8_epi16(_mm_set1_epi32(*(const int32_t *)(a2 + k)));
+        for (int q = 0; q < 4; q++) {
+            __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + k * 16 + q * 16)));
+            acc[0][q] = _mm256_add_epi32(acc[0][q], _mm256_madd_epi16(r0, wv));
+            acc[1][q] = _mm256_add_epi32(acc[1][q], _mm256_madd_epi16(r1, wv));
+            acc[2][q] = _mm256_add_epi32(acc[2][q], _mm256_madd_epi16(r2, wv));
+        }
+    }
+    for (int64_t i = 0; i < mr; i++) {
+        for (int h = 0; h < 2; h++) {  /* 8 channels at a time */
+            int64_t c0 = h * 8;
+            if (c0 >= ncols)
+                break;
+            __m256i s = _mm256_hadd_epi32(acc[i][2 * h], acc[i][2 * h + 1]);
+            s = _mm256_permute4x64_epi64(s, 0xD8);  /* channels back in order */
+            __m256i v = g->n33 ? qrt_requant8_avx2_n33(s, bias + c0, mult + c0, round32 + c0,
+                                                       shift32 + c0, g->zp_y, g->lo, g->hi)
+                               : qrt_requant8_avx2(s, bias + c0, mult + c0, shift + c0, g->zp_y,
+                                                   g->lo, g->hi);
+            qrt_store8_avx2(y[i] + col + c0, v, ncols - c0);
+        }
+    }
+}
+
+static void qrt_ukernel_avx2(const qrt_gemm *g, int64_t np, int64_t mr, const uint8_t *const *a,
+                             const int8_t *w, const int32_t *bias, const int32_t *mult,
+                             const int32_t *shift, int8_t *const *y, int64_t ncols) {
+    for (int64_t i = 0; i < mr; i += 3) {
+        int64_t r = mr - i < 3 ? mr - i : 3;
+        for (int64_t p = 0; p < np && p * 16 < ncols; p++) {
+            int64_t c0 = p * 16;
+            qrt_ukernel_avx2_panel(g, r, a + i, w + p * g->K4 * 16, bias + c0, mult + c0,
+                                   shift + c0, y + i, c0, ncols - c0);
+        }
+    }
+}
+
+#pragma GCC pop_options
+
+/* ---------------------------------------------------------------- AVX-512 VNNI: vpdpbusd */
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+
+static inline __attribute__((always_inline)) void
+qrt_ukernel_vnni_np(const qrt_gemm *g, const int np, int64_t mr, const uint8_t *const *a,
+                    const int8_t *w, const int32_t *bias, const int32_t *mult,
+                    const int32_t *shift, int8_t *const *y, int64_t ncols) {
+    /* the 32-bit requantization tables at the same channel as mult */
+    const int32_t *round32 = g->round32 + (mult - g->mult), *shift32 = g->shift32 + (mult - g->mult);
+    __m512i acc[QRT_MR][QRT_NP];
+    const uint8_t *ap[QRT_MR];
+    for (int i = 0; i < QRT_MR; i++)
+        ap[i] = i < mr ? a[i] : a[0];  /* missing rows repeat row 0; never stored */
+    int64_t wstride = g->K4 * 16;
+    for (int i = 0; i < QRT_MR; i++)
+        for (int j = 0; j < np; j++)
+            acc[i][j] = _mm512_setzero_si512();
+    for (int64_t k = 0; k < g->K4; k += 4) {
+        __m512i b[QRT_NP];
+        for (int j = 0; j < np; j++)
+            b[j] = _mm512_loadu_si512((const void *)(w + j * wstride + k * 16));
+        for (int i = 0; i < QRT_MR; i++) {
+            __m512i av = _mm512_set1_epi32(*(const int32_t *)(ap[i] + k));
+            for (int j = 0; j < np; j++)
+                acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], av, b[j]);
+        }
+    }
+    for (int j = 0; j < np; j++) {
+        int64_t c0 = j * 16;
+        if (c0 >= ncols)
+            break;
+        __mmask16 keep = ncols - c0 >= 16 ? (__mmask16)0xFFFF
+                                          : (__mmask16)((1u << (ncols - c0)) - 1);
+        for (int i = 0; i < QRT_MR; i++) {
+            if (i >= mr)
+                break;
+            __m128i v = g->n33 ? qrt_requant16_avx512_n33(acc[i][j], bias + c0, mult + c0,
+                                                          round32 + c0, shift32 + c0, g->zp_y,
+                                                          g->lo, g->hi)
+                               : qrt_requant16_avx512(acc[i][j], bias + c0, mult + c0,
+                                                      shift + c0, g->zp_y, g->lo, g->hi);
+            _mm_mask_storeu_epi8(y[i] + c0, keep, v);
+        }
+    }
+}
+
+static void qrt_ukernel_vnni(const qrt_gemm *g, int64_t np, int64_t mr, const uint8_t *const *a,
+                             const int8_t *w, const int32_t *bias, const int32_t *mult,
+                             const int32_t *shift, int8_t *const *y, int64_t ncols) {
+    switch (np) {
+    case 1: qrt_ukernel_vnni_np(g, 1, mr, a, w, bias, mult, shift, y, ncols); break;
+    case 2: qrt_ukernel_vnni_np(g, 2, mr, a, w, bias, mult, shift, y, ncols); break;
+    case 3: qrt_ukernel_vnni_np(g, 3, mr, a, w, bias, mult, shift, y, ncols); break;
+    default: qrt_ukernel_vnni_np(g, 4, mr, a, w, bias, mult, shift, y, ncols); break;
+    }
+}
+
+#pragma GCC pop_options
+
+/* ---------------------------------------------------------------- AMX: tdpbusd on tiles */
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,amx-tile,amx-int8")
+
+/* Every tile 16 rows x 64 bytes: tiles 0-3 sums (2 x 2 blocks of 16 rows x 16 channels),
+ * 4-5 rows (16 rows x 64 k), 6-7 weights (16 k/4 x 16 channels x 4, the panel layout). */
+static inline void qrt_amx_configure(void) {
+    /* The 64-byte configuration: palette 1, then bytes per row and rows of each tile. */
+    uint8_t c[64] __attribute__((aligned(64)));
+    memset(c, 0, sizeof c);
+    c[0] = 1;
+    for (int t = 0; t < 8; t++) {
+        c[16 + 2 * t] = 64;
+        c[48 + t] = 16;
+    }
+    __asm__ volatile("" : : "r"(c) : "memory");  /* gcc 12 drops the stores otherwise */
+    _tile_loadconfig(c);
+}
+
+/* Rows [0, nrows) of a packed block (stride K4, readable up to a multiple of 32 rows) x panels
+ * [p0, p1); y points at the block's first output row, at the group's first channel. sums is
+ * 32 x 32 int32 of scratch. K4 is a multiple of 64 (pack_gemm pads it for this path). */
+static void qrt_amx_block(const qrt_gemm *g, const uint8_t *rows, int64_t nrows, const int8_t *wg,
+                          const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                          int8_t *y, int64_t p0, int64_t p1, int32_t *sums) {
+    /* the 32-bit requantization tables at the same channel as mult */
+    const int32_t *round32 = g->round32 + (mult - g->mult), *shift32 = g->shift32 + (mult - g->mult);
+    const int64_t K4 = g->K4;
+    for (int64_t p = p0; p < p1; p += 2) {
+        const int two_panels = p + 1 < p1;
+        const int8_t *b0 = wg + p * K4 * 16, *b1 = b0 + K4 * 16;
+        for (int64_t m = 0; m < nrows; m += 32) {
+            const int two_rows = m + 16 < nrows;
+            const uint8_t *a0 = rows + m * K4, *a1 = a0 + 16 * K4;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            if (two_panels && two_rows) {
+                for (int64_t k = 0; k < K4; k += 64) {
+                    _tile_loadd(4, a0 + k, K4);
+                    _tile_loadd(5, a1 + k, K4);
+                    _tile_loadd(6, b0 + k * 16, 64);
+                    _tile_loadd(7, b1 + k * 16, 64);
+                    _tile_dpbusd(0, 4, 6);
+                    _tile_dpbusd(1, 4, 7);
+                    _tile_dpbusd(2, 5, 6);
+                    _tile_dpbusd(3, 5, 7);
+                }
+            } else {  /* an odd last panel or a last block of <= 16 rows */
+                for (int64_t k = 0; k < K4; k += 64) {
+                    _tile_loadd(4, a0 + k, K4);
+                    _tile_loadd(6, b0 + k * 16, 64);
+                    _tile_dpbusd(0, 4, 6);
+                    if (two_panels) {
+                        _tile_loadd(7, b1 + k * 16, 64);
+                        _tile_dpbusd(1, 4, 7);
+                    }
+                    if (two_rows) {
+                        _tile_loadd(5, a1 + k, K4);
+                        _tile_dpbusd(2, 5, 6);
+                    }
+                }
+            }
+            _tile_stored(0, sums, 128);
+            _tile_stored(1, sums + 16, 128);
+            _tile_stored(2, sums + 16 * 32, 128);
+            _tile_stored(3, sums + 16 * 32 + 16, 128);
+            int64_t nr = nrows - m < 32 ? nrows - m : 32;
+            for (int h = 0; h < 1 + two_panels; h++) {
+                int64_t c0 = (p + h) * 16;
+                if (c0 >= g->cout_g)
+                    break;
+                __mmask16 keep = g->cout_g - c0 >= 16 ? (__mmask16)0xFFFF
+                                                      : (__mmask16)((1u << (g->cout_g - c0)) - 1);
+                for (int64_t r = 0; r < nr; r++) {
+                    __m512i acc = _mm512_loadu_si512((const void *)(sums + r * 32 + h * 16));
+                    __m128i v = g->n33 ? qrt_requant16_avx512_n33(acc, bias + c0, mult + c0,
+                                                                  round32 + c0, shift32 + c0,
+                                                                  g->zp_y, g->lo, g->hi)
+                                       : qrt_requant16_avx512(acc, bias + c0, mult + c0,
+                                                              shift + c0, g->zp_y, g->lo, g->hi);
+                    _mm_mask_storeu_epi8(y + (m + r) * g->C_out + c0, keep, v);
+                }
+            }
+        }
+    }
+}
+
+static inline void qrt_amx_release(void) { _tile_release(); }
+
+#pragma GCC pop_options
+
+/* ---------------------------------------------------------------- driver */
+
+typedef void (*qrt_ukernel_fn)(const qrt_gemm *, int64_t, int64_t, const uint8_t *const *,
+                               const int8_t *, const int32_t *, const int32_t *, const int32_t *,
+                               int8_t *const *, int64_t);
+
+static inline int64_t qrt_gemm_rows(const qrt_gemm *g) { return g->N * g->OH * g->OW; }
+
+/* Rows per micro-kernel call: 32 for AMX tiles (2 x 16), QRT_MR otherwise. */
+static inline int64_t qrt_gemm_mr(const qrt_gemm *g) { return g->isa == QRT_AMX ? 32 : QRT_MR; }
+
+/* Rows per block: a multiple of the micro-kernel's rows whose packed rows fit QRT_BLOCK_BYTES. */
+static inline int64_t qrt_gemm_block(const qrt_gemm *g) {
+    int64_t mr = qrt_gemm_mr(g), mc = QRT_BLOCK_BYTES / g->K4;
+    mc -= mc % mr;
+    return mc < mr ? mr : mc;
+}
+
+/* Rows [m0, m1) x panels [p0, p1) of group grp; returns 0 or -2 (no scratch memory). */
+static int qrt_gemm_tile(const qrt_gemm *g, const int8_t *x, int8_t *y, int64_t grp, int64_t m0,
+                         int64_t m1, int64_t p0, int64_t p1) {
+    qrt_ukernel_fn uk = g->isa == QRT_AVX512VNNI ? qrt_ukernel_vnni
+                      : g->isa == QRT_AVX2 ? qrt_ukernel_avx2 : qrt_ukernel_scalar;
+    int64_t padded = (m1 - m0 + 31) / 32 * 32;  /* AMX loads whole 16-row tiles */
+    uint8_t *rows = qrt_scratch((size_t)padded * g->K4 + 32 * 32 * sizeof(int32_t));
+    if (rows == NULL)
+        return -2;
+    qrt_gemm_pack_rows(g, x, m0, m1, grp, rows);
+    int64_t nch = g->panels * 16;
+    const int8_t *wg = g->w + grp * g->panels * g->K4 * 16;
+    const int32_t *bias = g->bias + grp * nch, *mult = g->mult + grp * nch,
+                  *shift = g->shift + grp * nch;
+    if (g->isa == QRT_AMX) {
+        qrt_amx_configure();
+        qrt_amx_block(g, rows, m1 - m0, wg, bias, mult, shift, y + m0 * g->C_out + grp * g->cout_g,
+                      p0, p1, (int32_t *)(rows + (size_t)padded * g->K4));
+        qrt_amx_release();
+        return 0;
+    }
+    for (int64_t p = p0; p < p1; p += QRT_NP) {
+        int64_t np = p1 - p < QRT_NP ? p1 - p : QRT_NP;
+        int64_t c0 = p * 16;
+        int64_t ncols = g->cout_g - c0 < np * 16 ? g->cout_g - c0 : np * 16;
+        for (int64_t m = m0; m < m1; m += QRT_MR) {
+            int64_t mr = m1 - m < QRT_MR ? m1 - m : QRT_MR;
+            const uint8_t *a[QRT_MR];
+            int8_t *yr[QRT_MR];
+            for (int64_t i = 0; i < mr; i++) {
+                a[i] = rows + (m - m0 + i) * g->K4;
+                yr[i] = y + (m + i) * g->C_out + grp * g->cout_g + c0;
+            }
+            uk(g, np, mr, a, wg + p * g->K4 * 16, bias + c0, mult + c0, shift + c0, yr, ncols);
+        }
+    }
+    return 0;
+}
+
+/* The whole op. Work items are (group, row block, panel range); with fewer row blocks than
+ * threads the panels are split too, each thread packing the rows it needs. */
+static int qrt_gemm_run(const qrt_gemm *g, const int8_t *x, int8_t *y) {
+    int64_t M = qrt_gemm_rows(g), mc = qrt_gemm_block(g);
+    if (M == 0 || g->cout_g == 0)
+        return 0;
+    int64_t blocks = (M + mc - 1) / mc;
+    int threads = g->threads < 1 ? 1 : g->threads;
+    if (threads > 1 && blocks < threads) {  /* smaller blocks so every thread gets rows */
+        int64_t per = (M + threads - 1) / threads, mr = qrt_gemm_mr(g);
+        per += (mr - per % mr) % mr;
+        if (per < mc)
+            mc = per;
+        blocks = (M + mc - 1) / mc;
+    }
+    int64_t splits = 1;
+    if (threads > 1 && g->groups * blocks < threads)
+        splits = g->panels < threads ? g->panels : threads;
+    int64_t items = g->groups * blocks * splits;
+    int rc = 0;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && items > 1) reduction(min : rc)
+    for (int64_t it = 0; it < items; it++) {
+        int64_t s = it % splits, b = (it / splits) % blocks, grp = it / (splits * blocks);
+        int64_t m0 = b * mc, m1 = m0 + mc < M ? m0 + mc : M;
+        int64_t p0 = g->panels * s / splits, p1 = g->panels * (s + 1) / splits;
+        int r = qrt_gemm_tile(g, x, y, grp, m0, m1, p0, p1);
+        if (r < rc)
+            rc = r;
+    }
+    return rc;
+}
+
+#endif

@@ -1,0 +1,207 @@
+/* Requantization of int32 sums to int8 (SPEC.md 4.2), on every path:
+ *   y = clamp(zp + ((acc * m + 2^(n-1)) >> n), lo, hi)
+ * with the product, rounding and shift in 64 bits and the clamp before narrowing, so no
+ * intermediate can wrap (1 <= n <= 62, 0 <= m < 2^31: |acc * m| + 2^(n-1) < 2^63).
+ * Reference: qrt/reference/numerics.py requantize. */
+#ifndef QRT_REQUANT_H
+#define QRT_REQUANT_H
+
+#include <stdint.h>
+#include <string.h>
+#include <immintrin.h>
+#include "isa.h"
+
+static inline int8_t qrt_requant_scalar(int32_t acc, int32_t m, int32_t n, int32_t zp, int32_t lo,
+                                        int32_t hi) {
+    int64_t v = (((int64_t)acc * m + ((int64_t)1 << (n - 1))) >> n) + zp;
+    return (int8_t)(v < lo ? lo : v > hi ? hi : v);
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+
+/* v >> n, arithmetic, per 64-bit lane (AVX2 has only the logical shift). */
+static inline __attribute__((always_inline)) __m256i qrt_sra64_avx2(__m256i v, __m256i n) {
+    __m256i sign = _mm256_cmpgt_epi64(_mm256_setzero_si256(), v);
+    return _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(v, sign), n), sign);
+}
+
+static inline __attribute__((always_inline)) __m256i qrt_clamp64_avx2(__m256i v, __m256i lo,
+                                                                     __m256i hi) {
+    v = _mm256_blendv_epi8(v, lo, _mm256_cmpgt_epi64(lo, v));
+    return _mm256_blendv_epi8(v, hi, _mm256_cmpgt_epi64(v, hi));
+}
+
+/* 4 lanes of int64 (the sums in the low halves): requantized, clamped, still int64. */
+static inline __attribute__((always_inline)) __m256i
+qrt_requant_lanes_avx2(__m256i acc, __m256i m, __m256i n, __m256i zp, __m256i lo, __m256i hi) {
+    const __m256i one = _mm256_set1_epi64x(1);
+    __m256i v = _mm256_mul_epi32(acc, m);
+    v = _mm256_add_epi64(v, _mm256_sllv_epi64(one, _mm256_sub_epi64(n, one)));
+    v = _mm256_add_epi64(qrt_sra64_avx2(v, n), zp);
+    return qrt_clamp64_avx2(v, lo, hi);
+}
+
+/* 8 int32 sums + bias -> 8 int8 results, as int32 lanes. */
+static inline __attribute__((always_inline)) __m256i
+qrt_requant8_avx2(__m256i acc, const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                  int32_t zp, int32_t lo, int32_t hi) {
+    const __m256i low = _mm256_set1_epi64x(0xFFFFFFFF);
+    __m256i zpv = _mm256_set1_epi64x(zp), lov = _mm256_set1_epi64x(lo), hiv = _mm256_set1_epi64x(hi);
+    acc = _mm256_add_epi32(acc, _mm256_loadu_si256((const __m256i *)bias));
+    __m256i m = _mm256_loadu_si256((const __m256i *)mult);
+    __m256i n = _mm256_loadu_si256((const __m256i *)shift);
+    __m256i even = qrt_requant_lanes_avx2(acc, m, _mm256_and_si256(n, low), zpv, lov, hiv);
+    __m256i odd = qrt_requant_lanes_avx2(_mm256_srli_epi64(acc, 32), _mm256_srli_epi64(m, 32),
+                                         _mm256_srli_epi64(n, 32), zpv, lov, hiv);
+    return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+}
+
+/* The same for layers whose shifts are all >= 33 (real multipliers below 1/4, the usual case),
+ * in 32-bit lanes after the product: with x = acc * m (|x| < 2^62) and hi = x >> 32,
+ *   (x + 2^(n-1)) >> n  ==  (hi + 2^(n-33)) >> (n-32)
+ * exactly (2^(n-1) is a multiple of 2^32, and |hi| + 2^29 < 2^31 cannot wrap). round32 holds
+ * 2^(n-33) and shift32 n-32 per channel; the clamp bounds are lo-zp and hi-zp, then zp is added
+ * (the result fits int32, so this equals clamping after adding). */
+static inline __attribute__((always_inline)) __m256i
+qrt_requant8_avx2_n33(__m256i acc, const int32_t *bias, const int32_t *mult, const int32_t *round32,
+                      const int32_t *shift32, int32_t zp, int32_t lo, int32_t hi) {
+    acc = _mm256_add_epi32(acc, _mm256_loadu_si256((const __m256i *)bias));
+    __m256i m = _mm256_loadu_si256((const __m256i *)mult);
+    __m256i even = _mm256_mul_epi32(acc, m);
+    __m256i odd = _mm256_mul_epi32(_mm256_srli_epi64(acc, 32), _mm256_srli_epi64(m, 32));
+    __m256i top = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+    top = _mm256_add_epi32(top, _mm256_loadu_si256((const __m256i *)round32));
+    __m256i v = _mm256_srav_epi32(top, _mm256_loadu_si256((const __m256i *)shift32));
+    v = _mm256_min_epi32(_mm256_max_epi32(v, _mm256_set1_epi32(lo - zp)), _mm256_set1_epi32(hi - zp));
+    return _mm256_add_epi32(v, _mm256_set1_epi32(zp));
+}
+
+/* Store the low byte of each int32 lane of v at y: count bytes (all 8 when count >= 8). */
+static inline __attribute__((always_inline)) void qrt_store8_avx2(int8_t *y, __m256i v,
+                                                                 int64_t count) {
+    __m256i b = _mm256_shuffle_epi8(v, _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1,
+                                                        -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1,
+                                                        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
+    uint32_t lo4 = (uint32_t)_mm256_extract_epi32(b, 0), hi4 = (uint32_t)_mm256_extract_epi32(b, 4);
+    uint64_t bytes = (uint64_t)lo4 | ((uint64_t)hi4 << 32);
+    if (count >= 8) {
+        memcpy(y, &bytes, 8);
+    } else {
+        for (int64_t i = 0; i < count; i++)
+            y[i] = (int8_t)(bytes >> (8 * i));
+    }
+}
+
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+
+static inline __attribute__((always_inline)) __m512i
+qrt_requant_lanes_avx512(__m512i acc, __m512i m, __m512i n, __m512i zp, __m512i lo, __m512i hi) {
+    const __m512i one = _mm512_set1_epi64(1);
+    __m512i v = _mm512_mul_epi32(acc, m);
+    v = _mm512_add_epi64(v, _mm512_sllv_epi64(one, _mm512_sub_epi64(n, one)));
+    v = _mm512_add_epi64(_mm512_srav_epi64(v, n), zp);
+    return _mm512_min_epi64(_mm512_max_epi64(v, lo), hi);
+}
+
+/* 16 int32 sums + bias -> 16 int8 results. */
+static inline __attribute__((always_inline)) __m128i
+qrt_requant16_avx512(__m512i acc, const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                     int32_t zp, int32_t lo, int32_t hi) {
+    const __m512i low = _mm512_set1_epi64(0xFFFFFFFF);
+    __m512i zpv = _mm512_set1_epi64(zp), lov = _mm512_set1_epi64(lo), hiv = _mm512_set1_epi64(hi);
+    acc = _mm512_add_epi32(acc, _mm512_loadu_si512((const void *)bias));
+    __m512i m = _mm512_loadu_si512((const void *)mult);
+    __m512i n = _mm512_loadu_si512((const void *)shift);
+    __m512i even = qrt_requant_lanes_avx512(acc, m, _mm512_and_si512(n, low), zpv, lov, hiv);
+    __m512i odd = qrt_requant_lanes_avx512(_mm512_srli_epi64(acc, 32), _mm512_srli_epi64(m, 32),
+                                           _mm512_srli_epi64(n, 32), zpv, lov, hiv);
+    return _mm512_cvtepi32_epi8(_mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32)));
+}
+
+/* 16 lanes of qrt_requant8_avx2_n33 (see there). */
+static inline __attribute__((always_inline)) __m128i
+qrt_requant16_avx512_n33(__m512i acc, const int32_t *bias, const int32_t *mult,
+                         const int32_t *round32, const int32_t *shift32, int32_t zp, int32_t lo,
+                         int32_t hi) {
+    acc = _mm512_add_epi32(acc, _mm512_loadu_si512((const void *)bias));
+    __m512i m = _mm512_loadu_si512((const void *)mult);
+    __m512i even = _mm512_mul_epi32(acc, m);
+    __m512i odd = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), _mm512_srli_epi64(m, 32));
+    __m512i top = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+    top = _mm512_add_epi32(top, _mm512_loadu_si512((const void *)round32));
+    __m512i v = _mm512_srav_epi32(top, _mm512_loadu_si512((const void *)shift32));
+    v = _mm512_min_epi32(_mm512_max_epi32(v, _mm512_set1_epi32(lo - zp)), _mm512_set1_epi32(hi - zp));
+    return _mm512_cvtepi32_epi8(_mm512_add_epi32(v, _mm512_set1_epi32(zp)));
+}
+
+#pragma GCC pop_options
+
+/* A row of count sums with per-channel m, n (bias 0) on path isa, into y: the vector
+ * routines above driven on their own, so tests can reach every accumulator value. The 32-bit
+ * form is taken when every shift is >= 33, as the kernels do. */
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+static void qrt_requant_row_avx512(const int32_t *acc, const int32_t *m, const int32_t *n,
+                                   int64_t count, int32_t zp, int32_t lo, int32_t hi, int8_t *y,
+                                   int n33) {
+    int32_t a[16], mm[16], nn[16], r32[16], s32[16], zero[16] = {0};
+    for (int64_t c = 0; c < count; c += 16) {
+        int64_t k = count - c < 16 ? count - c : 16;
+        for (int i = 0; i < 16; i++) {
+            a[i] = i < k ? acc[c + i] : 0;
+            mm[i] = i < k ? m[c + i] : 0;
+            nn[i] = i < k ? n[c + i] : 33;
+            r32[i] = nn[i] >= 33 ? 1 << (nn[i] - 33) : 0;
+            s32[i] = nn[i] - 32;
+        }
+        __m512i av = _mm512_loadu_si512((const void *)a);
+        __m128i v = n33 ? qrt_requant16_avx512_n33(av, zero, mm, r32, s32, zp, lo, hi)
+                        : qrt_requant16_avx512(av, zero, mm, nn, zp, lo, hi);
+        _mm_mask_storeu_epi8(y + c, (__mmask16)((1u << k) - 1), v);
+    }
+}
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+static void qrt_requant_row_avx2(const int32_t *acc, const int32_t *m, const int32_t *n,
+                                 int64_t count, int32_t zp, int32_t lo, int32_t hi, int8_t *y,
+                                 int n33) {
+    int32_t a[8], mm[8], nn[8], r32[8], s32[8], zero[8] = {0};
+    for (int64_t c = 0; c < count; c += 8) {
+        int64_t k = count - c < 8 ? count - c : 8;
+        for (int i = 0; i < 8; i++) {
+            a[i] = i < k ? acc[c + i] : 0;
+            mm[i] = i < k ? m[c + i] : 0;
+            nn[i] = i < k ? n[c + i] : 33;
+            r32[i] = nn[i] >= 33 ? 1 << (nn[i] - 33) : 0;
+            s32[i] = nn[i] - 32;
+        }
+        __m256i av = _mm256_loadu_si256((const __m256i *)a);
+        __m256i v = n33 ? qrt_requant8_avx2_n33(av, zero, mm, r32, s32, zp, lo, hi)
+                        : qrt_requant8_avx2(av, zero, mm, nn, zp, lo, hi);
+        qrt_store8_avx2(y + c, v, k);
+    }
+}
+#pragma GCC pop_options
+
+static inline void qrt_requant_row(int isa, const int32_t *acc, const int32_t *m, const int32_t *n,
+                                   int64_t count, int32_t zp, int32_t lo, int32_t hi, int8_t *y) {
+    int n33 = 1;
+    for (int64_t c = 0; c < count; c++)
+        n33 &= n[c] >= 33;
+    if (isa >= QRT_AVX512VNNI) {
+        qrt_requant_row_avx512(acc, m, n, count, zp, lo, hi, y, n33);
+    } else if (isa == QRT_AVX2) {
+        qrt_requant_row_avx2(acc, m, n, count, zp, lo, hi, y, n33);
+    } else {
+        for (int64_t c = 0; c < count; c++)
+            y[c] = qrt_requant_scalar(acc[c], m[c], n[c], zp, lo, hi);
+    }
+}
+
+#endif

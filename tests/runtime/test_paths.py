@@ -1,0 +1,63 @@
+"""Whole models give the same bits on every instruction-set path this machine supports, at 1 and
+2 threads, as the NumPy reference kernels; and the path and thread count are chosen as the
+README says (argument, then QRT_ISA / QRT_THREADS, then the machine), with clear errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import qrt
+from qrt.kernels import isa as ISA
+from tests.sample_models import all_ops_model, conv_chain_model
+
+
+@pytest.fixture(scope="module")
+def models():
+    from bench.models import resnet18
+    return {"all_ops": qrt.to_bytes(all_ops_model()),
+            "chain": qrt.to_bytes(conv_chain_model(channels=40, blocks=2, size=20)),
+            "resnet18_small": qrt.to_bytes(resnet18(size=48, width=16, classes=10, seed=5))}
+
+
+@pytest.mark.parametrize("name", ["all_ops", "chain", "resnet18_small"])
+def test_every_path_and_thread_count_matches_reference(models, name):
+    ref = qrt.load(models[name], kernels="reference")
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((2,) + ref.inputs[0].shape[1:]) * 2).astype(np.float32)
+    want = ref.run(x, raw=True)
+    for isa in ISA.supported():
+        for threads in (1, 2):
+            m = qrt.load(models[name], isa=isa, threads=threads)
+            assert (m.isa, m.threads) == (isa, threads)
+            got = m.run(x, raw=True)
+            if isinstance(want, dict):
+                for k in want:
+                    assert np.array_equal(got[k], want[k]), (name, isa, threads, k)
+            else:
+                assert np.array_equal(got, want), (name, isa, threads)
+
+
+def test_defaults_and_environment(models, monkeypatch):
+    data = models["chain"]
+    monkeypatch.delenv("QRT_ISA", raising=False)
+    monkeypatch.delenv("QRT_THREADS", raising=False)
+    m = qrt.load(data)
+    assert m.isa == ISA.supported()[-1] and m.threads >= 1
+    monkeypatch.setenv("QRT_ISA", "scalar")
+    monkeypatch.setenv("QRT_THREADS", "3")
+    m = qrt.load(data)
+    assert (m.isa, m.threads) == ("scalar", 3)
+    assert qrt.load(data, isa=ISA.supported()[-1], threads=1).isa == ISA.supported()[-1]
+
+
+@pytest.mark.parametrize("kwargs,env,message", [
+    ({"isa": "neon"}, {}, "unknown instruction-set path 'neon'"),
+    ({}, {"QRT_ISA": "avx9"}, "unknown instruction-set path 'avx9'"),
+    ({"threads": 0}, {}, "threads must be a whole number >= 1"),
+    ({}, {"QRT_THREADS": "many"}, "QRT_THREADS='many' is not a whole number"),
+])
+def test_bad_choices_are_clear_errors(models, monkeypatch, kwargs, env, message):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(qrt.InputError, match=message):
+        qrt.load(models["chain"], **kwargs)
