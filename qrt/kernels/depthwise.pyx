@@ -22,6 +22,7 @@ from qrt.kernels.numerics cimport check_requant
 from qrt.kernels.step cimport Step
 
 from qrt.kernels import geometry, isa as _isa
+from qrt.kernels.requantize import tables32
 
 
 cdef extern from "simd/depthwise.h":
@@ -33,6 +34,9 @@ cdef extern from "simd/depthwise.h":
         const int32_t* bias
         const int32_t* mult
         const int32_t* shift
+        const int32_t* round32
+        const int32_t* shift32
+        int n33
         const int8_t* zrow
         int8_t* tail
         int64_t tail_at
@@ -76,6 +80,9 @@ class PackedDepthwise:
         self.bias = ((b + 2**31) % 2**32 - 2**31).astype(np.int32)
         self.mult = self._per_channel(requant.multiplier, c_out, span, 0)
         self.shift = self._per_channel(requant.shift, c_out, span, 1)
+        # Shifts >= 33 everywhere: the 32-bit requantization of simd/requant.h applies.
+        self.n33, self.round32, self.shift32 = tables32(self.shift, np.arange(span) < c_out,
+                                                        requant.zero_point)
 
     @staticmethod
     def _per_channel(values, c_out, span, fill):
@@ -170,6 +177,9 @@ def bind_depthwise_conv_2d(ins, p, out, isa=None, threads=1, packed=None):
     s.d.bias = <const int32_t*>_data(packed.bias)
     s.d.mult = <const int32_t*>_data(packed.mult)
     s.d.shift = <const int32_t*>_data(packed.shift)
+    s.d.round32 = <const int32_t*>_data(packed.round32)
+    s.d.shift32 = <const int32_t*>_data(packed.shift32)
+    s.d.n33 = packed.n33
     cdef Py_ssize_t total = N * H * W * C, span = 32 * packed.blocks
     # Padding taps read zp_x; the interior pixels of a row advance all their taps together by
     # sw * C_out bytes per pixel (the 3x3 stride-1 kernel reads two columns ahead), those in

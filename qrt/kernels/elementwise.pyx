@@ -23,7 +23,6 @@ checked).
 import numpy as np
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.math cimport nearbyint
 from libc.stdint cimport (
     int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t,
 )
@@ -53,6 +52,13 @@ cdef extern from "simd/eltwise.h":
                      int64_t count) noexcept nogil
     void qrt_mul_run(const qrt_mul* p, const int8_t* a, const int8_t* b, int8_t* y,
                      int64_t count) noexcept nogil
+    ctypedef struct qrt_quant:
+        int64_t N, C, P
+        double scale, qlo, qhi
+        float s
+        int32_t zp
+        int kind, isa, threads
+    int qrt_quant_run(const qrt_quant* q, const void* x, void* y, int quantize) noexcept nogil
 
 cdef enum:
     MAX_RANK = 8
@@ -911,15 +917,9 @@ def softmax(ins, p, out, isa=None, threads=1):
 
 # ---------------------------------------------------------------------------- QUANTIZE / DEQUANTIZE
 
-cdef enum QKind:
-    Q_INT8
-    Q_UINT8
-    Q_INT16
-
-
-# dtype -> (kind, lowest, highest): QUANTIZE's outputs and DEQUANTIZE's inputs
-cdef dict _QKINDS = {np.dtype(np.int8): (Q_INT8, -128, 127), np.dtype(np.uint8): (Q_UINT8, 0, 255),
-                     np.dtype(np.int16): (Q_INT16, -32768, 32767)}
+# dtype -> (kind as in simd/eltwise.h, lowest, highest): QUANTIZE's outputs, DEQUANTIZE's inputs
+cdef dict _QKINDS = {np.dtype(np.int8): (0, -128, 127), np.dtype(np.uint8): (1, 0, 255),
+                     np.dtype(np.int16): (2, -32768, 32767)}
 
 
 cdef tuple _qkind(object dt, str what):
@@ -929,81 +929,97 @@ cdef tuple _qkind(object dt, str what):
     return kind
 
 
-cdef inline int64_t _quantize_one(float x, double scale, double qlo, double qhi) noexcept nogil:
-    """clamp(round-half-even(float64(x) / scale), qlo, qhi), NaN -> 0; the bounds are integers,
-    so clamping before or after rounding is the same, and NaN/inf never reach the int cast."""
-    cdef double q = nearbyint(<double>x / scale)
-    if q != q:
-        return 0
-    if q < qlo:
-        q = qlo
-    elif q > qhi:
-        q = qhi
-    return <int64_t>q
+cdef tuple _conversion_shape(object f, object q, bint nchw):
+    """(N, C, P) of a conversion between the float array f and the integer array q: with
+    nchw, f is [N, C, H, W] and q [N, H, W, C] (the graph boundary's layout change); else the
+    same shape, taken as one row."""
+    if not nchw:
+        _check_same_shape(f, q, "input")
+        return 1, 1, f.size
+    if f.ndim != 4 or q.shape != (f.shape[0], f.shape[2], f.shape[3], f.shape[1]):
+        raise ValueError(f"float array {f.shape} (NCHW) and integer array {q.shape} (NHWC) "
+                         "must hold the same tensor")
+    return f.shape[0], f.shape[1], f.shape[2] * f.shape[3]
 
 
-ctypedef fused qint_t:
-    int8_t
-    uint8_t
-    int16_t
-
-
-cdef void _quantize_run(const float* x, qint_t* out, Py_ssize_t n, double scale, double qlo,
-                        double qhi, int64_t zp) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        out[i] = <qint_t>(_quantize_one(x[i], scale, qlo, qhi) + zp)
-
-
-cdef void _dequantize_run(const qint_t* x, float* out, Py_ssize_t n, float s, int32_t zp) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        out[i] = s * <float>(<int32_t>x[i] - zp)
-
-
-cdef class QuantizeStep(Step):
-    cdef const float* x
+cdef class _ConversionStep(Step):
+    """QUANTIZE or DEQUANTIZE. At the graph boundary the float side is the user's array, a
+    new one at each run: feed() (QUANTIZE's input) and into() (DEQUANTIZE's output) point the
+    step at it after checking it is what the step was bound to."""
+    cdef qrt_quant q
+    cdef const void* x
     cdef void* o
-    cdef Py_ssize_t n
-    cdef QKind kind
-    cdef double scale, qlo, qhi
-    cdef int64_t zp
+    cdef int quantize
+    cdef tuple float_shape
 
     cdef int run(self) noexcept nogil:
-        if self.kind == Q_INT8:
-            _quantize_run(self.x, <int8_t*>self.o, self.n, self.scale, self.qlo, self.qhi, self.zp)
-        elif self.kind == Q_UINT8:
-            _quantize_run(self.x, <uint8_t*>self.o, self.n, self.scale, self.qlo, self.qhi, self.zp)
-        else:
-            _quantize_run(self.x, <int16_t*>self.o, self.n, self.scale, self.qlo, self.qhi, self.zp)
-        return 0
+        return qrt_quant_run(&self.q, self.x, self.o, self.quantize)
+
+    cdef float* _float_side(self, a, bint writable) except? NULL:
+        if (not isinstance(a, np.ndarray) or a.dtype != np.float32 or not a.flags.c_contiguous
+                or a.shape != self.float_shape):
+            raise ValueError(f"expected a C-contiguous float32 array of shape {self.float_shape}")
+        cdef const float[::1] r
+        cdef float[::1] w
+        if writable:
+            w = a.reshape(-1)
+            return &w[0] if w.shape[0] else NULL
+        r = a.reshape(-1)  # the user's input may be read-only
+        return <float*>&r[0] if r.shape[0] else NULL
+
+    def feed(self, x):
+        """QUANTIZE: read from x (float32, C-contiguous, the bound input's shape) from now on."""
+        if not self.quantize:
+            raise TypeError("feed() is for QUANTIZE steps")
+        self.x = self._float_side(x, False)
+        self.keep = (x, self.keep[1])
+
+    def into(self, out):
+        """DEQUANTIZE: write to out (float32, C-contiguous, the bound output's shape)."""
+        if self.quantize:
+            raise TypeError("into() is for DEQUANTIZE steps")
+        self.o = self._float_side(out, True)
+        self.keep = (self.keep[0], out)
 
 
-def bind_quantize(ins, p, out, isa=None, threads=1):
-    """QUANTIZE float32 -> int8, uint8 or int16 (out's dtype) as a Step. Reference:
-    qrt/reference/ops.py quantize (NaN -> zero point; round half to even)."""
-    cdef QuantizeStep s = QuantizeStep.__new__(QuantizeStep)
-    x = ins[0]
-    _check_same_shape(x, out, "input")
-    _check_dtype(x, np.float32, "input")
-    xf = _flat_in(x, "input")
-    cdef const float[::1] xv = xf
-    dt = out.dtype
-    s.kind, dlo, dhi = _qkind(dt, "out")
-    if not (dlo <= p.lo <= p.hi <= dhi):
-        raise ValueError(f"clamp range [{p.lo}, {p.hi}] must lie inside the {dt} range [{dlo}, {dhi}]")
-    if not (dlo <= p.zero_point <= dhi):
-        raise ValueError(f"zero point {p.zero_point} is outside the {dt} range [{dlo}, {dhi}]")
-    s.scale = p.scale
-    if not (s.scale > 0 and s.scale < float("inf")):
-        raise ValueError(f"scale {p.scale!r} must be finite and > 0")
-    s.o = _out_bytes(out)
-    _check_isa(isa)
-    s.zp = p.zero_point
-    s.qlo, s.qhi = p.lo - p.zero_point, p.hi - p.zero_point
-    s.n = xv.shape[0]
-    s.x = &xv[0] if s.n else NULL
+cdef size_t _address(object a, bint writable):
+    cdef const uint8_t[::1] r
+    cdef uint8_t[::1] w
+    if writable:
+        w = _flat_out(a).view(np.uint8)
+        return <size_t>&w[0] if w.shape[0] else 0
+    r = _flat_in(a, "input").view(np.uint8)
+    return <size_t>&r[0] if r.shape[0] else 0
+
+
+cdef _bind_conversion(x, out, isa, threads, bint quantize, bint nchw):
+    cdef _ConversionStep s = _ConversionStep.__new__(_ConversionStep)
+    f, q = (x, out) if quantize else (out, x)
+    _check_dtype(f, np.float32, "input" if quantize else "out")
+    s.q.N, s.q.C, s.q.P = _conversion_shape(f, q, nchw)
+    _bind_path(isa, threads, &s.q.isa, &s.q.threads)
+    s.quantize, s.float_shape = quantize, f.shape
+    s.x = <const void*>_address(x, False)
+    s.o = <void*>_address(out, True)
     s.keep = (x, out)
+    return s
+
+
+def bind_quantize(ins, p, out, isa=None, threads=1, nchw=False):
+    """QUANTIZE float32 -> int8, uint8 or int16 (out's dtype) as a Step; nchw: ins[0] is
+    [N, C, H, W] and out [N, H, W, C]. Reference: qrt/reference/ops.py quantize (NaN -> zero
+    point; round half to even)."""
+    x = ins[0]
+    kind, dlo, dhi = _qkind(out.dtype, "out")
+    if not (dlo <= p.lo <= p.hi <= dhi):
+        raise ValueError(f"clamp range [{p.lo}, {p.hi}] must lie inside the {out.dtype} range [{dlo}, {dhi}]")
+    if not (dlo <= p.zero_point <= dhi):
+        raise ValueError(f"zero point {p.zero_point} is outside the {out.dtype} range [{dlo}, {dhi}]")
+    if not (p.scale > 0 and p.scale < float("inf")):
+        raise ValueError(f"scale {p.scale!r} must be finite and > 0")
+    cdef _ConversionStep s = _bind_conversion(x, out, isa, threads, True, nchw)
+    s.q.kind, s.q.scale, s.q.zp = kind, p.scale, p.zero_point
+    s.q.qlo, s.q.qhi = p.lo - p.zero_point, p.hi - p.zero_point
     return s
 
 
@@ -1012,44 +1028,18 @@ def quantize(ins, p, out, isa=None, threads=1):
     bind_quantize(ins, p, out, isa, threads)()
 
 
-cdef class DequantizeStep(Step):
-    cdef const void* x
-    cdef float* o
-    cdef Py_ssize_t n
-    cdef QKind kind
-    cdef float s
-    cdef int32_t zp
-
-    cdef int run(self) noexcept nogil:
-        if self.kind == Q_INT8:
-            _dequantize_run(<const int8_t*>self.x, self.o, self.n, self.s, self.zp)
-        elif self.kind == Q_UINT8:
-            _dequantize_run(<const uint8_t*>self.x, self.o, self.n, self.s, self.zp)
-        else:
-            _dequantize_run(<const int16_t*>self.x, self.o, self.n, self.s, self.zp)
-        return 0
-
-
-def bind_dequantize(ins, p, out, isa=None, threads=1):
+def bind_dequantize(ins, p, out, isa=None, threads=1, nchw=False):
     """DEQUANTIZE int8, uint8 or int16 -> float32 as a Step: float32(s) * float32(x - zp), one
-    float32 multiplication. Reference: qrt/reference/ops.py dequantize."""
-    cdef DequantizeStep s = DequantizeStep.__new__(DequantizeStep)
+    float32 multiplication; nchw: ins[0] is [N, H, W, C] and out [N, C, H, W]. Reference:
+    qrt/reference/ops.py dequantize."""
     x = ins[0]
-    _check_same_shape(x, out, "input")
-    _check_dtype(out, np.float32, "out")
-    of = _flat_out(out)
-    cdef float[::1] ov = of
     if not (-65536 <= p.zero_point <= 65536):
         raise ValueError(f"zero point {p.zero_point} is outside the int16/uint8 ranges")
-    s.kind = _qkind(x.dtype, "input")[0]
-    s.x = _in_bytes(x, "input")
-    _check_isa(isa)
-    s.s = p.scale  # np.float32 in DequantizeParams (a Python float is rounded to float32, as
+    kind = _qkind(x.dtype, "input")[0]
+    cdef _ConversionStep s = _bind_conversion(x, out, isa, threads, False, nchw)
+    # p.scale is np.float32 in DequantizeParams (a Python float is rounded to float32, as
     # NumPy does with a weak scalar)
-    s.zp = p.zero_point
-    s.n = ov.shape[0]
-    s.o = &ov[0] if s.n else NULL
-    s.keep = (x, out)
+    s.q.kind, s.q.s, s.q.zp = kind, p.scale, p.zero_point
     return s
 
 

@@ -20,6 +20,7 @@ from qrt.kernels.numerics cimport check_requant
 from qrt.kernels.step cimport Step
 
 from qrt.kernels import geometry, isa as _isa
+from qrt.kernels.requantize import tables32
 
 
 cdef extern from "simd/gemm.h":
@@ -64,13 +65,9 @@ class PackedGemm:
         self.bias = ((b + 2**31) % 2**32 - 2**31).astype(np.int32)
         self.mult = self._per_channel(requant.multiplier, groups, cout_g, nch, 0)
         self.shift = self._per_channel(requant.shift, groups, cout_g, nch, 1)
-        # Shifts >= 33 everywhere (and a zero point near int8): the 32-bit requantization of
-        # simd/requant.h applies; padding channels get shift 33 too (their results are dropped).
-        n = self.shift.astype(np.int64)
-        n[:, cout_g:] = 33
-        self.n33 = bool((n >= 33).all()) and abs(int(requant.zero_point)) <= 2**16
-        self.round32 = np.where(n >= 33, np.left_shift(1, np.maximum(n - 33, 0)), 0).astype(np.int32)
-        self.shift32 = (n - 32).astype(np.int32)
+        # Shifts >= 33 everywhere: the 32-bit requantization of simd/requant.h applies.
+        self.n33, self.round32, self.shift32 = tables32(
+            self.shift, np.arange(nch)[None, :] < cout_g, requant.zero_point)
         self.pad_u8 = (int(zp_x) + 128) & 0xFF
 
     @staticmethod

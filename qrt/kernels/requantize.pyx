@@ -17,6 +17,18 @@ cdef extern from "simd/requant.h":
                          Py_ssize_t count, int32_t zp, int32_t lo, int32_t hi, int8_t* y) noexcept nogil
 
 
+def tables32(shift, valid, zero_point):
+    """The 32-bit form of the rounding rule (simd/requant.h qrt_requant8_avx2_n33) for a
+    layer's per-channel shifts, padded to whole vectors (valid: which entries are real
+    channels; padding gets shift 33, its results are dropped). Returns (n33, round32,
+    shift32): n33 true when every real shift is >= 33 and the zero point is small, so the
+    32-bit form applies; round32 = 2^(n-33), shift32 = n - 32."""
+    n = np.where(valid, np.asarray(shift, np.int64), 33)
+    n33 = bool((n >= 33).all()) and abs(int(zero_point)) <= 2**16
+    round32 = np.where(n >= 33, np.left_shift(1, np.maximum(n - 33, 0)), 0).astype(np.int32)
+    return n33, round32, (n - 32).astype(np.int32)
+
+
 def requantize_int8(const int32_t[:, ::1] acc, const int32_t[::1] multiplier,
                     const int32_t[::1] shift, int32_t zero_point, int32_t lo, int32_t hi, isa=None):
     """acc [rows, channels] -> int8 [rows, channels]; multiplier/shift per channel. isa: None

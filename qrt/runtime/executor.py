@@ -124,10 +124,20 @@ class Model:
                 dt = NUMPY_DTYPE[tensor.dtype]
                 start = base + off
                 views[t] = buf[start:start + tensor.numel * dt.itemsize].view(dt).reshape(tensor.shape)
-            for g in self.definition.inputs + self.definition.outputs:
+            # the graph boundary: float32 staging in the user's layout (for feeds that are not
+            # C-contiguous float32) and the conversions between it and the stored tensor
+            conversions = {}
+            for g, quantize in [(g, True) for g in self.definition.inputs] + [(g, False) for g in self.definition.outputs]:
                 t = self.definition.tensors[g.tensor]
                 if t.dtype != DType.FLOAT32 and t.quant is not None:
-                    views[("float", g.tensor)] = np.empty(t.shape, np.float32)
+                    stage = np.empty(_user_shape(t.shape, g.layout), np.float32)
+                    views[("float", g.tensor)] = stage
+                    params = self._boundary[g.tensor][0 if quantize else 1]
+                    src, dst = (stage, views[g.tensor]) if quantize else (views[g.tensor], stage)
+                    conversions[(quantize, g.tensor)] = self.kernels.conversion(
+                        quantize, src, params, dst, nchw=g.layout == Layout.NCHW, isa=self.isa,
+                        threads=self.threads)
+            self._local.conversions = conversions
             constants = self._constants
             self._local.plan = Plan([
                 self.kernels.step(s.opcode, [views[t] if t in views else constants[t] for t in s.inputs],
@@ -227,26 +237,25 @@ class Model:
 
     def _load_input(self, x: np.ndarray, g, views: dict):
         t = self.definition.tensors[g.tensor]
-        dest = views[g.tensor]
-        if g.layout == Layout.NCHW:
-            x = x.transpose(0, 2, 3, 1)
         if x.dtype.kind == "f" and t.dtype != DType.FLOAT32:
-            stage = views[("float", g.tensor)]
-            np.copyto(stage, x, casting="unsafe")  # float64 feeds are rounded to float32 first
-            self.kernels.quantize([stage], self._boundary[g.tensor][0], dest)
+            if x.dtype != np.float32 or not x.flags.c_contiguous:
+                stage = views[("float", g.tensor)]
+                np.copyto(stage, x, casting="unsafe")  # float64 feeds are rounded to float32 first
+                x = stage
+            step = self._local.conversions[(True, g.tensor)]
+            step.feed(x)
+            step()
         else:
-            np.copyto(dest, x)
+            np.copyto(views[g.tensor], x.transpose(0, 2, 3, 1) if g.layout == Layout.NCHW else x)
 
     def _store_output(self, g, views: dict, out: np.ndarray):
         t = self.definition.tensors[g.tensor]
-        y = views[g.tensor]
-        if g.layout == Layout.NCHW:
-            out = out.transpose(0, 2, 3, 1)
         if out.dtype == np.float32 and t.dtype != DType.FLOAT32:
-            stage = views[("float", g.tensor)]
-            self.kernels.dequantize([y], self._boundary[g.tensor][1], stage)
-            y = stage
-        np.copyto(out, y)
+            step = self._local.conversions[(False, g.tensor)]
+            step.into(out)  # a C-contiguous slice of the result array
+            step()
+        else:
+            np.copyto(out.transpose(0, 2, 3, 1) if g.layout == Layout.NCHW else out, views[g.tensor])
 
 
 def _threads(threads) -> int:

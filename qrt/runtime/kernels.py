@@ -20,8 +20,10 @@ from ..reference import ops as R
 class KernelSet:
     name: str
     table: dict  # OpCode -> fn(inputs, params, out): run once
-    quantize: Callable  # graph-boundary conversions, same signature
-    dequantize: Callable
+    # the graph boundary's QUANTIZE / DEQUANTIZE: conversion(quantize, x, params, out, nchw=,
+    # isa=, threads=) -> a step with feed(x) (QUANTIZE) or into(out) (DEQUANTIZE) for the
+    # user's float array of each run; nchw: the float side is NCHW, the integer side NHWC
+    conversion: Callable
     binders: dict = field(default_factory=dict)  # OpCode -> bind(ins, params, out, isa=, threads=[, packed=])
     packers: dict = field(default_factory=dict)  # OpCode -> pack(ins, params), once at load
 
@@ -44,6 +46,26 @@ def _into(fn):
     def run(ins, p, out):
         out[...] = fn(ins, p).reshape(out.shape)
     return run
+
+
+class _ReferenceConversion:
+    """The reference set's graph-boundary conversion (see KernelSet.conversion)."""
+
+    def __init__(self, quantize, x, p, out, nchw, isa=None, threads=1):
+        self.quantize, self.x, self.p, self.out, self.nchw = quantize, x, p, out, nchw
+
+    def feed(self, x):
+        self.x = x
+
+    def into(self, out):
+        self.out = out
+
+    def __call__(self):
+        if self.quantize:
+            self.out[...] = R.quantize(self.x.transpose(0, 2, 3, 1) if self.nchw else self.x, self.p)
+        else:
+            y = R.dequantize(self.x, self.p)
+            self.out[...] = y.transpose(0, 3, 1, 2) if self.nchw else y
 
 
 REFERENCE = KernelSet(
@@ -70,8 +92,7 @@ REFERENCE = KernelSet(
         OpCode.DEQUANTIZE: _into(lambda i, p: R.dequantize(i[0], p)),
         OpCode.REQUANTIZE: _into(lambda i, p: R.rescale(i[0], p)),
     },
-    _into(lambda i, p: R.quantize(i[0], p)),
-    _into(lambda i, p: R.dequantize(i[0], p)),
+    _ReferenceConversion,
 )
 
 def _fast() -> KernelSet:
@@ -106,7 +127,11 @@ def _fast() -> KernelSet:
     packers = {op: getattr(m, "pack_" + fn.__name__) for op, fn in table.items()
                for m in (depthwise, E, gemm, pool) if fn.__module__ == m.__name__
                and hasattr(m, "pack_" + fn.__name__)}
-    return KernelSet("fast", table, E.quantize, E.dequantize, binders, packers)
+    def conversion(quantize, x, p, out, nchw, isa, threads):
+        bind = E.bind_quantize if quantize else E.bind_dequantize
+        return bind([x], p, out, isa=isa, threads=threads, nchw=nchw)
+
+    return KernelSet("fast", table, conversion, binders, packers)
 
 
 FAST = _fast()

@@ -24,6 +24,7 @@ from qrt.format import (
     Activation, Conv2DOptions, DepthwiseConv2DOptions, DType, ModelBuilder, OpCode, verify_model,
 )
 from qrt.kernels import isa as ISA
+from qrt.kernels.requantize import tables32
 from qrt.kernels.depthwise import bind_depthwise_conv_2d, depthwise_conv_2d, pack_depthwise_conv_2d
 from qrt.kernels.gemm import conv_2d, fully_connected
 from qrt.reference import ops as R
@@ -289,6 +290,14 @@ def test_sweep_covers_the_edges():
     for flag in ("groups>1", "dwlike", "shared", "lo", "hi", "inside"):
         assert (flag, True) in seen, flag
     assert ("zp_x", -128) in seen and ("zp_x", 127) in seen
+    # both forms of the vector requantization (simd/requant.h: 32-bit when every shift >= 33,
+    # 64-bit otherwise) are met by the conv and the depthwise sweeps
+    for make in (_conv_case, _depthwise_case):
+        forms = set()
+        for _ in range(120):
+            ins, p, _ = make(rng)
+            forms.add(tables32(p.out.shift, True, p.out.zero_point)[0])
+        assert forms == {True, False}, (make.__name__, forms)
 
 
 def test_ties_round_toward_plus_infinity():

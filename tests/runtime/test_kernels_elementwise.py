@@ -444,6 +444,54 @@ def test_quantize_special_values_saturate():
 
 
 @pytest.mark.parametrize("dtype", [DType.INT8, DType.UINT8, DType.INT16])
+def test_graph_boundary_conversions_every_path_layout_and_thread_count(dtype):
+    """The graph boundary's QUANTIZE (float NCHW -> integer NHWC) and DEQUANTIZE (back), as
+    qrt.load binds them: every path, 1 and 2 threads, both layouts; pixel counts around the
+    vector width (8) and the work item (256 pixels), channel counts from 1 to 65; special
+    values and exact ties. feed()/into() point a bound step at a new float array."""
+    from qrt.runtime.prepare import DequantizeParams, QuantizeParams
+
+    rng = np.random.default_rng(40 + int(dtype))
+    lo, hi = QUANT_RANGE[dtype]
+    for n, c, h, w in [(1, 1, 1, 1), (1, 3, 1, 7), (2, 5, 2, 4), (1, 17, 3, 3), (1, 64, 16, 16),
+                       (3, 2, 1, 257), (1, 65, 10, 60), (2, 1, 7, 37)]:
+        scale = rand_scale(rng)
+        zp = rand_zp(rng, dtype)
+        qp, dp = QuantizeParams(scale, zp, lo, hi), DequantizeParams(np.float32(scale), zp)
+        x = (rng.standard_normal((n, c, h, w)) * scale * 200).astype(np.float32)
+        ties = ((rng.integers(-300, 300, x.shape) + 0.5) * scale).astype(np.float32)
+        x = np.where(rng.random(x.shape) < 0.3, ties, x)
+        x = np.where(rng.random(x.shape) < 0.1, rng.choice(SPECIALS, x.shape), x).astype(np.float32)
+        q = random_values(rng, (n, h, w, c), dtype)
+        for nchw in (True, False):
+            xf = x if nchw else x.reshape(n, h, w, c)
+            want_q = R.quantize(xf.transpose(0, 2, 3, 1) if nchw else xf, qp).astype(q.dtype)
+            dq = R.dequantize(q, dp)
+            want_f = dq.transpose(0, 3, 1, 2) if nchw else dq
+            for isa in ISA.supported():
+                for threads in (1, 2):
+                    got_q = np.full(q.shape, 7, q.dtype)
+                    step = E.bind_quantize([np.zeros_like(xf)], qp, got_q, isa=isa, threads=threads, nchw=nchw)
+                    feed = np.array(xf)
+                    feed.flags.writeable = False  # a user's array may be read-only
+                    step.feed(feed)
+                    step()
+                    np.testing.assert_array_equal(got_q, want_q, err_msg=f"quantize {isa} {threads} {nchw}")
+                    got_f = np.full(want_f.shape, np.nan, np.float32)
+                    step = E.bind_dequantize([q], dp, np.empty_like(got_f), isa=isa, threads=threads, nchw=nchw)
+                    step.into(got_f)
+                    step()
+                    np.testing.assert_array_equal(got_f.view(np.uint32), want_f.view(np.uint32),
+                                                  err_msg=f"dequantize {isa} {threads} {nchw}")
+    step = E.bind_quantize([np.zeros((1, 2, 3, 4), np.float32)], qp, np.empty((1, 3, 4, 2), q.dtype), nchw=True)
+    for bad in (np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 4, 3), np.float32), np.zeros((1, 4, 3, 2), np.float32).transpose(0, 3, 2, 1)):
+        with pytest.raises(ValueError, match="C-contiguous float32 array of shape"):
+            step.feed(bad)
+    with pytest.raises(ValueError, match="must hold the same tensor"):
+        E.bind_quantize([np.zeros((1, 2, 3, 4), np.float32)], qp, np.empty((1, 2, 3, 4), q.dtype), nchw=True)
+
+
+@pytest.mark.parametrize("dtype", [DType.INT8, DType.UINT8, DType.INT16])
 def test_dequantize_matches_reference(dtype):
     rng = np.random.default_rng(30 + int(dtype))
     for case in range(25):

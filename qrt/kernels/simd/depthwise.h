@@ -46,6 +46,8 @@ typedef struct {
     const int16_t *wp;               /* [blocks][pairs][64]: int16 tap pairs (vector paths) */
     const int32_t *bias;             /* [blocks * 32]: bias - zp_x * sum_taps w, wrapped */
     const int32_t *mult, *shift;     /* [blocks * 32] */
+    const int32_t *round32, *shift32;  /* [blocks * 32]: 2^(n-33), n-32 (requant.h) */
+    int n33;                         /* every shift >= 33: the 32-bit requantization applies */
     const int8_t *zrow;              /* (OW + 1) * sw * C_out + blocks * 32 bytes of zp_x */
     int8_t *tail;                    /* M = 1: x's bytes from tail_at on, then zeros */
     int64_t tail_at;                 /* first input pixel (in bytes) a block read could overrun */
@@ -93,6 +95,15 @@ static void qrt_dw_pixels_scalar(const qrt_dw *d, const int8_t *const *t, int64_
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 
+/* 8 sums of channels [c, c + 8) to int8 (as int32 lanes): the 32-bit form when it applies. */
+static inline __attribute__((always_inline)) __m256i qrt_dw_requant8_avx2(const qrt_dw *l, __m256i acc,
+                                                                         int64_t c) {
+    if (l->n33)
+        return qrt_requant8_avx2_n33(acc, l->bias + c, l->mult + c, l->round32 + c, l->shift32 + c,
+                                     l->zp_y, l->lo, l->hi);
+    return qrt_requant8_avx2(acc, l->bias + c, l->mult + c, l->shift + c, l->zp_y, l->lo, l->hi);
+}
+
 /* count pixels, 16 channels at a time (half h of a 32-channel block): sums for channels
  * [0-3 | 8-11] in a0, [4-7 | 12-15] in a1; tap k of pixel i at t[k] + i * step. */
 static inline __attribute__((always_inline)) void
@@ -115,12 +126,10 @@ qrt_dw_pixels_avx2_n(const qrt_dw *d, const int8_t *const *t, int64_t step, int6
                     a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1),
                                                                 _mm256_loadu_si256((const __m256i *)(wq + 32))));
                 }
-                __m256i v = qrt_requant8_avx2(_mm256_permute2x128_si256(a0, a1, 0x20), l.bias + c,
-                                              l.mult + c, l.shift + c, l.zp_y, l.lo, l.hi);
+                __m256i v = qrt_dw_requant8_avx2(&l, _mm256_permute2x128_si256(a0, a1, 0x20), c);
                 qrt_store8_avx2(y + c, v, left);
                 if (left > 8) {
-                    v = qrt_requant8_avx2(_mm256_permute2x128_si256(a0, a1, 0x31), l.bias + c + 8,
-                                          l.mult + c + 8, l.shift + c + 8, l.zp_y, l.lo, l.hi);
+                    v = qrt_dw_requant8_avx2(&l, _mm256_permute2x128_si256(a0, a1, 0x31), c + 8);
                     qrt_store8_avx2(y + c + 8, v, left - 8);
                 }
             }

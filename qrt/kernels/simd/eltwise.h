@@ -17,7 +17,14 @@
  * everywhere: without 64-bit arithmetic shifts and min/max its 64-bit lanes are slower than
  * the scalar code (measured: ADD's tables, 56x56x64, about 1.2x).
  * Long rows are split over `threads`; each element is computed alike on every thread, so the
- * result does not depend on the thread count. */
+ * result does not depend on the thread count.
+ *
+ * qrt_quantize_run, qrt_dequantize_run: QUANTIZE float32 -> int8/uint8/int16 and DEQUANTIZE
+ * back, x [N][C][P] -> y [N][P][C]: the graph boundary's NCHW <-> NHWC change in the same
+ * pass (C = 1: plain order). QUANTIZE is the reference's float64 division and round half to
+ * even (vdivpd, vroundpd on AVX2 and up), NaN -> 0 before the clamp; DEQUANTIZE one float32
+ * multiplication. Vector paths take 8 pixels of every channel at a time through a small
+ * transposed tile. */
 #ifndef QRT_ELTWISE_H
 #define QRT_ELTWISE_H
 
@@ -191,6 +198,158 @@ static void qrt_mul_run(const qrt_mul *p, const int8_t *a, const int8_t *b, int8
         int64_t i0 = qrt_binary_start(t, parts, count), i1 = qrt_binary_start(t + 1, parts, count);
         qrt_mul_row(p, a + i0, b + i0, y + i0, i1 - i0);
     }
+}
+
+/* ---------------------------------------------------------------- QUANTIZE / DEQUANTIZE */
+
+enum { QRT_Q_INT8 = 0, QRT_Q_UINT8 = 1, QRT_Q_INT16 = 2 };
+
+typedef struct {
+    int64_t N, C, P;        /* float side [N][C][P], integer side [N][P][C] */
+    double scale, qlo, qhi; /* quantize: bounds before the zero point is added */
+    float s;                /* dequantize */
+    int32_t zp;
+    int kind;               /* QRT_Q_*: the integer side's type */
+    int isa, threads;
+} qrt_quant;
+
+static inline int32_t qrt_quantize_one(const qrt_quant *q, float x) {
+    double v = __builtin_nearbyint((double)x / q->scale);
+    if (v != v)
+        v = 0;
+    v = v < q->qlo ? q->qlo : v > q->qhi ? q->qhi : v;
+    return (int32_t)v + q->zp;
+}
+
+static inline void qrt_quant_put(int kind, void *y, int64_t i, int32_t v) {
+    if (kind == QRT_Q_INT8)
+        ((int8_t *)y)[i] = (int8_t)v;
+    else if (kind == QRT_Q_UINT8)
+        ((uint8_t *)y)[i] = (uint8_t)v;
+    else
+        ((int16_t *)y)[i] = (int16_t)v;
+}
+
+static inline int32_t qrt_quant_get(int kind, const void *x, int64_t i) {
+    return kind == QRT_Q_INT8 ? ((const int8_t *)x)[i]
+         : kind == QRT_Q_UINT8 ? ((const uint8_t *)x)[i] : ((const int16_t *)x)[i];
+}
+
+/* Pixels [p0, p1) of image n, every channel, one at a time. */
+static void qrt_quantize_scalar(const qrt_quant *q, const float *x, void *y, int64_t n, int64_t p0,
+                                int64_t p1) {
+    for (int64_t c = 0; c < q->C; c++) {
+        const float *xr = x + (n * q->C + c) * q->P;
+        for (int64_t p = p0; p < p1; p++)
+            qrt_quant_put(q->kind, y, (n * q->P + p) * q->C + c, qrt_quantize_one(q, xr[p]));
+    }
+}
+
+static void qrt_dequantize_scalar(const qrt_quant *q, const void *x, float *y, int64_t n, int64_t p0,
+                                  int64_t p1) {
+    for (int64_t c = 0; c < q->C; c++) {
+        float *yr = y + (n * q->C + c) * q->P;
+        for (int64_t p = p0; p < p1; p++)
+            yr[p] = q->s * (float)(qrt_quant_get(q->kind, x, (n * q->P + p) * q->C + c) - q->zp);
+    }
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+
+/* Pixels [p0, p1) of image n, p1 - p0 a multiple of 8; tile holds 8 * C int32. */
+static void qrt_quantize_avx2(const qrt_quant *q, const float *x, void *y, int64_t n, int64_t p0,
+                              int64_t p1, int32_t *tile) {
+    const __m256d sc = _mm256_set1_pd(q->scale), lo = _mm256_set1_pd(q->qlo), hi = _mm256_set1_pd(q->qhi);
+    const __m256i zp = _mm256_set1_epi32(q->zp);
+    const int64_t C = q->C;
+    for (int64_t p = p0; p < p1; p += 8) {
+        for (int64_t c = 0; c < C; c++) {
+            __m256 v = _mm256_loadu_ps(x + (n * C + c) * q->P + p);
+            __m256d a = _mm256_div_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), sc);
+            __m256d b = _mm256_div_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), sc);
+            a = _mm256_round_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            b = _mm256_round_pd(b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            a = _mm256_and_pd(a, _mm256_cmp_pd(a, a, _CMP_ORD_Q));  /* NaN -> 0 */
+            b = _mm256_and_pd(b, _mm256_cmp_pd(b, b, _CMP_ORD_Q));
+            a = _mm256_min_pd(_mm256_max_pd(a, lo), hi);
+            b = _mm256_min_pd(_mm256_max_pd(b, lo), hi);
+            __m256i r = _mm256_set_m128i(_mm256_cvtpd_epi32(b), _mm256_cvtpd_epi32(a));
+            _mm256_storeu_si256((__m256i *)(tile + c * 8), _mm256_add_epi32(r, zp));
+        }
+        for (int i = 0; i < 8; i++) {
+            int64_t at = (n * q->P + p + i) * C;
+            if (q->kind == QRT_Q_INT8) {
+                int8_t *yr = (int8_t *)y + at;
+                for (int64_t c = 0; c < C; c++)
+                    yr[c] = (int8_t)tile[c * 8 + i];
+            } else {
+                for (int64_t c = 0; c < C; c++)
+                    qrt_quant_put(q->kind, y, at + c, tile[c * 8 + i]);
+            }
+        }
+    }
+}
+
+static void qrt_dequantize_avx2(const qrt_quant *q, const void *x, float *y, int64_t n, int64_t p0,
+                                int64_t p1, int32_t *tile) {
+    const __m256 s = _mm256_set1_ps(q->s);
+    const __m256i zp = _mm256_set1_epi32(q->zp);
+    const int64_t C = q->C;
+    for (int64_t p = p0; p < p1; p += 8) {
+        for (int i = 0; i < 8; i++) {
+            int64_t at = (n * q->P + p + i) * C;
+            if (q->kind == QRT_Q_INT8) {
+                const int8_t *xr = (const int8_t *)x + at;
+                for (int64_t c = 0; c < C; c++)
+                    tile[c * 8 + i] = xr[c];
+            } else {
+                for (int64_t c = 0; c < C; c++)
+                    tile[c * 8 + i] = qrt_quant_get(q->kind, x, at + c);
+            }
+        }
+        for (int64_t c = 0; c < C; c++) {
+            __m256i v = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(tile + c * 8)), zp);
+            _mm256_storeu_ps(y + (n * C + c) * q->P + p, _mm256_mul_ps(s, _mm256_cvtepi32_ps(v)));
+        }
+    }
+}
+
+#pragma GCC pop_options
+
+/* Work items: (image, run of QRT_QUANT_PIXELS pixels); the last run of each image may be short
+ * and its last P % 8 pixels take the scalar code (the same values). */
+#define QRT_QUANT_PIXELS 256
+
+static int qrt_quant_run(const qrt_quant *q, const void *x, void *y, int quantize) {
+    int64_t runs = (q->P + QRT_QUANT_PIXELS - 1) / QRT_QUANT_PIXELS, items = q->N * runs;
+    int threads = q->threads < 1 ? 1 : q->threads;
+    int vector = q->isa >= QRT_AVX2;
+    if (items * QRT_QUANT_PIXELS * q->C < 65536)  /* too little to share */
+        threads = 1;
+    int rc = 0;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && items > 1) reduction(min : rc)
+    for (int64_t it = 0; it < items; it++) {
+        int64_t n = it / runs, p0 = (it % runs) * QRT_QUANT_PIXELS;
+        int64_t p1 = p0 + QRT_QUANT_PIXELS < q->P ? p0 + QRT_QUANT_PIXELS : q->P;
+        int64_t pv = vector ? p0 + (p1 - p0) / 8 * 8 : p0;
+        if (pv > p0) {
+            int32_t *tile = (int32_t *)qrt_scratch((size_t)q->C * 8 * sizeof(int32_t));
+            if (tile == NULL) {
+                rc = -2;
+                continue;
+            }
+            if (quantize)
+                qrt_quantize_avx2(q, (const float *)x, y, n, p0, pv, tile);
+            else
+                qrt_dequantize_avx2(q, x, (float *)y, n, p0, pv, tile);
+        }
+        if (quantize)
+            qrt_quantize_scalar(q, (const float *)x, y, n, pv, p1);
+        else
+            qrt_dequantize_scalar(q, x, (float *)y, n, pv, p1);
+    }
+    return rc;
 }
 
 #endif
