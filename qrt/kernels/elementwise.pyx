@@ -17,8 +17,9 @@ Bit-exact with the NumPy references of qrt/reference/ops.py (SPEC.md sections 2.
 integer arithmetic only, except QUANTIZE and DEQUANTIZE, whose float steps are the reference's
 exactly (IEEE float64 division and round-half-even; one float32 multiplication). Same-shape
 ADD/SUB and MUL run simd/eltwise.h: 64-bit vector lanes on avx512vnni and amx, long rows over
-`threads`; the other ops take `isa` and `threads` and ignore them (a named path is still
-checked).
+`threads`; so do QUANTIZE and DEQUANTIZE (AVX2 and up; with nchw=True they also change the
+layout, as the graph boundary needs); the other ops take `isa` and `threads` and ignore them (a
+named path is still checked).
 """
 import numpy as np
 
