@@ -131,7 +131,7 @@ class Model:
                 t = self.definition.tensors[g.tensor]
                 if t.dtype != DType.FLOAT32 and t.quant is not None:
                     stage = np.empty(_user_shape(t.shape, g.layout), np.float32)
-                    views[("float", g.tensor)] = stage
+                    views[("float", quantize, g.tensor)] = stage  # a tensor may be input and output
                     params = self._boundary[g.tensor][0 if quantize else 1]
                     src, dst = (stage, views[g.tensor]) if quantize else (views[g.tensor], stage)
                     conversions[(quantize, g.tensor)] = self.kernels.conversion(
@@ -239,7 +239,7 @@ class Model:
         t = self.definition.tensors[g.tensor]
         if x.dtype.kind == "f" and t.dtype != DType.FLOAT32:
             if x.dtype != np.float32 or not x.flags.c_contiguous:
-                stage = views[("float", g.tensor)]
+                stage = views[("float", True, g.tensor)]
                 np.copyto(stage, x, casting="unsafe")  # float64 feeds are rounded to float32 first
                 x = stage
             step = self._local.conversions[(True, g.tensor)]
