@@ -4,7 +4,7 @@ the data path). References: qrt/reference/ops.py conv_2d and fully_connected, bi
 
 Each op is used in three steps:
   pack_conv_2d / pack_fully_connected(ins, p) -> PackedGemm   once, at load: weights into
-      vpdpbusd panels, the flip and zero-point compensation folded into the bias, per-channel
+      the path's panels, the flip and zero-point compensation folded into the bias, per-channel
       requantization tables;
   bind_conv_2d / bind_fully_connected(ins, p, out, ...) -> Step   once per thread arena: every
       shape checked, raw pointers kept;
@@ -51,12 +51,13 @@ class PackedGemm:
         self.isa = isa
         align = 64 if isa == _isa.NAMES.index("amx") else 4  # AMX tiles hold 64 k per row
         self.k4 = max(-(-k // align) * align, align)
+        kg = 2 if isa == _isa.NAMES.index("avx2") else 4  # k per channel group (vpmaddwd: 2)
         self.panels = -(-cout_g // 16)
         nch = self.panels * 16
         self.w = np.zeros(groups * self.panels * self.k4 * 16, np.int8)
         sums = np.zeros((groups, nch), np.int64)
         _pack_panels(np.ascontiguousarray(w).reshape(groups * cout_g, k), cout_g, self.k4,
-                     self.panels, self.w, sums.reshape(-1))
+                     self.panels, kg, self.w, sums.reshape(-1))
         b = np.zeros((groups, nch), np.int64)
         b[:, :cout_g] = np.asarray(bias, np.int64).reshape(groups, cout_g)
         # Activations are read as x + 128 and the padding as zp_x + 128: subtract both from
@@ -79,9 +80,10 @@ class PackedGemm:
 
 
 cdef void _pack_panels(const int8_t[:, ::1] w, Py_ssize_t cout_g, Py_ssize_t k4,
-                       Py_ssize_t panels, int8_t[::1] out, int64_t[::1] sums) noexcept nogil:
-    """w [groups*cout_g, K] -> out [groups][panels][K4/4][16][4] (4 consecutive k of 16
-    channels per 64 bytes, zeros around) and the per-channel weight sums."""
+                       Py_ssize_t panels, Py_ssize_t kg, int8_t[::1] out,
+                       int64_t[::1] sums) noexcept nogil:
+    """w [groups*cout_g, K] -> out [groups][panels][K4/kg][16][kg] (kg consecutive k of 16
+    channels per 16*kg bytes, zeros around) and the per-channel weight sums."""
     cdef Py_ssize_t row, grp, c, k, K = w.shape[1]
     cdef int64_t s
     cdef int8_t* dst
@@ -89,17 +91,17 @@ cdef void _pack_panels(const int8_t[:, ::1] w, Py_ssize_t cout_g, Py_ssize_t k4,
     for row in range(w.shape[0]):
         grp = row // cout_g
         c = row - grp * cout_g
-        dst = &out[((grp * panels + c // 16) * k4) * 16 + (c % 16) * 4]
+        dst = &out[((grp * panels + c // 16) * k4) * 16 + (c % 16) * kg]
         src = &w[row, 0] if K else NULL
         s = 0
         for k in range(K):
             s += src[k]
         sums[grp * panels * 16 + c] = s
         k = 0
-        while k + 4 <= K:  # 4 bytes at a time into each 64-byte group
-            memcpy(dst, src + k, 4)
-            dst += 64
-            k += 4
+        while k + kg <= K:  # kg bytes at a time into each 16*kg-byte group
+            memcpy(dst, src + k, kg)
+            dst += 16 * kg
+            k += kg
         if k < K:
             memcpy(dst, src + k, K - k)
 

@@ -2,17 +2,20 @@
  * reference is qrt/reference/ops.py, bit for bit, on every path.
  *
  * Data path of one call, per group:
- *   - output pixels are taken in blocks of at most QRT_MC rows; each block's im2col rows are
- *     gathered into per-thread scratch as unsigned bytes (x ^ 0x80 = x + 128; the padding holds
- *     the input zero point, also flipped), K rounded up to a multiple of 4 with zeros. Only
- *     one block is ever materialised, never the whole im2col matrix.
- *   - weights were packed once at load (qrt/kernels/conv.pyx pack_gemm) into panels of 16
- *     output channels, [panel][K4/4][16][4] int8: one 64-byte vector holds 4 k of 16 channels,
- *     the operand layout of vpdpbusd. Padding channels and k are zero.
- *   - a micro-kernel keeps QRT_MR rows x up to 4 panels of int32 sums in registers over the
- *     whole K (AMX: 32 rows x 2 panels in four tiles, K padded to 64), then adds the prepared bias (bias - (zp_x + 128) * sum_k w: the flip and the
- *     zero point cost nothing at run time), requantizes in 64 bits exactly as SPEC.md 4.2,
- *     clamps and stores int8.
+ *   - output pixels are taken in blocks of at most QRT_BLOCK_BYTES of packed rows; each
+ *     block's im2col rows are gathered into per-thread scratch as unsigned values (x ^ 0x80 =
+ *     x + 128; the padding holds the input zero point, also flipped), K rounded up to a
+ *     multiple of 4 with zeros: bytes, or uint16 on the AVX2 path (widened once here, not in
+ *     the inner loop). Only one block is ever materialised, never the whole im2col matrix.
+ *   - weights were packed once at load (gemm.pyx PackedGemm) into panels of 16 output
+ *     channels, [panel][K4/4][16][4] int8: one 64-byte vector holds 4 k of 16 channels, the
+ *     operand layout of vpdpbusd; on the AVX2 path [panel][K4/2][16][2], the pairs vpmaddwd
+ *     multiplies. Padding channels and k are zero.
+ *   - a micro-kernel keeps up to QRT_MR rows x up to 4 panels of int32 sums in registers over
+ *     the whole K (AVX2: 6 rows x 1 panel; AMX: 32 rows x 2 panels in four tiles, K padded to
+ *     64), then adds the prepared bias (bias - (zp_x + 128) * sum_k w: the flip and the zero
+ *     point cost nothing at run time), requantizes exactly as SPEC.md 4.2 (requant.h), clamps
+ *     and stores int8.
  * Integer sums wrap modulo 2^32 exactly as the reference's int32 does, so the flip and the
  * compensation give identical results.
  * Threads split blocks of output pixels (or, when there are too few, panels of channels); each
@@ -89,42 +92,42 @@ typedef void (*qrt_fill_fn)(uint8_t *, uint8_t, int64_t);
  * are contiguous in NHWC and copied as one span. */
 static inline __attribute__((always_inline)) void
 qrt_gemm_pack_rows_with(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1, int64_t grp,
-                        uint8_t *dst, const qrt_flip_fn flip, const qrt_fill_fn fill) {
-    const int64_t cin = g->cin_g, K = g->KH * g->KW * cin;
+                        uint8_t *dst, const int es, const qrt_flip_fn flip, const qrt_fill_fn fill) {
+    const int64_t cin = g->cin_g, K = g->KH * g->KW * cin, row = g->K4 * es;
     if (g->KH == 1 && g->KW == 1 && g->sh == 1 && g->sw == 1 && g->top == 0 && g->left == 0
         && g->OH == g->H && g->OW == g->W) {  /* 1x1 over every pixel: rows are pixels */
-        for (int64_t m = m0; m < m1; m++, dst += g->K4) {
+        for (int64_t m = m0; m < m1; m++, dst += row) {
             flip(dst, x + m * g->C_in + grp * cin, cin);
-            fill(dst + cin, 0, g->K4 - cin);
+            fill(dst + cin * es, 0, g->K4 - cin);
         }
         return;
     }
     int64_t per_image = g->OH * g->OW;
     int64_t n = m0 / per_image, r = m0 - n * per_image;
     int64_t oh = r / g->OW, ow = r - oh * g->OW;
-    for (int64_t m = m0; m < m1; m++, dst += g->K4) {
+    for (int64_t m = m0; m < m1; m++, dst += row) {
         int64_t ih0 = oh * g->sh - g->top, iw0 = ow * g->sw - g->left, k = 0;
         int64_t iw_last = iw0 + (g->KW - 1) * g->dw;
         const int8_t *image = x + n * g->H * g->W * g->C_in + grp * cin;
         for (int64_t kh = 0; kh < g->KH; kh++) {
             int64_t ih = ih0 + kh * g->dh;
             if (ih < 0 || ih >= g->H) {
-                fill(dst + k, g->pad_u8, g->KW * cin);
+                fill(dst + k * es, g->pad_u8, g->KW * cin);
                 k += g->KW * cin;
             } else if (g->dw == 1 && iw0 >= 0 && iw_last < g->W && cin == g->C_in) {
-                flip(dst + k, image + (ih * g->W + iw0) * g->C_in, g->KW * cin);
+                flip(dst + k * es, image + (ih * g->W + iw0) * g->C_in, g->KW * cin);
                 k += g->KW * cin;
             } else {
                 for (int64_t kw = 0; kw < g->KW; kw++, k += cin) {
                     int64_t iw = iw0 + kw * g->dw;
                     if (iw < 0 || iw >= g->W)
-                        fill(dst + k, g->pad_u8, cin);
+                        fill(dst + k * es, g->pad_u8, cin);
                     else
-                        flip(dst + k, image + (ih * g->W + iw) * g->C_in, cin);
+                        flip(dst + k * es, image + (ih * g->W + iw) * g->C_in, cin);
                 }
             }
         }
-        fill(dst + K, 0, g->K4 - K);
+        fill(dst + K * es, 0, g->K4 - K);
         if (++ow == g->OW) {
             ow = 0;
             if (++oh == g->OH) {
@@ -137,24 +140,16 @@ qrt_gemm_pack_rows_with(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t 
 
 static void qrt_gemm_pack_rows_plain(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
                                      int64_t grp, uint8_t *dst) {
-    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, qrt_flip_plain, qrt_fill_plain);
+    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, 1, qrt_flip_plain, qrt_fill_plain);
 }
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl")
 static void qrt_gemm_pack_rows_avx512(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
                                       int64_t grp, uint8_t *dst) {
-    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, qrt_flip_avx512, qrt_fill_avx512);
+    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, 1, qrt_flip_avx512, qrt_fill_avx512);
 }
 #pragma GCC pop_options
-
-static inline void qrt_gemm_pack_rows(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
-                                      int64_t grp, uint8_t *dst) {
-    if (g->isa >= QRT_AVX512VNNI)
-        qrt_gemm_pack_rows_avx512(g, x, m0, m1, grp, dst);
-    else
-        qrt_gemm_pack_rows_plain(g, x, m0, m1, grp, dst);
-}
 
 /* ---------------------------------------------------------------- scalar (portable C) */
 
@@ -181,42 +176,114 @@ static void qrt_ukernel_scalar(const qrt_gemm *g, int64_t np, int64_t mr, const 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 
-/* 3 rows x 1 panel (AVX2 has 16 vector registers). The panel's 16 channels are 4 vectors of
- * 4 channels x 4 k widened to int16; a row's 4 bytes are widened and repeated; vpmaddwd leaves
- * 2 partial sums per channel, added pairwise at the end. */
+/* Rows are packed as uint16 (x + 128, widened once here rather than once per use in the
+ * micro-kernel) and panels as [K4/2][16][2] int8 (pack_gemm's AVX2 layout). */
+static inline __attribute__((always_inline)) void qrt_flip_avx2(uint8_t *dst, const int8_t *src,
+                                                                int64_t n) {
+    const __m128i top = _mm_set1_epi8((char)0x80);
+    uint16_t *d = (uint16_t *)dst;
+    for (; n >= 16; n -= 16, src += 16, d += 16)
+        _mm256_storeu_si256((__m256i *)d, _mm256_cvtepu8_epi16(
+            _mm_xor_si128(_mm_loadu_si128((const __m128i *)src), top)));
+    for (int64_t i = 0; i < n; i++)
+        d[i] = (uint8_t)src[i] ^ 0x80;
+}
+
+static inline __attribute__((always_inline)) void qrt_fill_avx2(uint8_t *dst, uint8_t v, int64_t n) {
+    uint16_t *d = (uint16_t *)dst;
+    for (int64_t i = 0; i < n; i++)
+        d[i] = v;
+}
+
+static void qrt_gemm_pack_rows_avx2(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
+                                    int64_t grp, uint8_t *dst) {
+    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, 2, qrt_flip_avx2, qrt_fill_avx2);
+}
+
+/* The k loop of 6 rows in assembly: the 12 sums, 2 weight vectors, the broadcast and the
+ * product take all 16 ymm registers, and gcc, given the same loop in intrinsics, keeps some
+ * sums on the stack (a load and a store per multiply-add). Sums: ymm0-11, from zero, stored to
+ * acc at the end. Per step (2 k): 2 weight widenings, then per row a broadcast load, 2 vpmaddwd
+ * and 2 vpaddd. k counts bytes of a uint16 row (4 per step); the panel advances 32 bytes per
+ * step, 8 x k. */
+#define QRT_AVX2_ROW(A, C0, C1)                                                               \
+    "vpbroadcastd (%[" A "],%[k]), %%ymm14\n\t"                                              \
+    "vpmaddwd %%ymm12, %%ymm14, %%ymm15\n\t"                                                 \
+    "vpaddd %%ymm15, %%ymm" C0 ", %%ymm" C0 "\n\t"                                           \
+    "vpmaddwd %%ymm13, %%ymm14, %%ymm15\n\t"                                                 \
+    "vpaddd %%ymm15, %%ymm" C1 ", %%ymm" C1 "\n\t"
+#define QRT_AVX2_ZERO(C) "vpxor %%xmm" C ", %%xmm" C ", %%xmm" C "\n\t"
+#define QRT_AVX2_STORE(C, AT) "vmovdqu %%ymm" C ", " AT "(%[acc])\n\t"
+
 static inline __attribute__((always_inline)) void
-qrt_ukernel_avx2_panel(const qrt_gemm *g, int64_t mr, const uint8_t *const *a, const int8_t *w,
-                       const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                       int8_t *const *y, int64_t col, int64_t ncols) {
+qrt_avx2_k_loop6(const uint16_t *const *ap, const int8_t *w, int64_t K4, __m256i acc[6][2]) {
+    int64_t k = 0;
+    __asm__ volatile(
+        QRT_AVX2_ZERO("0") QRT_AVX2_ZERO("1") QRT_AVX2_ZERO("2") QRT_AVX2_ZERO("3")
+        QRT_AVX2_ZERO("4") QRT_AVX2_ZERO("5") QRT_AVX2_ZERO("6") QRT_AVX2_ZERO("7")
+        QRT_AVX2_ZERO("8") QRT_AVX2_ZERO("9") QRT_AVX2_ZERO("10") QRT_AVX2_ZERO("11")
+        ".p2align 4\n\t"
+        "1:\n\t"
+        "vpmovsxbw (%[w],%[k],8), %%ymm12\n\t"
+        "vpmovsxbw 16(%[w],%[k],8), %%ymm13\n\t"
+        QRT_AVX2_ROW("a0", "0", "1") QRT_AVX2_ROW("a1", "2", "3") QRT_AVX2_ROW("a2", "4", "5")
+        QRT_AVX2_ROW("a3", "6", "7") QRT_AVX2_ROW("a4", "8", "9") QRT_AVX2_ROW("a5", "10", "11")
+        "add $4, %[k]\n\t"
+        "cmp %[n], %[k]\n\t"
+        "jb 1b\n\t"
+        QRT_AVX2_STORE("0", "0") QRT_AVX2_STORE("1", "32") QRT_AVX2_STORE("2", "64")
+        QRT_AVX2_STORE("3", "96") QRT_AVX2_STORE("4", "128") QRT_AVX2_STORE("5", "160")
+        QRT_AVX2_STORE("6", "192") QRT_AVX2_STORE("7", "224") QRT_AVX2_STORE("8", "256")
+        QRT_AVX2_STORE("9", "288") QRT_AVX2_STORE("10", "320") QRT_AVX2_STORE("11", "352")
+        : [k] "+r"(k)
+        : [a0] "r"(ap[0]), [a1] "r"(ap[1]), [a2] "r"(ap[2]), [a3] "r"(ap[3]), [a4] "r"(ap[4]),
+          [a5] "r"(ap[5]), [w] "r"(w), [n] "r"(K4 * 2) /* K4 >= 4: at least one step */,
+          [acc] "r"(&acc[0][0])
+        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+          "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory");
+}
+#undef QRT_AVX2_ZERO
+#undef QRT_AVX2_STORE
+#undef QRT_AVX2_ROW
+
+/* MR rows x 16 channels (one panel) over the whole K, 2 k per step: a row's pair of uint16
+ * is broadcast to every 32-bit lane and vpmaddwd with the pairs of 8 channels leaves one sum
+ * per channel, so the 12 sums need no reduction at the end. 12 sums + 2 weight vectors + a
+ * broadcast fit the 16 ymm registers; the operations per step are 2 widenings of weights and
+ * MR x 2 (vpmaddwd + vpaddd): with MR = 6 nearly all of them are the multiply-adds. */
+static inline __attribute__((always_inline)) void
+qrt_ukernel_avx2_rows(const qrt_gemm *g, const int MR, const uint8_t *const *a, const int8_t *w,
+                      const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                      int8_t *const *y, int64_t col, int64_t ncols) {
     /* the 32-bit requantization tables at the same channel as mult */
     const int32_t *round32 = g->round32 + (mult - g->mult), *shift32 = g->shift32 + (mult - g->mult);
-    __m256i acc[3][4];
-    const uint8_t *a0 = a[0], *a1 = mr > 1 ? a[1] : a[0], *a2 = mr > 2 ? a[2] : a[0];
-    for (int j = 0; j < 3; j++)
-        for (int q = 0; q < 4; q++)
-            acc[j][q] = _mm256_setzero_si256();
-    for (int64_t k = 0; k < g->K4; k += 4) {
-        __m256i r0 = _mm256_cvtepu8_epi16(_mm_set1_epi32(*(const int32_t *)(a0 + k)));
-        __m256i r1 = _mm256_cvtepu8_epi16(_mm_set1_epi32(*(const int32_t *)(a1 + k)));
-        __m256i r2 = _mm256_cvtepu8_epi16(_mm_set1_epi32(*(const int32_t *)(a2 + k)));
-        for (int q = 0; q < 4; q++) {
-            __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + k * 16 + q * 16)));
-            acc[0][q] = _mm256_add_epi32(acc[0][q], _mm256_madd_epi16(r0, wv));
-            acc[1][q] = _mm256_add_epi32(acc[1][q], _mm256_madd_epi16(r1, wv));
-            acc[2][q] = _mm256_add_epi32(acc[2][q], _mm256_madd_epi16(r2, wv));
+    __m256i acc[6][2];
+    const uint16_t *ap[6];
+    for (int i = 0; i < MR; i++) {
+        ap[i] = (const uint16_t *)a[i];
+        acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+    }
+    if (MR == 6) {
+        qrt_avx2_k_loop6(ap, w, g->K4, acc);
+    } else for (int64_t k = 0; k < g->K4; k += 2) {
+        __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + k * 16)));
+        __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + k * 16 + 16)));
+        for (int i = 0; i < MR; i++) {
+            __m256i av = _mm256_set1_epi32(*(const int32_t *)(ap[i] + k));
+            acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(av, w0));
+            acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(av, w1));
         }
     }
-    for (int64_t i = 0; i < mr; i++) {
+    for (int i = 0; i < MR; i++) {
         for (int h = 0; h < 2; h++) {  /* 8 channels at a time */
             int64_t c0 = h * 8;
             if (c0 >= ncols)
                 break;
-            __m256i s = _mm256_hadd_epi32(acc[i][2 * h], acc[i][2 * h + 1]);
-            s = _mm256_permute4x64_epi64(s, 0xD8);  /* channels back in order */
-            __m256i v = g->n33 ? qrt_requant8_avx2_n33(s, bias + c0, mult + c0, round32 + c0,
-                                                       shift32 + c0, g->zp_y, g->lo, g->hi)
-                               : qrt_requant8_avx2(s, bias + c0, mult + c0, shift + c0, g->zp_y,
-                                                   g->lo, g->hi);
+            __m256i v = g->n33 ? qrt_requant8_avx2_n33(acc[i][h], bias + c0, mult + c0,
+                                                       round32 + c0, shift32 + c0, g->zp_y,
+                                                       g->lo, g->hi)
+                               : qrt_requant8_avx2(acc[i][h], bias + c0, mult + c0, shift + c0,
+                                                   g->zp_y, g->lo, g->hi);
             qrt_store8_avx2(y[i] + col + c0, v, ncols - c0);
         }
     }
@@ -225,12 +292,16 @@ qrt_ukernel_avx2_panel(const qrt_gemm *g, int64_t mr, const uint8_t *const *a, c
 static void qrt_ukernel_avx2(const qrt_gemm *g, int64_t np, int64_t mr, const uint8_t *const *a,
                              const int8_t *w, const int32_t *bias, const int32_t *mult,
                              const int32_t *shift, int8_t *const *y, int64_t ncols) {
-    for (int64_t i = 0; i < mr; i += 3) {
-        int64_t r = mr - i < 3 ? mr - i : 3;
-        for (int64_t p = 0; p < np && p * 16 < ncols; p++) {
-            int64_t c0 = p * 16;
-            qrt_ukernel_avx2_panel(g, r, a + i, w + p * g->K4 * 16, bias + c0, mult + c0,
-                                   shift + c0, y + i, c0, ncols - c0);
+    for (int64_t p = 0; p < np && p * 16 < ncols; p++) {
+        int64_t c0 = p * 16, n = ncols - c0;
+        const int8_t *wp = w + p * g->K4 * 16;
+        switch (mr) {  /* the row count a constant in each copy: the sums stay in registers */
+        case 1: qrt_ukernel_avx2_rows(g, 1, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
+        case 2: qrt_ukernel_avx2_rows(g, 2, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
+        case 3: qrt_ukernel_avx2_rows(g, 3, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
+        case 4: qrt_ukernel_avx2_rows(g, 4, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
+        case 5: qrt_ukernel_avx2_rows(g, 5, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
+        default: qrt_ukernel_avx2_rows(g, 6, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
         }
     }
 }
@@ -400,12 +471,25 @@ typedef void (*qrt_ukernel_fn)(const qrt_gemm *, int64_t, int64_t, const uint8_t
 
 static inline int64_t qrt_gemm_rows(const qrt_gemm *g) { return g->N * g->OH * g->OW; }
 
+/* Bytes per packed k: the AVX2 path packs rows as uint16. */
+static inline int qrt_gemm_es(const qrt_gemm *g) { return g->isa == QRT_AVX2 ? 2 : 1; }
+
+static inline void qrt_gemm_pack_rows(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
+                                      int64_t grp, uint8_t *dst) {
+    if (g->isa >= QRT_AVX512VNNI)
+        qrt_gemm_pack_rows_avx512(g, x, m0, m1, grp, dst);
+    else if (g->isa == QRT_AVX2)
+        qrt_gemm_pack_rows_avx2(g, x, m0, m1, grp, dst);
+    else
+        qrt_gemm_pack_rows_plain(g, x, m0, m1, grp, dst);
+}
+
 /* Rows per micro-kernel call: 32 for AMX tiles (2 x 16), QRT_MR otherwise. */
 static inline int64_t qrt_gemm_mr(const qrt_gemm *g) { return g->isa == QRT_AMX ? 32 : QRT_MR; }
 
 /* Rows per block: a multiple of the micro-kernel's rows whose packed rows fit QRT_BLOCK_BYTES. */
 static inline int64_t qrt_gemm_block(const qrt_gemm *g) {
-    int64_t mr = qrt_gemm_mr(g), mc = QRT_BLOCK_BYTES / g->K4;
+    int64_t mr = qrt_gemm_mr(g), mc = QRT_BLOCK_BYTES / (g->K4 * qrt_gemm_es(g));
     mc -= mc % mr;
     return mc < mr ? mr : mc;
 }
@@ -416,7 +500,8 @@ static int qrt_gemm_tile(const qrt_gemm *g, const int8_t *x, int8_t *y, int64_t 
     qrt_ukernel_fn uk = g->isa == QRT_AVX512VNNI ? qrt_ukernel_vnni
                       : g->isa == QRT_AVX2 ? qrt_ukernel_avx2 : qrt_ukernel_scalar;
     int64_t padded = (m1 - m0 + 31) / 32 * 32;  /* AMX loads whole 16-row tiles */
-    uint8_t *rows = qrt_scratch((size_t)padded * g->K4 + 32 * 32 * sizeof(int32_t));
+    int64_t row = g->K4 * qrt_gemm_es(g);
+    uint8_t *rows = qrt_scratch((size_t)padded * row + 32 * 32 * sizeof(int32_t));
     if (rows == NULL)
         return -2;
     qrt_gemm_pack_rows(g, x, m0, m1, grp, rows);
@@ -427,7 +512,7 @@ static int qrt_gemm_tile(const qrt_gemm *g, const int8_t *x, int8_t *y, int64_t 
     if (g->isa == QRT_AMX) {
         qrt_amx_configure();
         qrt_amx_block(g, rows, m1 - m0, wg, bias, mult, shift, y + m0 * g->C_out + grp * g->cout_g,
-                      p0, p1, (int32_t *)(rows + (size_t)padded * g->K4));
+                      p0, p1, (int32_t *)(rows + (size_t)padded * row));
         qrt_amx_release();
         return 0;
     }
@@ -440,7 +525,7 @@ static int qrt_gemm_tile(const qrt_gemm *g, const int8_t *x, int8_t *y, int64_t 
             const uint8_t *a[QRT_MR];
             int8_t *yr[QRT_MR];
             for (int64_t i = 0; i < mr; i++) {
-                a[i] = rows + (m - m0 + i) * g->K4;
+                a[i] = rows + (m - m0 + i) * row;
                 yr[i] = y + (m + i) * g->C_out + grp * g->cout_g + c0;
             }
             uk(g, np, mr, a, wg + p * g->K4 * 16, bias + c0, mult + c0, shift + c0, yr, ncols);
