@@ -408,7 +408,7 @@ DEPTHWISE_CHANNELS = (1, 7, 16, 17, 32, 63, 96, 144, 960)
 
 def _depthwise_sized_case(rng, c, zp_x, common):
     """c input channels at a realistic size: the common layer (3x3, stride 1, padding 1,
-    multiplier 1: the AVX-512 path's column-sharing kernel) or a random one (kernel up to 5x5,
+    multiplier 1: the vector paths' column-sharing kernels) or a random one (kernel up to 5x5,
     strides and dilations 1-2, asymmetric pads, multiplier 1-3); a batch of 1-2 images of about
     1.5M output values x taps (rows enough for every thread)."""
     mult = 1 if common else int(rng.integers(1, 4))

@@ -21,10 +21,10 @@
  *     tap pairs in the same interleaved order, [block][pair][lo/hi][lane][4 channels][2 taps],
  *     by vpdpwssd (AVX-512 VNNI) or vpmaddwd + vpaddd (AVX2). |x * w| <= 128 * 127, so no
  *     pair sum saturates; int32 sums wrap like the reference's accumulator (SPEC.md 4.5).
- *     The sums are put back in channel order, requantized in 64 bits (requant.h), stored.
+ *     The sums are put back in channel order, requantized (requant.h), stored.
  *     Taps are paired down the kernel's columns ((0, kw) with (1, kw), ...; an odd last row
  *     along itself), so that for 3x3 stride 1 an interleaved column pair serves three
- *     neighbouring pixels: the AVX-512 path widens and interleaves one new column per pixel.
+ *     neighbouring pixels: the vector paths widen and interleave one new column per pixel.
  *   - the scalar path sums the same taps against the weights in the same tap order.
  * Threads take whole output rows, so results do not depend on the thread count. Per-thread
  * scratch holds the pointers (and, for M > 1, the expanded rows); nothing is allocated per
@@ -126,14 +126,74 @@ qrt_dw_pixels_avx2_n(const qrt_dw *d, const int8_t *const *t, int64_t step, int6
                     a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1),
                                                                 _mm256_loadu_si256((const __m256i *)(wq + 32))));
                 }
-                __m256i v = qrt_dw_requant8_avx2(&l, _mm256_permute2x128_si256(a0, a1, 0x20), c);
-                qrt_store8_avx2(y + c, v, left);
-                if (left > 8) {
-                    v = qrt_dw_requant8_avx2(&l, _mm256_permute2x128_si256(a0, a1, 0x31), c + 8);
-                    qrt_store8_avx2(y + c + 8, v, left - 8);
-                }
+                /* channels 8-15 of a last short block are padding: tables cover whole blocks */
+                qrt_store16_avx2(y + c, qrt_dw_requant8_avx2(&l, _mm256_permute2x128_si256(a0, a1, 0x20), c),
+                                 qrt_dw_requant8_avx2(&l, _mm256_permute2x128_si256(a0, a1, 0x31), c + 8),
+                                 left);
             }
         }
+    }
+}
+
+/* 16 channels of x at p, widened to int16. */
+static inline __attribute__((always_inline)) __m256i qrt_dw_load_avx2(const int8_t *p) {
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p));
+}
+
+/* 3x3, stride 1, dilation 1: qrt_dw_pixels_avx512_3x3s1 (see there) 16 channels at a time,
+ * the weights read from memory (16 registers hold the interleaved columns and sums, not the
+ * 10 weight vectors too). Each pixel widens 3 and interleaves 4 new vectors per 16 channels
+ * instead of 10 and 10, and the requantization tables are loaded once per 16 channels. */
+static void qrt_dw_pixels_avx2_3x3s1(const qrt_dw *d, const int8_t *const *t, int64_t count,
+                                     int8_t *y) {
+    qrt_dw l = *d;
+    const int64_t C = l.C_out;
+    const int8_t *r0 = t[0], *r1 = t[1], *r2 = t[6];
+    for (int64_t c = 0; c < C; c += 16) {
+        const int16_t *w = l.wp + (c / 32) * 5 * 64 + (c % 32);  /* pair p: w + 64p, hi +32 */
+#define QRT_W(p, hi) _mm256_loadu_si256((const __m256i *)(w + 64 * (p) + 32 * (hi)))
+        qrt_n33_avx2 t0, t1;
+        if (l.n33) {
+            t0 = qrt_n33_avx2_load(l.bias + c, l.mult + c, l.round32 + c, l.shift32 + c, l.zp_y, l.lo, l.hi);
+            t1 = qrt_n33_avx2_load(l.bias + c + 8, l.mult + c + 8, l.round32 + c + 8, l.shift32 + c + 8,
+                                   l.zp_y, l.lo, l.hi);
+        }
+        __m256i x0 = qrt_dw_load_avx2(r0 + c), x1 = qrt_dw_load_avx2(r1 + c);
+        __m256i u0l = _mm256_unpacklo_epi16(x0, x1), u0h = _mm256_unpackhi_epi16(x0, x1);
+        x0 = qrt_dw_load_avx2(r0 + C + c), x1 = qrt_dw_load_avx2(r1 + C + c);
+        __m256i u1l = _mm256_unpacklo_epi16(x0, x1), u1h = _mm256_unpackhi_epi16(x0, x1);
+        __m256i x2 = qrt_dw_load_avx2(r2 + c), x2n = qrt_dw_load_avx2(r2 + C + c);
+        __m256i v0l = _mm256_unpacklo_epi16(x2, x2n), v0h = _mm256_unpackhi_epi16(x2, x2n);
+        x2 = qrt_dw_load_avx2(r2 + 2 * C + c);
+        __m256i v1l = _mm256_unpacklo_epi16(x2n, x2), v1h = _mm256_unpackhi_epi16(x2n, x2);
+        for (int64_t i = 0; i < count; i++) {
+            int64_t o = (i + 2) * C + c;
+            x0 = qrt_dw_load_avx2(r0 + o), x1 = qrt_dw_load_avx2(r1 + o);
+            __m256i u2l = _mm256_unpacklo_epi16(x0, x1), u2h = _mm256_unpackhi_epi16(x0, x1);
+            x2n = qrt_dw_load_avx2(r2 + o + C);
+            __m256i v2l = _mm256_unpacklo_epi16(x2, x2n), v2h = _mm256_unpackhi_epi16(x2, x2n);
+            __m256i a0 = _mm256_madd_epi16(u0l, QRT_W(0, 0));
+            __m256i a1 = _mm256_madd_epi16(u0h, QRT_W(0, 1));
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(u1l, QRT_W(1, 0)));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(u1h, QRT_W(1, 1)));
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(u2l, QRT_W(2, 0)));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(u2h, QRT_W(2, 1)));
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(v0l, QRT_W(3, 0)));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(v0h, QRT_W(3, 1)));
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(v2l, QRT_W(4, 0)));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(v2h, QRT_W(4, 1)));
+            __m256i s0 = _mm256_permute2x128_si256(a0, a1, 0x20), s1 = _mm256_permute2x128_si256(a0, a1, 0x31);
+            if (l.n33)
+                qrt_store16_avx2(y + i * C + c, qrt_requant8_avx2_n33_with(s0, &t0),
+                                 qrt_requant8_avx2_n33_with(s1, &t1), C - c);
+            else
+                qrt_store16_avx2(y + i * C + c, qrt_dw_requant8_avx2(&l, s0, c),
+                                 qrt_dw_requant8_avx2(&l, s1, c + 8), C - c);
+            u0l = u1l, u0h = u1h, u1l = u2l, u1h = u2h;
+            v0l = v1l, v0h = v1h, v1l = v2l, v1h = v2h;
+            x2 = x2n;
+        }
+#undef QRT_W
     }
 }
 
@@ -334,9 +394,12 @@ static void qrt_dw_row(const qrt_dw *d, const int8_t *x, int64_t row, int8_t *y,
         b = a;
     if (b > a) {
         qrt_dw_taps(d, x, rows, n, oh, a, base);
-        if (d->isa >= QRT_AVX512VNNI && d->KH == 3 && d->KW == 3 && d->sw == 1 && d->dw == 1
+        if (d->isa >= QRT_AVX2 && d->KH == 3 && d->KW == 3 && d->sw == 1 && d->dw == 1
             && b - a > 1) {
-            qrt_dw_pixels_avx512_3x3s1(d, base, b - a - 1, y + a * C_out);
+            if (d->isa >= QRT_AVX512VNNI)
+                qrt_dw_pixels_avx512_3x3s1(d, base, b - a - 1, y + a * C_out);
+            else
+                qrt_dw_pixels_avx2_3x3s1(d, base, b - a - 1, y + a * C_out);
             qrt_dw_taps(d, x, rows, n, oh, b - 1, own);
             qrt_dw_pixels(d, own, 0, 1, acc, y + (b - 1) * C_out);
         } else {

@@ -274,18 +274,20 @@ qrt_ukernel_avx2_rows(const qrt_gemm *g, const int MR, const uint8_t *const *a, 
             acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(av, w1));
         }
     }
-    for (int i = 0; i < MR; i++) {
-        for (int h = 0; h < 2; h++) {  /* 8 channels at a time */
-            int64_t c0 = h * 8;
-            if (c0 >= ncols)
-                break;
-            __m256i v = g->n33 ? qrt_requant8_avx2_n33(acc[i][h], bias + c0, mult + c0,
-                                                       round32 + c0, shift32 + c0, g->zp_y,
-                                                       g->lo, g->hi)
-                               : qrt_requant8_avx2(acc[i][h], bias + c0, mult + c0, shift + c0,
-                                                   g->zp_y, g->lo, g->hi);
-            qrt_store8_avx2(y[i] + col + c0, v, ncols - c0);
-        }
+    if (g->n33) {  /* the usual case: tables in registers for every row */
+        qrt_n33_avx2 t0 = qrt_n33_avx2_load(bias, mult, round32, shift32, g->zp_y, g->lo, g->hi);
+        qrt_n33_avx2 t1 = qrt_n33_avx2_load(bias + 8, mult + 8, round32 + 8, shift32 + 8, g->zp_y,
+                                            g->lo, g->hi);
+        for (int i = 0; i < MR; i++)
+            qrt_store16_avx2(y[i] + col, qrt_requant8_avx2_n33_with(acc[i][0], &t0),
+                             qrt_requant8_avx2_n33_with(acc[i][1], &t1), ncols);
+    } else {
+        const int32_t zp = g->zp_y, lo = g->lo, hi = g->hi;
+        for (int i = 0; i < MR; i++)  /* channels 0-7, 8-15 (tables padded to whole panels) */
+            qrt_store16_avx2(y[i] + col,
+                             qrt_requant8_avx2(acc[i][0], bias, mult, shift, zp, lo, hi),
+                             qrt_requant8_avx2(acc[i][1], bias + 8, mult + 8, shift + 8, zp, lo, hi),
+                             ncols);
     }
 }
 

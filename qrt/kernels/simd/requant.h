@@ -57,6 +57,38 @@ qrt_requant8_avx2(__m256i acc, const int32_t *bias, const int32_t *mult, const i
     return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
 }
 
+/* The tables of qrt_requant8_avx2_n33 for 8 channels, in registers: a micro-kernel loads them
+ * once for all its rows. */
+typedef struct {
+    __m256i bias, mult, mult_odd, round32, shift32, lo, hi, zp;
+} qrt_n33_avx2;
+
+static inline __attribute__((always_inline)) qrt_n33_avx2
+qrt_n33_avx2_load(const int32_t *bias, const int32_t *mult, const int32_t *round32,
+                  const int32_t *shift32, int32_t zp, int32_t lo, int32_t hi) {
+    qrt_n33_avx2 t;
+    t.bias = _mm256_loadu_si256((const __m256i *)bias);
+    t.mult = _mm256_loadu_si256((const __m256i *)mult);
+    t.mult_odd = _mm256_srli_epi64(t.mult, 32);
+    t.round32 = _mm256_loadu_si256((const __m256i *)round32);
+    t.shift32 = _mm256_loadu_si256((const __m256i *)shift32);
+    t.lo = _mm256_set1_epi32(lo - zp);
+    t.hi = _mm256_set1_epi32(hi - zp);
+    t.zp = _mm256_set1_epi32(zp);
+    return t;
+}
+
+static inline __attribute__((always_inline)) __m256i
+qrt_requant8_avx2_n33_with(__m256i acc, const qrt_n33_avx2 *t) {
+    acc = _mm256_add_epi32(acc, t->bias);
+    __m256i even = _mm256_mul_epi32(acc, t->mult);
+    __m256i odd = _mm256_mul_epi32(_mm256_srli_epi64(acc, 32), t->mult_odd);
+    __m256i top = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+    __m256i v = _mm256_srav_epi32(_mm256_add_epi32(top, t->round32), t->shift32);
+    v = _mm256_min_epi32(_mm256_max_epi32(v, t->lo), t->hi);
+    return _mm256_add_epi32(v, t->zp);
+}
+
 /* The same for layers whose shifts are all >= 33 (real multipliers below 1/4, the usual case),
  * in 32-bit lanes after the product: with x = acc * m (|x| < 2^62) and hi = x >> 32,
  *   (x + 2^(n-1)) >> n  ==  (hi + 2^(n-33)) >> (n-32)
@@ -66,15 +98,8 @@ qrt_requant8_avx2(__m256i acc, const int32_t *bias, const int32_t *mult, const i
 static inline __attribute__((always_inline)) __m256i
 qrt_requant8_avx2_n33(__m256i acc, const int32_t *bias, const int32_t *mult, const int32_t *round32,
                       const int32_t *shift32, int32_t zp, int32_t lo, int32_t hi) {
-    acc = _mm256_add_epi32(acc, _mm256_loadu_si256((const __m256i *)bias));
-    __m256i m = _mm256_loadu_si256((const __m256i *)mult);
-    __m256i even = _mm256_mul_epi32(acc, m);
-    __m256i odd = _mm256_mul_epi32(_mm256_srli_epi64(acc, 32), _mm256_srli_epi64(m, 32));
-    __m256i top = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
-    top = _mm256_add_epi32(top, _mm256_loadu_si256((const __m256i *)round32));
-    __m256i v = _mm256_srav_epi32(top, _mm256_loadu_si256((const __m256i *)shift32));
-    v = _mm256_min_epi32(_mm256_max_epi32(v, _mm256_set1_epi32(lo - zp)), _mm256_set1_epi32(hi - zp));
-    return _mm256_add_epi32(v, _mm256_set1_epi32(zp));
+    qrt_n33_avx2 t = qrt_n33_avx2_load(bias, mult, round32, shift32, zp, lo, hi);
+    return qrt_requant8_avx2_n33_with(acc, &t);
 }
 
 /* Store the low byte of each int32 lane of v at y: count bytes (all 8 when count >= 8). */
@@ -90,6 +115,23 @@ static inline __attribute__((always_inline)) void qrt_store8_avx2(int8_t *y, __m
     } else {
         for (int64_t i = 0; i < count; i++)
             y[i] = (int8_t)(bytes >> (8 * i));
+    }
+}
+
+/* Two vectors of 8 int32 lanes already within [lo, hi] (as the requant8 routines leave them)
+ * -> 16 int8 in order at y: count bytes (all 16 when count >= 16). The packs saturate, which
+ * changes nothing in range. */
+static inline __attribute__((always_inline)) void qrt_store16_avx2(int8_t *y, __m256i v0, __m256i v1,
+                                                                  int64_t count) {
+    __m256i w = _mm256_packs_epi32(v0, v1);   /* int16: v0 0-3, v1 0-3 | v0 4-7, v1 4-7 */
+    w = _mm256_permute4x64_epi64(w, 0xD8);    /* v0 0-7 | v1 0-7 */
+    __m128i b = _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+    if (count >= 16) {
+        _mm_storeu_si128((__m128i *)y, b);
+    } else {
+        int8_t t[16];
+        _mm_storeu_si128((__m128i *)t, b);
+        memcpy(y, t, count);
     }
 }
 
