@@ -53,7 +53,8 @@ typedef struct {
 /* dst = src ^ 0x80 (int8 -> uint8 + 128), and a fill: portable and AVX-512 forms, so the
  * packing below can be compiled for both (short spans: masked vectors, no calls). */
 static inline __attribute__((always_inline)) void qrt_flip_plain(uint8_t *dst, const int8_t *src,
-                                                                 int64_t n) {
+                                                                 int64_t n, const int8_t *end) {
+    (void)end;
     for (int64_t i = 0; i < n; i++)
         dst[i] = (uint8_t)src[i] ^ 0x80;
 }
@@ -65,7 +66,8 @@ static inline __attribute__((always_inline)) void qrt_fill_plain(uint8_t *dst, u
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl")
 static inline __attribute__((always_inline)) void qrt_flip_avx512(uint8_t *dst, const int8_t *src,
-                                                                  int64_t n) {
+                                                                  int64_t n, const int8_t *end) {
+    (void)end;
     const __m512i top = _mm512_set1_epi8((char)0x80);
     for (; n >= 64; n -= 64, src += 64, dst += 64)
         _mm512_storeu_si512((void *)dst, _mm512_xor_si512(_mm512_loadu_si512((const void *)src), top));
@@ -84,7 +86,7 @@ static inline __attribute__((always_inline)) void qrt_fill_avx512(uint8_t *dst, 
 }
 #pragma GCC pop_options
 
-typedef void (*qrt_flip_fn)(uint8_t *, const int8_t *, int64_t);
+typedef void (*qrt_flip_fn)(uint8_t *, const int8_t *, int64_t, const int8_t *);
 typedef void (*qrt_fill_fn)(uint8_t *, uint8_t, int64_t);
 
 /* The im2col rows of output pixels [m0, m1), group grp, flipped to unsigned: K4 bytes each,
@@ -94,10 +96,11 @@ static inline __attribute__((always_inline)) void
 qrt_gemm_pack_rows_with(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1, int64_t grp,
                         uint8_t *dst, const int es, const qrt_flip_fn flip, const qrt_fill_fn fill) {
     const int64_t cin = g->cin_g, K = g->KH * g->KW * cin, row = g->K4 * es;
+    const int8_t *end = x + g->N * g->H * g->W * g->C_in;  /* flip may read up to here */
     if (g->KH == 1 && g->KW == 1 && g->sh == 1 && g->sw == 1 && g->top == 0 && g->left == 0
         && g->OH == g->H && g->OW == g->W) {  /* 1x1 over every pixel: rows are pixels */
         for (int64_t m = m0; m < m1; m++, dst += row) {
-            flip(dst, x + m * g->C_in + grp * cin, cin);
+            flip(dst, x + m * g->C_in + grp * cin, cin, end);
             fill(dst + cin * es, 0, g->K4 - cin);
         }
         return;
@@ -115,7 +118,7 @@ qrt_gemm_pack_rows_with(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t 
                 fill(dst + k * es, g->pad_u8, g->KW * cin);
                 k += g->KW * cin;
             } else if (g->dw == 1 && iw0 >= 0 && iw_last < g->W && cin == g->C_in) {
-                flip(dst + k * es, image + (ih * g->W + iw0) * g->C_in, g->KW * cin);
+                flip(dst + k * es, image + (ih * g->W + iw0) * g->C_in, g->KW * cin, end);
                 k += g->KW * cin;
             } else {
                 for (int64_t kw = 0; kw < g->KW; kw++, k += cin) {
@@ -123,7 +126,7 @@ qrt_gemm_pack_rows_with(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t 
                     if (iw < 0 || iw >= g->W)
                         fill(dst + k * es, g->pad_u8, cin);
                     else
-                        flip(dst + k * es, image + (ih * g->W + iw) * g->C_in, cin);
+                        flip(dst + k * es, image + (ih * g->W + iw) * g->C_in, cin, end);
                 }
             }
         }
@@ -179,10 +182,14 @@ static void qrt_ukernel_scalar(const qrt_gemm *g, int64_t np, int64_t mr, const 
 /* Rows are packed as uint16 (x + 128, widened once here rather than once per use in the
  * micro-kernel) and panels as [K4/2][16][2] int8 (pack_gemm's AVX2 layout). */
 static inline __attribute__((always_inline)) void qrt_flip_avx2(uint8_t *dst, const int8_t *src,
-                                                                int64_t n) {
+                                                                int64_t n, const int8_t *end) {
     const __m128i top = _mm_set1_epi8((char)0x80);
     uint16_t *d = (uint16_t *)dst;
-    for (; n >= 16; n -= 16, src += 16, d += 16)
+    /* A short last piece is done as a whole vector too where 16 bytes can be read (the first
+     * conv's spans are 9 bytes): the surplus values land past the span, where the next span,
+     * the row's zero fill or the next row writes later (rows are packed in order, and the
+     * scratch has room after the last one). */
+    for (; n > 0 && src + 16 <= end; n -= 16, src += 16, d += 16)
         _mm256_storeu_si256((__m256i *)d, _mm256_cvtepu8_epi16(
             _mm_xor_si128(_mm_loadu_si128((const __m128i *)src), top)));
     for (int64_t i = 0; i < n; i++)
@@ -503,6 +510,7 @@ static int qrt_gemm_tile(const qrt_gemm *g, const int8_t *x, int8_t *y, int64_t 
                       : g->isa == QRT_AVX2 ? qrt_ukernel_avx2 : qrt_ukernel_scalar;
     int64_t padded = (m1 - m0 + 31) / 32 * 32;  /* AMX loads whole 16-row tiles */
     int64_t row = g->K4 * qrt_gemm_es(g);
+    /* after the rows: AMX's 32 x 32 sums (and the few values qrt_flip_avx2 writes past) */
     uint8_t *rows = qrt_scratch((size_t)padded * row + 32 * 32 * sizeof(int32_t));
     if (rows == NULL)
         return -2;
