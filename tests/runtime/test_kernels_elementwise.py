@@ -233,23 +233,28 @@ def test_binary_large_and_saturating():
 def test_binary_every_byte_pair_on_every_path(opcode):
     """Same-shape operands take the row kernel of simd/eltwise.h: every (a, b) byte pair, on
     every instruction-set path, on 1 and 2 threads (65536 elements and more are split), with
-    lengths that leave vector tails; scales that collapse, saturate and tie."""
+    lengths that leave vector tails; scales that collapse, saturate and tie, with output shifts
+    on both sides of 33 (the AVX2 path's 32-bit rounding applies from 33 on)."""
     rng = np.random.default_rng(60 + int(opcode))
     a_bytes, b_bytes = (v.astype(np.int8).reshape(-1) for v in np.meshgrid(np.arange(-128, 128), np.arange(-128, 128),
                                                                            indexing="ij"))
-    for scales in ((0.05, 0.03, 0.06), (1e-4, 10.0, 1e-4), (10.0, 1e-4, 10.0), (0.02, 0.02, 0.01)):
+    shifts = set()
+    for scales in ((0.05, 0.03, 0.06), (1e-4, 10.0, 1e-4), (10.0, 1e-4, 10.0), (0.02, 0.02, 0.01),
+                   (10.0, 10.0, 1e-5)):
         for length in (65536, 65536 + 13, 1003):
             act, clip = rand_activation(rng)
             model = one_op(opcode, [Spec((length,), DType.INT8, scales[0], rand_zp(rng)),
                                     Spec((length,), DType.INT8, scales[1], rand_zp(rng))],
                            Spec((length,), DType.INT8, scales[2], rand_zp(rng)), activation=act, clip=clip)
             p = prepare_op(model, 0)
+            shifts.add(p.out.shift[0] >= 33)
             ins = [np.resize(a_bytes, length), np.resize(b_bytes, length)]
             for isa in ISA.supported():
                 for threads in (1, 2):
                     ref, got = _reference_and_garbage(model.operators[0], ins, p, model.tensors[2])
                     KERNEL[opcode](ins, p, got, isa=isa, threads=threads)
                     _assert_same(model.operators[0], ref, got, None, f"{isa} path on {threads} threads")
+    assert shifts == {True, False}
 
 
 # ---------------------------------------------------------------------------- REQUANTIZE

@@ -13,9 +13,14 @@
  *   avx512: a' = rs(a - zp_a, m_a, n_a - 20) in 64-bit lanes, the same integer: n_a >= 31, so
  *           dividing v*m_a*2^20 + 2^(n_a-1) and 2^n_a by 2^20 leaves both integers.
  * MUL: y = clamp(zp + rs((a - zp_a)*(b - zp_b), m, n), lo, hi); |product| <= 255^2.
- * The final rounding is SPEC.md 4.2 in 64-bit lanes (requant.h). AVX2 takes the scalar path
- * everywhere: without 64-bit arithmetic shifts and min/max its 64-bit lanes are slower than
- * the scalar code (measured: ADD's tables, 56x56x64, about 1.2x).
+ * The final rounding is SPEC.md 4.2 in 64-bit lanes (requant.h).
+ *   avx2: in 32-bit lanes, 16 elements at a time. a' = rs(v, m_a, k), v = a - zp_a, with
+ *         m_a = mh * 2^j + ml (j = min(16, k - 1)):
+ *           v*m_a + 2^(k-1) = 2^j * (v*mh + 2^(k-1-j)) + v*ml, so
+ *           a' = (v*mh + 2^(k-1-j) + ((v*ml) >> j)) >> (k - j)
+ *         exactly (floor division nests), every term below 2^30 for |v| <= 255, k <= 42. The
+ *         output rounding is requant.h's 32-bit form, so this path is taken when n >= 33 (the
+ *         usual case: n is about 20 + 31); else the scalar one. MUL likewise, on the product.
  * Long rows are split over `threads`; each element is computed alike on every thread, so the
  * result does not depend on the thread count.
  *
@@ -77,6 +82,98 @@ static void qrt_mul_scalar(const qrt_mul *p, const int8_t *a, const int8_t *b, i
     for (int64_t i = 0; i < count; i++)
         y[i] = qrt_requant_select((a[i] - za) * (b[i] - zb), m, n, zp, lo, hi);
 }
+
+/* ---------------------------------------------------------------- avx2: 16 per step */
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+
+/* One operand's rescale rs(x - zp, m, k) (see the top), constants in registers. */
+typedef struct {
+    __m256i zp, mh, ml, r;
+    __m128i j, sh;
+} qrt_rescale_avx2;
+
+static inline qrt_rescale_avx2 qrt_rescale_avx2_make(int32_t zp, int32_t m, int32_t k) {
+    qrt_rescale_avx2 c;
+    int32_t j = k - 1 < 16 ? k - 1 : 16;
+    c.zp = _mm256_set1_epi32(zp);
+    c.mh = _mm256_set1_epi32(m >> j);
+    c.ml = _mm256_set1_epi32(m & ((1 << j) - 1));
+    c.r = _mm256_set1_epi32(1 << (k - 1 - j));
+    c.j = _mm_cvtsi32_si128(j);
+    c.sh = _mm_cvtsi32_si128(k - j);
+    return c;
+}
+
+/* The 8 int8 in the low half of x, as int32 lanes minus the zero point. */
+static inline __attribute__((always_inline)) __m256i qrt_centered8_avx2(__m128i x, __m256i zp) {
+    return _mm256_sub_epi32(_mm256_cvtepi8_epi32(x), zp);
+}
+
+static inline __attribute__((always_inline)) __m256i qrt_rescale8_avx2(__m128i x,
+                                                                      const qrt_rescale_avx2 *c) {
+    __m256i v = qrt_centered8_avx2(x, c->zp);
+    __m256i a = _mm256_add_epi32(_mm256_mullo_epi32(v, c->mh), c->r);
+    __m256i b = _mm256_sra_epi32(_mm256_mullo_epi32(v, c->ml), c->j);
+    return _mm256_sra_epi32(_mm256_add_epi32(a, b), c->sh);
+}
+
+/* The output rounding of every lane with one m, n >= 33 (requant.h's 32-bit form). */
+static inline qrt_n33_avx2 qrt_n33_avx2_uniform(int32_t m, int32_t n, int32_t zp, int32_t lo,
+                                                int32_t hi) {
+    int32_t mm[8], r32[8], s32[8], zero[8] = {0};
+    for (int i = 0; i < 8; i++) {
+        mm[i] = m;
+        r32[i] = 1 << (n - 33);
+        s32[i] = n - 32;
+    }
+    return qrt_n33_avx2_load(zero, mm, r32, s32, zp, lo, hi);
+}
+
+static int64_t qrt_add_avx2(const qrt_add *p, const int8_t *a, const int8_t *b, int8_t *y,
+                            int64_t count) {
+    if (p->n < 33)
+        return 0;
+    const qrt_rescale_avx2 ca = qrt_rescale_avx2_make(p->za, p->ma, p->ka);
+    const qrt_rescale_avx2 cb = qrt_rescale_avx2_make(p->zb, p->mb, p->kb);
+    const qrt_n33_avx2 t = qrt_n33_avx2_uniform(p->m, p->n, p->zp, p->lo, p->hi);
+    const int subtract = p->sign < 0;
+    int64_t i = 0;
+    for (; i + 16 <= count; i += 16) {
+        __m128i xa = _mm_loadu_si128((const __m128i *)(a + i));
+        __m128i xb = _mm_loadu_si128((const __m128i *)(b + i));
+        __m256i s[2];
+        for (int h = 0; h < 2; h++, xa = _mm_srli_si128(xa, 8), xb = _mm_srli_si128(xb, 8)) {
+            __m256i va = qrt_rescale8_avx2(xa, &ca), vb = qrt_rescale8_avx2(xb, &cb);
+            s[h] = subtract ? _mm256_sub_epi32(va, vb) : _mm256_add_epi32(va, vb);
+        }
+        qrt_store16_avx2(y + i, qrt_requant8_avx2_n33_with(s[0], &t),
+                         qrt_requant8_avx2_n33_with(s[1], &t), 16);
+    }
+    return i;
+}
+
+static int64_t qrt_mul_avx2(const qrt_mul *p, const int8_t *a, const int8_t *b, int8_t *y,
+                            int64_t count) {
+    if (p->n < 33)
+        return 0;
+    const __m256i za = _mm256_set1_epi32(p->za), zb = _mm256_set1_epi32(p->zb);
+    const qrt_n33_avx2 t = qrt_n33_avx2_uniform(p->m, p->n, p->zp, p->lo, p->hi);
+    int64_t i = 0;
+    for (; i + 16 <= count; i += 16) {
+        __m128i xa = _mm_loadu_si128((const __m128i *)(a + i));
+        __m128i xb = _mm_loadu_si128((const __m128i *)(b + i));
+        __m256i s[2];
+        for (int h = 0; h < 2; h++, xa = _mm_srli_si128(xa, 8), xb = _mm_srli_si128(xb, 8))
+            s[h] = _mm256_mullo_epi32(qrt_centered8_avx2(xa, za), qrt_centered8_avx2(xb, zb));
+        qrt_store16_avx2(y + i, qrt_requant8_avx2_n33_with(s[0], &t),
+                         qrt_requant8_avx2_n33_with(s[1], &t), 16);
+    }
+    return i;
+}
+
+#pragma GCC pop_options
 
 /* ---------------------------------------------------------------- avx512: 8 per vector */
 
@@ -155,17 +252,19 @@ static inline void qrt_requant1_row(int isa, const int32_t *acc, int64_t count, 
         y[i] = qrt_requant_select(acc[i], m, n, zp, lo, hi);
 }
 
-/* One contiguous row: the vector path where it applies (avx512vnni, and amx, which has it), the
- * scalar rule for the rest. */
+/* One contiguous row: the vector path where it applies (avx512vnni, and amx, which has it;
+ * avx2), the scalar rule for the rest. */
 static inline void qrt_add_row(const qrt_add *p, const int8_t *a, const int8_t *b, int8_t *y,
                                int64_t count) {
-    int64_t i = p->isa >= QRT_AVX512VNNI ? qrt_add_avx512(p, a, b, y, count) : 0;
+    int64_t i = p->isa >= QRT_AVX512VNNI ? qrt_add_avx512(p, a, b, y, count)
+              : p->isa == QRT_AVX2 ? qrt_add_avx2(p, a, b, y, count) : 0;
     qrt_add_scalar(p, a + i, b + i, y + i, count - i);
 }
 
 static inline void qrt_mul_row(const qrt_mul *p, const int8_t *a, const int8_t *b, int8_t *y,
                                int64_t count) {
-    int64_t i = p->isa >= QRT_AVX512VNNI ? qrt_mul_avx512(p, a, b, y, count) : 0;
+    int64_t i = p->isa >= QRT_AVX512VNNI ? qrt_mul_avx512(p, a, b, y, count)
+              : p->isa == QRT_AVX2 ? qrt_mul_avx2(p, a, b, y, count) : 0;
     qrt_mul_scalar(p, a + i, b + i, y + i, count - i);
 }
 
