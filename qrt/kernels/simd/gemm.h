@@ -544,23 +544,26 @@ static int qrt_gemm_tile(const qrt_gemm *g, const int8_t *x, int8_t *y, int64_t 
     return 0;
 }
 
-/* The whole op. Work items are (group, row block, panel range); with fewer row blocks than
- * threads the panels are split too, each thread packing the rows it needs. */
+/* The whole op. Work items are (group, row block, panel range). */
 static int qrt_gemm_run(const qrt_gemm *g, const int8_t *x, int8_t *y) {
     int64_t M = qrt_gemm_rows(g), mc = qrt_gemm_block(g);
     if (M == 0 || g->cout_g == 0)
         return 0;
     int64_t blocks = (M + mc - 1) / mc;
     int threads = g->threads < 1 ? 1 : g->threads;
-    if (threads > 1 && blocks < threads) {  /* smaller blocks so every thread gets rows */
-        int64_t per = (M + threads - 1) / threads, mr = qrt_gemm_mr(g);
+    if (threads > 1 && blocks % threads) {
+        /* a multiple of threads blocks of even size, so that every thread gets as many rows
+         * (3 blocks of 6144, 6144 and 256 rows on 2 threads would leave one nearly idle) */
+        int64_t want = (blocks + threads - 1) / threads * threads, mr = qrt_gemm_mr(g);
+        int64_t per = (M + want - 1) / want;
         per += (mr - per % mr) % mr;
-        if (per < mc)
-            mc = per;
+        mc = per < mc ? per : mc;
         blocks = (M + mc - 1) / mc;
     }
+    /* Few blocks that do not divide among the threads (49 rows of a 7x7 layer are 3 blocks):
+     * the panels are split too, each thread packing the rows it needs. */
     int64_t splits = 1;
-    if (threads > 1 && g->groups * blocks < threads)
+    if (threads > 1 && (g->groups * blocks) % threads && g->groups * blocks < 4 * threads)
         splits = g->panels < threads ? g->panels : threads;
     int64_t items = g->groups * blocks * splits;
     int rc = 0;
