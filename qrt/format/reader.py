@@ -314,6 +314,30 @@ def decode(filebuf) -> Model:
     return model
 
 
+def release_pages(arrays) -> None:
+    """Let the OS take back the pages of the memory-mapped file behind each array (madvise
+    MADV_DONTNEED over the pages it spans). Only resident memory changes: a later read faults
+    the pages in again from the page cache. The runtime reads most weights once, to pack them.
+    Arrays not backed by a map (or systems without madvise) are left alone."""
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    page, bases = mmap.PAGESIZE, {}
+    for a in arrays:
+        if not isinstance(a, np.ndarray) or a.nbytes == 0:
+            continue
+        owner = a.base
+        while isinstance(owner, np.ndarray):
+            owner = owner.base
+        if not (isinstance(owner, memoryview) and isinstance(owner.obj, mmap.mmap)) or owner.obj.closed:
+            continue
+        m = owner.obj
+        if id(m) not in bases:
+            bases[id(m)] = np.frombuffer(m, np.uint8).ctypes.data
+        offset = a.ctypes.data - bases[id(m)]
+        start, end = offset // page * page, min(len(m), -(-(offset + a.nbytes) // page) * page)
+        m.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+
 def read_model(source) -> Model:
     """Load and verify a .qmodel from a path (memory-mapped: weights are not copied) or from
     bytes-like data. Raises a qrt.QrtError subclass naming what is wrong with a bad file."""

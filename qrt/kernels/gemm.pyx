@@ -98,10 +98,16 @@ cdef void _pack_panels(const int8_t[:, ::1] w, Py_ssize_t cout_g, Py_ssize_t k4,
             s += src[k]
         sums[grp * panels * 16 + c] = s
         k = 0
-        while k + kg <= K:  # kg bytes at a time into each 16*kg-byte group
-            memcpy(dst, src + k, kg)
-            dst += 16 * kg
-            k += kg
+        if kg == 2:  # kg bytes at a time into each 16*kg-byte group (constant sizes: moves)
+            while k + 2 <= K:
+                memcpy(dst, src + k, 2)
+                dst += 32
+                k += 2
+        else:
+            while k + 4 <= K:
+                memcpy(dst, src + k, 4)
+                dst += 64
+                k += 4
         if k < K:
             memcpy(dst, src + k, K - k)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..format.model import NUMPY_DTYPE, DType, Layout, OpCode
-from ..format.reader import read_model
+from ..format.reader import read_model, release_pages
 from .arena import plan_arena
 from ..kernels import isa as _isa
 from ..kernels.step import Plan
@@ -81,8 +81,13 @@ class Model:
         self._arena = plan_arena(m)
         self._local = threading.local()
         self._constants = {i: t.data for i, t in enumerate(m.tensors) if t.data is not None}
-        self._packed = [self.kernels.pack(s.opcode, [self._constants.get(t) for t in s.inputs], s.params, self.isa)
-                        for s in self._steps]
+        # Weights are read from the file's pages once, to be packed: each op's are handed back
+        # to the OS once packed, so that the file and its packed copy are never both resident.
+        self._packed = []
+        for s in self._steps:
+            ins = [self._constants.get(t) for t in s.inputs]
+            self._packed.append(self.kernels.pack(s.opcode, ins, s.params, self.isa))
+            release_pages(ins)
         # Graph-boundary conversions of quantized inputs and outputs.
         self._boundary = {g.tensor: (quantize_params(m.tensors[g.tensor]), dequantize_params(m.tensors[g.tensor]))
                           for g in m.inputs + m.outputs if m.tensors[g.tensor].quant is not None}
