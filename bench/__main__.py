@@ -6,7 +6,8 @@ and PyTorch (int8 FX x86, fp32), in one process, interleaved.
 
 Each configuration (model, threads, batch) times every runtime round by round, in an order
 rotated from round to round, so drift in the machine (clocks, caches, other load) hits all
-runtimes alike; warm-up rounds run first and are not counted. Per runtime: median, p10, p25,
+runtimes alike, with a 3 ms pause before each call so that no runtime's spinning threads are
+still on the cores; warm-up rounds run first and are not counted. Per runtime: median, p10, p25,
 p75 and p90 of the per-call times, GOPS, the fraction of the machine's measured int8 peak
 (bench.peak) and qrt's ratio to it. Per model: file sizes, load times, agreement with the
 float model, and the peak memory of a fresh process that loads and runs it (bench.rss, after
@@ -28,6 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 DEFAULT_BATCH = 8
+# A pause before each call, untimed: a runtime's worker threads spin for a while after a call
+# returns (ONNX Runtime's pool, OpenMP), and on a 2-core machine they would take the cores
+# from whichever runtime comes next (measured: every runtime's 2-thread median 8-25 % lower
+# with the pause, MobileNetV2).
+SETTLE_S = 0.003
 # Rounds per configuration unless --repeats: as many as fit in the budget, judged from the
 # warm-up rounds, so that the whole run stays short whatever the speed of each runtime.
 ROUND_BUDGET_S = 4.0
@@ -112,6 +118,7 @@ def time_interleaved(fns: dict, x, rounds: int | None, warmup: int) -> tuple[dic
         k = i % len(names)
         start = clock()
         for n in names[k:] + names[:k]:  # rotate the order each round
+            time.sleep(SETTLE_S)
             t = clock()
             fns[n](x)
             dt = clock() - t
@@ -233,6 +240,7 @@ def main(argv=None) -> int:
     print("[peak] measuring the int8 peak ...", file=sys.stderr, flush=True)
     peak = peak_mod.measure(tuple(args.threads), args.mode["peak_s"])
     env = environment(args, peak)
+    env["settle_s"] = SETTLE_S
     phase_s = {"peak": time.perf_counter() - t_start}
     prepared, results = [], []
     for name in args.models:
