@@ -28,8 +28,9 @@
  * back, x [N][C][P] -> y [N][P][C]: the graph boundary's NCHW <-> NHWC change in the same
  * pass (C = 1: plain order). QUANTIZE is the reference's float64 division and round half to
  * even (vdivpd, vroundpd on AVX2 and up), NaN -> 0 before the clamp; DEQUANTIZE one float32
- * multiplication. Vector paths take 8 pixels of every channel at a time through a small
- * transposed tile. */
+ * multiplication. Vector paths take 8 pixels of every channel at a time: a plain row (C = 1)
+ * straight, byte types 8 channels at a time through an 8 x 8 transpose in registers, the
+ * remaining channels (and int16) through a small transposed tile. */
 #ifndef QRT_ELTWISE_H
 #define QRT_ELTWISE_H
 
@@ -356,36 +357,82 @@ static void qrt_dequantize_scalar(const qrt_quant *q, const void *x, float *y, i
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 
-/* Pixels [p0, p1) of image n, p1 - p0 a multiple of 8; tile holds 8 * C int32. */
+/* An 8 x 8 byte matrix, row j in the low half of r[j], transposed: t[i] holds column 2i in
+ * its low half and column 2i + 1 in its high half. The boundary's layout change for byte
+ * types, 8 pixels x 8 channels at a time. */
+static inline __attribute__((always_inline)) void qrt_transpose8x8_avx2(const __m128i r[8], __m128i t[4]) {
+    __m128i a0 = _mm_unpacklo_epi8(r[0], r[1]), a1 = _mm_unpacklo_epi8(r[2], r[3]);
+    __m128i a2 = _mm_unpacklo_epi8(r[4], r[5]), a3 = _mm_unpacklo_epi8(r[6], r[7]);
+    __m128i b0 = _mm_unpacklo_epi16(a0, a1), b1 = _mm_unpackhi_epi16(a0, a1);
+    __m128i b2 = _mm_unpacklo_epi16(a2, a3), b3 = _mm_unpackhi_epi16(a2, a3);
+    t[0] = _mm_unpacklo_epi32(b0, b2), t[1] = _mm_unpackhi_epi32(b0, b2);
+    t[2] = _mm_unpacklo_epi32(b1, b3), t[3] = _mm_unpackhi_epi32(b1, b3);
+}
+
+/* 8 floats quantized: int32 lanes within the integer type (see qrt_quantize_one). */
+static inline __attribute__((always_inline)) __m256i qrt_quantize8_avx2(__m256 v, __m256d sc, __m256d lo,
+                                                                       __m256d hi, __m256i zp) {
+    __m256d a = _mm256_div_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), sc);
+    __m256d b = _mm256_div_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), sc);
+    a = _mm256_round_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    b = _mm256_round_pd(b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    a = _mm256_and_pd(a, _mm256_cmp_pd(a, a, _CMP_ORD_Q));  /* NaN -> 0 */
+    b = _mm256_and_pd(b, _mm256_cmp_pd(b, b, _CMP_ORD_Q));
+    a = _mm256_min_pd(_mm256_max_pd(a, lo), hi);
+    b = _mm256_min_pd(_mm256_max_pd(b, lo), hi);
+    return _mm256_add_epi32(_mm256_set_m128i(_mm256_cvtpd_epi32(b), _mm256_cvtpd_epi32(a)), zp);
+}
+
+/* Pixels [p0, p1) of image n, p1 - p0 a multiple of 8; tile holds 8 * C int32. One channel
+ * (a plain row, no layout change): stored straight from the vector (the packs saturate,
+ * which changes nothing in range). */
 static void qrt_quantize_avx2(const qrt_quant *q, const float *x, void *y, int64_t n, int64_t p0,
                               int64_t p1, int32_t *tile) {
     const __m256d sc = _mm256_set1_pd(q->scale), lo = _mm256_set1_pd(q->qlo), hi = _mm256_set1_pd(q->qhi);
     const __m256i zp = _mm256_set1_epi32(q->zp);
     const int64_t C = q->C;
-    for (int64_t p = p0; p < p1; p += 8) {
-        for (int64_t c = 0; c < C; c++) {
-            __m256 v = _mm256_loadu_ps(x + (n * C + c) * q->P + p);
-            __m256d a = _mm256_div_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), sc);
-            __m256d b = _mm256_div_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), sc);
-            a = _mm256_round_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            b = _mm256_round_pd(b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            a = _mm256_and_pd(a, _mm256_cmp_pd(a, a, _CMP_ORD_Q));  /* NaN -> 0 */
-            b = _mm256_and_pd(b, _mm256_cmp_pd(b, b, _CMP_ORD_Q));
-            a = _mm256_min_pd(_mm256_max_pd(a, lo), hi);
-            b = _mm256_min_pd(_mm256_max_pd(b, lo), hi);
-            __m256i r = _mm256_set_m128i(_mm256_cvtpd_epi32(b), _mm256_cvtpd_epi32(a));
-            _mm256_storeu_si256((__m256i *)(tile + c * 8), _mm256_add_epi32(r, zp));
+    if (C == 1) {
+        for (int64_t p = p0; p < p1; p += 8) {
+            __m256i r = qrt_quantize8_avx2(_mm256_loadu_ps(x + n * q->P + p), sc, lo, hi, zp);
+            __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+            int64_t at = n * q->P + p;
+            if (q->kind == QRT_Q_INT8)
+                _mm_storel_epi64((__m128i *)((int8_t *)y + at), _mm_packs_epi16(w, w));
+            else if (q->kind == QRT_Q_UINT8)
+                _mm_storel_epi64((__m128i *)((uint8_t *)y + at), _mm_packus_epi16(w, w));
+            else
+                _mm_storeu_si128((__m128i *)((int16_t *)y + at), w);
         }
-        for (int i = 0; i < 8; i++) {
-            int64_t at = (n * q->P + p + i) * C;
-            if (q->kind == QRT_Q_INT8) {
-                int8_t *yr = (int8_t *)y + at;
-                for (int64_t c = 0; c < C; c++)
-                    yr[c] = (int8_t)tile[c * 8 + i];
-            } else {
-                for (int64_t c = 0; c < C; c++)
-                    qrt_quant_put(q->kind, y, at + c, tile[c * 8 + i]);
+        return;
+    }
+    /* byte results: whole groups of 8 channels go through an 8 x 8 byte transpose in
+     * registers, the rest (and int16) through the tile */
+    const int64_t C8 = q->kind == QRT_Q_INT16 ? 0 : C / 8 * 8;
+    for (int64_t p = p0; p < p1; p += 8) {
+        uint8_t *yp = (uint8_t *)y + (n * q->P + p) * C;  /* pixel p, channel 0 (byte kinds) */
+        for (int64_t c = 0; c < C8; c += 8) {
+            __m128i r[8];  /* r[j]: channel c + j at the 8 pixels, bytes in the low half */
+            for (int j = 0; j < 8; j++) {
+                __m256i v = qrt_quantize8_avx2(_mm256_loadu_ps(x + (n * C + c + j) * q->P + p), sc,
+                                               lo, hi, zp);
+                __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+                r[j] = q->kind == QRT_Q_INT8 ? _mm_packs_epi16(w, w) : _mm_packus_epi16(w, w);
             }
+            __m128i px[4];
+            qrt_transpose8x8_avx2(r, px);
+            for (int i = 0; i < 4; i++) {  /* pixels 2i and 2i + 1 */
+                _mm_storel_epi64((__m128i *)(yp + 2 * i * C + c), px[i]);
+                _mm_storel_epi64((__m128i *)(yp + (2 * i + 1) * C + c), _mm_unpackhi_epi64(px[i], px[i]));
+            }
+        }
+        for (int64_t c = C8; c < C; c++)
+            _mm256_storeu_si256((__m256i *)(tile + c * 8),
+                                qrt_quantize8_avx2(_mm256_loadu_ps(x + (n * C + c) * q->P + p), sc, lo,
+                                                   hi, zp));
+        for (int i = 0; i < 8 && C8 < C; i++) {
+            int64_t at = (n * q->P + p + i) * C;
+            for (int64_t c = C8; c < C; c++)
+                qrt_quant_put(q->kind, y, at + c, tile[c * 8 + i]);
         }
     }
 }
@@ -395,19 +442,40 @@ static void qrt_dequantize_avx2(const qrt_quant *q, const void *x, float *y, int
     const __m256 s = _mm256_set1_ps(q->s);
     const __m256i zp = _mm256_set1_epi32(q->zp);
     const int64_t C = q->C;
+    if (C == 1) {  /* a plain row: loaded straight into the vector */
+        for (int64_t p = p0; p < p1; p += 8) {
+            int64_t at = n * q->P + p;
+            __m128i b = q->kind == QRT_Q_INT16 ? _mm_loadu_si128((const __m128i *)((const int16_t *)x + at))
+                                               : _mm_loadl_epi64((const __m128i *)((const int8_t *)x + at));
+            __m256i v = q->kind == QRT_Q_INT8 ? _mm256_cvtepi8_epi32(b)
+                      : q->kind == QRT_Q_UINT8 ? _mm256_cvtepu8_epi32(b) : _mm256_cvtepi16_epi32(b);
+            _mm256_storeu_ps(y + at, _mm256_mul_ps(s, _mm256_cvtepi32_ps(_mm256_sub_epi32(v, zp))));
+        }
+        return;
+    }
+    /* byte inputs: whole groups of 8 channels through an 8 x 8 byte transpose in registers
+     * (the mirror of qrt_quantize_avx2's), the rest (and int16) through the tile */
+    const int64_t C8 = q->kind == QRT_Q_INT16 ? 0 : C / 8 * 8;
     for (int64_t p = p0; p < p1; p += 8) {
-        for (int i = 0; i < 8; i++) {
-            int64_t at = (n * q->P + p + i) * C;
-            if (q->kind == QRT_Q_INT8) {
-                const int8_t *xr = (const int8_t *)x + at;
-                for (int64_t c = 0; c < C; c++)
-                    tile[c * 8 + i] = xr[c];
-            } else {
-                for (int64_t c = 0; c < C; c++)
-                    tile[c * 8 + i] = qrt_quant_get(q->kind, x, at + c);
+        const uint8_t *xp = (const uint8_t *)x + (n * q->P + p) * C;  /* pixel p, channel 0 */
+        for (int64_t c = 0; c < C8; c += 8) {
+            __m128i r[8], rows[4];  /* r[i]: pixel i's channels c .. c + 7 */
+            for (int i = 0; i < 8; i++)
+                r[i] = _mm_loadl_epi64((const __m128i *)(xp + i * C + c));
+            qrt_transpose8x8_avx2(r, rows);
+            for (int j = 0; j < 8; j++) {
+                __m128i row = j % 2 ? _mm_unpackhi_epi64(rows[j / 2], rows[j / 2]) : rows[j / 2];
+                __m256i v = q->kind == QRT_Q_INT8 ? _mm256_cvtepi8_epi32(row) : _mm256_cvtepu8_epi32(row);
+                _mm256_storeu_ps(y + (n * C + c + j) * q->P + p,
+                                 _mm256_mul_ps(s, _mm256_cvtepi32_ps(_mm256_sub_epi32(v, zp))));
             }
         }
-        for (int64_t c = 0; c < C; c++) {
+        for (int i = 0; i < 8 && C8 < C; i++) {
+            int64_t at = (n * q->P + p + i) * C;
+            for (int64_t c = C8; c < C; c++)
+                tile[c * 8 + i] = qrt_quant_get(q->kind, x, at + c);
+        }
+        for (int64_t c = C8; c < C; c++) {
             __m256i v = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(tile + c * 8)), zp);
             _mm256_storeu_ps(y + (n * C + c) * q->P + p, _mm256_mul_ps(s, _mm256_cvtepi32_ps(v)));
         }
