@@ -6,8 +6,9 @@ and PyTorch (int8 FX x86, fp32), in one process, interleaved.
 
 Each configuration (model, threads, batch) times every runtime round by round, in an order
 rotated from round to round, so drift in the machine (clocks, caches, other load) hits all
-runtimes alike, with a 3 ms pause before each call so that no runtime's spinning threads are
-still on the cores; warm-up rounds run first and are not counted. Per runtime: median, p10, p25,
+runtimes alike (on more than one thread with a 3 ms pause before each call, so that no
+runtime's spinning threads are still on the cores); warm-up rounds run first and are not
+counted. Per runtime: median, p10, p25,
 p75 and p90 of the per-call times, GOPS, the fraction of the machine's measured int8 peak
 (bench.peak) and qrt's ratio to it. Per model: file sizes, load times, agreement with the
 float model, and the peak memory of a fresh process that loads and runs it (bench.rss, after
@@ -29,10 +30,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 DEFAULT_BATCH = 8
-# A pause before each call, untimed: a runtime's worker threads spin for a while after a call
-# returns (ONNX Runtime's pool, OpenMP), and on a 2-core machine they would take the cores
-# from whichever runtime comes next (measured: every runtime's 2-thread median 8-25 % lower
-# with the pause, MobileNetV2).
+# With more than one thread, a pause before each call, untimed: a runtime's worker threads
+# spin for a while after a call returns (ONNX Runtime's pool, OpenMP), and on a 2-core machine
+# they would take the cores from whichever runtime comes next (measured: every runtime's
+# 2-thread median 8-25 % lower with the pause, MobileNetV2). On 1 thread no runtime has
+# workers, and calls follow each other without a pause.
 SETTLE_S = 0.003
 # Rounds per configuration unless --repeats: as many as fit in the budget, judged from the
 # warm-up rounds, so that the whole run stays short whatever the speed of each runtime.
@@ -107,9 +109,10 @@ def _parse(argv):
     return args
 
 
-def time_interleaved(fns: dict, x, rounds: int | None, warmup: int) -> tuple[dict, int]:
+def time_interleaved(fns: dict, x, rounds: int | None, warmup: int, settle: float = 0.0) -> tuple[dict, int]:
     """({name: [ms per call]}, rounds) over the timed rounds after `warmup` untimed ones;
-    rounds None: as many as fit in ROUND_BUDGET_S at the pace of the warm-up rounds."""
+    rounds None: as many as fit in ROUND_BUDGET_S at the pace of the warm-up rounds; settle:
+    seconds of untimed pause before each call."""
     names = list(fns)
     times = {n: [] for n in names}
     clock = time.perf_counter
@@ -118,7 +121,8 @@ def time_interleaved(fns: dict, x, rounds: int | None, warmup: int) -> tuple[dic
         k = i % len(names)
         start = clock()
         for n in names[k:] + names[:k]:  # rotate the order each round
-            time.sleep(SETTLE_S)
+            if settle:
+                time.sleep(settle)
             t = clock()
             fns[n](x)
             dt = clock() - t
@@ -170,7 +174,8 @@ def time_model(p, args, peak: dict) -> list:
         for batch in batches:
             x = p.x if batch == 1 else rng.standard_normal((batch,) + p.x.shape[1:]).astype(np.float32)
             print(f"[{p.name}] {threads} thread(s), batch {batch} ...", file=sys.stderr, flush=True)
-            times, rounds = time_interleaved(fns, x, mode["rounds"], mode["warmup"])
+            times, rounds = time_interleaved(fns, x, mode["rounds"], mode["warmup"],
+                                             SETTLE_S if threads > 1 else 0.0)
             results = [{"runtime": n, **_stats(ts, 2 * p.macs * batch, peak.get(threads))}
                        for n, ts in times.items()]
             results += [{"runtime": n, "error": e} for n, e in errors.items()]

@@ -67,8 +67,8 @@ def _header(doc) -> list:
         f"- qrt {env['qrt']} (ISA path {env['qrt_isa']}), onnxruntime {env['onnxruntime']}, torch {env['torch']}, "
         f"numpy {env['numpy']}, Python {env['python']}, {env['platform']}",
         f"- Method: one process; each configuration (model, threads, batch) runs every runtime once per "
-        f"round, in an order rotated each round, with a {env.get('settle_s', 0) * 1e3:g} ms untimed pause before each call (so "
-        "that no runtime's spinning worker threads still hold the cores), after "
+        f"round, in an order rotated each round, on more than one thread with a {env.get('settle_s', 0) * 1e3:g} ms untimed pause before "
+        "each call (so that no runtime's spinning worker threads still hold the cores), after "
         f"{doc['models'][0]['timings'][0]['warmup'] if doc['models'] else 0} "
         f"warm-up round(s); {rounds}. So each call finds the caches holding the previous runtime's "
         "data, which weighs most on the smallest models. Times are per call, float32 NCHW in and "
