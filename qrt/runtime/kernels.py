@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from ..format.model import OpCode
 from ..kernels.step import PyStep
 from ..reference import ops as R
@@ -53,12 +55,20 @@ class _ReferenceConversion:
 
     def __init__(self, quantize, x, p, out, nchw, isa=None, threads=1):
         self.quantize, self.x, self.p, self.out, self.nchw = quantize, x, p, out, nchw
+        self.float_shape = x.shape if quantize else out.shape
+
+    def _float_side(self, a):
+        """As the compiled step: the float array must be what the step was bound to."""
+        if (not isinstance(a, np.ndarray) or a.dtype != np.float32 or not a.flags.c_contiguous
+                or a.shape != self.float_shape):
+            raise ValueError(f"expected a C-contiguous float32 array of shape {self.float_shape}")
+        return a
 
     def feed(self, x):
-        self.x = x
+        self.x = self._float_side(x)
 
     def into(self, out):
-        self.out = out
+        self.out = self._float_side(out)
 
     def __call__(self):
         if self.quantize:
