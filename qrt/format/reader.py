@@ -12,6 +12,7 @@ import math
 import mmap
 import os
 import struct
+import weakref
 
 import numpy as np
 
@@ -314,11 +315,16 @@ def decode(filebuf) -> Model:
     return model
 
 
+# The read-only shared maps read_model opened. Only these are released: on a private or
+# anonymous map a caller passed in (as a memoryview), MADV_DONTNEED would drop the data itself.
+_OWN_MAPS: "weakref.WeakSet[mmap.mmap]" = weakref.WeakSet()
+
+
 def release_pages(arrays) -> None:
     """Let the OS take back the pages of the memory-mapped file behind each array (madvise
     MADV_DONTNEED over the pages it spans). Only resident memory changes: a later read faults
     the pages in again from the page cache. The runtime reads most weights once, to pack them.
-    Arrays not backed by a map (or systems without madvise) are left alone."""
+    Arrays not backed by a map read_model opened (or systems without madvise) are left alone."""
     if not hasattr(mmap, "MADV_DONTNEED"):
         return
     page, bases = mmap.PAGESIZE, {}
@@ -328,7 +334,7 @@ def release_pages(arrays) -> None:
         owner = a.base
         while isinstance(owner, np.ndarray):
             owner = owner.base
-        if not (isinstance(owner, memoryview) and isinstance(owner.obj, mmap.mmap)) or owner.obj.closed:
+        if not (isinstance(owner, memoryview) and owner.obj in _OWN_MAPS) or owner.obj.closed:
             continue
         m = owner.obj
         if id(m) not in bases:
@@ -349,6 +355,7 @@ def read_model(source) -> Model:
         if size == 0:
             raise ModelFormatError(f"{path}: the file is empty")
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    _OWN_MAPS.add(mapped)
     try:
         return decode(mapped)
     except BaseException:

@@ -1,6 +1,8 @@
 """Write -> read -> write gives identical models and identical bytes; files load zero-copy."""
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 import pytest
 
@@ -68,7 +70,18 @@ def test_released_pages_read_back_the_same(tmp_path):
     for c, saved in zip(constants, copies):
         assert np.array_equal(c, saved)
     x = np.random.default_rng(0).standard_normal(qrt.load(path).inputs[0].shape).astype(np.float32)
-    assert np.array_equal(qrt.load(path).run(x), qrt.load(qrt.to_bytes(model)).run(x))
+    want = qrt.load(qrt.to_bytes(model)).run(x)
+    assert np.array_equal(qrt.load(path).run(x), want)
+    # A map the caller owns (here private and anonymous, where dropping pages would drop the
+    # data) is never released.
+    data = qrt.to_bytes(model)
+    private = mmap.mmap(-1, len(data), flags=mmap.MAP_PRIVATE)
+    private[:] = data
+    loaded = qrt.load(memoryview(private))
+    assert np.array_equal(loaded.run(x), want)
+    for t, saved in zip(loaded.definition.tensors, model.tensors):
+        if t.data is not None:
+            assert np.array_equal(t.data, saved.data), t.name
 
 
 def test_every_dtype_and_quantization_kind_round_trips():

@@ -257,6 +257,28 @@ def test_binary_every_byte_pair_on_every_path(opcode):
     assert shifts == {True, False}
 
 
+@pytest.mark.parametrize("opcode", [OpCode.ADD, OpCode.MUL])
+def test_binary_output_zero_point_at_the_int32_ends(opcode):
+    """Bound directly (a file keeps int8 zero points in int8), the kernels take any int32 output
+    zero point: the vector paths' 32-bit rounding must step aside where lo - zp or hi - zp
+    would wrap."""
+    import dataclasses
+
+    rng = np.random.default_rng(90 + int(opcode))
+    model = one_op(opcode, [Spec((64,), DType.INT8, 0.05, 3), Spec((64,), DType.INT8, 0.04, -7)],
+                   Spec((64,), DType.INT8, 0.02, 0))
+    base = prepare_op(model, 0)
+    ins = [random_values(rng, (64,), DType.INT8), random_values(rng, (64,), DType.INT8)]
+    for zp in (-2**31, -2**31 + 5, -65537, 65537, 2**31 - 1):
+        p = dataclasses.replace(base, out=dataclasses.replace(base.out, zero_point=zp))
+        ref = np.zeros(64, np.int8)
+        REFERENCE.table[opcode](ins, p, ref)
+        for isa in ISA.supported():
+            got = np.zeros(64, np.int8)
+            KERNEL[opcode](ins, p, got, isa=isa)
+            assert np.array_equal(got, ref), (zp, isa)
+
+
 # ---------------------------------------------------------------------------- REQUANTIZE
 
 def test_requantize_matches_reference():

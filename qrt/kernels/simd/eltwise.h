@@ -20,7 +20,8 @@
  *           a' = (v*mh + 2^(k-1-j) + ((v*ml) >> j)) >> (k - j)
  *         exactly (floor division nests), every term below 2^30 for |v| <= 255, k <= 42. The
  *         output rounding is requant.h's 32-bit form, so this path is taken when n >= 33 (the
- *         usual case: n is about 20 + 31); else the scalar one. MUL likewise, on the product.
+ *         usual case: n is about 20 + 31) and |zp| <= 2^16; else the scalar one. MUL likewise,
+ *         on the product.
  * Long rows are split over `threads`; each element is computed alike on every thread, so the
  * result does not depend on the thread count.
  *
@@ -132,9 +133,15 @@ static inline qrt_n33_avx2 qrt_n33_avx2_uniform(int32_t m, int32_t n, int32_t zp
     return qrt_n33_avx2_load(zero, mm, r32, s32, zp, lo, hi);
 }
 
+/* The 32-bit output rounding applies: n >= 33, and a zero point whose clamp bounds lo - zp,
+ * hi - zp fit int32 (as requantize.pyx tables32 requires for the kernels). */
+static inline int qrt_n33_uniform_ok(int32_t n, int32_t zp) {
+    return n >= 33 && zp >= -65536 && zp <= 65536;
+}
+
 static int64_t qrt_add_avx2(const qrt_add *p, const int8_t *a, const int8_t *b, int8_t *y,
                             int64_t count) {
-    if (p->n < 33)
+    if (!qrt_n33_uniform_ok(p->n, p->zp))
         return 0;
     const qrt_rescale_avx2 ca = qrt_rescale_avx2_make(p->za, p->ma, p->ka);
     const qrt_rescale_avx2 cb = qrt_rescale_avx2_make(p->zb, p->mb, p->kb);
@@ -157,7 +164,7 @@ static int64_t qrt_add_avx2(const qrt_add *p, const int8_t *a, const int8_t *b, 
 
 static int64_t qrt_mul_avx2(const qrt_mul *p, const int8_t *a, const int8_t *b, int8_t *y,
                             int64_t count) {
-    if (p->n < 33)
+    if (!qrt_n33_uniform_ok(p->n, p->zp))
         return 0;
     const __m256i za = _mm256_set1_epi32(p->za), zb = _mm256_set1_epi32(p->zb);
     const qrt_n33_avx2 t = qrt_n33_avx2_uniform(p->m, p->n, p->zp, p->lo, p->hi);
