@@ -83,33 +83,43 @@ cdef void _pack_panels(const int8_t[:, ::1] w, Py_ssize_t cout_g, Py_ssize_t k4,
                        Py_ssize_t panels, Py_ssize_t kg, int8_t[::1] out,
                        int64_t[::1] sums) noexcept nogil:
     """w [groups*cout_g, K] -> out [groups][panels][K4/kg][16][kg] (kg consecutive k of 16
-    channels per 16*kg bytes, zeros around) and the per-channel weight sums."""
-    cdef Py_ssize_t row, grp, c, k, K = w.shape[1]
+    channels per 16*kg bytes, zeros around) and the per-channel weight sums. Panel by panel,
+    kg k at a time for its 16 channels: the output is written in order, the 16 rows read
+    along."""
+    cdef Py_ssize_t row, grp, c, k, j, n, K = w.shape[1], rows = w.shape[0]
     cdef int64_t s
     cdef int8_t* dst
-    cdef const int8_t* src
-    for row in range(w.shape[0]):
-        grp = row // cout_g
-        c = row - grp * cout_g
-        dst = &out[((grp * panels + c // 16) * k4) * 16 + (c % 16) * kg]
-        src = &w[row, 0] if K else NULL
+    cdef const int8_t* src[16]
+    if K == 0:
+        return
+    for row in range(rows):
         s = 0
         for k in range(K):
-            s += src[k]
-        sums[grp * panels * 16 + c] = s
-        k = 0
-        if kg == 2:  # kg bytes at a time into each 16*kg-byte group (constant sizes: moves)
-            while k + 2 <= K:
-                memcpy(dst, src + k, 2)
-                dst += 32
-                k += 2
-        else:
-            while k + 4 <= K:
-                memcpy(dst, src + k, 4)
-                dst += 64
-                k += 4
-        if k < K:
-            memcpy(dst, src + k, K - k)
+            s += w[row, k]
+        grp = row // cout_g
+        sums[grp * panels * 16 + row - grp * cout_g] = s
+    for grp in range(rows // cout_g):
+        for c in range(0, cout_g, 16):
+            n = min(16, cout_g - c)
+            for j in range(n):
+                src[j] = &w[grp * cout_g + c + j, 0]
+            dst = &out[(grp * panels + c // 16) * k4 * 16]
+            k = 0
+            if kg == 2:  # constant sizes: the copies are moves
+                while k + 2 <= K:
+                    for j in range(n):
+                        memcpy(dst + 2 * j, src[j] + k, 2)
+                    dst += 32
+                    k += 2
+            else:
+                while k + 4 <= K:
+                    for j in range(n):
+                        memcpy(dst + 4 * j, src[j] + k, 4)
+                    dst += 64
+                    k += 4
+            if k < K:
+                for j in range(n):
+                    memcpy(dst + kg * j, src[j] + k, K - k)
 
 
 cdef class GemmStep(Step):
