@@ -46,6 +46,8 @@ CONV_SHAPES = [  # (n, h, w, cin, cout, k, stride, pad, groups[, largest weight]
     (3, 4, 4, 5, 33, 5, 1, 2, 1),       # padding everywhere; batch 3
     (1, 1, 1, 1024, 1000, 1, 1, 0, 1),  # one row: threads split the panels
     (1, 6, 7, 1, 20, 1, 1, 0, 1, 1),    # weights +-1, multipliers near 1/2: 64-bit requantization
+    (1, 64, 64, 16, 48, 1, 1, 0, 1),    # 4096 rows of K = 16 in one block: split evenly per thread
+    (1, 7, 7, 512, 64, 3, 1, 1, 1),     # 49 rows of K = 4608, 3 blocks: panels split as well
 ]
 
 
