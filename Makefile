@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench fuzz generate clean
+.PHONY: demo test check bench fuzz generate clean
 
 # torch first (the CPU build); then everything else under constraints.txt, which pins it.
 $(STAMP): pyproject.toml setup.py constraints.txt $(wildcard qrt/kernels/*.pyx qrt/kernels/*.pxd qrt/kernels/simd/*.h)
@@ -20,6 +20,9 @@ demo: $(STAMP)  ## the main job: train on real MNIST, convert to int8, compare a
 
 test: $(STAMP)  ## build, install and run the whole test suite
 	$(PY) -m pytest
+
+check: $(STAMP)  ## the fast tier while developing: every test not marked slow (a couple of minutes)
+	$(PY) -m pytest -m "not slow"
 
 bench: $(STAMP)  ## qrt against ONNX Runtime and PyTorch int8, the whole suite (BENCH_ARGS, e.g. --models resnet18)
 	$(PY) -m bench $(BENCH_ARGS)

@@ -29,7 +29,7 @@ def small_models(folder: str, rows: list):
     import torch
 
     import qrt
-    from bench.real_models import export_onnx, float_accuracy, train_digits_cnn, train_mnist_cnn
+    from bench.fixtures.real_models import export_onnx, float_accuracy, train_digits_cnn, train_mnist_cnn
 
     for name, train in (("digits CNN", train_digits_cnn), ("MNIST CNN", train_mnist_cnn)):
         model, x_train, _, x_test, y_test = train(seed=0)
@@ -51,8 +51,8 @@ def efficientnet(folder: str, rows: list):
     import torch
 
     import qrt
-    from bench.photos import center_crop, photos, random_crops, to_input
-    from bench.real_models import efficientnet_lite0, export_onnx
+    from bench.fixtures.photos import center_crop, photos, random_crops, to_input
+    from bench.fixtures.real_models import efficientnet_lite0, export_onnx
 
     model = efficientnet_lite0()
     imgs = photos()

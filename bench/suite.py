@@ -66,10 +66,10 @@ def describe_error(e: BaseException) -> str:
 
 
 def export_onnx(module, x: np.ndarray, path: str, dynamic_batch: bool) -> str:
-    """bench.real_models.export_onnx, then rewritten with the weights inline (one file, so its
-    size is the model's size)."""
+    """bench.fixtures.real_models.export_onnx, then rewritten with the weights inline (one file,
+    so its size is the model's size)."""
     import onnx
-    from bench.real_models import export_onnx as export
+    from bench.fixtures.real_models import export_onnx as export
 
     export(module, x, path, dynamic_batch)
     model = onnx.load(path)  # pulls in <path>.data if the exporter wrote one
@@ -86,7 +86,7 @@ def ort_quantize(fp32_path: str, out_path: str, calib: list, fmt: str) -> str:
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
-    from converters.torch_frontend import quiet_export
+    from qrt.converters.torch_frontend import quiet_export
 
     name = onnx.load(fp32_path, load_external_data=False).graph.input[0].name
 

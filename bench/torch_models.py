@@ -1,7 +1,7 @@
 """Float PyTorch models for the benchmark suite: ResNet-18, MobileNetV2 and a small 28x28 CNN
 with random, fixed-seed weights (torchvision is not available, so the well-known shapes are
-defined here), EfficientNet-Lite0 with its ImageNet weights (bench.real_models), and single
-convolutions and a GEMM, to compare kernels one shape at a time."""
+defined here), EfficientNet-Lite0 with its ImageNet weights (bench.fixtures.real_models), and
+single convolutions and a GEMM, to compare kernels one shape at a time."""
 from __future__ import annotations
 
 import dataclasses
@@ -136,7 +136,7 @@ class MobileNetV2(nn.Module):
 # ---------------------------------------------------------------- the suite
 
 def _efficientnet_lite0():
-    from bench.real_models import efficientnet_lite0
+    from bench.fixtures.real_models import efficientnet_lite0
     return efficientnet_lite0()
 
 

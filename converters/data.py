@@ -160,7 +160,7 @@ def _iter_images(folder: Path, input_names, shapes, preprocess):
     name, shape = input_names[0], shapes[0]
     pre = preprocess if preprocess is not None else ImagePreprocess()
     if not isinstance(pre, ImagePreprocess):
-        raise ConversionError(f"preprocess must be a converters.data.ImagePreprocess, got {type(pre).__name__}")
+        raise ConversionError(f"preprocess must be a qrt.converters.data.ImagePreprocess, got {type(pre).__name__}")
     if shape is None or len(shape) != 4:
         raise CalibrationDataError(f"a folder of images feeds a 4-D image input; input '{name}' has shape "
                                    f"{_fmt_shape(shape or ())}")

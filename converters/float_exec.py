@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 
+from qrt.ops.window import out_size
+
 from .errors import ConversionError, UnsupportedOpsError
 
 F32 = np.float32
@@ -287,7 +289,7 @@ def _spatial_params(node, x_spatial, kernel, ceil_mode=False):
     else:
         raise ValueError(f"unknown auto_pad {auto_pad!r}")
     out = []
-    for i, s, e, b, en in zip(x_spatial, strides, eff, pb, pe):
+    for i, s, e, b, en, k, d in zip(x_spatial, strides, eff, pb, pe, kernel, dil):
         span = i + b + en - e
         if span < 0:
             raise ValueError(f"kernel (extent {e}) larger than padded input ({i + b + en})")
@@ -296,7 +298,7 @@ def _spatial_params(node, x_spatial, kernel, ceil_mode=False):
             if (o - 1) * s >= i + b:
                 o -= 1
         else:
-            o = span // s + 1
+            o = out_size(i, b, en, k, d, s)  # the runtime's window arithmetic
         out.append(o)
     return strides, dil, pb, pe, out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from qrt.format import (
     LeakyReluOptions, LutOptions, MeanOptions, Metadata, ModelBuilder, OpCode, PadOptions,
     Pool2DOptions, SoftmaxOptions, TransposeOptions,
 )
+from qrt.numerics import INT32_MAX, SOFTMAX_OUTPUT, accumulator_bound
 
 from . import calibration as C
 from .errors import ConversionError, UnsupportedOpsError
@@ -26,8 +28,6 @@ from .ir import Graph, Node
 TO_NHWC = (0, 2, 3, 1)  # nhwc = nchw.transpose(TO_NHWC)
 TO_NCHW = (0, 3, 1, 2)
 NCHW_AXIS_IN_NHWC = {0: 0, 1: 3, 2: 1, 3: 2}
-SOFTMAX_QPARAMS = (1.0 / 256.0, -128)
-INT32_LIMIT = 2**31 - 1
 
 # Elementwise functions lowered to a 256-entry table (SPEC.md LUT): float64 math at conversion.
 _LUT_FUNCTIONS = {
@@ -42,7 +42,30 @@ _LUT_FUNCTIONS = {
     "Sqrt": lambda v, n: np.sqrt(np.maximum(v, 0.0)),
     "Neg": lambda v, n: -v,
 }
-_FUSABLE = {"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "AveragePool", "GlobalAveragePool", "ReduceMean"}
+
+
+@dataclass(frozen=True)
+class LoweringRule:
+    """How one ONNX op type becomes qrt ops: RULES holds one per op type, made by @lowers on
+    the Lowering method that does it."""
+    lower: Callable  # lower(lowering, node): adds the node's qrt ops
+    supports: Callable | None  # supports(lowering, node) -> bool: whether lower() handles this form
+    fusable: bool  # a Relu / Clip right after it becomes its fused activation
+    keeps_input_quantization: bool  # moves data only: its output keeps its input's parameters
+    fixed_quantization: tuple | None  # (scale, zero point) its output always has
+
+
+RULES: dict[str, LoweringRule] = {}
+
+
+def lowers(*ops, supports=None, fusable=False, keeps_input_quantization=False, fixed_quantization=None):
+    """Register the decorated Lowering method as the rule of ONNX op types `ops`."""
+    def register(fn):
+        for op in ops:
+            assert op not in RULES, f"two lowering rules for {op}"
+            RULES[op] = LoweringRule(fn, supports, fusable, keeps_input_quantization, fixed_quantization)
+        return fn
+    return register
 
 
 def _erf(v):
@@ -168,7 +191,7 @@ class Lowering:
             if n.op not in ("Relu", "Clip"):
                 continue
             src = self.producers.get(n.inputs[0])
-            if src is None or src.op not in _FUSABLE or n.inputs[0] in outputs:
+            if src is None or not RULES[src.op].fusable or n.inputs[0] in outputs:
                 continue
             if len(self.consumers.get(n.inputs[0], [])) != 1 or id(src) in self.fused:
                 continue
@@ -211,11 +234,11 @@ class Lowering:
     def pin_qparams(self):
         """Outputs that must keep their input's parameters, or take fixed ones."""
         for n in self.g.nodes:
-            if n.op in ("MaxPool", "GlobalMaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Pad") \
-                    and n.inputs[0] in self.qparams:
+            rule = RULES[n.op]
+            if rule.keeps_input_quantization and n.inputs[0] in self.qparams:
                 self.qparams[n.outputs[0]] = self.qparams[n.inputs[0]]
-            elif n.op == "Softmax":
-                self.qparams[n.outputs[0]] = SOFTMAX_QPARAMS
+            elif rule.fixed_quantization is not None:
+                self.qparams[n.outputs[0]] = rule.fixed_quantization
 
     # ------------------------------------------------------------------ lowering
 
@@ -229,7 +252,7 @@ class Lowering:
         for n in self.g.nodes:
             if id(n) in self.skip:
                 continue
-            getattr(self, "lower_" + n.op)(n)
+            RULES[n.op].lower(self, n)
         for name in self.g.outputs:
             v = self.value(name)
             self.b.output(name, v.tensor, Layout.NCHW if v.nhwc else Layout.AS_STORED)
@@ -238,30 +261,11 @@ class Lowering:
     def check_supported(self):
         missing = {}
         for n in self.g.nodes:
-            if not hasattr(self, "lower_" + n.op) or not self._supported_form(n):
+            rule = RULES.get(n.op)
+            if rule is None or (rule.supports is not None and not rule.supports(self, n)):
                 missing.setdefault(n.op, []).append(n.name or repr(n))
         if missing:
             raise UnsupportedOpsError(missing, self.g.name)
-
-    def _supported_form(self, n: Node) -> bool:
-        if n.op == "Conv":
-            return len(self.shape(n.inputs[0])) == 4 and n.inputs[1] in self.g.constants
-        if n.op in ("Gemm", "MatMul"):
-            return n.inputs[1] in self.g.constants and (n.op == "MatMul" or not n.attrs.get("transA", 0))
-        if n.op == "PRelu":
-            return n.inputs[1] in self.g.constants
-        if n.op == "Pad":
-            value_ok = len(n.inputs) < 3 or not n.inputs[2] or (
-                n.inputs[2] in self.g.constants and float(np.asarray(self.g.constants[n.inputs[2]])) == 0.0)
-            return n.attrs.get("mode", "constant") in ("constant", b"constant") and value_ok
-        if n.op == "Div":
-            return n.inputs[1] in self.g.constants
-        if n.op in ("Add", "Sub", "Mul"):  # operands: equal ranks, or a constant that broadcasts
-            rank = len(self.shape(n.outputs[0]))
-            return all(i in self.g.constants or len(self.shape(i)) == rank for i in n.inputs[:2])
-        if n.op in ("MaxPool", "AveragePool"):
-            return list(n.attrs.get("dilations", [1, 1])) == [1, 1] and len(self.shape(n.inputs[0])) == 4
-        return True
 
     # Conv family -----------------------------------------------------------
 
@@ -319,10 +323,14 @@ class Lowering:
                     (err[g * cout_g:(g + 1) * cout_g].sum(axis=(2, 3)) * m[g]).sum(axis=1) for g in range(groups)])
             else:  # [N_out, K]
                 b = b + err @ mean.astype(np.float64)
-        limit = INT32_LIMIT - reduction * 255 * 127
+        limit = INT32_MAX - accumulator_bound(reduction)  # the loader's bound (SPEC.md 4.5)
         bq = np.clip(np.rint(b / s.astype(np.float64)), -limit, limit).astype(np.int32)
         return bq, s
 
+    def _conv_supported(self, n: Node) -> bool:
+        return len(self.shape(n.inputs[0])) == 4 and n.inputs[1] in self.g.constants
+
+    @lowers("Conv", supports=_conv_supported, fusable=True)
     def lower_Conv(self, n: Node):
         x_name, w_name = n.inputs[0], n.inputs[1]
         w = np.asarray(self.g.constants[w_name], np.float32)  # [M, C/g, KH, KW]
@@ -367,6 +375,10 @@ class Lowering:
         bi = self.b.tensor(self._unique(w_name + ".bias"), DType.INT32, (nout,), bq, scale=bs)
         self.op(OpCode.FULLY_CONNECTED, [x, wi, bi], [y], None, n, fuse=True)
 
+    def _fc_supported(self, n: Node) -> bool:
+        return n.inputs[1] in self.g.constants and (n.op == "MatMul" or not n.attrs.get("transA", 0))
+
+    @lowers("Gemm", supports=_fc_supported, fusable=True)
     def lower_Gemm(self, n: Node):
         b = np.asarray(self.g.constants[n.inputs[1]], np.float32) * n.attrs.get("alpha", 1.0)
         w = b if n.attrs.get("transB", 0) else b.T
@@ -375,10 +387,12 @@ class Lowering:
             bias = np.asarray(self.g.constants[n.inputs[2]], np.float32) * n.attrs.get("beta", 1.0)
         self._fully_connected(n, n.inputs[0], np.ascontiguousarray(w), n.inputs[1], bias)
 
+    @lowers("MatMul", supports=_fc_supported, fusable=True)
     def lower_MatMul(self, n: Node):
         b = np.asarray(self.g.constants[n.inputs[1]], np.float32)
         self._fully_connected(n, n.inputs[0], np.ascontiguousarray(b.T), n.inputs[1], None)
 
+    @lowers("BatchNormalization")
     def lower_BatchNormalization(self, n: Node):
         """An unfolded BatchNorm: a 1x1 depthwise convolution (per-channel scale and shift)."""
         gamma, beta, mean, var = (np.asarray(self.g.constants[i], np.float64) for i in n.inputs[1:5])
@@ -410,17 +424,36 @@ class Lowering:
         y = self.act_tensor(self.out_value(n), out)
         self.op(code, operands, [y], None, n, fuse=True)
 
+    def _binary_supported(self, n: Node) -> bool:
+        """Operands of equal ranks, or a constant that broadcasts."""
+        rank = len(self.shape(n.outputs[0]))
+        return all(i in self.g.constants or len(self.shape(i)) == rank for i in n.inputs[:2])
+
+    @lowers("Add", supports=_binary_supported, fusable=True)
     def lower_Add(self, n):
         self._binary(n, OpCode.ADD)
 
+    @lowers("Sub", supports=_binary_supported, fusable=True)
     def lower_Sub(self, n):
         self._binary(n, OpCode.SUB)
 
+    @lowers("Mul", supports=_binary_supported, fusable=True)
     def lower_Mul(self, n):
         if "__lut__" in n.attrs:
             return self._lut(n, n.attrs["__lut_input__"], _LUT_FUNCTIONS[n.attrs["__lut__"]], n.attrs["__lut__"])
         self._binary(n, OpCode.MUL)
 
+    def _divisor_constant(self, n: Node) -> bool:
+        return n.inputs[1] in self.g.constants
+
+    def _two_operands(self, n: Node) -> bool:
+        return len(n.inputs) == 2 and self._binary_supported(n)
+
+    @lowers("Max", "Min", supports=_two_operands, fusable=True)
+    def lower_extremum(self, n):
+        self._binary(n, OpCode.MAXIMUM if n.op == "Max" else OpCode.MINIMUM)
+
+    @lowers("Div", supports=_divisor_constant)
     def lower_Div(self, n):
         if n.inputs[1] not in self.g.constants:
             raise ConversionError(f"Div '{n.name}': only division by a constant is supported")
@@ -434,19 +467,26 @@ class Lowering:
         self.b.op(OpCode.REQUANTIZE, [x.tensor], [y.tensor], None, act, clip, name=n.name)
         self.report.append((n.op, "REQUANTIZE"))
 
+    @lowers("Relu")
     def lower_Relu(self, n):
         self._requantize(n, Activation.RELU)
 
+    @lowers("Clip")
     def lower_Clip(self, n):
         lo, hi = self._clip_bounds(n)
         lo, hi = max(lo, -3.0e38), min(hi, 3.0e38)
         self._requantize(n, Activation.CLIP, (lo, hi))
 
+    @lowers("LeakyRelu")
     def lower_LeakyRelu(self, n):
         x = self.value(n.inputs[0])
         y = self.act_tensor(n.outputs[0])
         self.op(OpCode.LEAKY_RELU, [x], [y], LeakyReluOptions(float(n.attrs.get("alpha", 0.01))), n)
 
+    def _alpha_constant(self, n: Node) -> bool:
+        return n.inputs[1] in self.g.constants
+
+    @lowers("PRelu", supports=_alpha_constant)
     def lower_PRelu(self, n):
         x = self.value(n.inputs[0])
         rank = len(self.shape(n.inputs[0]))
@@ -464,21 +504,12 @@ class Lowering:
         y = self.act_tensor(n.outputs[0])
         self.op(OpCode.LUT, [x, ti], [y], LutOptions(label), n)
 
-    def _lut_op(name):
-        def lower(self, n):
-            self._lut(n, n.inputs[0], _LUT_FUNCTIONS[name], name)
-        return lower
+    @lowers("Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Gelu", "Erf", "Sqrt", "Neg")
+    def lower_table(self, n):
+        """An elementwise function as a 256-entry table (its float64 math in _LUT_FUNCTIONS)."""
+        self._lut(n, n.inputs[0], _LUT_FUNCTIONS[n.op], n.op)
 
-    lower_Sigmoid = _lut_op("Sigmoid")
-    lower_Tanh = _lut_op("Tanh")
-    lower_HardSigmoid = _lut_op("HardSigmoid")
-    lower_HardSwish = _lut_op("HardSwish")
-    lower_Gelu = _lut_op("Gelu")
-    lower_Erf = _lut_op("Erf")
-    lower_Sqrt = _lut_op("Sqrt")
-    lower_Neg = _lut_op("Neg")
-    del _lut_op
-
+    @lowers("Softmax", fixed_quantization=SOFTMAX_OUTPUT)
     def lower_Softmax(self, n):
         x = self.value(n.inputs[0])
         rank = len(self.shape(n.inputs[0]))
@@ -509,9 +540,14 @@ class Lowering:
         opts = Pool2DOptions(kh, kw, **win, count_include_pad=include)
         self.op(code, [x], [y], opts, n, fuse=code == OpCode.AVERAGE_POOL_2D)
 
+    def _pool_supported(self, n: Node) -> bool:
+        return list(n.attrs.get("dilations", [1, 1])) == [1, 1] and len(self.shape(n.inputs[0])) == 4
+
+    @lowers("MaxPool", supports=_pool_supported, keeps_input_quantization=True)
     def lower_MaxPool(self, n):
         self._pool(n, OpCode.MAX_POOL_2D)
 
+    @lowers("AveragePool", supports=_pool_supported, fusable=True)
     def lower_AveragePool(self, n):
         self._pool(n, OpCode.AVERAGE_POOL_2D)
 
@@ -530,9 +566,11 @@ class Lowering:
         y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]))
         self.op(OpCode.MEAN, [x], [y], MeanOptions(stored_axes, bool(keep)), n, fuse=True)
 
+    @lowers("GlobalAveragePool", fusable=True)
     def lower_GlobalAveragePool(self, n):
         self._mean(n, (2, 3), True)
 
+    @lowers("ReduceMean", fusable=True)
     def lower_ReduceMean(self, n):
         axes = n.attrs.get("axes")
         if axes is None and len(n.inputs) > 1 and n.inputs[1]:
@@ -541,6 +579,7 @@ class Lowering:
             axes = list(range(len(self.shape(n.inputs[0]))))
         self._mean(n, axes, bool(n.attrs.get("keepdims", 1)))
 
+    @lowers("GlobalMaxPool", keeps_input_quantization=True)
     def lower_GlobalMaxPool(self, n):
         xs = self.shape(n.inputs[0])
         node = Node("MaxPool", n.inputs, n.outputs, {"kernel_shape": [xs[2], xs[3]]}, n.name)
@@ -548,6 +587,7 @@ class Lowering:
 
     # Data movement -------------------------------------------------------------
 
+    @lowers("Concat")
     def lower_Concat(self, n):
         rank = len(self.shape(n.outputs[0]))
         axis = n.attrs.get("axis", 0) % rank
@@ -558,7 +598,8 @@ class Lowering:
         y = self.act_tensor(n.outputs[0])
         self.op(OpCode.CONCAT, ins, [y], ConcatOptions(axis), n)
 
-    def _reshape(self, n: Node):
+    @lowers("Reshape", "Flatten", "Squeeze", "Unsqueeze", keeps_input_quantization=True)
+    def lower_reshape(self, n: Node):
         """Element order follows the source model's NCHW layout: go through NCHW when needed."""
         out_shape = self.shape(n.outputs[0])
         src = n.inputs[0]
@@ -577,11 +618,7 @@ class Lowering:
             y = self.act_tensor(n.outputs[0])
             self.op(OpCode.RESHAPE, [x], [y], None, n)
 
-    lower_Reshape = _reshape
-    lower_Flatten = _reshape
-    lower_Squeeze = _reshape
-    lower_Unsqueeze = _reshape
-
+    @lowers("Transpose", keeps_input_quantization=True)
     def lower_Transpose(self, n):
         perm = list(n.attrs.get("perm", list(range(len(self.shape(n.inputs[0]))))[::-1]))
         rank = len(perm)
@@ -593,6 +630,12 @@ class Lowering:
         y = self.act_tensor(n.outputs[0])
         self.op(OpCode.TRANSPOSE, [x], [y], TransposeOptions(tuple(perm)), n)
 
+    def _pad_supported(self, n: Node) -> bool:
+        value_ok = len(n.inputs) < 3 or not n.inputs[2] or (
+            n.inputs[2] in self.g.constants and float(np.asarray(self.g.constants[n.inputs[2]])) == 0.0)
+        return n.attrs.get("mode", "constant") in ("constant", b"constant") and value_ok
+
+    @lowers("Pad", supports=_pad_supported, keeps_input_quantization=True)
     def lower_Pad(self, n):
         pads = n.attrs.get("pads")
         if pads is None:
@@ -615,7 +658,7 @@ FOLDED_OPS = {"Identity", "Dropout", "Constant", "Shape", "Gather", "Slice", "Ca
 
 def quantizable(op: str) -> bool:
     """Whether an ONNX op type has an int8 form here (or disappears before lowering)."""
-    return hasattr(Lowering, "lower_" + op) or op in FOLDED_OPS
+    return op in RULES or op in FOLDED_OPS
 
 
 def check_quantizable(graph: Graph):

@@ -181,7 +181,7 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
 
     model: an .onnx or .pt2 path, an onnx.ModelProto, or a torch.nn.Module (with example_inputs).
     calibration: an iterable of arrays (or of dicts by input name), a .npy/.npz path, or a folder
-    of images (with preprocess=converters.data.ImagePreprocess(...)); `limit` samples are used.
+    of images (with preprocess=qrt.converters.data.ImagePreprocess(...)); `limit` samples are used.
     labels: optional class indices of the held-back samples, to report accuracy.
     trust_source: allow loading a .pt2 file, which unpickles (only for files you made).
     """

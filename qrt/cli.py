@@ -39,7 +39,7 @@ def _run(args) -> int:
         raise QrtError(f"cannot read --input {args.input}: {e}") from None
     feeds = dict(data) if isinstance(data, np.lib.npyio.NpzFile) else data
     start = time.perf_counter()
-    result = model.run(feeds, raw=args.raw)
+    result = model.run(feeds, raw=args.raw, check_finite=not args.allow_non_finite)
     elapsed = time.perf_counter() - start
     outputs = result if isinstance(result, dict) else {model.outputs[0].name: result}
     if args.output:
@@ -61,7 +61,7 @@ def _convert(args) -> int:
 
     preprocess = None
     if args.image_size:
-        from converters.data import ImagePreprocess
+        from .converters.data import ImagePreprocess
         preprocess = ImagePreprocess(size=tuple(args.image_size), mean=args.mean, std=args.std, scale=args.pixel_scale)
     report = convert(args.source, args.calib, args.output, method=args.method, per_channel=not args.per_tensor,
                      bias_correction=args.bias_correction, limit=args.limit, preprocess=preprocess,
@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", action="store_true", help="return the stored integers instead of float")
     p.add_argument("--kernels", choices=("fast", "reference"), default=None,
                    help="kernel set (default: fast, or $QRT_KERNELS)")
+    p.add_argument("--allow-non-finite", action="store_true",
+                   help="run even if a float input holds NaN or +-inf (NaN reads as 0.0, +-inf as the "
+                        "ends of the input's range); by default such an input is an error")
     p.set_defaults(run=_run)
 
     p = sub.add_parser(

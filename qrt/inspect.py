@@ -4,7 +4,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from .format import Activation, Layout, Model, read_model
+from .format import Activation, Layout, Model
+from .format.reader import read_model
 
 
 def _quant(t) -> str:
@@ -35,10 +36,10 @@ def _options(op) -> str:
 
 
 def summary(model: Model, path: str | None = None) -> dict:
-    from .runtime.arena import plan_arena
-    from .runtime.executor import op_macs
-
     """Everything `qrt inspect` shows, as plain JSON-able data."""
+    from .ops import op_macs
+    from .runtime.arena import plan_arena
+
     def io(ios):
         return [{"name": g.name, "tensor": g.tensor, "dtype": model.tensors[g.tensor].dtype.name,
                  "shape": _user_shape(model.tensors[g.tensor], g.layout), "layout": Layout(g.layout).name,

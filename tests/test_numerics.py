@@ -8,7 +8,7 @@ import pytest
 from qrt.errors import InvalidModelError
 from qrt.kernels import isa as ISA
 from qrt.kernels.requantize import requantize_int8
-from qrt.reference.numerics import quantize_multiplier, requantize
+from qrt.numerics import quantize_multiplier, requantize
 
 
 @pytest.mark.parametrize("real", [1e-12, 2**-40, 1e-6, 0.0001234, 0.3, 0.5, 0.75, 0.9999999, 1.0, 3.7, 1000.0, 2**29])

@@ -1,7 +1,11 @@
 """The .qmodel format: in-memory model objects, reader (numpy only), verifier and writer.
 
     schema/qmodel.fbs  ->  model.py (objects)  ->  writer.py  ->  file
-    file  ->  reader.py (structure, offsets)  ->  verify.py (spec rules)  ->  Model
+    file  ->  reader.py (structure, offsets)  ->  verify.py (spec rules; each op's own in qrt/ops/)  ->  Model
+
+This package's namespace holds the objects and ModelBuilder only: the reader, the verifier and
+the writer need the op rules of qrt/ops/, which build on these objects, so they are imported
+from their modules (or as qrt.read_model, qrt.write_model, qrt.verify_model, qrt.to_bytes).
 """
 from .model import (
     Activation, Calibration, ConcatOptions, Conv2DOptions, DepthwiseConv2DOptions, DType,
@@ -9,15 +13,11 @@ from .model import (
     Operator, PadOptions, Pool2DOptions, Quantization, SoftmaxOptions, Tensor, TransposeOptions,
 )
 from .builder import ModelBuilder
-from .reader import read_model
-from .verify import verify_model
 from .versions import FORMAT_VERSION, NUMERICS_VERSION
-from .writer import to_bytes, write_model
 
 __all__ = [
     "Activation", "Calibration", "ConcatOptions", "Conv2DOptions", "DepthwiseConv2DOptions",
     "DType", "GraphIO", "Layout", "LeakyReluOptions", "LutOptions", "MeanOptions", "Metadata",
     "Model", "OpCode", "Operator", "PadOptions", "Pool2DOptions", "Quantization", "SoftmaxOptions",
-    "Tensor", "TransposeOptions", "ModelBuilder", "read_model", "verify_model", "to_bytes", "write_model",
-    "FORMAT_VERSION", "NUMERICS_VERSION",
+    "Tensor", "TransposeOptions", "ModelBuilder", "FORMAT_VERSION", "NUMERICS_VERSION",
 ]

@@ -54,6 +54,8 @@ class OpCode(IntEnum):
     QUANTIZE = 17
     DEQUANTIZE = 18
     REQUANTIZE = 19
+    MAXIMUM = 20
+    MINIMUM = 21
 
 
 # numpy dtype of each DType's elements (INT4 is stored packed, as raw bytes).

@@ -60,6 +60,8 @@ class OpCode(object):
     QUANTIZE = 17
     DEQUANTIZE = 18
     REQUANTIZE = 19
+    MAXIMUM = 20
+    MINIMUM = 21
 
 
 class OpOptions(object):

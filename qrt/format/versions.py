@@ -5,16 +5,15 @@ from __future__ import annotations
 import re
 
 from .._version import __version__
-from .model import Model, OpCode
 
 # Revision of schema/qmodel.fbs. Bump it whenever a field, enum value or op is added.
-FORMAT_VERSION = 1
+# 2: MAXIMUM, MINIMUM.
+FORMAT_VERSION = 2
 # Revision of the numerics rule (SPEC.md section 4).
 NUMERICS_VERSION = 1
 
-# The qrt release that introduced each (op code, op version) this qrt can run.
-OP_SINCE: dict[tuple[int, int], str] = {(int(op), 1): "0.1.0" for op in OpCode}
-# The release that introduced format revision 1.
+# The release that introduced format revision 1. Each op's own release is its OpDef.since
+# (qrt/ops/), which min_runtime_version in qrt/ops/__init__.py takes into account.
 BASE_SINCE = "0.1.0"
 
 
@@ -29,8 +28,3 @@ def parse_version(text: str) -> tuple[int, int, int]:
 
 RUNTIME_VERSION = parse_version(__version__)
 
-
-def min_runtime_version(model: Model) -> str:
-    """The lowest qrt release that can run `model` (every op and op version it uses)."""
-    needed = [BASE_SINCE] + [OP_SINCE[(int(op.opcode), op.version)] for op in model.operators]
-    return max(needed, key=parse_version)

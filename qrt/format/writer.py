@@ -15,7 +15,8 @@ from ..errors import QrtError
 from . import layout as L
 from .model import OPTIONS_TYPES, Model
 from .verify import verify_model
-from .versions import FORMAT_VERSION, NUMERICS_VERSION, min_runtime_version
+from ..ops import min_runtime_version
+from .versions import FORMAT_VERSION, NUMERICS_VERSION
 
 
 def _generated():

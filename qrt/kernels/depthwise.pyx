@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """DEPTHWISE_CONV_2D, int8 in, int32 accumulation, int8 out (SPEC.md 2.13.2, section 4), on
 every instruction-set path (qrt/kernels/simd/depthwise.h has the data path). Reference:
-qrt/reference/ops.py depthwise_conv_2d, bit for bit.
+qrt/ops/depthwise_conv_2d.py, bit for bit.
 
 x int8 [N, H, W, C] and out int8 [N, OH, OW, C*M], channels-last and C-contiguous; output
 channel c*M + j reads input channel c. Used in three steps:
@@ -19,9 +19,9 @@ import numpy as np
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t
 
 from qrt.kernels.numerics cimport check_requant
-from qrt.kernels.step cimport Step
+from qrt.kernels.plan cimport Step
 
-from qrt.kernels import geometry, isa as _isa
+from qrt.kernels import Kernel, geometry, isa as _isa
 from qrt.kernels.requantize import tables32
 
 
@@ -206,3 +206,6 @@ def bind_depthwise_conv_2d(ins, p, out, isa=None, threads=1, packed=None):
 def depthwise_conv_2d(ins, p, out, isa=None, threads=1):
     """DEPTHWISE_CONV_2D once: bind and run (see bind_depthwise_conv_2d)."""
     bind_depthwise_conv_2d(ins, p, out, isa, threads)()
+
+
+KERNELS = {"depthwise_conv_2d": Kernel(depthwise_conv_2d, bind_depthwise_conv_2d, pack_depthwise_conv_2d)}

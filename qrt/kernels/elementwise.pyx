@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Elementwise and data-movement kernels: ADD/SUB, MUL, REQUANTIZE, CONCAT, LEAKY_RELU/PRELU,
+"""Elementwise and data-movement kernels: ADD/SUB, MUL, MAXIMUM/MINIMUM, REQUANTIZE, CONCAT, LEAKY_RELU/PRELU,
 LUT, SOFTMAX, QUANTIZE, DEQUANTIZE, PAD, TRANSPOSE, RESHAPE.
 
 Each op is used in two steps, as in qrt/kernels/gemm.pyx:
@@ -9,11 +9,11 @@ Each op is used in two steps, as in qrt/kernels/gemm.pyx:
       broadcast strides, coalesced copy plans, scratch rows;
   step.run()   every inference: C loops only, no Python, no allocation.
 NAME(ins, p, out) binds and runs once (tests, and the graph boundary's QUANTIZE/DEQUANTIZE).
-`ins` are the input arrays, `p` the op's parameters from qrt/runtime/prepare.py, `out` the
+`ins` are the input arrays, `p` the op's parameters from its prepare step (qrt/ops/<op>.py), `out` the
 preallocated output; inputs and output must be C-contiguous, since the step reads and writes
 them where they lie at each run.
 
-Bit-exact with the NumPy references of qrt/reference/ops.py (SPEC.md sections 2.13 and 4):
+Bit-exact with the NumPy references of qrt/ops/<op>.py (SPEC.md sections 2.13 and 4):
 integer arithmetic only, except QUANTIZE and DEQUANTIZE, whose float steps are the reference's
 exactly (IEEE float64 division and round-half-even; one float32 multiplication). Same-shape
 ADD/SUB and MUL run simd/eltwise.h: 64-bit vector lanes on avx512vnni and amx, long rows over
@@ -30,9 +30,10 @@ from libc.stdint cimport (
 from libc.string cimport memcpy, memmove, memset
 
 from qrt.kernels.numerics cimport check_requant, requantize_one, rounding_shift
-from qrt.kernels.step cimport Step
+from qrt.kernels.plan cimport Step
 
-from qrt.kernels import isa as _isa
+from qrt import numerics
+from qrt.kernels import Kernel, isa as _isa
 
 cdef extern from "simd/eltwise.h":
     ctypedef struct qrt_add:
@@ -63,13 +64,11 @@ cdef extern from "simd/eltwise.h":
 
 cdef enum:
     MAX_RANK = 8
-    # ADD/SUB headroom bits; must equal qrt.runtime.prepare.ADD_LEFT_SHIFT (not imported here:
-    # the runtime imports this module; the ADD tests fail if the two differ).
-    ADD_LEFT_SHIFT = 20
     # A one-value operand is folded into a 256-entry table when the other is longer than that.
     TABLE_MIN = 256
 
-cdef int64_t INT32_LIMIT = 2147483648  # 2**31
+cdef int ADD_LEFT_SHIFT = numerics.ADD_LEFT_SHIFT
+cdef int64_t INT32_MAX = numerics.INT32_MAX
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -137,8 +136,8 @@ cdef int _check_rank(object shape, str what) except -1:
 
 cdef int _check_mn(object m, object n, bint signed, str what) except -1:
     """A (multiplier, shift) pair that keeps rounding_shift exact for |v| < 2^31."""
-    lo = -INT32_LIMIT + 1 if signed else 0
-    if not (lo <= m < INT32_LIMIT) or not (1 <= n <= 62):
+    lo = -INT32_MAX if signed else 0
+    if not (lo <= m <= INT32_MAX) or not (1 <= n <= 62):
         raise ValueError(f"{what}: multiplier {m} must lie in [{lo}, 2^31) and shift {n} in [1, 62]")
     return 0
 
@@ -150,7 +149,7 @@ cdef int _check_zp8(object zp, str what) except -1:
 
 
 cdef int _check_zp32(object zp, str what) except -1:
-    if not (-INT32_LIMIT <= zp < INT32_LIMIT):
+    if not (-INT32_MAX - 1 <= zp <= INT32_MAX):
         raise ValueError(f"{what} {zp} does not fit int32")
     return 0
 
@@ -278,7 +277,7 @@ cdef struct MulCtx:
 
 
 cdef class _BinaryStep(Step):
-    """What ADD/SUB and MUL share: the broadcast walk, the mode, the table modes' run-time table
+    """What ADD/SUB, MUL and MAXIMUM/MINIMUM share: the broadcast walk, the mode, the table modes' run-time table
     (it depends on the one value, so it is made at each run)."""
     cdef Py_ssize_t n
     cdef Bcast bc
@@ -286,16 +285,16 @@ cdef class _BinaryStep(Step):
     cdef uint8_t table[256]
 
 
-cdef int _bind_binary(_BinaryStep s, Operands* v, ins, p, out) except -1:
-    """Shapes, dtypes and zero points of ADD/SUB and MUL; the pointers, walk and mode."""
+cdef int _bind_binary(_BinaryStep s, Operands* v, ins, out, za, zb) except -1:
+    """Shapes, dtypes and zero points of ADD/SUB, MUL, MAXIMUM/MINIMUM; the pointers, walk and mode."""
     a, b = ins[0], ins[1]
     af, bf, of = _flat_in(a, "input a"), _flat_in(b, "input b"), _flat_out(out)
     cdef const int8_t[::1] av = af
     cdef const int8_t[::1] bv = bf
     cdef int8_t[::1] ov = of
     _broadcast(a.shape, b.shape, out.shape, &s.bc)
-    _check_zp8(p.a_zero_point, "input a zero point")
-    _check_zp8(p.b_zero_point, "input b zero point")
+    _check_zp8(za, "input a zero point")
+    _check_zp8(zb, "input b zero point")
     s.keep = (a, b, out)
     s.n = ov.shape[0]
     if s.n == 0:
@@ -379,12 +378,12 @@ cdef class AddStep(_BinaryStep):
 
 
 def bind_add(ins, p, out, isa=None, threads=1):
-    """ADD and SUB (p.subtract) as a Step. Reference: qrt/reference/ops.py add."""
+    """ADD and SUB (p.subtract) as a Step. Reference: qrt/ops/add.py."""
     cdef AddStep s = AddStep.__new__(AddStep)
     cdef qrt_add* q = &s.ctx.q
     cdef int64_t za, zb, ma, na, mb, nb, sign
     cdef int k
-    _bind_binary(s, &s.ctx.v, ins, p, out)
+    _bind_binary(s, &s.ctx.v, ins, out, p.a_zero_point, p.b_zero_point)
     _check_mn(p.a_multiplier, p.a_shift, False, "input a rescale")
     _check_mn(p.b_multiplier, p.b_shift, False, "input b rescale")
     if p.a_shift < 31 or p.b_shift < 31:  # factors <= 1 (prepare's are <= 1/2): int32 sums
@@ -461,10 +460,10 @@ cdef class MulStep(_BinaryStep):
 
 
 def bind_mul(ins, p, out, isa=None, threads=1):
-    """MUL as a Step. Reference: qrt/reference/ops.py mul."""
+    """MUL as a Step. Reference: qrt/ops/mul.py."""
     cdef MulStep s = MulStep.__new__(MulStep)
     cdef qrt_mul* q = &s.ctx.q
-    _bind_binary(s, &s.ctx.v, ins, p, out)
+    _bind_binary(s, &s.ctx.v, ins, out, p.a_zero_point, p.b_zero_point)
     r = p.out
     check_requant(r.multiplier, r.shift, 1, r.zero_point, r.lo, r.hi)
     _bind_path(isa, threads, &q.isa, &q.threads)
@@ -476,6 +475,65 @@ def bind_mul(ins, p, out, isa=None, threads=1):
 def mul(ins, p, out, isa=None, threads=1):
     """MUL once: bind and run (see bind_mul)."""
     bind_mul(ins, p, out, isa, threads)()
+
+
+# ---------------------------------------------------------------------------- MAXIMUM / MINIMUM
+
+cdef struct ExtremumCtx:
+    Operands v
+    int8_t ta[256]  # a's byte -> a in y's scale and zero point, clamped (made at bind)
+    int8_t tb[256]
+    bint minimum
+
+
+cdef void _extremum_row(void* c, Py_ssize_t ia, Py_ssize_t sa, Py_ssize_t ib, Py_ssize_t sb,
+                        Py_ssize_t io, Py_ssize_t n) noexcept nogil:
+    cdef ExtremumCtx* ctx = <ExtremumCtx*>c
+    cdef const int8_t* a = ctx.v.a + ia
+    cdef const int8_t* b = ctx.v.b + ib
+    cdef int8_t* o = ctx.v.o + io
+    cdef const int8_t* ta = ctx.ta
+    cdef const int8_t* tb = ctx.tb
+    cdef Py_ssize_t i
+    cdef int8_t u, w
+    if ctx.minimum:
+        for i in range(n):
+            u = ta[<uint8_t>a[i * sa]]
+            w = tb[<uint8_t>b[i * sb]]
+            o[i] = u if u < w else w
+    else:
+        for i in range(n):
+            u = ta[<uint8_t>a[i * sa]]
+            w = tb[<uint8_t>b[i * sb]]
+            o[i] = u if u > w else w
+
+
+cdef class ExtremumStep(_BinaryStep):
+    cdef ExtremumCtx ctx
+
+    cdef int run(self) noexcept nogil:
+        if self.mode == BIN_ROW:
+            _extremum_row(&self.ctx, 0, 1, 0, 1, 0, self.n)
+        elif self.mode != BIN_EMPTY:  # one-value operands too: the walk handles stride 0
+            _drive(&self.bc, _extremum_row, &self.ctx)
+        return 0
+
+
+def bind_maximum(ins, p, out, isa=None, threads=1):
+    """MAXIMUM and MINIMUM (p.minimum) as a Step: each operand through a 256-entry table into
+    y's scale, then the larger (smaller). Reference: qrt/ops/maximum.py."""
+    cdef ExtremumStep s = ExtremumStep.__new__(ExtremumStep)
+    _bind_binary(s, &s.ctx.v, ins, out, p.a.input_zero_point, p.b.input_zero_point)
+    _rescale_table(p.a, True, <uint8_t*>s.ctx.ta)
+    _rescale_table(p.b, True, <uint8_t*>s.ctx.tb)
+    s.ctx.minimum = bool(p.minimum)
+    _check_isa(isa)
+    return s
+
+
+def maximum(ins, p, out, isa=None, threads=1):
+    """MAXIMUM and MINIMUM once: bind and run (see bind_maximum)."""
+    bind_maximum(ins, p, out, isa, threads)()
 
 
 # ---------------------------------------------------------------------------- REQUANTIZE
@@ -539,7 +597,7 @@ cdef class RequantizeStep(Step):
 
 def bind_requantize(ins, p, out, isa=None, threads=1):
     """REQUANTIZE (p: RescaleParams) as a Step; int8 or uint8 in and out. Reference:
-    qrt/reference/ops.py rescale."""
+    qrt/ops/requantize.py."""
     cdef RequantizeStep s = RequantizeStep.__new__(RequantizeStep)
     x = ins[0]
     _check_same_shape(x, out, "input")
@@ -593,7 +651,7 @@ cdef class ConcatStep(Step):
 
 def bind_concat(ins, p, out, isa=None, threads=1):
     """CONCAT along p.axis as a Step, each input re-expressed in the output's quantization
-    (identity inputs copied). Reference: qrt/reference/ops.py concat."""
+    (identity inputs copied). Reference: qrt/ops/concat.py."""
     cdef ConcatStep s = ConcatStep.__new__(ConcatStep)
     cdef Py_ssize_t axis, rank, k, inner
     cdef const int8_t[::1] xv
@@ -704,7 +762,7 @@ cdef class SlopeStep(Step):
 
 def bind_slope(ins, p, out, isa=None, threads=1):
     """LEAKY_RELU and PRELU (p: SlopeParams; the alpha slopes, scalar or broadcast to x, are in
-    p) as a Step. Reference: qrt/reference/ops.py slope."""
+    p) as a Step. Reference: qrt/ops/leaky_relu.py."""
     cdef SlopeStep s = SlopeStep.__new__(SlopeStep)
     cdef SlopeCtx* ctx = &s.ctx
     cdef uint8_t[::1] tables
@@ -728,7 +786,7 @@ def bind_slope(ins, p, out, isa=None, threads=1):
     cdef const int64_t[::1] nn = nnf
     na = nm.shape[0]
     for i in range(na):
-        if not (-INT32_LIMIT < nm[i] < INT32_LIMIT) or not (1 <= nn[i] <= 62):
+        if not (-INT32_MAX <= nm[i] <= INT32_MAX) or not (1 <= nn[i] <= 62):
             raise ValueError(f"alpha slope {i}: multiplier {nm[i]} must lie in (-2^31, 2^31) "
                              f"and shift {nn[i]} in [1, 62]")
     _check_mn(p.pos_multiplier, p.pos_shift, False, "positive slope")
@@ -780,7 +838,7 @@ cdef class LutStep(Step):
 
 def bind_lut(ins, p, out, isa=None, threads=1):
     """LUT as a Step: y = table[x + 128], the table being ins[1] (int8 [256]), read where it
-    lies at each run. Reference: qrt/reference/ops.py lut."""
+    lies at each run. Reference: qrt/ops/lut.py."""
     cdef LutStep s = LutStep.__new__(LutStep)
     x, t = ins[0], ins[1]
     _check_same_shape(x, out, "input")
@@ -866,7 +924,7 @@ cdef class SoftmaxStep(Step):
 
 def bind_softmax(ins, p, out, isa=None, threads=1):
     """SOFTMAX along p.axis as a Step: e = exp_table[max - x], y = clamp(((e << 8) + total / 2)
-    // total - 128). Reference: qrt/reference/ops.py softmax."""
+    // total - 128). Reference: qrt/ops/softmax.py."""
     cdef SoftmaxStep s = SoftmaxStep.__new__(SoftmaxStep)
     cdef Py_ssize_t axis, rank, k
     cdef int32_t[::1] mxs
@@ -886,7 +944,7 @@ def bind_softmax(ins, p, out, isa=None, threads=1):
         raise ValueError(f"exp table has shape {tab_arr.shape}; expected (256,)")
     cdef const int64_t[::1] tab = tab_arr
     for k in range(256):
-        if not (0 <= tab[k] <= INT32_LIMIT):
+        if not (0 <= tab[k] <= INT32_MAX + 1):
             raise ValueError(f"exp table entry {k} = {tab[k]} must lie in [0, 2^31]")
     if tab[0] <= 0:
         raise ValueError("exp table entry 0 must be > 0 (it is the largest element's term)")
@@ -1008,7 +1066,7 @@ cdef _bind_conversion(x, out, isa, threads, bint quantize, bint nchw):
 
 def bind_quantize(ins, p, out, isa=None, threads=1, nchw=False):
     """QUANTIZE float32 -> int8, uint8 or int16 (out's dtype) as a Step; nchw: ins[0] is
-    [N, C, H, W] and out [N, H, W, C]. Reference: qrt/reference/ops.py quantize (NaN -> zero
+    [N, C, H, W] and out [N, H, W, C]. Reference: qrt/ops/quantize.py (NaN -> zero
     point; round half to even)."""
     x = ins[0]
     kind, dlo, dhi = _qkind(out.dtype, "out")
@@ -1032,7 +1090,7 @@ def quantize(ins, p, out, isa=None, threads=1):
 def bind_dequantize(ins, p, out, isa=None, threads=1, nchw=False):
     """DEQUANTIZE int8, uint8 or int16 -> float32 as a Step: float32(s) * float32(x - zp), one
     float32 multiplication; nchw: ins[0] is [N, H, W, C] and out [N, C, H, W]. Reference:
-    qrt/reference/ops.py dequantize."""
+    qrt/ops/dequantize.py."""
     x = ins[0]
     if not (-65536 <= p.zero_point <= 65536):
         raise ValueError(f"zero point {p.zero_point} is outside the int16/uint8 ranges")
@@ -1098,7 +1156,7 @@ cdef class PadStep(Step):
 
 def bind_pad(ins, p, out, isa=None, threads=1):
     """PAD as a Step: p.pads (begins, then ends) filled with p.zero_point, any rank and dtype.
-    Reference: qrt/reference/ops.py pad."""
+    Reference: qrt/ops/pad.py."""
     cdef PadStep s = PadStep.__new__(PadStep)
     cdef Py_ssize_t rank, k, nd, r
     cdef Py_ssize_t before[MAX_RANK]
@@ -1289,7 +1347,7 @@ cdef class TransposeStep(Step):
 
 def bind_transpose(ins, p, out, isa=None, threads=1):
     """TRANSPOSE by p.perm (output dimension i is input dimension perm[i]) as a Step, any rank
-    <= 8 and any dtype of 1, 2, 4 or 8 bytes. Reference: qrt/reference/ops.py transpose."""
+    <= 8 and any dtype of 1, 2, 4 or 8 bytes. Reference: qrt/ops/transpose.py."""
     cdef TransposeStep s = TransposeStep.__new__(TransposeStep)
     cdef Py_ssize_t rank, k, nd, size, st
     cdef Py_ssize_t instride[MAX_RANK]
@@ -1373,3 +1431,20 @@ def bind_reshape(ins, p, out, isa=None, threads=1):
 def reshape(ins, p, out, isa=None, threads=1):
     """RESHAPE once: bind and run (see bind_reshape)."""
     bind_reshape(ins, p, out, isa, threads)()
+
+
+KERNELS = {
+    "add": Kernel(add, bind_add),
+    "mul": Kernel(mul, bind_mul),
+    "maximum": Kernel(maximum, bind_maximum),
+    "requantize": Kernel(requantize, bind_requantize),
+    "concat": Kernel(concat, bind_concat),
+    "slope": Kernel(slope, bind_slope),
+    "lut": Kernel(lut, bind_lut),
+    "softmax": Kernel(softmax, bind_softmax),
+    "quantize": Kernel(quantize, bind_quantize),
+    "dequantize": Kernel(dequantize, bind_dequantize),
+    "pad": Kernel(pad, bind_pad),
+    "transpose": Kernel(transpose, bind_transpose),
+    "reshape": Kernel(reshape, bind_reshape),
+}

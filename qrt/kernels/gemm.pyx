@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """CONV_2D and FULLY_CONNECTED: one int8 GEMM with packed weights (qrt/kernels/simd/gemm.h has
-the data path). References: qrt/reference/ops.py conv_2d and fully_connected, bit for bit.
+the data path). References: qrt/ops/conv_2d.py and fully_connected.py, bit for bit.
 
 Each op is used in three steps:
   pack_conv_2d / pack_fully_connected(ins, p) -> PackedGemm   once, at load: weights into
@@ -17,9 +17,9 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 from libc.string cimport memcpy
 
 from qrt.kernels.numerics cimport check_requant
-from qrt.kernels.step cimport Step
+from qrt.kernels.plan cimport Step
 
-from qrt.kernels import geometry, isa as _isa
+from qrt.kernels import Kernel, geometry, isa as _isa
 from qrt.kernels.requantize import tables32
 
 
@@ -270,3 +270,9 @@ def bind_fully_connected(ins, p, out, isa=None, threads=1, packed=None):
 def fully_connected(ins, p, out, isa=None, threads=1):
     """FULLY_CONNECTED once: bind and run (see bind_fully_connected)."""
     bind_fully_connected(ins, p, out, isa, threads)()
+
+
+KERNELS = {
+    "conv_2d": Kernel(conv_2d, bind_conv_2d, pack_conv_2d),
+    "fully_connected": Kernel(fully_connected, bind_fully_connected, pack_fully_connected),
+}

@@ -2,11 +2,7 @@
 window arithmetic of SPEC.md 2.13, kernel, bias and output shapes, zero points."""
 from __future__ import annotations
 
-
-def out_size(size: int, pad_a: int, pad_b: int, k: int, dilation: int, stride: int) -> int:
-    """floor((size + pads - d*(k-1) - 1) / stride) + 1 (SPEC.md 2.13); 0 when nothing fits."""
-    span = size + pad_a + pad_b - dilation * (k - 1) - 1
-    return 0 if span < 0 else span // stride + 1
+from qrt.ops.window import out_size
 
 
 def window(p) -> tuple:

@@ -1,17 +1,17 @@
 # cython: language_level=3
-"""Shared inline numerics of the compiled kernels: the one place for the rounding rule of
-SPEC.md section 4.2 (reference: qrt/reference/numerics.py requantize), and the int8 dot product
-the convolution and fully-connected kernels reduce with (section 4.3/4.5).
+"""Shared inline numerics of the Cython kernels: the rounding rule of SPEC.md section 4.2
+(reference: qrt/numerics.py requantize) as their scalar loops use it, and the bind-time check
+of requantization parameters.
 
 Inline functions only, so no module is built from this file; cimport it with
-`from qrt.kernels.numerics cimport requantize_one, dot_s16_s8`."""
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t
+`from qrt.kernels.numerics cimport requantize_one, rounding_shift, check_requant`."""
+from libc.stdint cimport int8_t, int32_t, int64_t
 
 
 cdef inline int64_t rounding_shift(int64_t v, int64_t m, int64_t n) noexcept nogil:
     """(v * m + 2^(n-1)) >> n in 64 bits: v * M rounded to nearest, ties toward +infinity, for
     a multiplier of either sign. Callers guarantee 1 <= n <= 62 and |v * m| + 2^(n-1) < 2^63.
-    Reference: qrt/reference/numerics.py rounding_shift."""
+    Reference: qrt/numerics.py rounding_shift."""
     return (v * m + ((<int64_t>1) << (n - 1))) >> n
 
 
@@ -26,38 +26,6 @@ cdef inline int8_t requantize_one(int32_t acc, int32_t m, int32_t n, int32_t zp,
     elif v > hi:
         v = hi
     return <int8_t>v
-
-
-cdef inline int32_t dot_s16_s8(const int16_t* a, const int8_t* b, Py_ssize_t n) noexcept nogil:
-    """sum a[i] * b[i] in int32; a holds (x - zp_x) in [-255, 255], b weights in [-127, 127].
-    The section 4.5 bound keeps every partial sum inside int32. Written so that gcc -O3
-    vectorises it (a widening multiply-add, pmaddwd on x86)."""
-    cdef int32_t s = 0
-    cdef Py_ssize_t i
-    for i in range(n):
-        s += <int32_t>a[i] * <int32_t>b[i]
-    return s
-
-
-cdef inline void dot4_s16_s8(const int16_t* a, const int8_t* b, Py_ssize_t b_stride, Py_ssize_t n,
-                             int32_t* out) noexcept nogil:
-    """out[j] = dot_s16_s8(a, b + j*b_stride, n) for j < 4: four weight rows share each load of
-    a (register blocking over output channels)."""
-    cdef int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, v
-    cdef const int8_t* b1 = b + b_stride
-    cdef const int8_t* b2 = b1 + b_stride
-    cdef const int8_t* b3 = b2 + b_stride
-    cdef Py_ssize_t i
-    for i in range(n):
-        v = a[i]
-        s0 += v * <int32_t>b[i]
-        s1 += v * <int32_t>b1[i]
-        s2 += v * <int32_t>b2[i]
-        s3 += v * <int32_t>b3[i]
-    out[0] = s0
-    out[1] = s1
-    out[2] = s2
-    out[3] = s3
 
 
 cdef inline Py_ssize_t check_requant(const int32_t[::1] multiplier, const int32_t[::1] shift,

@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Pooling kernels: MAX_POOL_2D, AVERAGE_POOL_2D and MEAN on int8 activations.
 
-References: qrt/reference/ops.py max_pool_2d, average_pool_2d and mean (SPEC.md sections
+References: qrt/ops/max_pool_2d.py, average_pool_2d.py and mean.py (SPEC.md sections
 2.13.6-2.13.8 and 4); every kernel here is bit-exact with its reference.
 
 Each op is used in two steps, as in qrt/kernels/gemm.pyx: bind_NAME(ins, p, out, isa=None,
@@ -20,14 +20,14 @@ import numpy as np
 
 from libc.stdint cimport int8_t, int32_t, int64_t
 
-from qrt.kernels.step cimport Step
+from qrt.kernels.plan cimport Step
 
-from qrt.kernels import isa as _isa
+from qrt.kernels import Kernel, isa as _isa
+from qrt.numerics import INT32_MAX, MAX_INPUT_MAGNITUDE
+from qrt.ops.window import out_size
 
 cdef enum:
     MAX_RANK = 8
-cdef int64_t INT32_MAX = 2147483647
-cdef int64_t MAX_INPUT_MAGNITUDE = 255  # |x - zp_x| for int8 activations
 
 
 cdef extern from "simd/eltwise.h":
@@ -85,8 +85,7 @@ cdef tuple _pool_geometry(x, p, out, str op):
     n, h, w, c = x.shape
     if h < 1 or w < 1:
         raise ValueError(f"{op}: input {x.shape} has an empty spatial dimension")
-    oh = (h + top + bottom - kh) // sh + 1
-    ow = (w + left + right - kw) // sw + 1
+    oh, ow = out_size(h, top, bottom, kh, 1, sh), out_size(w, left, right, kw, 1, sw)
     if oh < 1 or ow < 1:
         raise ValueError(f"{op}: the {kh}x{kw} window is larger than the padded input {x.shape}")
     if tuple(out.shape) != (n, oh, ow, c):
@@ -171,7 +170,7 @@ cdef class MaxPoolStep(Step):
 def bind_max_pool_2d(ins, p, out, isa=None, threads=1):
     """MAX_POOL_2D as a Step: y[n, oh, ow, c] = max of x over the window's non-padded positions
     (every window has at least one: pads < kernel and H, W >= 1). Reference:
-    qrt/reference/ops.py max_pool_2d."""
+    qrt/ops/max_pool_2d.py."""
     cdef MaxPoolStep s = MaxPoolStep.__new__(MaxPoolStep)
     _bind_pool(&s.g, ins, p, out, "MAX_POOL_2D")
     _isa.resolve(isa)
@@ -226,7 +225,7 @@ cdef class AveragePoolStep(Step):
 def bind_average_pool_2d(ins, p, out, isa=None, threads=1):
     """AVERAGE_POOL_2D as a Step: y = requantize(sum over the window of (x - zp_x)) with the
     multiplier/shift of entry count - 1, count = KH*KW (count_include_pad) or the number of
-    non-padded positions. Reference: qrt/reference/ops.py average_pool_2d."""
+    non-padded positions. Reference: qrt/ops/average_pool_2d.py."""
     cdef AveragePoolStep s = AveragePoolStep.__new__(AveragePoolStep)
     _bind_pool(&s.g, ins, p, out, "AVERAGE_POOL_2D")
     r = p.out
@@ -380,7 +379,7 @@ cdef void _odometer(_Odometer* od, list groups):
 
 def bind_mean(ins, p, out, isa=None, threads=1):
     """MEAN as a Step: y = requantize(sum over `axes` of (x - zp_x)), 1/count folded into the
-    single multiplier. Reference: qrt/reference/ops.py mean.
+    single multiplier. Reference: qrt/ops/mean.py.
 
     Size-1 dimensions are dropped and adjacent kept/reduced dimensions merged, leaving
     alternating groups. If the innermost group is kept (C contiguous values, e.g. the global
@@ -471,3 +470,10 @@ def bind_mean(ins, p, out, isa=None, threads=1):
 def mean(ins, p, out, isa=None, threads=1):
     """MEAN once: bind and run (see bind_mean)."""
     bind_mean(ins, p, out, isa, threads)()
+
+
+KERNELS = {
+    "max_pool_2d": Kernel(max_pool_2d, bind_max_pool_2d),
+    "average_pool_2d": Kernel(average_pool_2d, bind_average_pool_2d),
+    "mean": Kernel(mean, bind_mean),
+}

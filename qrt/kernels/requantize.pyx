@@ -3,7 +3,7 @@
 (numerics.pxd requantize_one, and simd/requant.h on each instruction-set path) exposed on its
 own, so tests/test_numerics.py can drive it with any accumulator, including -2^31 and
 2^31 - 1, against the reference.
-Reference: qrt/reference/numerics.py requantize (SPEC.md section 4.2)."""
+Reference: qrt/numerics.py requantize (SPEC.md section 4.2)."""
 import numpy as np
 from libc.stdint cimport int8_t, int32_t
 

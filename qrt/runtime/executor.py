@@ -2,27 +2,33 @@
 
 A loaded model holds the verified file (weights stay in the memory map), each operator's
 prepared integer parameters and packed weights, and an arena plan. Each thread that runs the
-model gets its own arena and compiled plan (qrt/kernels/step.pyx: every op bound to its
+model gets its own arena and compiled plan (qrt/kernels/plan.pyx: every op bound to its
 buffers, run by a C loop) on first use, so one model may be run from several threads at once;
 a run allocates nothing but its outputs.
+
+A model pickles by reference to what it was loaded from (Model.__reduce__): the file's path
+with its size and SHA-256, or the bytes, with the load options as the caller gave them; the
+receiving process loads it again, so it picks its own CPU's best path unless an isa was forced.
 """
 from __future__ import annotations
 
-import math
+import hashlib
 import os
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, QrtError
 from ..format.model import NUMPY_DTYPE, DType, Layout, OpCode
 from ..format.reader import read_model, release_pages
 from .arena import plan_arena
 from ..kernels import isa as _isa
-from ..kernels.step import Plan
-from .kernels import DEFAULT_KERNELS, KERNEL_SETS, KernelSet
-from .prepare import dequantize_params, prepare_op, quantize_params
+from ..kernels.plan import Plan
+from ..ops import op_macs, prepare_op
+from ..ops.dequantize import dequantize_params
+from ..ops.quantize import quantize_params
+from .kernels import DEFAULT_KERNELS, KERNEL_SETS
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,7 @@ class IOInfo:
 
 
 @dataclass
-class _Step:
+class _PreparedOp:
     opcode: OpCode
     inputs: tuple
     output: int
@@ -48,18 +54,6 @@ def _user_shape(shape: tuple, layout: Layout) -> tuple:
     return (shape[0], shape[3], shape[1], shape[2]) if layout == Layout.NCHW else shape
 
 
-def op_macs(model, op) -> int:
-    """Multiply-accumulates of one operator (conv, depthwise, fully connected; 0 otherwise)."""
-    y = model.tensors[op.outputs[0]]
-    if op.opcode in (OpCode.CONV_2D, OpCode.FULLY_CONNECTED):
-        w = model.tensors[op.inputs[1]]
-        return y.numel * math.prod(w.shape[1:])
-    if op.opcode == OpCode.DEPTHWISE_CONV_2D:
-        w = model.tensors[op.inputs[1]]
-        return y.numel * w.shape[1] * w.shape[2]
-    return 0
-
-
 class Model:
     """A verified, prepared .qmodel ready to run. Create it with qrt.load()."""
 
@@ -67,16 +61,26 @@ class Model:
                  isa: str | None = None):
         self.definition = read_model(source)
         m = self.definition
+        # What to pickle (see __reduce__): the options as given, so that another machine
+        # resolves its own defaults, and where the file came from.
+        self._options = (kernels, threads, isa)
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self._source, self._path = source, None
+        else:
+            self._source = None
+            self._path = os.path.abspath(os.fspath(source))
+            self._identity = _file_identity(os.stat(self._path))
+            self._digest = None  # the file's SHA-256, taken when the model is first pickled
         name = kernels or os.environ.get("QRT_KERNELS", DEFAULT_KERNELS)
         if name not in KERNEL_SETS:
             raise InputError(f"unknown kernel set '{name}'; choose one of {sorted(KERNEL_SETS)}")
-        self.kernels: KernelSet = KERNEL_SETS[name]
+        self.kernels = KERNEL_SETS[name]
         try:
             self.isa = _isa.NAMES[_isa.resolve(isa)]
         except ValueError as e:
             raise InputError(str(e)) from None
         self.threads = _threads(threads)
-        self._steps = [_Step(op.opcode, op.inputs, op.outputs[0], prepare_op(m, i))
+        self._ops = [_PreparedOp(op.opcode, op.inputs, op.outputs[0], prepare_op(m, i))
                        for i, op in enumerate(m.operators)]
         self._arena = plan_arena(m)
         self._local = threading.local()
@@ -84,7 +88,7 @@ class Model:
         # Weights are read from the file's pages once, to be packed: each op's are handed back
         # to the OS once packed, so that the file and its packed copy are never both resident.
         self._packed = []
-        for s in self._steps:
+        for s in self._ops:
             ins = [self._constants.get(t) for t in s.inputs]
             self._packed.append(self.kernels.pack(s.opcode, ins, s.params, self.isa))
             release_pages(ins)
@@ -112,6 +116,34 @@ class Model:
     def naive_arena_bytes(self) -> int:
         """Bytes all run-time tensors would take without sharing (for comparison)."""
         return self._arena.naive_size
+
+    # ------------------------------------------------------------------ pickling
+
+    def __reduce__(self):
+        """Pickle by reference: the path (with the file's size and SHA-256) or the bytes the
+        model was loaded from, and the load options as given. Unpickling loads the model again
+        (verify, prepare); a path-loaded model fails there with a QrtError naming the path if
+        the file has gone or its contents changed. Pickling a path-loaded model whose file
+        changed since it was loaded fails too: the file would no longer give this model."""
+        if self._path is None:
+            data = self._source if type(self._source) is bytes else memoryview(self._source).tobytes()
+            return _unpickle, (("bytes", data), self._options)
+        path = self._path
+        try:
+            if self._digest is None:
+                st, digest = _hash_file(path)
+            else:
+                st, digest = os.stat(path), self._digest
+        except OSError as e:
+            raise QrtError(f"cannot pickle the model loaded from {path}: the file cannot be read now "
+                           f"({e.strerror}); a model loaded from a path pickles by that path (load it "
+                           f"from bytes, qrt.load(data), to pickle it by value)") from None
+        if _file_identity(st) != self._identity:
+            raise QrtError(f"cannot pickle the model loaded from {path}: the file changed since it was "
+                           f"loaded (size, modification time or inode differ), so it would no longer "
+                           f"give this model; load it again")
+        self._digest = digest
+        return _unpickle, (("path", path, st.st_size, digest), self._options)
 
     # ------------------------------------------------------------------ running
 
@@ -143,6 +175,10 @@ class Model:
                         quantize, src, params, dst, nchw=g.layout == Layout.NCHW, isa=self.isa,
                         threads=self.threads)
             self._local.conversions = conversions
+            # the finiteness check's scratch: a flag per element of each input that takes floats
+            self._local.finite = [np.empty(info.shape, np.bool_)
+                                  if info.scale is not None or np.dtype(info.dtype).kind == "f" else None
+                                  for info in self.inputs]
             # run()'s short path: every input and output converted at the boundary
             m = self.definition
             if all((True, g.tensor) in conversions for g in m.inputs) \
@@ -156,7 +192,7 @@ class Model:
             self._local.plan = Plan([
                 self.kernels.step(s.opcode, [views[t] if t in views else constants[t] for t in s.inputs],
                                   s.params, views[s.output], self.isa, self.threads, packed)
-                for s, packed in zip(self._steps, self._packed)])
+                for s, packed in zip(self._ops, self._packed)])
             self._local.views = views
         return views
 
@@ -197,17 +233,22 @@ class Model:
                              f"({info.layout}); the first dimension may be any multiple of {batch}")
         return x, x.shape[0] // batch
 
-    def run(self, *args, raw: bool = False, **kwargs):
+    def run(self, *args, raw: bool = False, check_finite: bool = True, **kwargs):
         """Run the model.
 
         Inputs: positional arrays in input order, a dict, or keywords, by input name. A float
-        array is quantized with the input's scale and zero point; an array of the stored
-        integer dtype is used as is. The first dimension may be any multiple of the batch
-        the file was made for. Returns the output array when the model has one output, else a
-        dict by output name; outputs are float unless raw=True (stored integers).
+        array is quantized with the input's scale and zero point (finite values beyond the
+        input's range saturate); an array of the stored integer dtype is used as is. The first
+        dimension may be any multiple of the batch the file was made for. Returns the output
+        array when the model has one output, else a dict by output name; outputs are float
+        unless raw=True (stored integers).
+
+        check_finite: a float feed holding NaN or +-inf raises InputError naming the input and
+        the first such element; False skips the check (NaN then reads as 0.0, +-inf as the
+        ends of the input's range), for callers who check their data themselves.
         """
         if not raw and not kwargs:
-            done = self._run_float(args)
+            done = self._run_float(args, check_finite)
             if done is not None:
                 return done
         feeds = [self._check_feed(info, x) for info, x in zip(self.inputs, self._feeds(args, kwargs))]
@@ -215,6 +256,11 @@ class Model:
         if len(chunks) != 1:
             raise InputError("all inputs must hold the same number of batches")
         chunks = chunks.pop()
+        if check_finite:
+            self._views()
+            for info, (x, _), flags in zip(self.inputs, feeds, self._local.finite):
+                if x.dtype.kind == "f" and not _all_finite(x, flags):
+                    raise _non_finite(info.name, x)
         m = self.definition
         results = []
         for g, info in zip(m.outputs, self.outputs):
@@ -234,7 +280,7 @@ class Model:
             return results[0]
         return {info.name: r for info, r in zip(self.outputs, results)}
 
-    def _run_float(self, args):
+    def _run_float(self, args, check_finite: bool):
         """run() for the common call, with less Python per call (it counts on small models):
         every input a C-contiguous float32 array of the file's shape, every input quantized
         and every output dequantized at the boundary. None for any other call, which the
@@ -249,6 +295,10 @@ class Model:
                 step.feed(x)  # checks dtype, layout and shape
         except (TypeError, ValueError):
             return None
+        if check_finite:
+            for info, x, flags in zip(self.inputs, args, self._local.finite):
+                if not np.isfinite(x, out=flags).all():
+                    raise _non_finite(info.name, x)
         for step in quantize:
             step()
         self._local.plan.run()
@@ -286,7 +336,8 @@ class Model:
         if x.dtype.kind == "f" and t.dtype != DType.FLOAT32:
             if x.dtype != np.float32 or not x.flags.c_contiguous:
                 stage = views[("float", True, g.tensor)]
-                np.copyto(stage, x, casting="unsafe")  # float64 feeds are rounded to float32 first
+                with np.errstate(over="ignore"):  # a float64 beyond float32 saturates like any other
+                    np.copyto(stage, x, casting="unsafe")  # float64 feeds are rounded to float32 first
                 x = stage
             step = self._local.conversions[(True, g.tensor)]
             step.feed(x)
@@ -302,6 +353,72 @@ class Model:
             step()
         else:
             np.copyto(out.transpose(0, 2, 3, 1) if g.layout == Layout.NCHW else out, views[g.tensor])
+
+
+def _all_finite(x: np.ndarray, flags: np.ndarray) -> bool:
+    """Whether every element of a float feed is finite, using `flags` (bool, one file batch)
+    as scratch so that the check allocates nothing."""
+    b = flags.shape[0]
+    if x.shape[0] == b:
+        return bool(np.isfinite(x, out=flags).all())
+    return all(np.isfinite(x[i:i + b], out=flags).all() for i in range(0, x.shape[0], b))
+
+
+def _non_finite(name: str, x: np.ndarray) -> InputError:
+    """The error for a feed that holds NaN or +-inf (the slow path: only once it is known)."""
+    bad = ~np.isfinite(x)
+    index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), x.shape))
+    value = x[index]
+    what = "nan" if np.isnan(value) else "inf" if value > 0 else "-inf"
+    count = int(np.count_nonzero(bad))
+    more = f" ({count} of its {x.size} elements are not finite)" if count > 1 else ""
+    return InputError(f"input '{name}': element {index} is {what}{more}; a quantized model takes "
+                      f"finite numbers only: replace or drop such values before running (e.g. "
+                      f"np.nan_to_num), or pass check_finite=False (qrt run: --allow-non-finite) to run anyway (NaN then reads as "
+                      f"0.0 and +-inf as the ends of the input's range)")
+
+
+def _file_identity(st) -> tuple:
+    """What changes when a file is replaced or rewritten, short of reading it."""
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev
+
+
+def _hash_file(path: str):
+    """The stat of the open file and the SHA-256 of its contents, read through once."""
+    h = hashlib.sha256()
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return st, h.hexdigest()
+
+
+def _unpickle(source, options) -> Model:
+    """Model.__reduce__'s inverse: load the model again from its bytes or its checked file."""
+    if source[0] == "bytes":
+        return Model(source[1], *options)
+    _, path, size, digest = source
+    now = None
+    try:
+        st = os.stat(path)
+        if st.st_size == size:
+            st, now = _hash_file(path)
+    except OSError as e:
+        raise QrtError(f"cannot unpickle the qrt model: its file {path} cannot be read ({e.strerror}); "
+                       f"a model loaded from a path pickles by that path, so the file must stay in "
+                       f"place (load it from bytes, qrt.load(data), to pickle it by value)") from None
+    if st.st_size != size:
+        raise QrtError(f"cannot unpickle the qrt model: its file {path} changed since the model was "
+                       f"pickled ({st.st_size} bytes now, {size} then)")
+    if now != digest:
+        raise QrtError(f"cannot unpickle the qrt model: its file {path} changed since the model was "
+                       f"pickled (same size, but SHA-256 {now[:16]}... now, {digest[:16]}... then)")
+    model = Model(path, *options)
+    if model._identity == _file_identity(st):
+        model._digest = digest  # the file this model was read from is the one hashed
+    return model
 
 
 def _threads(threads) -> int:
@@ -328,6 +445,7 @@ def load(source, kernels: str | None = None, threads: int | None = None,
     environment variable sets the default.
     threads: how many threads one run uses (QRT_THREADS; default: the cores this process may
     use). Results are identical for every count.
-    isa: the instruction-set path of the fast kernels, "avx512vnni", "avx2" or "scalar"
-    (QRT_ISA; default: the best this CPU supports). Results are identical on every path."""
+    isa: the instruction-set path of the fast kernels, "amx" (Intel AMX tiles for conv and
+    fully connected, AVX-512 VNNI for the rest), "avx512vnni", "avx2" or "scalar" (QRT_ISA;
+    default: the best this CPU supports). Results are identical on every path."""
     return Model(source, kernels, threads, isa)

@@ -7,7 +7,7 @@ import pytest
 
 import qrt
 from qrt.cli import main as qrt_main
-from tests.sample_models import all_ops_model, conv_chain_model
+from bench.fixtures.sample_models import all_ops_model, conv_chain_model
 
 RUNTIMES = ("qrt int8", "ORT int8 QOperator U8S8", "ORT int8 QDQ S8S8", "PyTorch int8 FX x86",
             "ORT fp32", "PyTorch fp32")
@@ -24,6 +24,7 @@ def quick_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # the quick run takes ~10 s; `qrt bench` below stays in `make check`
 def test_harness_writes_json_markdown_and_png(quick_run):
     doc = json.loads((quick_run / "results.json").read_text())
     env = doc["environment"]

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from converters import calibration as C
-from converters import data as D
-from converters.errors import CalibrationDataError, ConversionError
+from qrt.converters import calibration as C
+from qrt.converters import data as D
+from qrt.converters.errors import CalibrationDataError, ConversionError
 
 N = 1_000_000
 RANGE_METHODS = ("minmax", "moving_average", "percentile", "entropy", "mse", "aciq")

@@ -22,7 +22,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import qrt  # noqa: E402
-from converters.errors import CalibrationDataError, ConversionError, UnsupportedOpsError  # noqa: E402
+from qrt.converters.errors import CalibrationDataError, ConversionError, UnsupportedOpsError  # noqa: E402
 from qrt.cli import main  # noqa: E402
 
 RNG = np.random.default_rng(7)

@@ -19,10 +19,10 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper  # noqa: E402
 
-from converters.errors import ConversionError, UnsupportedOpsError  # noqa: E402
-from converters.float_exec import OPS, SUPPORTED_OPS, run_graph  # noqa: E402
-from converters.onnx_reader import read_onnx  # noqa: E402
-from converters.passes import simplify  # noqa: E402
+from qrt.converters.errors import ConversionError, UnsupportedOpsError  # noqa: E402
+from qrt.converters.float_exec import OPS, SUPPORTED_OPS, run_graph  # noqa: E402
+from qrt.converters.onnx_reader import read_onnx  # noqa: E402
+from qrt.converters.passes import simplify  # noqa: E402
 from qrt.errors import QrtError  # noqa: E402
 
 

@@ -67,6 +67,8 @@ CASES = {
     "residual_add": lambda s, y: F.relu(y + torch.relu(y)),
     "squeeze_unsqueeze": lambda s, y: y.mean(dim=(2, 3)).unsqueeze(-1).unsqueeze(-1) + y,
     "reshape_split_channels": lambda s, y: y.reshape(y.shape[0], 2, 4, 64).mean(dim=1),
+    "maximum_broadcast": lambda s, y: torch.maximum(y, y.mean(dim=1, keepdim=True)),
+    "minimum_const_relu": lambda s, y: F.relu(torch.minimum(y, torch.linspace(-0.5, 0.5, 8).reshape(1, 8, 1, 1))),
 }
 
 
@@ -114,3 +116,14 @@ def test_relu_fuses_into_conv_and_silu_is_one_table(tmp_path):
     ops = [op.opcode for op in qrt.read_model(path).operators]
     assert ops == [OpCode.CONV_2D, OpCode.LUT], ops
     assert qrt.read_model(path).operators[0].activation.name == "RELU"
+
+
+def test_max_and_min_lower_to_maximum_and_minimum(tmp_path):
+    """ONNX Max / Min of two operands become MAXIMUM / MINIMUM (a following Relu fused)."""
+    module = Block(lambda s, y: F.relu(torch.minimum(torch.maximum(y, 0.5 * y), y.mean(dim=1, keepdim=True)))).eval()
+    _, path, report = _convert(module, tmp_path, "extremum")
+    ops = qrt.read_model(path).operators
+    codes = [op.opcode for op in ops]
+    assert OpCode.MAXIMUM in codes and OpCode.MINIMUM in codes, report.qrt_ops
+    assert ops[codes.index(OpCode.MINIMUM)].activation.name == "RELU"
+    assert qrt.read_model(path).min_runtime_version == "0.2.0"

@@ -1,5 +1,5 @@
 """Converting real, pretrained models end to end, and importing a QDQ model made by ONNX
-Runtime's own quantizer (DESIGN.md section 6: everything here works offline).
+Runtime's own quantizer (everything here works offline: weights and photos ship inside packages).
 
 1. EfficientNet-Lite0 (ImageNet weights) on 10 real photos (scikit-image, scikit-learn), by both
    routes: the PyTorch module (qrt.convert(module, ..., example_inputs=...)) and the .onnx file
@@ -37,12 +37,14 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from bench import real_models
-from converters.torch_frontend import quiet_export
+from bench.fixtures import real_models
+from qrt.converters.torch_frontend import quiet_export
 
 import qrt  # noqa: E402
 
-from bench.photos import center_crop, photos, random_crops, to_input  # noqa: E402
+from bench.fixtures.photos import center_crop, photos, random_crops, to_input  # noqa: E402
+
+pytestmark = pytest.mark.slow  # about 2 minutes: left out of `make check`
 
 RESULTS: list = []  # (model, route, method, top-1 agreement, min cosine, conversion seconds)
 

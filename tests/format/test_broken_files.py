@@ -4,9 +4,9 @@ Every case asserts the exception class (ModelFormatError, InvalidModelError or
 UnsupportedModelError) and a regex on the message that names the culprit. Broken files are
 made two ways (helpers in tests/format/corrupt.py):
 
-* semantic: a valid model from tests/sample_models.py, mutated, then serialised by qrt's writer
-  with verification switched off. The reader must refuse the file, and the writer must refuse
-  the same object with the same error, leaving no file and no temporary file behind;
+* semantic: a valid model from bench/fixtures/sample_models.py, mutated, then serialised by
+  qrt's writer with verification switched off. The reader must refuse the file, and the writer
+  must refuse the same object with the same error, leaving no file and no temporary file behind;
 * binary: bytes of a valid file patched in place, at positions found with the flatc-generated
   code (independent of qrt's own reader).
 """
@@ -33,10 +33,12 @@ from qrt.format import (
 from tests.format.corrupt import (
     GRAPH_IO_SLOTS, MODEL_SLOTS, OPERATOR_SLOTS, TENSOR_SLOTS, Patcher, unverified_bytes,
 )
-from tests.sample_models import all_ops_model, conv_chain_model
+from bench.fixtures.sample_models import all_ops_model, conv_chain_model
 
 REPO = Path(__file__).resolve().parents[2]
 INT32_MAX = 2**31 - 1
+QRT = re.escape(qrt.__version__)  # the running qrt, as messages name it
+FORMAT = qrt.format.FORMAT_VERSION
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -478,17 +480,18 @@ def _binary_cases():
     @case
     def unknown_dtype(p):
         p.put(p.field(p.tensor("q0"), TENSOR_SLOTS, "dtype"), "<b", 7, old=1)
-        return UnsupportedModelError, rf"^{t_re(m, 'q0')} dtype: DType code 7 is unknown to qrt 0\.1\.0; the file needs a newer qrt"
+        return UnsupportedModelError, rf"^{t_re(m, 'q0')} dtype: DType code 7 is unknown to qrt {QRT}; the file needs a newer qrt"
 
     @case
     def unknown_dtype_127(p):
         p.put(p.field(p.tensor("conv.weight"), TENSOR_SLOTS, "dtype"), "<b", 127, old=1)
-        return UnsupportedModelError, rf"^{t_re(m, 'conv.weight')} dtype: DType code 127 is unknown to qrt 0\.1\.0"
+        return UnsupportedModelError, rf"^{t_re(m, 'conv.weight')} dtype: DType code 127 is unknown to qrt {QRT}"
 
     @case
     def unknown_opcode(p):
-        p.put(p.field(p.operator("add"), OPERATOR_SLOTS, "opcode"), "<i", 20, old=int(OpCode.ADD))
-        return UnsupportedModelError, rf"^operator {oi(m, 'add')} 'add' opcode: OpCode code 20 is unknown to qrt 0\.1\.0; the file needs a newer qrt"
+        unknown = max(OpCode) + 1
+        p.put(p.field(p.operator("add"), OPERATOR_SLOTS, "opcode"), "<i", unknown, old=int(OpCode.ADD))
+        return UnsupportedModelError, rf"^operator {oi(m, 'add')} 'add' opcode: OpCode code {unknown} is unknown to qrt {QRT}; the file needs a newer qrt"
 
     @case
     def unknown_opcode_large(p):
@@ -499,7 +502,7 @@ def _binary_cases():
     def unknown_options_type(p):
         o = p.operator("conv")
         p.put(p.field(o, OPERATOR_SLOTS, "options_type"), "<B", 11, old=1)
-        return UnsupportedModelError, rf"^Model\.operators\[{oi(m, 'conv')}\]\.options: OpOptions type 11 is unknown to qrt 0\.1\.0; the file needs a newer qrt"
+        return UnsupportedModelError, rf"^Model\.operators\[{oi(m, 'conv')}\]\.options: OpOptions type 11 is unknown to qrt {QRT}; the file needs a newer qrt"
 
     @case
     def unknown_options_type_255(p):
@@ -510,7 +513,7 @@ def _binary_cases():
     @case
     def unknown_activation(p):
         p.put(p.field(p.operator("conv"), OPERATOR_SLOTS, "activation"), "<b", 4, old=int(Activation.RELU))
-        return UnsupportedModelError, rf"^operator {oi(m, 'conv')} 'conv' activation: Activation code 4 is unknown to qrt 0\.1\.0"
+        return UnsupportedModelError, rf"^operator {oi(m, 'conv')} 'conv' activation: Activation code 4 is unknown to qrt {QRT}"
 
     return cases
 
@@ -529,18 +532,18 @@ def test_unknown_layout():
     p = Patcher(valid_bytes("conv_chain"))
     io = p.model.Inputs(0)
     p.put(p.field(io, GRAPH_IO_SLOTS, "layout"), "<b", 2, old=1)
-    raises(UnsupportedModelError, r"^inputs\[0\] 'input' layout: Layout code 2 is unknown to qrt 0\.1\.0",
+    raises(UnsupportedModelError, rf"^inputs\[0\] 'input' layout: Layout code 2 is unknown to qrt {QRT}",
            qrt.read_model, p.bytes())
 
 
 # ------------------------------------------------------------------------------ versions
 
-@pytest.mark.parametrize("version", ["0.1.1", "0.2.0", "1.0.0", "999999.0.0"])
+@pytest.mark.parametrize("version", ["0.2.1", "0.3.0", "1.0.0", "999999.0.0"])
 def test_min_runtime_version_newer(version):
     data = unverified_bytes(all_ops_model(), min_runtime_version=lambda m: version)
     raises(UnsupportedModelError,
-           rf"^this file needs qrt >= {re.escape(version)} \(it was written with format revision 1\); "
-           r"this is qrt 0\.1\.0, which reads revision 1: upgrade with pip install -U qrt$",
+           rf"^this file needs qrt >= {re.escape(version)} \(it was written with format revision {FORMAT}\); "
+           rf"this is qrt {QRT}, which reads revision {FORMAT}: upgrade with pip install -U qrt$",
            qrt.read_model, data)
 
 
@@ -575,7 +578,7 @@ def test_numerics_version_0():
 def test_numerics_version_2():
     data = unverified_bytes(all_ops_model(), NUMERICS_VERSION=2)
     raises(UnsupportedModelError,
-           r"^this file uses numerics rule 2; qrt 0\.1\.0 implements rule 1 only: upgrade with pip install -U qrt$",
+           rf"^this file uses numerics rule 2; qrt {QRT} implements rule 1 only: upgrade with pip install -U qrt$",
            qrt.read_model, data)
 
 
@@ -829,13 +832,13 @@ def clip_max_inf(m):
 @semantic(min_runtime_version=lambda m: "0.1.0")
 def unknown_op_version(m):
     OP(m, "add").version = 2
-    return UnsupportedModelError, rf"^{op_re(m, 'add')} is version 2, which qrt 0\.1\.0 does not know; the file needs a newer qrt"
+    return UnsupportedModelError, rf"^{op_re(m, 'add')} is version 2, which qrt {QRT} does not know; the file needs a newer qrt"
 
 
 @semantic(min_runtime_version=lambda m: "0.1.0")
 def unknown_op_version_max(m):
     OP(m, "softmax").version = 65535
-    return UnsupportedModelError, rf"^{op_re(m, 'softmax')} is version 65535, which qrt 0\.1\.0 does not know"
+    return UnsupportedModelError, rf"^{op_re(m, 'softmax')} is version 65535, which qrt {QRT} does not know"
 
 
 @semantic(min_runtime_version=lambda m: "0.1.0")

@@ -7,7 +7,7 @@ import pytest
 
 import qrt
 from qrt.cli import main
-from tests.sample_models import all_ops_model, conv_chain_model
+from bench.fixtures.sample_models import all_ops_model, conv_chain_model
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def model_path(tmp_path):
 def test_inspect_table(model_path, capsys):
     assert main(["inspect", str(model_path)]) == 0
     out = capsys.readouterr().out
-    assert "22 operators" in out and "needs qrt >= 0.1.0" in out
+    assert "24 operators" in out and "needs qrt >= 0.2.0" in out  # MAXIMUM, MINIMUM came in 0.2.0
     assert "DEPTHWISE_CONV_2D" in out and "depth_multiplier=2 relu6" in out
     assert "per-channel" not in out.split("Operators")[0]  # IO rows are per tensor
     assert "calibration       minmax, 100 samples" in out
@@ -56,3 +56,23 @@ def test_inspect_bad_file_is_a_clear_error(model_path, capsys):
 def test_console_script_help():
     r = subprocess.run([sys.executable, "-m", "qrt.cli", "inspect", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--json" in r.stdout and "verify" in r.stdout
+
+
+def test_run_refuses_a_non_finite_input_unless_allowed(tmp_path, capsys):
+    """`qrt run` on an input holding NaN: a clear error naming the input and the element, and
+    --allow-non-finite runs it (NaN read as 0.0)."""
+    import numpy as np
+
+    path = tmp_path / "c.qmodel"
+    qrt.write_model(conv_chain_model(), path)
+    m = qrt.load(path)
+    x = np.zeros(m.inputs[0].shape, np.float32)
+    x[0, 1, 2, 3] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    assert main(["run", str(path), "--input", str(tmp_path / "x.npy")]) == 2
+    err = capsys.readouterr().err
+    assert f"input '{m.inputs[0].name}': element (0, 1, 2, 3) is nan" in err and "--allow-non-finite" in err
+    out_path = tmp_path / "y.npy"
+    assert main(["run", str(path), "--input", str(tmp_path / "x.npy"), "--allow-non-finite", "-o", str(out_path)]) == 0
+    x[0, 1, 2, 3] = 0.0
+    assert np.array_equal(np.load(out_path), m.run(x))

@@ -9,7 +9,7 @@ import pytest
 import qrt
 from qrt.format import DType, ModelBuilder, OpCode
 from qrt.format.reader import release_pages
-from tests.sample_models import all_ops_model, conv_chain_model
+from bench.fixtures.sample_models import all_ops_model, conv_chain_model
 
 
 def assert_same_model(a, b):
@@ -37,7 +37,8 @@ def test_round_trip_bytes(make):
     assert_same_model(model, back)
     assert qrt.to_bytes(back) == data
     assert back.format_version == qrt.format.FORMAT_VERSION
-    assert back.min_runtime_version == "0.1.0"
+    uses_0_2 = any(op.opcode in (OpCode.MAXIMUM, OpCode.MINIMUM) for op in model.operators)
+    assert back.min_runtime_version == ("0.2.0" if uses_0_2 else "0.1.0")  # MAXIMUM, MINIMUM: 0.2.0
 
 
 def test_round_trip_path_is_zero_copy(tmp_path):

@@ -3,8 +3,8 @@
 - Every table, struct, enum and union of the schema has a section whose heading names it in
   backticks, and that section names each of its fields / values / members in backticks; every
   op code has its own heading.
-- The op summary table (section 2.4) matches verify.OP_RULES (arity, fused activation).
-- The worked examples of section 4 are recomputed with qrt.reference.numerics.
+- The op summary table (section 2.4) matches qrt.ops.OPS (arity, fused activation).
+- The worked examples of section 4 are recomputed with qrt.numerics.
 - Every "SPEC.md section N" reference in the code points at an existing heading.
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ import pytest
 
 from qrt.errors import InvalidModelError
 from qrt.format.model import OpCode
-from qrt.format.verify import OP_RULES
-from qrt.reference.numerics import quantize_multiplier, requantize
+from qrt.ops import OPS as OP_RULES
+from qrt.numerics import quantize_multiplier, requantize
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "schema" / "qmodel.fbs"
@@ -272,7 +272,7 @@ def test_activation_clamp_examples(spec):
 
 def test_accumulator_bound_example(spec):
     # "K may reach 66311 with a zero bias" (section 4.5) follows from the verifier's constants.
-    from qrt.format.verify import INT32_MAX, MAX_INPUT_MAGNITUDE, MAX_WEIGHT_MAGNITUDE
+    from qrt.numerics import INT32_MAX, MAX_INPUT_MAGNITUDE, MAX_WEIGHT_MAGNITUDE
 
     k = INT32_MAX // (MAX_INPUT_MAGNITUDE * MAX_WEIGHT_MAGNITUDE)
     assert f"K may reach {k}" in section_body(spec, "4.5")

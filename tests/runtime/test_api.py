@@ -9,61 +9,22 @@ import pytest
 
 import qrt
 from qrt.format import OpCode
-from qrt.reference import ops as R
 from qrt.runtime.arena import lifetimes, plan_arena
+from qrt.ops import OPS, prepare_op
 from qrt.runtime.kernels import KERNEL_SETS
-from qrt.runtime.prepare import prepare_op
-from tests.sample_models import all_ops_model, conv_chain_model
+from bench.fixtures.sample_models import all_ops_model, conv_chain_model
 
 KERNELS = sorted(KERNEL_SETS)
 
 
 def op_by_op(model, feeds: dict) -> dict:
-    """Evaluate the graph tensor by tensor with qrt.reference.ops (no arena, no plan)."""
+    """Evaluate the graph tensor by tensor with each op's reference (qrt.ops; no arena, no plan)."""
     values = {i: t.data for i, t in enumerate(model.tensors) if t.data is not None}
     values.update(feeds)
     for i, op in enumerate(model.operators):
         p = prepare_op(model, i)
         ins = [values[t] for t in op.inputs]
-        code = op.opcode
-        if code == OpCode.CONV_2D:
-            y = R.conv_2d(*ins, p)
-        elif code == OpCode.DEPTHWISE_CONV_2D:
-            y = R.depthwise_conv_2d(*ins, p)
-        elif code == OpCode.FULLY_CONNECTED:
-            y = R.fully_connected(*ins, p)
-        elif code in (OpCode.ADD, OpCode.SUB):
-            y = R.add(*ins, p)
-        elif code == OpCode.MUL:
-            y = R.mul(*ins, p)
-        elif code == OpCode.CONCAT:
-            y = R.concat(ins, p)
-        elif code == OpCode.MAX_POOL_2D:
-            y = R.max_pool_2d(ins[0], p)
-        elif code == OpCode.AVERAGE_POOL_2D:
-            y = R.average_pool_2d(ins[0], p)
-        elif code == OpCode.MEAN:
-            y = R.mean(ins[0], p)
-        elif code == OpCode.PAD:
-            y = R.pad(ins[0], p)
-        elif code == OpCode.RESHAPE:
-            y = ins[0].reshape(model.tensors[op.outputs[0]].shape)
-        elif code == OpCode.TRANSPOSE:
-            y = R.transpose(ins[0], p)
-        elif code in (OpCode.LEAKY_RELU, OpCode.PRELU):
-            y = R.slope(ins[0], p)
-        elif code == OpCode.LUT:
-            y = R.lut(ins[0], ins[1])
-        elif code == OpCode.SOFTMAX:
-            y = R.softmax(ins[0], p)
-        elif code == OpCode.QUANTIZE:
-            y = R.quantize(ins[0], p)
-        elif code == OpCode.DEQUANTIZE:
-            y = R.dequantize(ins[0], p)
-        elif code == OpCode.REQUANTIZE:
-            y = R.rescale(ins[0], p)
-        else:
-            raise AssertionError(code)
+        y = OPS[op.opcode].reference(ins, p)
         values[op.outputs[0]] = np.asarray(y).reshape(model.tensors[op.outputs[0]].shape)
     return {g.name: values[g.tensor] for g in model.outputs}
 
@@ -252,7 +213,7 @@ def test_a_run_allocates_only_its_outputs():
 
 
 def test_resnet_like_fast_equals_reference_and_arena_shares():
-    from bench.models import resnet18
+    from bench.fixtures.models import resnet18
     data = qrt.to_bytes(resnet18(size=40, width=8, classes=10, seed=3))
     fast, ref = qrt.load(data, kernels="fast"), qrt.load(data, kernels="reference")
     x = np.random.default_rng(2).random((2, 3, 40, 40), dtype=np.float32) * 4 - 2

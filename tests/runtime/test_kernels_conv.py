@@ -1,5 +1,5 @@
 """The compiled CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED kernels (qrt/kernels/gemm.pyx,
-qrt/kernels/depthwise.pyx) are bit-exact with their NumPy references (qrt/reference/ops.py), on
+qrt/kernels/depthwise.pyx) are bit-exact with their NumPy references (qrt/ops/conv_2d.py, depthwise_conv_2d.py), on
 every instruction-set path this machine supports (qrt/kernels/isa.pyx) and at 1 and 2 threads.
 
 Every case is a one-op model built with ModelBuilder and checked by verify_model (so it is a
@@ -21,16 +21,21 @@ import numpy as np
 import pytest
 
 from qrt.format import (
-    Activation, Conv2DOptions, DepthwiseConv2DOptions, DType, ModelBuilder, OpCode, verify_model,
+    Activation, Conv2DOptions, DepthwiseConv2DOptions, DType, ModelBuilder, OpCode,
 )
 from qrt.kernels import isa as ISA
 from qrt.kernels.requantize import tables32
 from qrt.kernels.depthwise import bind_depthwise_conv_2d, depthwise_conv_2d, pack_depthwise_conv_2d
 from qrt.kernels.gemm import conv_2d, fully_connected
-from qrt.reference import ops as R
-from qrt.runtime.prepare import ConvParams, FullyConnectedParams, Requant, prepare_op
+from qrt import verify_model
+from qrt.ops import OPS, prepare_op
+from qrt.ops.base import Requant
+from qrt.ops.conv_2d import ConvParams
+from qrt.ops.fully_connected import FullyConnectedParams
 
 INT32_MAX = 2**31 - 1
+REF_CONV, REF_DEPTHWISE, REF_FC = (OPS[op].reference for op in (
+    OpCode.CONV_2D, OpCode.DEPTHWISE_CONV_2D, OpCode.FULLY_CONNECTED))
 ACC_TERM = 255 * 127  # largest |(x - zp_x) * w|
 
 
@@ -156,7 +161,7 @@ PATHS = [(isa, threads) for isa in ISA.supported() for threads in (1, 2)]
 
 def _run_and_compare(kernel, reference, ins, p, what):
     """On every instruction-set path and at 1 and 2 threads."""
-    ref = reference(*ins, p)
+    ref = reference(ins, p)
     for isa, threads in PATHS:
         out = np.ascontiguousarray(~ref)  # every element differs from the expected one
         assert kernel(ins, p, out, isa=isa, threads=threads) is None
@@ -252,7 +257,7 @@ def test_conv_2d_matches_reference(seed):
     rng = np.random.default_rng(1000 + seed)
     for _ in range(14):
         ins, p, what = _conv_case(rng)
-        _run_and_compare(conv_2d, R.conv_2d, ins, p, what)
+        _run_and_compare(conv_2d, REF_CONV, ins, p, what)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -260,7 +265,7 @@ def test_depthwise_conv_2d_matches_reference(seed):
     rng = np.random.default_rng(2000 + seed)
     for _ in range(14):
         ins, p, what = _depthwise_case(rng)
-        _run_and_compare(depthwise_conv_2d, R.depthwise_conv_2d, ins, p, what)
+        _run_and_compare(depthwise_conv_2d, REF_DEPTHWISE, ins, p, what)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -268,7 +273,7 @@ def test_fully_connected_matches_reference(seed):
     rng = np.random.default_rng(3000 + seed)
     for _ in range(14):
         ins, p, what = _fc_case(rng)
-        _run_and_compare(fully_connected, R.fully_connected, ins, p, what)
+        _run_and_compare(fully_connected, REF_FC, ins, p, what)
 
 
 def test_sweep_covers_the_edges():
@@ -279,7 +284,7 @@ def test_sweep_covers_the_edges():
     seen = set()
     for _ in range(120):
         ins, p, _ = _conv_case(rng)
-        ref = R.conv_2d(*ins, p)
+        ref = REF_CONV(ins, p)
         seen.add(("groups>1", p.groups > 1))
         seen.add(("dwlike", p.groups == ins[0].shape[3] and p.groups > 1))
         seen.add(("shared", len(p.out.multiplier) == 1))
@@ -358,7 +363,7 @@ def test_fully_connected_at_the_accumulator_bound():
         x = np.full((2, k), xv, np.int8)
         x[1, : k // 2] = -128 if xv == 127 else 127  # second row: half the terms cancel
         ins = [x, _readonly(w_data), _readonly(bias_data.astype(np.int32))]
-        ref = _run_and_compare(fully_connected, R.fully_connected, ins, p, f"FC bound zp_x={zp_x}")
+        ref = _run_and_compare(fully_connected, REF_FC, ins, p, f"FC bound zp_x={zp_x}")
         acc0 = (x[0].astype(np.int64) - zp_x) @ w_data.astype(np.int64).T + bias_data
         assert abs(acc0[:4]).max() == INT32_MAX  # the case really sits on the bound
         assert ((ref > -128) & (ref < 127)).any()
@@ -380,7 +385,7 @@ def test_conv_2d_at_the_accumulator_bound():
     p = prepare_op(model, 0)
     x = np.full((1, 3, 3, cin), 127, np.int8)
     ins = [x, _readonly(w_data), _readonly(bias_data.astype(np.int32))]
-    _run_and_compare(conv_2d, R.conv_2d, ins, p, "conv bound")
+    _run_and_compare(conv_2d, REF_CONV, ins, p, "conv bound")
 
 
 def test_depthwise_at_the_accumulator_bound():
@@ -396,7 +401,7 @@ def test_depthwise_at_the_accumulator_bound():
     p = prepare_op(model, 0)
     x = np.full((2, 4, 4, c), -128, np.int8)
     ins = [x, _readonly(w_data), _readonly(bias_data.astype(np.int32))]
-    _run_and_compare(depthwise_conv_2d, R.depthwise_conv_2d, ins, p, "depthwise bound")
+    _run_and_compare(depthwise_conv_2d, REF_DEPTHWISE, ins, p, "depthwise bound")
 
 
 # ------------------------------------------------------------------------------- depthwise at size
@@ -447,7 +452,7 @@ def test_depthwise_channel_counts(channels):
     for i in range(6):
         zp_x = (-128, 127, int(rng.integers(-128, 128)))[i % 3]
         ins, p, what = _depthwise_sized_case(rng, channels, zp_x, common=i == 0)
-        ref = _run_and_compare(depthwise_conv_2d, R.depthwise_conv_2d, ins, p, what)
+        ref = _run_and_compare(depthwise_conv_2d, REF_DEPTHWISE, ins, p, what)
         out = np.zeros_like(ref)
         depthwise_conv_2d(ins, p, out, threads=3)
         assert np.array_equal(out, ref), f"{what} [3 threads]"
@@ -460,12 +465,12 @@ def test_depthwise_packed_step_runs_again_on_new_input():
     ins, p, what = _depthwise_sized_case(rng, 7, 3, common=True)
     for isa in ISA.supported():
         packed = pack_depthwise_conv_2d([None, ins[1], ins[2]], p, isa=isa)
-        x, out = ins[0].copy(), np.zeros(R.depthwise_conv_2d(*ins, p).shape, np.int8)
+        x, out = ins[0].copy(), np.zeros(REF_DEPTHWISE(ins, p).shape, np.int8)
         step = bind_depthwise_conv_2d([x, ins[1], ins[2]], p, out, isa=isa, threads=2, packed=packed)
         for _ in range(3):
             x[...] = rng.integers(-128, 128, x.shape, dtype=np.int8)
             step()
-            assert np.array_equal(out, R.depthwise_conv_2d(x, ins[1], ins[2], p)), f"{what} [{isa}]"
+            assert np.array_equal(out, REF_DEPTHWISE([x, ins[1], ins[2]], p)), f"{what} [{isa}]"
         other = next((o for o in ISA.supported() if o != isa), None)
         if other is not None:
             with pytest.raises(ValueError):
@@ -491,7 +496,7 @@ def test_depthwise_stays_inside_its_buffers():
     rng = np.random.default_rng(6000)
     for c, common in ((7, True), (17, False), (33, True), (1, False)):
         ins, p, what = _depthwise_sized_case(rng, c, int(rng.integers(-128, 128)), common)
-        ref = R.depthwise_conv_2d(*ins, p)
+        ref = REF_DEPTHWISE(ins, p)
         x = _before_guard_page(ins[0].shape)
         x[...] = ins[0]
         for isa in ISA.supported():
@@ -551,9 +556,9 @@ def _fc_fixture():
     return ins, prepare_op(model, 0), (2, 3, 4)
 
 
-FIXTURES = {"conv": (_conv_fixture, conv_2d, R.conv_2d),
-            "depthwise": (_depthwise_fixture, depthwise_conv_2d, R.depthwise_conv_2d),
-            "fc": (_fc_fixture, fully_connected, R.fully_connected)}
+FIXTURES = {"conv": (_conv_fixture, conv_2d, REF_CONV),
+            "depthwise": (_depthwise_fixture, depthwise_conv_2d, REF_DEPTHWISE),
+            "fc": (_fc_fixture, fully_connected, REF_FC)}
 
 
 @pytest.mark.parametrize("kind", sorted(FIXTURES))

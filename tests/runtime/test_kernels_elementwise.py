@@ -1,5 +1,5 @@
 """The compiled elementwise and data-movement kernels (qrt/kernels/elementwise.pyx) are
-bit-exact with the NumPy reference (qrt/reference/ops.py via qrt.runtime.kernels.REFERENCE).
+bit-exact with the NumPy reference (qrt/ops/<op>.py).
 
 Every case is a one-op model built with ModelBuilder and checked with verify_model, so it is
 a valid model; its parameters come from prepare_op. Seeded random shapes, ranks, broadcast
@@ -19,24 +19,22 @@ import pytest
 
 from qrt.format import (
     Activation, ConcatOptions, DType, LeakyReluOptions, LutOptions, ModelBuilder, OpCode,
-    PadOptions, SoftmaxOptions, TransposeOptions, verify_model,
+    PadOptions, SoftmaxOptions, TransposeOptions,
 )
 from qrt.format.model import NUMPY_DTYPE, QUANT_RANGE
 from qrt.kernels import elementwise as E
 from qrt.kernels import isa as ISA
-from qrt.kernels.step import PyStep
-from qrt.reference import ops as R
-from qrt.runtime.kernels import FAST, REFERENCE
-from qrt.runtime.prepare import PadParams, prepare_op
-from tests.sample_models import all_ops_model
+from qrt.kernels.plan import PyStep
+from qrt.runtime.kernels import KERNEL_SETS
+from qrt import verify_model
+from qrt.ops import OPS, prepare_op
+from qrt.ops.pad import PadParams
+from bench.fixtures.sample_models import all_ops_model
 
-KERNEL = {
-    OpCode.ADD: E.add, OpCode.SUB: E.add, OpCode.MUL: E.mul, OpCode.REQUANTIZE: E.requantize,
-    OpCode.CONCAT: E.concat, OpCode.LEAKY_RELU: E.slope, OpCode.PRELU: E.slope, OpCode.LUT: E.lut,
-    OpCode.SOFTMAX: E.softmax, OpCode.QUANTIZE: E.quantize, OpCode.DEQUANTIZE: E.dequantize,
-    OpCode.PAD: E.pad, OpCode.TRANSPOSE: E.transpose, OpCode.RESHAPE: E.reshape,
-}
-BIND = {op: getattr(E, "bind_" + fn.__name__) for op, fn in KERNEL.items()}
+KERNEL = {op: E.KERNELS[OPS[op].kernel].run for op in (
+    OpCode.ADD, OpCode.SUB, OpCode.MUL, OpCode.MAXIMUM, OpCode.MINIMUM, OpCode.REQUANTIZE, OpCode.CONCAT, OpCode.LEAKY_RELU, OpCode.PRELU,
+    OpCode.LUT, OpCode.SOFTMAX, OpCode.QUANTIZE, OpCode.DEQUANTIZE, OpCode.PAD, OpCode.TRANSPOSE, OpCode.RESHAPE)}
+BIND = {op: E.KERNELS[OPS[op].kernel].bind for op in KERNEL}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -82,7 +80,7 @@ def garbage(rng, shape, dtype):
 def _reference_and_garbage(op, ins, p, y):
     """The reference's output, and an array holding its bitwise complement for the kernel."""
     ref = np.zeros(y.shape, NUMPY_DTYPE[y.dtype])
-    REFERENCE.table[op.opcode](ins, p, ref)
+    ref[...] = OPS[op.opcode].reference(ins, p).reshape(y.shape)
     got = np.empty_like(ref)
     got.reshape(-1).view(np.uint8)[...] = ~ref.reshape(-1).view(np.uint8)
     return ref, got
@@ -189,9 +187,12 @@ def int8_act(rng, shape):
     return Spec(shape, DType.INT8, rand_scale(rng), rand_zp(rng))
 
 
-# ---------------------------------------------------------------------------- ADD / SUB / MUL
+# ---------------------------------------------------------------------------- ADD / SUB / MUL / MAXIMUM / MINIMUM
 
-@pytest.mark.parametrize("opcode", [OpCode.ADD, OpCode.SUB, OpCode.MUL])
+BINARY = [OpCode.ADD, OpCode.SUB, OpCode.MUL, OpCode.MAXIMUM, OpCode.MINIMUM]
+
+
+@pytest.mark.parametrize("opcode", BINARY)
 def test_binary_matches_reference(opcode):
     rng = np.random.default_rng(int(opcode) + 100)
     for case in range(50):
@@ -217,7 +218,7 @@ def test_binary_large_and_saturating():
     rng = np.random.default_rng(7)
     cases = [((2, 17, 19, 33), (33,)), ((2, 17, 19, 33), (2, 1, 1, 33)), ((5, 300), (5, 1)),
              ((4, 1, 6, 1), (1, 3, 1, 7)), ((1000,), ()), ((3, 64, 64), (3, 64, 64))]
-    for opcode in (OpCode.ADD, OpCode.SUB, OpCode.MUL):
+    for opcode in BINARY:
         for sa, sb in cases:
             for scales in ((1e-4, 10.0, 1e-4), (10.0, 10.0, 1e-4), (1e-4, 1e-4, 10.0)):
                 shape = np.broadcast_shapes(sa, sb)
@@ -257,6 +258,46 @@ def test_binary_every_byte_pair_on_every_path(opcode):
     assert shifts == {True, False}
 
 
+@pytest.mark.parametrize("opcode", [OpCode.MAXIMUM, OpCode.MINIMUM])
+def test_extremum_every_byte_pair_on_every_path(opcode):
+    """MAXIMUM / MINIMUM: every (a, b) byte pair, on every path and thread count, with operand
+    scales below, at and above the output's (rescales that saturate, tie and keep the bytes),
+    fused clamps, and both operands broadcast against rows and columns."""
+    rng = np.random.default_rng(80 + int(opcode))
+    a_bytes, b_bytes = (v.astype(np.int8).reshape(-1) for v in np.meshgrid(np.arange(-128, 128), np.arange(-128, 128),
+                                                                           indexing="ij"))
+    for scales in ((0.05, 0.03, 0.06), (1e-4, 10.0, 1e-4), (0.02, 0.02, 0.02), (0.01, 0.04, 0.02)):
+        act, clip = rand_activation(rng)
+        model = one_op(opcode, [Spec((65536,), DType.INT8, scales[0], rand_zp(rng)),
+                                Spec((65536,), DType.INT8, scales[1], rand_zp(rng))],
+                       Spec((65536,), DType.INT8, scales[2], rand_zp(rng)), activation=act, clip=clip)
+        p = prepare_op(model, 0)
+        for isa in ISA.supported():
+            for threads in (1, 2):
+                ref, got = _reference_and_garbage(model.operators[0], [a_bytes, b_bytes], p, model.tensors[2])
+                KERNEL[opcode]([a_bytes, b_bytes], p, got, isa=isa, threads=threads)
+                _assert_same(model.operators[0], ref, got, None, f"{isa} path on {threads} threads")
+    for sa, sb in (((256, 1), (1, 256)), ((1, 256), (256, 1)), ((256, 256), ()), ((), (256, 256))):
+        model = one_op(opcode, [Spec(sa, DType.INT8, 0.05, 3), Spec(sb, DType.INT8, 0.07, -9)],
+                       Spec((256, 256), DType.INT8, 0.06, 1))
+        ins = [a_bytes.reshape(256, 256)[:sa[0], :sa[1]] if sa else a_bytes[:1].reshape(()),
+               b_bytes.reshape(256, 256)[:sb[0], :sb[1]] if sb else b_bytes[:1].reshape(())]
+        check(model, [np.ascontiguousarray(x) for x in ins])
+
+
+def test_extremum_is_the_rescaled_max_and_min():
+    """Independent of the reference: with every operand already in the output's quantization
+    the ops are numpy.maximum / numpy.minimum of the bytes, clamped by a fused RELU."""
+    x = np.arange(-128, 128, dtype=np.int8)
+    ins = [x, x[::-1].copy()]
+    for opcode, fn in ((OpCode.MAXIMUM, np.maximum), (OpCode.MINIMUM, np.minimum)):
+        same = [Spec((256,), DType.INT8, 0.1, -5), Spec((256,), DType.INT8, 0.1, -5)]
+        got = check(one_op(opcode, same, Spec((256,), DType.INT8, 0.1, -5)), ins)
+        assert np.array_equal(got, fn(*ins))
+        got = check(one_op(opcode, same, Spec((256,), DType.INT8, 0.1, -5), activation=Activation.RELU), ins)
+        assert np.array_equal(got, np.maximum(fn(*ins), -5))
+
+
 @pytest.mark.parametrize("opcode", [OpCode.ADD, OpCode.MUL])
 def test_binary_output_zero_point_at_the_int32_ends(opcode):
     """Bound directly (a file keeps int8 zero points in int8), the kernels take any int32 output
@@ -271,8 +312,7 @@ def test_binary_output_zero_point_at_the_int32_ends(opcode):
     ins = [random_values(rng, (64,), DType.INT8), random_values(rng, (64,), DType.INT8)]
     for zp in (-2**31, -2**31 + 5, -65537, 65537, 2**31 - 1):
         p = dataclasses.replace(base, out=dataclasses.replace(base.out, zero_point=zp))
-        ref = np.zeros(64, np.int8)
-        REFERENCE.table[opcode](ins, p, ref)
+        ref = OPS[opcode].reference(ins, p).astype(np.int8)
         for isa in ISA.supported():
             got = np.zeros(64, np.int8)
             KERNEL[opcode](ins, p, got, isa=isa)
@@ -476,7 +516,8 @@ def test_graph_boundary_conversions_every_path_layout_and_thread_count(dtype):
     qrt.load binds them: every path, 1 and 2 threads, both layouts; pixel counts around the
     vector width (8) and the work item (256 pixels), channel counts from 1 to 65; special
     values and exact ties. feed()/into() point a bound step at a new float array."""
-    from qrt.runtime.prepare import DequantizeParams, QuantizeParams
+    from qrt.ops.dequantize import DequantizeParams
+    from qrt.ops.quantize import QuantizeParams
 
     rng = np.random.default_rng(40 + int(dtype))
     lo, hi = QUANT_RANGE[dtype]
@@ -492,8 +533,8 @@ def test_graph_boundary_conversions_every_path_layout_and_thread_count(dtype):
         q = random_values(rng, (n, h, w, c), dtype)
         for nchw in (True, False):
             xf = x if nchw else x.reshape(n, h, w, c)
-            want_q = R.quantize(xf.transpose(0, 2, 3, 1) if nchw else xf, qp).astype(q.dtype)
-            dq = R.dequantize(q, dp)
+            want_q = OPS[OpCode.QUANTIZE].reference([xf.transpose(0, 2, 3, 1) if nchw else xf], qp).astype(q.dtype)
+            dq = OPS[OpCode.DEQUANTIZE].reference([q], dp)
             want_f = dq.transpose(0, 3, 1, 2) if nchw else dq
             for isa in ISA.supported():
                 for threads in (1, 2):
@@ -561,7 +602,7 @@ def test_pad_wider_elements(dtype):
         pads = tuple(int(v) if rng.random() < 0.6 else 0 for v in rng.integers(0, 3, 2 * rank))
         p = PadParams(pads, int(rng.integers(0, 100)))
         x = np.asarray(rng.integers(-100, 100, shape)).astype(dtype)
-        ref = R.pad(x, p)
+        ref = OPS[OpCode.PAD].reference([x], p)
         got = garbage(rng, ref.shape, ref.dtype)
         E.pad([x], p, got)
         assert np.array_equal(ref.view(np.uint8), got.view(np.uint8))
@@ -702,7 +743,6 @@ def test_bad_shapes_raise_value_error(name, kernel, ins, p, out):
 def test_every_op_binds_a_compiled_step_and_checks_the_isa_name():
     """Every op of this module has a bind_<name> that the fast kernel set uses, on every path
     (threads accepted by all); an unknown path name is refused, even by ops with one path."""
-    assert set(KERNEL) <= set(FAST.binders)
     model = all_ops_model()
     seen = set()
     for i, op in enumerate(model.operators):
@@ -715,7 +755,7 @@ def test_every_op_binds_a_compiled_step_and_checks_the_isa_name():
         y = model.tensors[op.outputs[0]]
         out = np.zeros(y.shape, NUMPY_DTYPE[y.dtype])
         for isa in ISA.supported():
-            assert not isinstance(FAST.step(op.opcode, ins, p, out, isa, 2), PyStep)
+            assert not isinstance(KERNEL_SETS["fast"].step(op.opcode, ins, p, out, isa, 2), PyStep)
         with pytest.raises(ValueError, match="instruction-set path"):
             BIND[op.opcode](ins, p, out, isa="sse9")
     assert seen == set(KERNEL)

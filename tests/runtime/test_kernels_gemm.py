@@ -12,9 +12,12 @@ import pytest
 
 from qrt.kernels import isa as ISA
 from qrt.kernels.gemm import bind_conv_2d, bind_fully_connected, pack_conv_2d
-from qrt.reference import ops as R
-from qrt.reference.numerics import quantize_multipliers
-from qrt.runtime.prepare import ConvParams, FullyConnectedParams, Requant
+from qrt.format import OpCode
+from qrt.numerics import quantize_multipliers
+from qrt.ops import OPS
+from qrt.ops.base import Requant
+from qrt.ops.conv_2d import ConvParams
+from qrt.ops.fully_connected import FullyConnectedParams
 
 PATHS = ISA.supported()
 
@@ -56,7 +59,7 @@ CONV_SHAPES = [  # (n, h, w, cin, cout, k, stride, pad, groups[, largest weight]
 def test_conv_blocks_panels_and_threads(shape, isa):
     rng = np.random.default_rng(sum(shape))
     ins, p = _conv(rng, *shape)
-    ref = R.conv_2d(*ins, p)
+    ref = OPS[OpCode.CONV_2D].reference(ins, p)
     assert ((ref > -128) & (ref < 127)).mean() > 0.5  # mostly unsaturated: rounding is seen
     packed = pack_conv_2d(ins, p, isa=isa)
     for threads in (1, 2, 3):
@@ -73,7 +76,7 @@ def test_fully_connected_rows_and_threads(isa):
         w = rng.integers(-127, 128, (n_out, k), dtype=np.int8)
         b = rng.integers(-5000, 5000, n_out).astype(np.int32)
         p = FullyConnectedParams(int(rng.integers(-128, 128)), _requant(rng, n_out, 3, np.sqrt(k) * 9400))
-        ref = R.fully_connected(x, w, b, p)
+        ref = OPS[OpCode.FULLY_CONNECTED].reference([x, w, b], p)
         for threads in (1, 2):
             out = np.ascontiguousarray(~ref)
             bind_fully_connected([x, w, b], p, out, isa=isa, threads=threads)()
@@ -95,7 +98,7 @@ def test_step_reruns_and_follows_its_buffers():
     for _ in range(3):
         ins[0][...] = rng.integers(-128, 128, ins[0].shape, dtype=np.int8)
         step()
-        assert np.array_equal(out, R.conv_2d(*ins, p))
+        assert np.array_equal(out, OPS[OpCode.CONV_2D].reference(ins, p))
 
 
 def test_packed_for_another_path_is_refused():

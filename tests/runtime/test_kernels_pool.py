@@ -1,9 +1,9 @@
 """The compiled MAX_POOL_2D, AVERAGE_POOL_2D and MEAN kernels (qrt/kernels/pool.pyx) are
-bit-exact with their NumPy references (qrt/reference/ops.py).
+bit-exact with their NumPy references (qrt/ops/<op>.py).
 
 Every case is a one-op model built with ModelBuilder and checked by verify_model (so it is a
 model the loader would accept), prepared with prepare_op, run by the reference kernel set
-(qrt.runtime.kernels.REFERENCE) and by the compiled kernel. The kernel writes into a window of
+(qrt/ops/<op>.py) and by the compiled kernel. The kernel writes into a window of
 a larger buffer: the window is pre-filled with the bitwise complement of the reference (an
 element the kernel skips is caught) and the guard bytes around it must stay untouched (a write
 out of bounds is caught). Seeded sweeps: random batches, sizes, channel counts (vector tails
@@ -24,22 +24,19 @@ import numpy as np
 import pytest
 
 from qrt.format import (
-    Activation, DType, MeanOptions, ModelBuilder, OpCode, Pool2DOptions, verify_model,
+    Activation, DType, MeanOptions, ModelBuilder, OpCode, Pool2DOptions,
 )
 from qrt.format.model import NUMPY_DTYPE
 from qrt.kernels import isa as ISA
 from qrt.kernels import pool
-from qrt.kernels.step import PyStep
-from qrt.runtime.kernels import FAST, REFERENCE
-from qrt.runtime.prepare import prepare_op
-from tests.sample_models import all_ops_model
+from qrt.kernels.plan import PyStep
+from qrt.runtime.kernels import KERNEL_SETS
+from qrt import verify_model
+from qrt.ops import OPS, prepare_op
+from bench.fixtures.sample_models import all_ops_model
 
-KERNELS = {
-    OpCode.MAX_POOL_2D: pool.max_pool_2d,
-    OpCode.AVERAGE_POOL_2D: pool.average_pool_2d,
-    OpCode.MEAN: pool.mean,
-}
-BIND = {op: getattr(pool, "bind_" + fn.__name__) for op, fn in KERNELS.items()}
+KERNELS = {op: pool.KERNELS[OPS[op].kernel].run for op in (OpCode.MAX_POOL_2D, OpCode.AVERAGE_POOL_2D, OpCode.MEAN)}
+BIND = {op: pool.KERNELS[OPS[op].kernel].bind for op in KERNELS}
 GUARD = 37  # guard bytes on each side of the output window
 GUARD_BYTE = 0x5A
 
@@ -113,9 +110,7 @@ def _guarded_output(shape, fill: np.ndarray):
 
 
 def _reference(op, params, x, y_shape):
-    ref = np.empty(y_shape, np.int8)
-    REFERENCE.table[op.opcode]([x.copy()], params, ref)
-    return ref
+    return OPS[op.opcode].reference([x.copy()], params).astype(np.int8).reshape(y_shape)
 
 
 def _assert_output(op, params, buf, out, ref, what="kernel"):
@@ -407,9 +402,8 @@ def test_mean_rejects_bad_shapes_and_params():
 
 
 def test_every_op_binds_a_compiled_step_and_checks_the_isa_name():
-    """Every op of this module has a bind_<name> that the fast kernel set uses, on every path
+    """Every op of this module binds a compiled step in the fast kernel set, on every path
     (threads accepted); an unknown path name is refused."""
-    assert set(KERNELS) <= set(FAST.binders)
     model = all_ops_model()
     seen = set()
     for i, op in enumerate(model.operators):
@@ -420,7 +414,7 @@ def test_every_op_binds_a_compiled_step_and_checks_the_isa_name():
         x = np.zeros(model.tensors[op.inputs[0]].shape, np.int8)
         out = np.zeros(model.tensors[op.outputs[0]].shape, NUMPY_DTYPE[model.tensors[op.outputs[0]].dtype])
         for isa in ISA.supported():
-            assert not isinstance(FAST.step(op.opcode, [x], p, out, isa, 2), PyStep)
+            assert not isinstance(KERNEL_SETS["fast"].step(op.opcode, [x], p, out, isa, 2), PyStep)
         with pytest.raises(ValueError, match="instruction-set path"):
             BIND[op.opcode]([x], p, out, isa="sse9")
     assert seen == set(KERNELS)

@@ -8,12 +8,12 @@ import pytest
 
 import qrt
 from qrt.kernels import isa as ISA
-from tests.sample_models import all_ops_model, conv_chain_model
+from bench.fixtures.sample_models import all_ops_model, conv_chain_model
 
 
 @pytest.fixture(scope="module")
 def models():
-    from bench.models import resnet18
+    from bench.fixtures.models import resnet18
     return {"all_ops": qrt.to_bytes(all_ops_model()),
             "chain": qrt.to_bytes(conv_chain_model(channels=40, blocks=2, size=20)),
             "resnet18_small": qrt.to_bytes(resnet18(size=48, width=16, classes=10, seed=5))}

@@ -1,5 +1,5 @@
-/* DEPTHWISE_CONV_2D (SPEC.md 2.13.2, section 4); the reference is qrt/reference/ops.py
- * depthwise_conv_2d, bit for bit, on every path.
+/* DEPTHWISE_CONV_2D (SPEC.md 2.13.2, section 4); the reference is
+ * qrt/ops/depthwise_conv_2d.py, bit for bit, on every path.
  *
  * Data path of one output row (image n, output row oh), on the thread that owns it:
  *   - tap pointers: one per tap, to the input pixel's C_out channels, or into a row of zp_x

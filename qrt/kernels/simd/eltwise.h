@@ -1,5 +1,5 @@
 /* Loops of the elementwise and pooling kernels (qrt/kernels/elementwise.pyx, pool.pyx) that
- * have vector paths; bit-exact with qrt/reference/ops.py on every path, which differ only in
+ * have vector paths; bit-exact with qrt/ops/<op>.py on every path, which differ only in
  * speed.
  *
  * qrt_requant1_row: a row of int32 sums sharing one multiplier and shift (average pool, mean)

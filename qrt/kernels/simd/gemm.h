@@ -1,5 +1,5 @@
 /* CONV_2D and FULLY_CONNECTED as one int8 GEMM (SPEC.md 2.13.1, 2.13.3, section 4); the
- * reference is qrt/reference/ops.py, bit for bit, on every path.
+ * references are qrt/ops/conv_2d.py and fully_connected.py, bit for bit, on every path.
  *
  * Data path of one call, per group:
  *   - output pixels are taken in blocks of at most QRT_BLOCK_BYTES of packed rows; each

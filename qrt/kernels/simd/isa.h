@@ -1,5 +1,5 @@
 /* Instruction-set paths of the compiled kernels. Every path computes the same integers (the
- * NumPy reference of qrt/reference/ops.py); they differ only in speed. The path is chosen in
+ * NumPy reference of qrt/ops/<op>.py); they differ only in speed. The path is chosen in
  * Python (qrt/kernels/isa.pyx: CPU features, or QRT_ISA) and passed to each kernel call. */
 #ifndef QRT_ISA_H
 #define QRT_ISA_H

@@ -2,7 +2,7 @@
  *   y = clamp(zp + ((acc * m + 2^(n-1)) >> n), lo, hi)
  * with the product, rounding and shift in 64 bits and the clamp before narrowing, so no
  * intermediate can wrap (1 <= n <= 62, 0 <= m < 2^31: |acc * m| + 2^(n-1) < 2^63).
- * Reference: qrt/reference/numerics.py requantize. */
+ * Reference: qrt/numerics.py requantize. */
 #ifndef QRT_REQUANT_H
 #define QRT_REQUANT_H
 

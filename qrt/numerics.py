@@ -1,4 +1,6 @@
-"""The numerics rule (schema/SPEC.md, section 4), written plainly in NumPy.
+"""The numerics rule (schema/SPEC.md, section 4), written plainly in NumPy: the executable spec
+that every op's reference (qrt/ops/) and, through them, every compiled kernel obey. Its C twin
+is qrt/kernels/simd/requant.h (scalar form first; each vector path is a sibling tested against it).
 
 Real multiplier M = s_in * s_w / s_out is stored as (m, n): M ~= m * 2**-n with m an int32
 mantissa in [2**30, 2**31) and n a right shift in [1, 62] (for M < 2**-32 the shift stays 62 and
@@ -14,9 +16,26 @@ import math
 
 import numpy as np
 
-from ..errors import InvalidModelError
+from .errors import InvalidModelError
 
 MIN_SHIFT, MAX_SHIFT = 1, 62
+
+# The int32 accumulator bound (SPEC.md section 4.5), checked when a model is loaded:
+# reduction x MAX_INPUT_MAGNITUDE x MAX_WEIGHT_MAGNITUDE + |bias| <= INT32_MAX.
+INT32_MAX = 2**31 - 1
+MAX_INPUT_MAGNITUDE = 255  # largest |x - zero_point| of an int8 activation
+MAX_WEIGHT_MAGNITUDE = 127  # largest |w| of an int8 weight (-128 is not allowed)
+
+# Constants of single ops that the verifier, the references, the kernels and the converters share.
+ADD_LEFT_SHIFT = 20  # headroom bits of ADD/SUB operands (|x - zp| << 20 < 2**28)
+SOFTMAX_EXP_BITS = 23  # SOFTMAX's exp table entries are round(exp(-beta * s * d) * 2**23)
+SOFTMAX_OUTPUT = (1.0 / 256.0, -128)  # the fixed (scale, zero_point) of SOFTMAX outputs
+
+
+def accumulator_bound(reduction: int, max_bias: int = 0) -> int:
+    """The largest |int32 accumulator| a reduction of `reduction` int8 products plus a bias of
+    magnitude <= max_bias can reach; a model is valid only if it is <= INT32_MAX."""
+    return reduction * MAX_INPUT_MAGNITUDE * MAX_WEIGHT_MAGNITUDE + max_bias
 
 
 def quantize_multipliers(reals) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,127 @@
+"""Every operator of the format, one module each (qrt/ops/<op name>.py): its verification rule,
+its prepare step (all float math, once at load), its NumPy reference, and the name of its
+compiled kernel (qrt/kernels/). OPS is the one registry: the verifier, the runtime's kernel
+sets and the tests all go through it.
+
+Adding an op: its code in schema/qmodel.fbs and qrt.format.model.OpCode, a module here with
+its OpDef, a line in OPS, its compiled kernel under that name, a lowering rule in
+qrt.converters (docs/ARCHITECTURE.md has the checklist).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from .._version import __version__
+from ..errors import InvalidModelError, UnsupportedModelError
+from ..format.model import Activation, DType, Model, OpCode
+from ..format.versions import BASE_SINCE, parse_version
+from .add import ADD
+from .average_pool_2d import AVERAGE_POOL_2D
+from .base import Check, OpDef
+from .concat import CONCAT
+from .conv_2d import CONV_2D
+from .depthwise_conv_2d import DEPTHWISE_CONV_2D
+from .dequantize import DEQUANTIZE
+from .fully_connected import FULLY_CONNECTED
+from .leaky_relu import LEAKY_RELU
+from .lut import LUT
+from .max_pool_2d import MAX_POOL_2D
+from .maximum import MAXIMUM
+from .mean import MEAN
+from .minimum import MINIMUM
+from .mul import MUL
+from .pad import PAD
+from .prelu import PRELU
+from .quantize import QUANTIZE
+from .requantize import REQUANTIZE
+from .reshape import RESHAPE
+from .softmax import SOFTMAX
+from .sub import SUB
+from .transpose import TRANSPOSE
+
+OPS: dict[OpCode, OpDef] = {d.opcode: d for d in (
+    CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, SUB, MUL, CONCAT, MAX_POOL_2D, AVERAGE_POOL_2D,
+    MEAN, PAD, RESHAPE, TRANSPOSE, LEAKY_RELU, PRELU, LUT, SOFTMAX, QUANTIZE, DEQUANTIZE, REQUANTIZE,
+    MAXIMUM, MINIMUM,
+)}
+
+
+def check_op_version(model: Model, index: int):
+    """A version < 1 is invalid; one this qrt does not know needs a newer qrt (SPEC.md section 5.2,
+    rule 0)."""
+    op = model.operators[index]
+    if op.version < 1:
+        raise InvalidModelError(f"{model.operator_label(index)}: version {op.version} is not an op "
+                                f"version (they start at 1)")
+    if op.version != 1:  # every op of this qrt has version 1 only
+        raise UnsupportedModelError(
+            f"{model.operator_label(index)} is version {op.version}, which qrt {__version__} does "
+            f"not know; the file needs a newer qrt (pip install -U qrt)")
+
+
+def min_runtime_version(model: Model) -> str:
+    """The lowest qrt release that can run `model` (every op it uses)."""
+    return max([BASE_SINCE] + [OPS[op.opcode].since for op in model.operators], key=parse_version)
+
+
+def verify_operator(model: Model, index: int):
+    """Operator `index`'s arity, fused activation, options and the op's own rules (SPEC.md
+    section 5.2, rule 3); InvalidModelError names the operator."""
+    op = model.operators[index]
+    d = OPS[op.opcode]
+    c = Check(model, index)
+    for t in op.inputs + op.outputs:
+        if model.tensors[t].dtype == DType.INT4:
+            c.fail(f"{c.label(model.tensors[t])} is INT4, which no operator of this format revision reads or writes")
+    lo, hi = d.inputs
+    if not lo <= len(op.inputs) <= hi:
+        c.fail(f"has {len(op.inputs)} inputs; expected {lo if lo == hi else f'at least {lo}'}")
+    if len(op.outputs) != d.outputs:
+        c.fail(f"has {len(op.outputs)} outputs; expected {d.outputs}")
+    if op.activation != Activation.NONE:
+        if not d.fused_activation:
+            c.fail(f"cannot fuse activation {Activation(op.activation).name}")
+        if op.activation == Activation.CLIP and not (
+                math.isfinite(op.clip_min) and math.isfinite(op.clip_max) and op.clip_min <= op.clip_max):
+            c.fail(f"clip range [{op.clip_min}, {op.clip_max}] must be finite with min <= max")
+    c.options = _options(c, d)
+    d.verify(c)
+
+
+def _options(c: Check, d: OpDef):
+    """The operator's options, checked for type; the defaults when the file has none."""
+    o = c.op.options
+    if d.options is None:
+        if o is not None:
+            c.fail(f"takes no options, got {type(o).__name__}")
+        return None
+    if o is None:
+        return d.options()
+    if type(o) is not d.options:
+        c.fail(f"needs {d.options.__name__}, got {type(o).__name__}")
+    return o
+
+
+def op_macs(model: Model, op) -> int:
+    """Multiply-accumulates of one operator (those whose OpDef counts them: conv, depthwise,
+    fully connected), for reports and the benchmark's GOPS."""
+    macs = OPS[op.opcode].macs
+    return 0 if macs is None else macs(model, op)
+
+
+def prepare_op(model: Model, index: int):
+    """The integer parameters of (verified) operator `index`; InvalidModelError names the
+    operator when its scales cannot be expressed (a multiplier too large, say)."""
+    op = model.operators[index]
+    d = OPS[op.opcode]
+    if op.options is None and d.options is not None:
+        op = dataclasses.replace(op, options=d.options())
+    try:
+        return d.prepare(model, op)
+    except InvalidModelError as e:
+        raise InvalidModelError(f"{model.operator_label(index)}: {e}") from None
+
+
+__all__ = ["OPS", "OpDef", "Check", "check_op_version", "verify_operator", "prepare_op", "min_runtime_version",
+           "op_macs"]

@@ -1,0 +1,48 @@
+"""MEAN (SPEC.md section 2.13.8): the average of int8 activations over `axes`, with the 1/count
+folded into one multiplier. Compiled kernel: qrt/kernels/pool.pyx mean."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..format.model import MeanOptions, OpCode
+from .base import Check, OpDef, RescaleParams, requantize_to, rescale
+
+
+@dataclass
+class MeanParams:
+    axes: tuple
+    keep_dims: bool
+    rescale: RescaleParams
+
+
+def prepare(model, op) -> MeanParams:
+    x, y = model.tensors[op.inputs[0]], model.tensors[op.outputs[0]]
+    axes = tuple(sorted({a % len(x.shape) for a in op.options.axes}))
+    return MeanParams(axes, op.options.keep_dims, rescale(x, y, op, math.prod(x.shape[a] for a in axes)))
+
+
+def verify(c: Check):
+    x, y = c.input(0), c.output()
+    o = c.options
+    c.activation(x)
+    c.activation(y)
+    rank = len(x.shape)
+    axes = sorted({c.axis(a, rank, "axes entry") for a in o.axes})
+    if not axes or len(axes) != len(o.axes):
+        c.fail(f"axes {o.axes} must name distinct dimensions, at least one")
+    count = math.prod(x.shape[a] for a in axes)
+    c.sum_bound(count, f"averaging {count} values")
+    expect = tuple(1 if a in axes else d for a, d in enumerate(x.shape) if o.keep_dims or a not in axes)
+    if y.shape != expect:
+        c.fail(f"output {c.label(y)} has shape {y.shape}; expected {expect}")
+
+
+def reference(ins, p: MeanParams) -> np.ndarray:
+    total = (ins[0].astype(np.int64) - p.rescale.input_zero_point).sum(axis=p.axes, keepdims=p.keep_dims)
+    return requantize_to(total, p.rescale.out).reshape(total.shape)
+
+
+MEAN = OpDef(OpCode.MEAN, (1, 1), 1, True, MeanOptions, verify, prepare, reference, "mean")

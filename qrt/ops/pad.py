@@ -1,0 +1,46 @@
+"""PAD (SPEC.md section 2.13.9): pads begins then ends per dimension, filled with the zero point
+(real 0); the output keeps the input's quantization. Compiled kernel: qrt/kernels/elementwise.pyx pad."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..format.model import OpCode, PadOptions
+from .base import Check, OpDef, zero_point
+
+
+@dataclass
+class PadParams:
+    pads: tuple  # begins then ends, per dimension
+    zero_point: int  # the fill: real 0
+
+
+def prepare(model, op) -> PadParams:
+    x = model.tensors[op.inputs[0]]
+    return PadParams(tuple(op.options.pads), zero_point(x) if x.quant is not None else 0)
+
+
+def verify(c: Check):
+    x, y = c.input(0), c.output()
+    o = c.options
+    rank = len(x.shape)
+    if len(o.pads) != 2 * rank or min(o.pads, default=0) < 0:
+        c.fail(f"pads {o.pads} must be {2 * rank} values >= 0 (begins, then ends)")
+    c.activation(x)
+    expect = tuple(d + o.pads[i] + o.pads[rank + i] for i, d in enumerate(x.shape))
+    if y.shape != expect:
+        c.fail(f"output {c.label(y)} has shape {y.shape}; expected {expect}")
+    c.dtype(y, x.dtype)
+    c.same_quant(x, y)
+
+
+def reference(ins, p: PadParams) -> np.ndarray:
+    x = ins[0]
+    rank = x.ndim
+    if rank == 0:
+        return x.copy()
+    return np.pad(x, [(p.pads[i], p.pads[rank + i]) for i in range(rank)], constant_values=p.zero_point)
+
+
+PAD = OpDef(OpCode.PAD, (1, 1), 1, False, PadOptions, verify, prepare, reference, "pad")

@@ -1,0 +1,21 @@
+"""RESHAPE (SPEC.md section 2.13.10): the same elements in the output's shape; quantization kept.
+Compiled kernel: qrt/kernels/elementwise.pyx reshape (a copy, or nothing when the arena aliases)."""
+from __future__ import annotations
+
+from ..format.model import OpCode
+from .base import Check, OpDef, no_params
+
+
+def verify(c: Check):
+    x, y = c.input(0), c.output()
+    if x.numel != y.numel:
+        c.fail(f"cannot reshape {x.shape} ({x.numel} elements) to {y.shape} ({y.numel} elements)")
+    c.dtype(y, x.dtype)
+    c.same_quant(x, y)
+
+
+def reference(ins, p):
+    return ins[0]
+
+
+RESHAPE = OpDef(OpCode.RESHAPE, (1, 1), 1, False, None, verify, no_params, reference, "reshape")

@@ -1,0 +1,48 @@
+"""SOFTMAX (SPEC.md section 2.13.15; 2.14): integers only, e = exp_table[max - x] (2**23 fixed
+point), y = clamp(((e << 8) + sum/2) // sum - 128); the output's (scale, zero point) is fixed
+to SOFTMAX_OUTPUT. Compiled kernel: qrt/kernels/elementwise.pyx softmax."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..format.model import OpCode, SoftmaxOptions
+from ..numerics import SOFTMAX_EXP_BITS, SOFTMAX_OUTPUT
+from .base import Check, OpDef, scale
+
+
+@dataclass
+class SoftmaxParams:
+    axis: int
+    exp_table: np.ndarray  # int64 [256]: round(exp(-beta * s_x * d) * 2**SOFTMAX_EXP_BITS)
+
+
+def prepare(model, op) -> SoftmaxParams:
+    x = model.tensors[op.inputs[0]]
+    d = np.arange(256, dtype=np.float64)
+    table = np.rint(np.exp(-np.float64(np.float32(op.options.beta)) * scale(x) * d) * 2.0**SOFTMAX_EXP_BITS)
+    return SoftmaxParams(op.options.axis % len(x.shape), table.astype(np.int64))
+
+
+def verify(c: Check):
+    c.elementwise()
+    o = c.options
+    c.axis(o.axis, len(c.input(0).shape))
+    if not (math.isfinite(o.beta) and o.beta > 0):
+        c.fail(f"beta = {o.beta}; must be finite and > 0")
+    y = c.output()
+    if (float(y.quant.scale[0]), int(y.quant.zero_point[0])) != SOFTMAX_OUTPUT:
+        c.fail(f"output {c.label(y)} must have scale 1/256 and zero point -128 (fixed by softmax's range)")
+
+
+def reference(ins, p: SoftmaxParams) -> np.ndarray:
+    x = ins[0]
+    d = x.max(axis=p.axis, keepdims=True).astype(np.int64) - x
+    e = p.exp_table[d]
+    total = e.sum(axis=p.axis, keepdims=True)
+    return np.clip(((e << 8) + (total >> 1)) // total - 128, -128, 127).astype(np.int8)
+
+
+SOFTMAX = OpDef(OpCode.SOFTMAX, (1, 1), 1, False, SoftmaxOptions, verify, prepare, reference, "softmax")
