@@ -1,5 +1,5 @@
 """Lowering: a simplified float IR (ONNX semantics, NCHW) plus quantization parameters for its
-values -> a qrt.format Model (int8, channels-last inside).
+values -> a qrt.format.ModelDefinition (int8, channels-last inside).
 
 Every 4-D value becomes an NHWC tensor; the graph's 4-D inputs and outputs keep the source
 model's NCHW interface through GraphIO.layout. Ops that only move data keep their input's
@@ -668,7 +668,7 @@ def check_quantizable(graph: Graph):
 
 
 def lower(graph: Graph, qparams: dict, options: LoweringOptions | None = None, metadata: Metadata | None = None):
-    """(qrt.format Model, [(source op, qrt op)]) for a simplified, shape-inferred graph."""
+    """(qrt.format.ModelDefinition, [(source op, qrt op)]) for a simplified, shape-inferred graph."""
     low = Lowering(graph, qparams, options or LoweringOptions())
     model = low.run(metadata or Metadata())
     return model, low.report

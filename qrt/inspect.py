@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from .format import Activation, Layout, Model
+from .format import Activation, Layout, ModelDefinition
 from .format.reader import read_model
 
 
@@ -35,7 +35,7 @@ def _options(op) -> str:
     return " ".join(parts)
 
 
-def summary(model: Model, path: str | None = None) -> dict:
+def summary(model: ModelDefinition, path: str | None = None) -> dict:
     """Everything `qrt inspect` shows, as plain JSON-able data."""
     from .ops import op_macs
     from .runtime.arena import plan_arena

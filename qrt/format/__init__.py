@@ -1,7 +1,7 @@
 """The .qmodel format: in-memory model objects, reader (numpy only), verifier and writer.
 
     schema/qmodel.fbs  ->  model.py (objects)  ->  writer.py  ->  file
-    file  ->  reader.py (structure, offsets)  ->  verify.py (spec rules; each op's own in qrt/ops/)  ->  Model
+    file  ->  reader.py (structure, offsets)  ->  verify.py (spec rules; each op's own in qrt/ops/)  ->  ModelDefinition
 
 This package's namespace holds the objects and ModelBuilder only: the reader, the verifier and
 the writer need the op rules of qrt/ops/, which build on these objects, so they are imported
@@ -9,7 +9,7 @@ from their modules (or as qrt.read_model, qrt.write_model, qrt.verify_model, qrt
 """
 from .model import (
     Activation, Calibration, ConcatOptions, Conv2DOptions, DepthwiseConv2DOptions, DType,
-    GraphIO, Layout, LeakyReluOptions, LutOptions, MeanOptions, Metadata, Model, OpCode,
+    GraphIO, Layout, LeakyReluOptions, LutOptions, MeanOptions, Metadata, ModelDefinition, OpCode,
     Operator, PadOptions, Pool2DOptions, Quantization, SoftmaxOptions, Tensor, TransposeOptions,
 )
 from .builder import ModelBuilder
@@ -18,6 +18,6 @@ from .versions import FORMAT_VERSION, NUMERICS_VERSION
 __all__ = [
     "Activation", "Calibration", "ConcatOptions", "Conv2DOptions", "DepthwiseConv2DOptions",
     "DType", "GraphIO", "Layout", "LeakyReluOptions", "LutOptions", "MeanOptions", "Metadata",
-    "Model", "OpCode", "Operator", "PadOptions", "Pool2DOptions", "Quantization", "SoftmaxOptions",
+    "ModelDefinition", "OpCode", "Operator", "PadOptions", "Pool2DOptions", "Quantization", "SoftmaxOptions",
     "Tensor", "TransposeOptions", "ModelBuilder", "FORMAT_VERSION", "NUMERICS_VERSION",
 ]

@@ -1,17 +1,17 @@
-"""ModelBuilder: assemble a Model tensor by tensor and op by op (used by converters and tests)."""
+"""ModelBuilder: assemble a ModelDefinition tensor by tensor and op by op (used by converters and tests)."""
 from __future__ import annotations
 
 import numpy as np
 
 from .model import (
-    NUMPY_DTYPE, Activation, DType, GraphIO, Layout, Metadata, Model, OpCode, Operator,
+    NUMPY_DTYPE, Activation, DType, GraphIO, Layout, Metadata, ModelDefinition, OpCode, Operator,
     Quantization, Tensor,
 )
 
 
 class ModelBuilder:
     def __init__(self, name: str = ""):
-        self.model = Model(tensors=[], operators=[], inputs=[], outputs=[], name=name)
+        self.model = ModelDefinition(tensors=[], operators=[], inputs=[], outputs=[], name=name)
 
     def tensor(self, name: str, dtype: DType, shape, data=None, scale=None, zero_point=0,
                axis: int = 0) -> int:
@@ -40,7 +40,7 @@ class ModelBuilder:
     def output(self, name: str, tensor: int, layout: Layout = Layout.AS_STORED):
         self.model.outputs.append(GraphIO(name, tensor, Layout(layout)))
 
-    def build(self, metadata: Metadata | None = None) -> Model:
+    def build(self, metadata: Metadata | None = None) -> ModelDefinition:
         if metadata is not None:
             self.model.metadata = metadata
         return self.model

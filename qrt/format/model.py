@@ -260,7 +260,8 @@ class Metadata:
 
 
 @dataclass(eq=False)
-class Model:
+class ModelDefinition:
+    """What a .qmodel file holds (qrt.read_model returns one; qrt.load runs one as a qrt.Model)."""
     tensors: list
     operators: list
     inputs: list

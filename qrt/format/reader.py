@@ -1,4 +1,4 @@
-"""Read a .qmodel: bytes or a memory-mapped file -> verified Model.
+"""Read a .qmodel: bytes or a memory-mapped file -> verified ModelDefinition.
 
 The file is untrusted. Every offset and length is checked before it is followed (Python
 integers cannot overflow, so `pos + n <= size` is exact), every vector length is charged to a
@@ -20,7 +20,7 @@ from ..errors import ModelFormatError, UnsupportedModelError
 from . import layout as L
 from .model import (
     NUMPY_DTYPE, OPTIONS_TYPES, Activation, Calibration, DType, GraphIO, Layout, Metadata,
-    Model, Operator, Quantization, Tensor, buffer_nbytes,
+    ModelDefinition, Operator, Quantization, Tensor, buffer_nbytes,
 )
 from .verify import check_shape, verify_model
 from .versions import FORMAT_VERSION, NUMERICS_VERSION, RUNTIME_VERSION, __version__, parse_version
@@ -279,7 +279,7 @@ def _metadata(m) -> Metadata:
                     m["source_sha256"] or "", calibration, _key_values(m["properties"]))
 
 
-def decode(filebuf) -> Model:
+def decode(filebuf) -> ModelDefinition:
     """Decode and verify a whole .qmodel held in a buffer-protocol object."""
     view = memoryview(filebuf).cast("B")
     file_size = len(view)
@@ -300,7 +300,7 @@ def decode(filebuf) -> Model:
     _check_version(header)
     m = dec.table(root, L.MODEL, "Model")
     buffers = _buffers(m["buffers"], file_size, L.data_segment_start(fb_size))
-    model = Model(
+    model = ModelDefinition(
         tensors=[_tensor(i, t, buffers, view) for i, t in enumerate(m["tensors"] or ())],
         operators=[_operator(i, o) for i, o in enumerate(m["operators"] or ())],
         inputs=[_graph_io("inputs", i, g) for i, g in enumerate(m["inputs"] or ())],
@@ -344,7 +344,7 @@ def release_pages(arrays) -> None:
         m.madvise(mmap.MADV_DONTNEED, start, end - start)
 
 
-def read_model(source) -> Model:
+def read_model(source) -> ModelDefinition:
     """Load and verify a .qmodel from a path (memory-mapped: weights are not copied) or from
     bytes-like data. Raises a qrt.QrtError subclass naming what is wrong with a bad file."""
     if isinstance(source, (bytes, bytearray, memoryview)):

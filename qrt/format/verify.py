@@ -13,7 +13,7 @@ import numpy as np
 
 from ..ops import check_op_version, verify_operator
 from ..ops.base import fail
-from .model import NUMPY_DTYPE, QUANT_RANGE, DType, Model, Tensor, buffer_nbytes
+from .model import NUMPY_DTYPE, QUANT_RANGE, DType, ModelDefinition, Tensor, buffer_nbytes
 
 MAX_RANK = 8
 MAX_TENSOR_ELEMENTS = 2**31 - 1
@@ -68,7 +68,7 @@ def _check_tensor(where: str, t: Tensor):
 
 # ---------------------------------------------------------------------------- graph
 
-def _check_graph(model: Model):
+def _check_graph(model: ModelDefinition):
     n = len(model.tensors)
     producer = {}  # tensor -> operator index
     for i, op in enumerate(model.operators):
@@ -127,7 +127,7 @@ def _check_graph(model: Model):
                                               f"(operators must be stored in execution order)")
 
 
-def _find_cycle(model: Model, producer: dict):
+def _find_cycle(model: ModelDefinition, producer: dict):
     """A list of operators that depend on each other in a ring, or None."""
     deps = [sorted({producer[t] for t in op.inputs if t in producer}) for op in model.operators]
     state = [0] * len(deps)  # 0 new, 1 on the stack, 2 done
@@ -152,7 +152,7 @@ def _find_cycle(model: Model, producer: dict):
     return None
 
 
-def verify_model(model: Model):
+def verify_model(model: ModelDefinition):
     """Raise InvalidModelError (or UnsupportedModelError) if `model` breaks a rule of the spec."""
     for i in range(len(model.operators)):
         check_op_version(model, i)

@@ -1,4 +1,4 @@
-"""Write a Model as a .qmodel file, through the flatc-generated code (qmodel_generated.py).
+"""Write a ModelDefinition as a .qmodel file, through the flatc-generated code (qmodel_generated.py).
 
 Writing needs the `flatbuffers` package (pip install 'qrt[write]'); reading does not. The model
 is verified first, so qrt never writes a file it would refuse to load, and files are written
@@ -7,13 +7,13 @@ atomically: a temporary file in the target folder, renamed into place when compl
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 
 import numpy as np
 
 from ..errors import QrtError
 from . import layout as L
-from .model import OPTIONS_TYPES, Model
+from .model import OPTIONS_TYPES, ModelDefinition
 from .verify import verify_model
 from ..ops import min_runtime_version
 from .versions import FORMAT_VERSION, NUMERICS_VERSION
@@ -45,7 +45,7 @@ def _key_values(gen, d: dict):
     return [gen.KeyValueT(key=str(k), value=str(v)) for k, v in d.items()]
 
 
-def _layout(model: Model):
+def _layout(model: ModelDefinition):
     """Assign each constant tensor a 64-aligned span of the data segment."""
     spans, offset = [(0, 0)], 0
     buffer_of = {}
@@ -58,7 +58,7 @@ def _layout(model: Model):
     return spans, buffer_of
 
 
-def _flatbuffer(model: Model, spans, buffer_of) -> bytes:
+def _flatbuffer(model: ModelDefinition, spans, buffer_of) -> bytes:
     gen = _generated()
     import flatbuffers
 
@@ -105,7 +105,7 @@ def _flatbuffer(model: Model, spans, buffer_of) -> bytes:
     return bytes(builder.Output())
 
 
-def _chunks(model: Model):
+def _chunks(model: ModelDefinition):
     """The file's bytes, in order: size-prefixed FlatBuffer, padding, data segment."""
     verify_model(model)
     spans, buffer_of = _layout(model)
@@ -121,18 +121,29 @@ def _chunks(model: Model):
         pos = start + data.nbytes
 
 
-def to_bytes(model: Model) -> bytes:
+def to_bytes(model: ModelDefinition) -> bytes:
     """Verify `model` and serialise it as .qmodel bytes."""
     return b"".join(bytes(c) for c in _chunks(model))
 
 
-def write_model(model: Model, path) -> int:
+def _new_temporary(folder: str):
+    """(fd, path) of a new hidden file in `folder`, created with the mode any new file gets
+    (0666 less the umask, as open() makes it; tempfile.mkstemp's would be private, 0600)."""
+    while True:
+        tmp = os.path.join(folder, f".{secrets.token_hex(8)}.qmodel.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def write_model(model: ModelDefinition, path) -> int:
     """Verify `model` and write it to `path` atomically. Returns the file size in bytes."""
     path = os.fspath(path)
     chunks = _chunks(model)  # a generator: verification runs on the first chunk, below
     first = next(chunks)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".qmodel.tmp", dir=folder)
+    fd, tmp = _new_temporary(folder)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(first)

@@ -25,24 +25,8 @@ from qrt.kernels import Kernel, geometry, isa as _isa
 from qrt.kernels.requantize import tables32
 
 
-cdef extern from "simd/depthwise.h":
-    ctypedef struct qrt_dw:
-        int64_t N, H, W, C, M, C_out, OH, OW, KH, KW, sh, sw, dh, dw, top, left
-        int64_t taps, pairs, blocks
-        const int8_t* w
-        const int16_t* wp
-        const int32_t* bias
-        const int32_t* mult
-        const int32_t* shift
-        const int32_t* round32
-        const int32_t* shift32
-        int n33
-        const int8_t* zrow
-        int8_t* tail
-        int64_t tail_at
-        int32_t zp_y, lo, hi
-        int isa, threads
-    int qrt_dw_run(const qrt_dw* d, const int8_t* x, int8_t* y) noexcept nogil
+from qrt.kernels.simd_depthwise cimport qrt_dw, qrt_dw_ops_for, qrt_dw_run
+
 
 _SCALAR = _isa.NAMES.index("scalar")
 
@@ -196,6 +180,7 @@ def bind_depthwise_conv_2d(ins, p, out, isa=None, threads=1, packed=None):
         s.d.tail = <int8_t*><size_t>tail.ctypes.data
     s.d.zp_y, s.d.lo, s.d.hi = r.zero_point, r.lo, r.hi
     s.d.isa = path
+    s.d.ops = qrt_dw_ops_for(path)
     s.d.threads = max(1, int(threads))
     s.x = &x[0, 0, 0, 0] if total else NULL
     s.y = &y[0, 0, 0, 0] if N * OH * OW * C_out else NULL

@@ -35,32 +35,12 @@ from qrt.kernels.plan cimport Step
 from qrt import numerics
 from qrt.kernels import Kernel, isa as _isa
 
-cdef extern from "simd/eltwise.h":
-    ctypedef struct qrt_add:
-        int32_t ta[256]
-        int32_t tb[256]
-        int32_t za, zb, ma, mb, ka, kb, sign, m, n, zp, lo, hi
-        int isa, threads
-    ctypedef struct qrt_mul:
-        int32_t za, zb, m, n, zp, lo, hi
-        int isa, threads
-    int8_t qrt_requant_select(int32_t acc, int32_t m, int32_t n, int32_t zp, int32_t lo,
-                              int32_t hi) noexcept nogil
-    void qrt_add_row(const qrt_add* p, const int8_t* a, const int8_t* b, int8_t* y,
-                     int64_t count) noexcept nogil
-    void qrt_add_run(const qrt_add* p, const int8_t* a, const int8_t* b, int8_t* y,
-                     int64_t count) noexcept nogil
-    void qrt_mul_row(const qrt_mul* p, const int8_t* a, const int8_t* b, int8_t* y,
-                     int64_t count) noexcept nogil
-    void qrt_mul_run(const qrt_mul* p, const int8_t* a, const int8_t* b, int8_t* y,
-                     int64_t count) noexcept nogil
-    ctypedef struct qrt_quant:
-        int64_t N, C, P
-        double scale, qlo, qhi
-        float s
-        int32_t zp
-        int kind, isa, threads
-    int qrt_quant_run(const qrt_quant* q, const void* x, void* y, int quantize) noexcept nogil
+from qrt.kernels.simd_eltwise cimport (
+    qrt_add, qrt_add_row, qrt_add_run, qrt_eltwise_ops, qrt_eltwise_ops_for, qrt_mul, qrt_mul_row,
+    qrt_mul_run, qrt_quant, qrt_quant_run,
+)
+from qrt.kernels.simd_requant cimport qrt_requant_select
+
 
 cdef enum:
     MAX_RANK = 8
@@ -312,9 +292,12 @@ cdef int _bind_binary(_BinaryStep s, Operands* v, ins, out, za, zb) except -1:
     return 0
 
 
-cdef int _bind_path(object isa, object threads, int* path, int* count) except -1:
+cdef int _bind_path(object isa, object threads, int* path, int* count,
+                    const qrt_eltwise_ops** ops) except -1:
+    """The path (and its functions, simd/eltwise.h qrt_eltwise_ops_for) and the thread count."""
     path[0] = _isa.resolve(isa)
     count[0] = max(1, int(threads))
+    ops[0] = qrt_eltwise_ops_for(path[0])
     return 0
 
 
@@ -390,7 +373,7 @@ def bind_add(ins, p, out, isa=None, threads=1):
         raise ValueError(f"operand rescale shifts {p.a_shift}, {p.b_shift} must be >= 31 (factors <= 1)")
     r = p.out
     check_requant(r.multiplier, r.shift, 1, r.zero_point, r.lo, r.hi)
-    _bind_path(isa, threads, &q.isa, &q.threads)
+    _bind_path(isa, threads, &q.isa, &q.threads, &q.ops)
     za, zb = p.a_zero_point, p.b_zero_point
     ma, na, mb, nb = p.a_multiplier, p.a_shift, p.b_multiplier, p.b_shift
     sign = -1 if p.subtract else 1
@@ -466,7 +449,7 @@ def bind_mul(ins, p, out, isa=None, threads=1):
     _bind_binary(s, &s.ctx.v, ins, out, p.a_zero_point, p.b_zero_point)
     r = p.out
     check_requant(r.multiplier, r.shift, 1, r.zero_point, r.lo, r.hi)
-    _bind_path(isa, threads, &q.isa, &q.threads)
+    _bind_path(isa, threads, &q.isa, &q.threads, &q.ops)
     q.za, q.zb = p.a_zero_point, p.b_zero_point
     q.m, q.n, q.zp, q.lo, q.hi = r.multiplier[0], r.shift[0], r.zero_point, r.lo, r.hi
     return s
@@ -1056,7 +1039,7 @@ cdef _bind_conversion(x, out, isa, threads, bint quantize, bint nchw):
     f, q = (x, out) if quantize else (out, x)
     _check_dtype(f, np.float32, "input" if quantize else "out")
     s.q.N, s.q.C, s.q.P = _conversion_shape(f, q, nchw)
-    _bind_path(isa, threads, &s.q.isa, &s.q.threads)
+    _bind_path(isa, threads, &s.q.isa, &s.q.threads, &s.q.ops)
     s.quantize, s.float_shape = quantize, f.shape
     s.x = <const void*>_address(x, False)
     s.o = <void*>_address(out, True)

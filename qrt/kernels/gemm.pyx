@@ -14,7 +14,6 @@ conv_2d(ins, p, out) and fully_connected(ins, p, out) do all three, for tests an
 import numpy as np
 
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
-from libc.string cimport memcpy
 
 from qrt.kernels.numerics cimport check_requant
 from qrt.kernels.plan cimport Step
@@ -23,25 +22,15 @@ from qrt.kernels import Kernel, geometry, isa as _isa
 from qrt.kernels.requantize import tables32
 
 
-cdef extern from "simd/gemm.h":
-    ctypedef struct qrt_gemm:
-        int64_t N, H, W, C_in, OH, OW, C_out, KH, KW, sh, sw, dh, dw, top, left
-        int64_t groups, cin_g, cout_g, K4, panels
-        uint8_t pad_u8
-        const int8_t* w
-        const int32_t* bias
-        const int32_t* mult
-        const int32_t* shift
-        const int32_t* round32
-        const int32_t* shift32
-        int n33
-        int32_t zp_y, lo, hi
-        int isa, threads
-    int qrt_gemm_run(const qrt_gemm* g, const int8_t* x, int8_t* y) noexcept nogil
+from qrt.kernels.simd_gemm cimport (
+    QRT_PANEL, qrt_gemm, qrt_gemm_ops, qrt_gemm_ops_for, qrt_gemm_pack_weights, qrt_gemm_run,
+)
+
 
 
 class PackedGemm:
-    """Weights and per-channel tables in the kernel's layout (see simd/gemm.h)."""
+    """Weights and per-channel tables in the kernel's layout (simd/layout.h, for the path's
+    qrt_gemm_ops: k per channel group and K's alignment)."""
 
     def __init__(self, w, bias, zp_x, requant, groups, isa):
         w = np.asarray(w, np.int8)
@@ -49,15 +38,15 @@ class PackedGemm:
         cout_g = c_out // groups
         self.groups, self.cout_g, self.k = groups, cout_g, k
         self.isa = isa
-        align = 64 if isa == _isa.NAMES.index("amx") else 4  # AMX tiles hold 64 k per row
+        cdef const qrt_gemm_ops* ops = qrt_gemm_ops_for(isa)
+        align = ops.k_align  # AMX tiles hold 64 k per row
         self.k4 = max(-(-k // align) * align, align)
-        kg = 2 if isa == _isa.NAMES.index("avx2") else 4  # k per channel group (vpmaddwd: 2)
-        self.panels = -(-cout_g // 16)
-        nch = self.panels * 16
-        self.w = np.zeros(groups * self.panels * self.k4 * 16, np.int8)
+        self.panels = -(-cout_g // QRT_PANEL)
+        nch = self.panels * QRT_PANEL
+        self.w = np.zeros(groups * self.panels * self.k4 * QRT_PANEL, np.int8)
         sums = np.zeros((groups, nch), np.int64)
-        _pack_panels(np.ascontiguousarray(w).reshape(groups * cout_g, k), cout_g, self.k4,
-                     self.panels, kg, self.w, sums.reshape(-1))
+        _pack(np.ascontiguousarray(w).reshape(groups * cout_g, k), cout_g, self.k4, self.panels,
+              ops.kg, self.w, sums.reshape(-1))
         b = np.zeros((groups, nch), np.int64)
         b[:, :cout_g] = np.asarray(bias, np.int64).reshape(groups, cout_g)
         # Activations are read as x + 128 and the padding as zp_x + 128: subtract both from
@@ -79,47 +68,12 @@ class PackedGemm:
         return out
 
 
-cdef void _pack_panels(const int8_t[:, ::1] w, Py_ssize_t cout_g, Py_ssize_t k4,
-                       Py_ssize_t panels, Py_ssize_t kg, int8_t[::1] out,
-                       int64_t[::1] sums) noexcept nogil:
-    """w [groups*cout_g, K] -> out [groups][panels][K4/kg][16][kg] (kg consecutive k of 16
-    channels per 16*kg bytes, zeros around) and the per-channel weight sums. Panel by panel,
-    kg k at a time for its 16 channels: the output is written in order, the 16 rows read
-    along."""
-    cdef Py_ssize_t row, grp, c, k, j, n, K = w.shape[1], rows = w.shape[0]
-    cdef int64_t s
-    cdef int8_t* dst
-    cdef const int8_t* src[16]
-    if K == 0:
+cdef void _pack(const int8_t[:, ::1] w, Py_ssize_t cout_g, Py_ssize_t k4, Py_ssize_t panels,
+                int kg, int8_t[::1] out, int64_t[::1] sums) noexcept nogil:
+    """simd/layout.h qrt_gemm_pack_weights: w [groups*cout_g, K] -> out, the weight sums."""
+    if w.shape[0] == 0 or w.shape[1] == 0:
         return
-    for row in range(rows):
-        s = 0
-        for k in range(K):
-            s += w[row, k]
-        grp = row // cout_g
-        sums[grp * panels * 16 + row - grp * cout_g] = s
-    for grp in range(rows // cout_g):
-        for c in range(0, cout_g, 16):
-            n = min(16, cout_g - c)
-            for j in range(n):
-                src[j] = &w[grp * cout_g + c + j, 0]
-            dst = &out[(grp * panels + c // 16) * k4 * 16]
-            k = 0
-            if kg == 2:  # constant sizes: the copies are moves
-                while k + 2 <= K:
-                    for j in range(n):
-                        memcpy(dst + 2 * j, src[j] + k, 2)
-                    dst += 32
-                    k += 2
-            else:
-                while k + 4 <= K:
-                    for j in range(n):
-                        memcpy(dst + 4 * j, src[j] + k, 4)
-                    dst += 64
-                    k += 4
-            if k < K:
-                for j in range(n):
-                    memcpy(dst + kg * j, src[j] + k, K - k)
+    qrt_gemm_pack_weights(&w[0, 0], w.shape[0], w.shape[1], cout_g, k4, panels, kg, &out[0], &sums[0])
 
 
 cdef class GemmStep(Step):
@@ -177,6 +131,7 @@ cdef GemmStep _bind(x, y, packed, p, geometry_, isa, threads):
     s.g.isa = _isa.resolve(isa)
     if s.g.isa != packed.isa:
         raise ValueError(f"weights were packed for the {_isa.NAMES[packed.isa]} path, not {_isa.NAMES[s.g.isa]}")
+    s.g.ops = qrt_gemm_ops_for(s.g.isa)
     s.g.threads = max(1, int(threads))
     s.x = &xv[0] if xv.shape[0] else NULL
     s.y = &yv[0] if yv.shape[0] else NULL

@@ -7,8 +7,7 @@ path gives the same integers. "amx" uses Intel AMX tiles for the GEMM and AVX-51
 other ops."""
 import os
 
-cdef extern from "simd/isa.h":
-    int qrt_isa_supported(int isa)
+from qrt.kernels.simd_isa cimport qrt_isa_supported
 
 NAMES = ("scalar", "avx2", "avx512vnni", "amx")  # index = the C enum
 

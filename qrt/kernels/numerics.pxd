@@ -1,31 +1,18 @@
 # cython: language_level=3
-"""Shared inline numerics of the Cython kernels: the rounding rule of SPEC.md section 4.2
-(reference: qrt/numerics.py requantize) as their scalar loops use it, and the bind-time check
-of requantization parameters.
+"""Shared numerics of the Cython kernels: the rounding rule of SPEC.md section 4.2 (reference:
+qrt/numerics.py requantize), declared from its one C definition in simd/requant.h, and the
+bind-time check of requantization parameters.
 
-Inline functions only, so no module is built from this file; cimport it with
+Declarations and an inline check only, so no module is built from this file; cimport it with
 `from qrt.kernels.numerics cimport requantize_one, rounding_shift, check_requant`."""
 from libc.stdint cimport int8_t, int32_t, int64_t
 
 
-cdef inline int64_t rounding_shift(int64_t v, int64_t m, int64_t n) noexcept nogil:
-    """(v * m + 2^(n-1)) >> n in 64 bits: v * M rounded to nearest, ties toward +infinity, for
-    a multiplier of either sign. Callers guarantee 1 <= n <= 62 and |v * m| + 2^(n-1) < 2^63.
-    Reference: qrt/numerics.py rounding_shift."""
-    return (v * m + ((<int64_t>1) << (n - 1))) >> n
-
-
-cdef inline int8_t requantize_one(int32_t acc, int32_t m, int32_t n, int32_t zp,
-                                  int32_t lo, int32_t hi) noexcept nogil:
-    """clamp(zp + rounding_shift(acc, m, n), lo, hi) for int8 outputs.
-    Callers guarantee 1 <= n <= 62, m >= 0 and -128 <= lo <= hi <= 127."""
-    cdef int64_t v = rounding_shift(acc, m, n)
-    v += zp
-    if v < lo:
-        v = lo
-    elif v > hi:
-        v = hi
-    return <int8_t>v
+cdef extern from "simd/requant.h":
+    # The rule is written once, in C (simd/requant.h); these are its names in the Cython kernels.
+    int64_t rounding_shift "qrt_rounding_shift"(int64_t v, int64_t m, int64_t n) noexcept nogil
+    int8_t requantize_one "qrt_requant_scalar"(int32_t acc, int32_t m, int32_t n, int32_t zp,
+                                                 int32_t lo, int32_t hi) noexcept nogil
 
 
 cdef inline Py_ssize_t check_requant(const int32_t[::1] multiplier, const int32_t[::1] shift,

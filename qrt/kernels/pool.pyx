@@ -14,7 +14,7 @@ once. `isa` picks the requantization path of the sums; `threads` is accepted and
 Integer only. Window and reduction sums are int32 (SPEC.md section 4.5 bounds them); each
 sum is the reference's sum of (x - zp_x) with the zero-point term folded in as -count * zp_x,
 which is the same integer. Requantization is SPEC.md section 4.2, in 64-bit arithmetic, a row
-of sums at a time (qrt_requant1_row of simd/eltwise.h: 16 lanes on avx512vnni and amx).
+of sums at a time (qrt_requant1_row of simd/requant.h: 16 lanes on avx512vnni and amx).
 """
 import numpy as np
 
@@ -30,11 +30,10 @@ cdef enum:
     MAX_RANK = 8
 
 
-cdef extern from "simd/eltwise.h":
-    int8_t qrt_requant_select(int32_t acc, int32_t m, int32_t n, int32_t zp, int32_t lo,
-                              int32_t hi) noexcept nogil
-    void qrt_requant1_row(int isa, const int32_t* acc, int64_t count, int32_t m, int32_t n,
-                          int32_t zp, int32_t lo, int32_t hi, int8_t* y) noexcept nogil
+from qrt.kernels.simd_requant cimport (
+    qrt_requant1_row, qrt_requant_ops, qrt_requant_ops_for, qrt_requant_select,
+)
+
 
 
 # ------------------------------------------------------------------------------------------
@@ -190,7 +189,7 @@ cdef class AveragePoolStep(Step):
     cdef const int32_t* shift
     cdef int32_t zp_x, zp, lo, hi
     cdef bint include_pad
-    cdef int isa
+    cdef const qrt_requant_ops* rq  # the path's requantization (simd/requant.h)
 
     cdef int run(self) noexcept nogil:
         cdef Pool g = self.g  # locals: every store may alias a field read through self
@@ -200,7 +199,7 @@ cdef class AveragePoolStep(Step):
         cdef const int32_t* shift = self.shift
         cdef int32_t zp_x = self.zp_x, zp = self.zp, lo = self.lo, hi = self.hi, init
         cdef bint include_pad = self.include_pad
-        cdef int isa = self.isa
+        cdef const qrt_requant_ops* rq = self.rq
         cdef const int8_t* row
         cdef int8_t* yp = g.y
         for n in range(g.N):
@@ -217,7 +216,7 @@ cdef class AveragePoolStep(Step):
                         for w in range(w0, w1):
                             _add_into(acc, row + w * C, C)
                     k = g.KH * g.KW - 1 if include_pad else count - 1
-                    qrt_requant1_row(isa, acc, C, mult[k], shift[k], zp, lo, hi, yp)
+                    qrt_requant1_row(rq, acc, C, mult[k], shift[k], zp, lo, hi, yp)
                     yp += C
         return 0
 
@@ -232,7 +231,7 @@ def bind_average_pool_2d(ins, p, out, isa=None, threads=1):
     _check_requant(r, p.kernel[0] * p.kernel[1], "AVERAGE_POOL_2D")
     if not (-128 <= p.input_zero_point <= 127):
         raise ValueError(f"AVERAGE_POOL_2D: input zero point {p.input_zero_point} must lie in [-128, 127]")
-    s.isa = _isa.resolve(isa)
+    s.rq = qrt_requant_ops_for(_isa.resolve(isa))
     mult_arr = np.ascontiguousarray(r.multiplier, dtype=np.int32)
     shift_arr = np.ascontiguousarray(r.shift, dtype=np.int32)
     acc_arr = np.empty(max(s.g.C, 1), np.int32)
@@ -276,7 +275,7 @@ cdef inline Py_ssize_t _advance(_Odometer* od, Py_ssize_t off) noexcept nogil:
     return off
 
 
-cdef void _mean_gap(int isa, const int8_t* x, int8_t* y, int32_t* acc, Py_ssize_t C,
+cdef void _mean_gap(const qrt_requant_ops* rq, const int8_t* x, int8_t* y, int32_t* acc, Py_ssize_t C,
                     Py_ssize_t n_out, Py_ssize_t out_stride, Py_ssize_t rows, Py_ssize_t row_stride,
                     int32_t init, int32_t m, int32_t n, int32_t zp, int32_t lo,
                     int32_t hi) noexcept nogil:
@@ -292,10 +291,10 @@ cdef void _mean_gap(int isa, const int8_t* x, int8_t* y, int32_t* acc, Py_ssize_
             for c in range(C):
                 acc[c] += xp[c]
             xp += row_stride
-        qrt_requant1_row(isa, acc, C, m, n, zp, lo, hi, y + o * C)
+        qrt_requant1_row(rq, acc, C, m, n, zp, lo, hi, y + o * C)
 
 
-cdef void _mean_rows(int isa, const int8_t* x, int8_t* y, int32_t* acc, Py_ssize_t C,
+cdef void _mean_rows(const qrt_requant_ops* rq, const int8_t* x, int8_t* y, int32_t* acc, Py_ssize_t C,
                      _Odometer* kept, Py_ssize_t n_out, _Odometer* red, Py_ssize_t n_red,
                      int32_t init, int32_t m, int32_t n, int32_t zp, int32_t lo,
                      int32_t hi) noexcept nogil:
@@ -311,7 +310,7 @@ cdef void _mean_rows(int isa, const int8_t* x, int8_t* y, int32_t* acc, Py_ssize
             for c in range(C):
                 acc[c] += xp[c]
             roff = _advance(red, roff)
-        qrt_requant1_row(isa, acc, C, m, n, zp, lo, hi, y + o * C)
+        qrt_requant1_row(rq, acc, C, m, n, zp, lo, hi, y + o * C)
         koff = _advance(kept, koff)
 
 
@@ -351,7 +350,7 @@ cdef class MeanStep(Step):
     cdef MeanMode mode
     cdef Py_ssize_t inner, n_out, n_red
     cdef int32_t init, m, sh, zp, lo, hi
-    cdef int isa
+    cdef const qrt_requant_ops* rq  # the path's requantization (simd/requant.h)
     cdef _Odometer kept, red  # idx all 0: each run walks copies
 
     cdef int run(self) noexcept nogil:
@@ -360,10 +359,10 @@ cdef class MeanStep(Step):
             _mean_runs(self.x, self.y, self.inner, &kept, self.n_out, &red, self.n_red, self.init,
                        self.m, self.sh, self.zp, self.lo, self.hi)
         elif self.mode == MEAN_GAP:
-            _mean_gap(self.isa, self.x, self.y, self.acc, self.inner, self.n_out, kept.stride[0] if kept.nd else 0,
+            _mean_gap(self.rq, self.x, self.y, self.acc, self.inner, self.n_out, kept.stride[0] if kept.nd else 0,
                       red.size[0], red.stride[0], self.init, self.m, self.sh, self.zp, self.lo, self.hi)
         elif self.mode == MEAN_ROWS:
-            _mean_rows(self.isa, self.x, self.y, self.acc, self.inner, &kept, self.n_out, &red, self.n_red,
+            _mean_rows(self.rq, self.x, self.y, self.acc, self.inner, &kept, self.n_out, &red, self.n_red,
                        self.init, self.m, self.sh, self.zp, self.lo, self.hi)
         return 0
 
@@ -414,7 +413,7 @@ def bind_mean(ins, p, out, isa=None, threads=1):
     zp_x = p.rescale.input_zero_point
     if not (-128 <= zp_x <= 127):
         raise ValueError(f"MEAN: input zero point {zp_x} must lie in [-128, 127]")
-    s.isa = _isa.resolve(isa)
+    s.rq = qrt_requant_ops_for(_isa.resolve(isa))
     s.keep = (x, out)
     if x.size == 0:
         s.mode = MEAN_EMPTY

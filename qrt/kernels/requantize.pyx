@@ -8,13 +8,11 @@ import numpy as np
 from libc.stdint cimport int8_t, int32_t
 
 from qrt.kernels.numerics cimport requantize_one
+from qrt.kernels.simd_requant cimport (
+    qrt_requant_ops, qrt_requant_ops_for, qrt_requant_row, qrt_requant_tables32,
+)
 
 from qrt.kernels import isa as _isa
-
-
-cdef extern from "simd/requant.h":
-    void qrt_requant_row(int isa, const int32_t* acc, const int32_t* m, const int32_t* n,
-                         Py_ssize_t count, int32_t zp, int32_t lo, int32_t hi, int8_t* y) noexcept nogil
 
 
 def tables32(shift, valid, zero_point):
@@ -22,11 +20,18 @@ def tables32(shift, valid, zero_point):
     layer's per-channel shifts, padded to whole vectors (valid: which entries are real
     channels; padding gets shift 33, its results are dropped). Returns (n33, round32,
     shift32): n33 true when every real shift is >= 33 and the zero point is small, so the
-    32-bit form applies; round32 = 2^(n-33), shift32 = n - 32."""
-    n = np.where(valid, np.asarray(shift, np.int64), 33)
-    n33 = bool((n >= 33).all()) and abs(int(zero_point)) <= 2**16
-    round32 = np.where(n >= 33, np.left_shift(1, np.maximum(n - 33, 0)), 0).astype(np.int32)
-    return n33, round32, (n - 32).astype(np.int32)
+    32-bit form applies; round32 = 2^(n-33), shift32 = n - 32. Made by simd/requant.h
+    qrt_requant_tables32, the kernels' own."""
+    n = np.array(np.where(valid, np.asarray(shift, np.int64), 33), np.int32, order="C")
+    round32, shift32 = np.empty_like(n), np.empty_like(n)
+    cdef const int32_t[::1] nv = n.reshape(-1)
+    cdef int32_t[::1] rv = round32.reshape(-1)
+    cdef int32_t[::1] sv = shift32.reshape(-1)
+    cdef int32_t zp = max(min(int(zero_point), 2**31 - 1), -2**31)  # beyond int32: too large anyway
+    cdef int ok = qrt_requant_tables32(&nv[0] if nv.shape[0] else NULL, nv.shape[0], zp,
+                                       &rv[0] if rv.shape[0] else NULL,
+                                       &sv[0] if sv.shape[0] else NULL)
+    return bool(ok), round32, shift32
 
 
 def requantize_int8(const int32_t[:, ::1] acc, const int32_t[::1] multiplier,
@@ -43,11 +48,13 @@ def requantize_int8(const int32_t[:, ::1] acc, const int32_t[::1] multiplier,
             raise ValueError("shift must lie in [1, 62] and multiplier be >= 0")
     out = np.empty((rows, channels), dtype=np.int8)
     cdef int8_t[:, ::1] y = out
-    cdef int path = -1 if isa is None else _isa.resolve(isa)
-    if path >= 0:
+    cdef const qrt_requant_ops* ops = NULL
+    if isa is not None:
+        ops = qrt_requant_ops_for(_isa.resolve(isa))
+    if ops != NULL:
         with nogil:
             for r in range(rows):
-                qrt_requant_row(path, &acc[r, 0], &multiplier[0], &shift[0], channels,
+                qrt_requant_row(ops, &acc[r, 0], &multiplier[0], &shift[0], channels,
                                 zero_point, lo, hi, &y[r, 0])
         return out
     with nogil:

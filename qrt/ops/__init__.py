@@ -14,7 +14,7 @@ import math
 
 from .._version import __version__
 from ..errors import InvalidModelError, UnsupportedModelError
-from ..format.model import Activation, DType, Model, OpCode
+from ..format.model import Activation, DType, ModelDefinition, OpCode
 from ..format.versions import BASE_SINCE, parse_version
 from .add import ADD
 from .average_pool_2d import AVERAGE_POOL_2D
@@ -47,7 +47,7 @@ OPS: dict[OpCode, OpDef] = {d.opcode: d for d in (
 )}
 
 
-def check_op_version(model: Model, index: int):
+def check_op_version(model: ModelDefinition, index: int):
     """A version < 1 is invalid; one this qrt does not know needs a newer qrt (SPEC.md section 5.2,
     rule 0)."""
     op = model.operators[index]
@@ -60,12 +60,12 @@ def check_op_version(model: Model, index: int):
             f"not know; the file needs a newer qrt (pip install -U qrt)")
 
 
-def min_runtime_version(model: Model) -> str:
+def min_runtime_version(model: ModelDefinition) -> str:
     """The lowest qrt release that can run `model` (every op it uses)."""
     return max([BASE_SINCE] + [OPS[op.opcode].since for op in model.operators], key=parse_version)
 
 
-def verify_operator(model: Model, index: int):
+def verify_operator(model: ModelDefinition, index: int):
     """Operator `index`'s arity, fused activation, options and the op's own rules (SPEC.md
     section 5.2, rule 3); InvalidModelError names the operator."""
     op = model.operators[index]
@@ -103,14 +103,14 @@ def _options(c: Check, d: OpDef):
     return o
 
 
-def op_macs(model: Model, op) -> int:
+def op_macs(model: ModelDefinition, op) -> int:
     """Multiply-accumulates of one operator (those whose OpDef counts them: conv, depthwise,
     fully connected), for reports and the benchmark's GOPS."""
     macs = OPS[op.opcode].macs
     return 0 if macs is None else macs(model, op)
 
 
-def prepare_op(model: Model, index: int):
+def prepare_op(model: ModelDefinition, index: int):
     """The integer parameters of (verified) operator `index`; InvalidModelError names the
     operator when its scales cannot be expressed (a multiplier too large, say)."""
     op = model.operators[index]

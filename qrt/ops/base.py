@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InvalidModelError
-from ..format.model import QUANT_RANGE, Activation, DType, Model, OpCode, Operator, Tensor
+from ..format.model import QUANT_RANGE, Activation, DType, ModelDefinition, OpCode, Operator, Tensor
 from ..numerics import (
     INT32_MAX, MAX_INPUT_MAGNITUDE, MAX_WEIGHT_MAGNITUDE, accumulator_bound, quantize_multipliers, requantize,
 )
@@ -49,7 +49,7 @@ def fail(where: str, what: str):
 class Check:
     """The operator under verification, with helpers that name it in every error. `options` is
     the operator's options (the defaults when the file has none), checked for type already."""
-    model: Model
+    model: ModelDefinition
     index: int
     options: object = None
 
@@ -229,10 +229,10 @@ def rescale_reference(x, p: RescaleParams) -> np.ndarray:
     return requantize_to(x.astype(np.int64) - p.input_zero_point, p.out, np.int64)
 
 
-def tensors(model: Model, op: Operator):
+def tensors(model: ModelDefinition, op: Operator):
     """op's input tensors followed by its output tensors."""
     return [model.tensors[i] for i in op.inputs + op.outputs]
 
 
-def no_params(model: Model, op: Operator):
+def no_params(model: ModelDefinition, op: Operator):
     return None

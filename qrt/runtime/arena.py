@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..format.model import NUMPY_DTYPE, Model
+from ..format.model import NUMPY_DTYPE, ModelDefinition
 
 ALIGNMENT = 64
 
@@ -16,7 +16,7 @@ class ArenaPlan:
     naive_size: int  # bytes if every tensor had its own buffer
 
 
-def lifetimes(model: Model) -> dict:
+def lifetimes(model: ModelDefinition) -> dict:
     """tensor -> (first step that needs it, last step that needs it); graph inputs live from
     step -1, graph outputs until the end."""
     end = len(model.operators)
@@ -32,7 +32,7 @@ def lifetimes(model: Model) -> dict:
     return {t: tuple(v) for t, v in life.items()}
 
 
-def plan_arena(model: Model) -> ArenaPlan:
+def plan_arena(model: ModelDefinition) -> ArenaPlan:
     life = lifetimes(model)
 
     def nbytes(t):

@@ -28,7 +28,7 @@ from ..kernels.plan import Plan
 from ..ops import op_macs, prepare_op
 from ..ops.dequantize import dequantize_params
 from ..ops.quantize import quantize_params
-from .kernels import DEFAULT_KERNELS, KERNEL_SETS
+from .kernel_sets import DEFAULT_KERNELS, KERNEL_SETS
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Two ways to break a file:
 
-* ``unverified_bytes(model)``: serialise a (deliberately broken) Model with qrt's own writer,
+* ``unverified_bytes(model)``: serialise a (deliberately broken) ModelDefinition with qrt's own writer,
   with its verification switched off, so that the file the writer would refuse to write exists.
 * ``Patcher(data)``: locate fields of a valid file with the flatc-generated code
   (qrt/format/qmodel_generated.py, independent of qrt's hand-written reader and layout.py) and

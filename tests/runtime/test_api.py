@@ -11,7 +11,7 @@ import qrt
 from qrt.format import OpCode
 from qrt.runtime.arena import lifetimes, plan_arena
 from qrt.ops import OPS, prepare_op
-from qrt.runtime.kernels import KERNEL_SETS
+from qrt.runtime.kernel_sets import KERNEL_SETS
 from bench.fixtures.sample_models import all_ops_model, conv_chain_model
 
 KERNELS = sorted(KERNEL_SETS)

@@ -25,7 +25,7 @@ from qrt.format.model import NUMPY_DTYPE, QUANT_RANGE
 from qrt.kernels import elementwise as E
 from qrt.kernels import isa as ISA
 from qrt.kernels.plan import PyStep
-from qrt.runtime.kernels import KERNEL_SETS
+from qrt.runtime.kernel_sets import KERNEL_SETS
 from qrt import verify_model
 from qrt.ops import OPS, prepare_op
 from qrt.ops.pad import PadParams

@@ -2,13 +2,14 @@
 from the tile sizes rather than listed by hand.
 
 Every instruction-set path has a micro-kernel of `rows` output pixels x `cols` output channels
-that steps through K `k_step` at a time, K padded with zeros to a multiple of `k_align`:
+(panels of 16) that runs over the whole K, padded with zeros to a multiple of `k_align`:
 
     scalar      6 rows x 4 panels of 16 channels, 4 k per step
     avx2        6 rows x 1 panel (the driver hands it up to 4 panels), 2 k per step (vpmaddwd on
                 uint16 rows: 2 bytes per packed k); a copy of the kernel per row count 1-6
     avx512vnni  6 rows x 1-4 panels (a copy per panel count), 4 k per step (vpdpbusd)
     amx         32 rows (two 16-row tiles) x 2 panels, 64 k per step (tdpbusd), K padded to 64
+(K is padded to a multiple of 4 on the other paths; weights are packed 4 k at a time, AVX2: 2.)
 
 There is no blocking of K: each micro-kernel call runs the whole K. Rows are taken in blocks
 of QRT_BLOCK_BYTES of packed rows (a multiple of the kernel's rows); with 2 threads an odd
@@ -16,16 +17,20 @@ block count is re-split into an even one, and when there are few blocks the pane
 between the threads as well (qrt_gemm_run; mirrored by `_work_split` below).
 
 The sweep, per path: M over every remainder mod the tile's rows (1 .. 2*rows+1), N over every
-remainder mod the tile's columns and into the next tile, K over every remainder mod 4 (the
-packing quantum; AMX: and both sides of 64 and 128), plus a part at the row-block boundary
-(K long enough that a block holds 2 tiles of rows, M from 1 to past 3 blocks). Each case runs
-the compiled FULLY_CONNECTED and a 1x1 CONV_2D (groups 1 and 2) with 1 and 2 threads, and must
-equal the NumPy reference bit for bit, with nothing written outside the output. The data
-variants cover random values, extreme input zero points (-128, 127) with |x - zp| = 255,
-extreme weights (+-127, all +127, all -127), extreme output zero points, a ReLU-style clamp,
-and both requantization forms (32-bit when every shift is >= 33, 64-bit otherwise).
+remainder mod the tile's columns and into the next tile, K = 1 .. 9 (every remainder mod 4,
+K4 = 4, 8, 12; AMX also both sides of 64 and 128), plus a part at the row-block boundary (K long
+enough that a block holds 2 tiles of rows, M from 1 to past 3 blocks). The compiled
+FULLY_CONNECTED runs every data variant over the whole product at 1 thread, a 1x1 CONV_2D
+(groups 1 and 2) the variant of each K; at 2 threads every (M, panel count) pair runs once,
+N and K taking turns (the split between threads depends on M, the panel count and the row
+block, not on the remainders of N or K). Every output must equal the NumPy reference bit for
+bit, with nothing written outside it. The data variants: random values; extreme input zero
+points (-128, 127) with |x - zp_x| = 255; extreme weights (+-127, all +127, all -127); extreme
+output zero points; a ReLU clamp; both requantization forms (32-bit when every shift is >= 33,
+64-bit otherwise).
 
-`fast` (in `make check`) takes the edges of each range; `full` (marked slow) the whole product.
+`fast` (in `make check`, about a second per path) takes the edges of each range; `full` (marked
+slow) is those and the whole ranges.
 """
 from __future__ import annotations
 
@@ -39,8 +44,8 @@ import numpy as np
 import pytest
 
 import qrt.kernels
-from qrt.kernels import isa as ISA
 from qrt.format import OpCode
+from qrt.kernels import isa as ISA
 from qrt.kernels.gemm import bind_conv_2d, bind_fully_connected, pack_conv_2d, pack_fully_connected
 from qrt.numerics import quantize_multipliers
 from qrt.ops import OPS
@@ -59,16 +64,15 @@ QRT_MR, QRT_NP, PANEL, QRT_BLOCK_BYTES = 6, 4, 16, 192 * 1024
 class Tile:
     rows: int     # output pixels per micro-kernel call
     cols: int     # output channels per micro-kernel call (the driver's panel group)
-    k_step: int   # k per step of the inner loop
     k_align: int  # K4: K padded to a multiple of this
     k_bytes: int  # bytes per packed k of a row
 
 
 TILES = {
-    "scalar": Tile(QRT_MR, QRT_NP * PANEL, 4, 4, 1),
-    "avx2": Tile(QRT_MR, QRT_NP * PANEL, 2, 4, 2),
-    "avx512vnni": Tile(QRT_MR, QRT_NP * PANEL, 4, 4, 1),
-    "amx": Tile(32, 2 * PANEL, 64, 64, 1),
+    "scalar": Tile(QRT_MR, QRT_NP * PANEL, 4, 1),
+    "avx2": Tile(QRT_MR, QRT_NP * PANEL, 4, 2),
+    "avx512vnni": Tile(QRT_MR, QRT_NP * PANEL, 4, 1),
+    "amx": Tile(32, 2 * PANEL, 64, 1),
 }
 assert set(TILES) == set(ISA.NAMES)
 
@@ -114,14 +118,14 @@ class Variant:
     x: str              # "random", or "far": |x - zp_x| = 255 (x = -zp_x - 1) for most entries
     w: str              # "random" [-127, 127], "pm127" random signs, "+127", "-127"
     wide: bool = False  # one channel's multiplier >= 1/4: shift < 33, the 64-bit requantization
-    relu: bool = False  # clamp [zp_y, 127]
+    lo: int = -128      # the clamp's lower end (a fused activation when > -128)
 
 
 VARIANTS = (
     Variant("random", None, None, "random", "random"),
-    Variant("zp_x=-128 w=+-127 zp_y=127 64-bit", -128, 127, "far", "pm127", wide=True),
-    Variant("zp_x=127 w=+127 zp_y=-128", 127, -128, "far", "+127"),
-    Variant("zp_x=-128 w=-127 relu 64-bit", -128, 0, "random", "-127", wide=True, relu=True),
+    Variant("zp_x=-128 w=+-127 zp_y=127, 64-bit", -128, 127, "far", "pm127", wide=True),
+    Variant("zp_x=127 w=+127 zp_y=127: the most negative sums", 127, 127, "far", "+127"),
+    Variant("zp_x=127 w=-127 zp_y=-128 clamp at -80, 64-bit", 127, -128, "random", "-127", wide=True, lo=-80),
 )
 
 
@@ -139,7 +143,7 @@ def _edges(q):
     return {1, q - 1, q, q + 1, 2 * q + 1}
 
 
-def _remainders(t, ms, ns_fc, ns_conv, ks):
+def _remainders(ms, ns_fc, ns_conv, ks):
     """FULLY_CONNECTED with every variant and 1x1 CONV_2D (groups 1 and 2, the variant K mod 4)
     over ms x ns x ks at 1 thread. At 2 threads (the split between the threads depends on M,
     the panel count and the row block, not on the remainders of N or K) every (M, panel count)
@@ -186,10 +190,10 @@ def _sweep(isa, full):
     """The cases for one path, sorted: `fast` the edges of each range, `full` those and the
     whole ranges."""
     t = TILES[isa]
-    ks = {1, 2, 3, 4, 5}
+    ks = {1, 4, 5, 6, 7, 8}  # K4 = 4 and 8, K short of it by 0-3
     if t.k_align > 4:
         ks |= {t.k_align - 1, t.k_align, t.k_align + 1}
-    cases = _remainders(t, ms=_edges(t.rows) | ({15, 16, 17} if t.rows > PANEL else set()),
+    cases = _remainders(ms=_edges(t.rows) | ({15, 16, 17} if t.rows > PANEL else set()),
                         ns_fc={1, PANEL - 1, PANEL, PANEL + 1, t.cols, t.cols + 1, t.cols + PANEL + 1},
                         ns_conv={1, PANEL + 1, t.cols + 1}, ks=ks)
     cases |= _row_blocks(t, lambda mc: {mc + 1, 3 * mc - 1}, (t.cols + 1,), (PANEL + 1,), k_short=[1])
@@ -199,7 +203,7 @@ def _sweep(isa, full):
             ks |= {t.k_align + d for d in (-1, 0, 1)} | {2 * t.k_align + d for d in (-1, 0, 1)}
         ns_conv = set(range(1, PANEL + 2)) | {2 * t.cols + 1}
         ns_conv |= {PANEL * j + d for j in range(2, t.cols // PANEL + 2) for d in (-1, 0, 1)}
-        cases |= _remainders(t, ms=range(1, 2 * t.rows + 2), ks=ks, ns_conv=ns_conv,
+        cases |= _remainders(ms=range(1, 2 * t.rows + 2), ks=ks, ns_conv=ns_conv,
                              ns_fc=set(range(1, t.cols + PANEL + 2)) | {2 * t.cols + d for d in (-1, 0, 1)})
         cases |= _row_blocks(t, lambda mc: {1, t.rows + 1, mc, mc + 1, 2 * mc, 2 * mc + 1, 3 * mc - 1, 3 * mc + 1},
                              (1, PANEL + 1, t.cols + 1), (PANEL + 1,), k_short=[3, 2, 1, 0])
@@ -245,8 +249,10 @@ def _guarded(shape, ref, rng):
 
 
 def _run_sweep(isa, cases):
-    """Runs the cases; returns (failures, runs, requantization forms seen)."""
+    """Runs the cases; returns (failures, runs, requantization forms seen, {variant: fraction
+    of the reference's outputs strictly inside the clamp range})."""
     failures, runs, forms = [], 0, set()
+    inside = np.zeros((len(VARIANTS), 2))
     key = lambda c: (c.op, c.groups, c.k, c.variant)  # noqa: E731
     for (op, groups, k, vi), group in itertools.groupby(cases, key):
         group = list(group)
@@ -255,9 +261,8 @@ def _run_sweep(isa, cases):
         mmax, nmax = max(c.m for c in group), max(c.n for c in group)
         x, w, bias, mult, shift, zp_x, zp_y = _data(rng, variant, mmax, nmax, k, groups)
         for n, cs in itertools.groupby(group, lambda c: c.n):
-            lo = zp_y if variant.relu else -128
             requant = Requant(np.ascontiguousarray(mult[:, :n]).reshape(-1),
-                              np.ascontiguousarray(shift[:, :n]).reshape(-1), zp_y, lo, 127)
+                              np.ascontiguousarray(shift[:, :n]).reshape(-1), zp_y, variant.lo, 127)
             b = np.ascontiguousarray(bias[:, :n]).reshape(-1)
             if op == "fc":
                 wn = np.ascontiguousarray(w[0, :n])
@@ -270,6 +275,7 @@ def _run_sweep(isa, cases):
                 ref = REF_CONV([x.reshape(1, mmax, 1, groups * k), wn, b], p).reshape(mmax, groups * n)
                 packed = pack_conv_2d([x.reshape(1, mmax, 1, groups * k), wn, b], p, isa=isa)
             forms.add(packed.n33)
+            inside[vi] += (((ref > variant.lo) & (ref < 127)).sum(), ref.size)
             for c in cs:
                 xm, refm = x[:c.m], ref[:c.m]
                 buf, out, before = _guarded(refm.shape, refm, rng)
@@ -284,17 +290,18 @@ def _run_sweep(isa, cases):
                 if not np.array_equal(out, refm) or outside:
                     failures.append(f"{c} ({variant.name}): {int((out != refm).sum())} of {refm.size} "
                                     f"outputs differ, {int(outside)} bytes written outside")
-    return failures, runs, forms
+    return failures, runs, forms, {v.name: inside[i, 0] / inside[i, 1] for i, v in enumerate(VARIANTS)}
 
 
 @pytest.mark.parametrize("full", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["fast", "full"])
 @pytest.mark.parametrize("isa", PATHS)
 def test_gemm_remainder_sweep(isa, full):
     cases = _sweep(isa, full)
-    failures, runs, forms = _run_sweep(isa, cases)
+    failures, runs, forms, inside = _run_sweep(isa, cases)
     assert runs == len(cases)
     assert not failures, f"{isa}: {len(failures)} of {runs} cases wrong, e.g.\n" + "\n".join(failures[:20])
     assert forms == {True, False}, forms  # both requantization forms ran
+    assert min(inside.values()) > 0.25, inside  # every variant often unclamped: rounding is seen
 
 
 # ------------------------------------------------------------------------------ the generator
@@ -307,15 +314,20 @@ def test_tile_constants_match_gemm_h():
     defines = {name: m.group(1) for name in ("QRT_MR", "QRT_NP", "QRT_BLOCK_BYTES")
                for m in [re.search(rf"#define {name} +(\S.*?)\s*(?:/\*|$)", text, re.M)] if m}
     assert defines == {"QRT_MR": str(QRT_MR), "QRT_NP": str(QRT_NP), "QRT_BLOCK_BYTES": "(192 * 1024)"}
-    assert re.search(r"g->isa == QRT_AMX \? 32 : QRT_MR", text)  # AMX rows per call
-    assert re.search(r"int qrt_gemm_es\(const qrt_gemm \*g\) \{ return g->isa == QRT_AVX2 \? 2 : 1; \}", text)
+    # each path's entry of qrt_gemm_ops_for: rows per call and bytes per packed k
+    entries = dict(re.findall(r"\[QRT_(\w+)\] = \{([^}]*)\}", text[text.index("qrt_gemm_ops_for(int isa)"):]))
+    for name, tile in TILES.items():
+        entry = entries[name.upper()]
+        assert re.search(rf"\.mr = {'QRT_MR' if tile.rows == QRT_MR else tile.rows}\b", entry), (name, entry)
+        assert re.search(rf"\.es = {tile.k_bytes}\b", entry), (name, entry)
+        assert re.search(rf"\.k_align = {tile.k_align}\b", entry), (name, entry)
 
 
 @pytest.mark.parametrize("full", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["fast", "full"])
 @pytest.mark.parametrize("isa", ISA.NAMES)
 def test_sweep_reaches_every_remainder(isa, full):
     """The generated cases, on every path (this machine's or not), reach what the module
-    docstring claims: every remainder of M, N and K, 1-4+ row blocks, a re-split of the blocks,
+    docstring claims: every remainder of M, N and K, 1, 2 and 3 row blocks, a re-split of the blocks,
     panels split between threads, every data variant with both ops and both thread counts."""
     t = TILES[isa]
     cases = _sweep(isa, full)

@@ -30,7 +30,7 @@ from qrt.format.model import NUMPY_DTYPE
 from qrt.kernels import isa as ISA
 from qrt.kernels import pool
 from qrt.kernels.plan import PyStep
-from qrt.runtime.kernels import KERNEL_SETS
+from qrt.runtime.kernel_sets import KERNEL_SETS
 from qrt import verify_model
 from qrt.ops import OPS, prepare_op
 from bench.fixtures.sample_models import all_ops_model

@@ -38,6 +38,8 @@
 #include "isa.h"
 #include "requant.h"
 
+typedef struct qrt_dw_ops qrt_dw_ops;
+
 typedef struct {
     int64_t N, H, W, C, M, C_out;    /* x [N, H, W, C]; y [N, OH, OW, C_out], C_out = C * M */
     int64_t OH, OW, KH, KW, sh, sw, dh, dw, top, left;
@@ -53,6 +55,7 @@ typedef struct {
     int64_t tail_at;                 /* first input pixel (in bytes) a block read could overrun */
     int32_t zp_y, lo, hi;
     int isa, threads;
+    const qrt_dw_ops *ops;           /* the path's functions: qrt_dw_ops_for(isa), at bind */
 } qrt_dw;
 
 /* Bytes a tap pointer may be read at: whole 32-channel blocks. */
@@ -74,7 +77,7 @@ static inline int64_t qrt_dw_rows_bytes(const qrt_dw *d) {
 /* ---------------------------------------------------------------- scalar (portable C) */
 
 /* count pixels; tap k of pixel i at t[k] + i * step. */
-static void qrt_dw_pixels_scalar(const qrt_dw *d, const int8_t *const *t, int64_t step,
+static void qrt_dw_pixels_c1__scalar(const qrt_dw *d, const int8_t *const *t, int64_t step,
                                  int64_t count, uint32_t *acc, int8_t *y) {
     qrt_dw l = *d;  /* a copy the int8 stores cannot alias: no reloads in the loops */
     for (int64_t i = 0; i < count; i++, y += l.C_out) {
@@ -107,7 +110,7 @@ static inline __attribute__((always_inline)) __m256i qrt_dw_requant8_avx2(const 
 /* count pixels, 16 channels at a time (half h of a 32-channel block): sums for channels
  * [0-3 | 8-11] in a0, [4-7 | 12-15] in a1; tap k of pixel i at t[k] + i * step. */
 static inline __attribute__((always_inline)) void
-qrt_dw_pixels_avx2_n(const qrt_dw *d, const int8_t *const *t, int64_t step, int64_t count,
+qrt_dw_pixels_c16__avx2_pairs(const qrt_dw *d, const int8_t *const *t, int64_t step, int64_t count,
                      int8_t *y, const int64_t pairs) {
     qrt_dw l = *d;  /* a copy the int8 stores cannot alias: no reloads per block */
     for (int64_t i = 0; i < count; i++, y += l.C_out) {
@@ -140,11 +143,11 @@ static inline __attribute__((always_inline)) __m256i qrt_dw_load_avx2(const int8
     return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p));
 }
 
-/* 3x3, stride 1, dilation 1: qrt_dw_pixels_avx512_3x3s1 (see there) 16 channels at a time,
+/* 3x3, stride 1, dilation 1: qrt_dw_pixels_3x3s1_c32__avx512vnni (see there) 16 channels at a time,
  * the weights read from memory (16 registers hold the interleaved columns and sums, not the
  * 10 weight vectors too). Each pixel widens 3 and interleaves 4 new vectors per 16 channels
  * instead of 10 and 10, and the requantization tables are loaded once per 16 channels. */
-static void qrt_dw_pixels_avx2_3x3s1(const qrt_dw *d, const int8_t *const *t, int64_t count,
+static void qrt_dw_pixels_3x3s1_c16__avx2(const qrt_dw *d, const int8_t *const *t, int64_t count,
                                      int8_t *y) {
     qrt_dw l = *d;
     const int64_t C = l.C_out;
@@ -197,12 +200,13 @@ static void qrt_dw_pixels_avx2_3x3s1(const qrt_dw *d, const int8_t *const *t, in
     }
 }
 
-static void qrt_dw_pixels_avx2(const qrt_dw *d, const int8_t *const *t, int64_t step,
-                               int64_t count, int8_t *y) {
+static void qrt_dw_pixels_c16__avx2(const qrt_dw *d, const int8_t *const *t, int64_t step,
+                                    int64_t count, uint32_t *acc, int8_t *y) {
+    (void)acc;  /* the scalar path's sums */
     if (d->pairs == 5)  /* 3x3: the tap loop unrolled */
-        qrt_dw_pixels_avx2_n(d, t, step, count, y, 5);
+        qrt_dw_pixels_c16__avx2_pairs(d, t, step, count, y, 5);
     else
-        qrt_dw_pixels_avx2_n(d, t, step, count, y, d->pairs);
+        qrt_dw_pixels_c16__avx2_pairs(d, t, step, count, y, d->pairs);
 }
 
 #pragma GCC pop_options
@@ -241,7 +245,7 @@ qrt_dw_store_avx512(const qrt_dw *l, __m512i a0, __m512i a1, int64_t c, int8_t *
 
 /* count pixels, 32 channels per block; tap k of pixel i at t[k] + i * step. */
 static inline __attribute__((always_inline)) void
-qrt_dw_pixels_avx512_n(const qrt_dw *d, const int8_t *const *t, int64_t step, int64_t count,
+qrt_dw_pixels_c32__avx512vnni_pairs(const qrt_dw *d, const int8_t *const *t, int64_t step, int64_t count,
                        int8_t *y, const int64_t pairs) {
     qrt_dw l = *d;  /* a copy the int8 stores cannot alias: no reloads per block */
     for (int64_t i = 0; i < count; i++, y += l.C_out) {
@@ -262,12 +266,13 @@ qrt_dw_pixels_avx512_n(const qrt_dw *d, const int8_t *const *t, int64_t step, in
     }
 }
 
-static void qrt_dw_pixels_avx512(const qrt_dw *d, const int8_t *const *t, int64_t step,
-                                 int64_t count, int8_t *y) {
+static void qrt_dw_pixels_c32__avx512vnni(const qrt_dw *d, const int8_t *const *t, int64_t step,
+                                          int64_t count, uint32_t *acc, int8_t *y) {
+    (void)acc;  /* the scalar path's sums */
     if (d->pairs == 5)  /* 3x3: the tap loop unrolled */
-        qrt_dw_pixels_avx512_n(d, t, step, count, y, 5);
+        qrt_dw_pixels_c32__avx512vnni_pairs(d, t, step, count, y, 5);
     else
-        qrt_dw_pixels_avx512_n(d, t, step, count, y, d->pairs);
+        qrt_dw_pixels_c32__avx512vnni_pairs(d, t, step, count, y, d->pairs);
 }
 
 /* 3x3, stride 1, dilation 1, count pixels: pixel i reads columns i .. i+2 of input rows r0, r1,
@@ -276,7 +281,7 @@ static void qrt_dw_pixels_avx512(const qrt_dw *d, const int8_t *const *t, int64_
  * at weight 0, the pair pixel i+2 uses for its first two r2 taps. So each interleaved column
  * pair serves up to three pixels, and a pixel widens 3 and interleaves 4 new vectors per block
  * instead of 10 and 10. Column i+3 must exist: callers leave the last interior pixel out. */
-static void qrt_dw_pixels_avx512_3x3s1(const qrt_dw *d, const int8_t *const *t, int64_t count,
+static void qrt_dw_pixels_3x3s1_c32__avx512vnni(const qrt_dw *d, const int8_t *const *t, int64_t count,
                                        int8_t *y) {
     qrt_dw l = *d;
     const int64_t C = l.C_out;
@@ -352,18 +357,36 @@ static void qrt_dw_taps(const qrt_dw *d, const int8_t *x, const int8_t *rows, in
         t[k] = d->zrow;  /* the dummy tap: weight 0 */
 }
 
-static void qrt_dw_pixels(const qrt_dw *d, const int8_t *const *t, int64_t step, int64_t count,
-                          uint32_t *acc, int8_t *y) {
-    if (d->isa >= QRT_AVX512VNNI)  /* AMX has no depthwise code of its own */
-        qrt_dw_pixels_avx512(d, t, step, count, y);
-    else if (d->isa == QRT_AVX2)
-        qrt_dw_pixels_avx2(d, t, step, count, y);
-    else
-        qrt_dw_pixels_scalar(d, t, step, count, acc, y);
+/* count pixels, every channel; tap k of pixel i at t[k] + i * step; acc: C_out sums of scratch. */
+typedef void (*qrt_dw_pixels_fn)(const qrt_dw *d, const int8_t *const *t, int64_t step,
+                                 int64_t count, uint32_t *acc, int8_t *y);
+/* 3x3, stride 1, dilation 1: count pixels of a row's interior from pixel 0's tap pointers. */
+typedef void (*qrt_dw_pixels_3x3s1_fn)(const qrt_dw *d, const int8_t *const *t, int64_t count,
+                                       int8_t *y);
+
+/* What differs between the paths, chosen once per bound op (qrt_dw_ops_for). */
+struct qrt_dw_ops {
+    qrt_dw_pixels_fn pixels;
+    qrt_dw_pixels_3x3s1_fn pixels_3x3s1;  /* NULL: pixels does those too */
+};
+
+/* AMX has no depthwise code of its own: it runs the AVX-512 VNNI kernels. */
+static inline const qrt_dw_ops *qrt_dw_ops_for(int isa) {
+    static const qrt_dw_ops ops[] = {
+        [QRT_SCALAR] = {.pixels = qrt_dw_pixels_c1__scalar},
+        [QRT_AVX2] = {.pixels = qrt_dw_pixels_c16__avx2,
+                      .pixels_3x3s1 = qrt_dw_pixels_3x3s1_c16__avx2},
+        [QRT_AVX512VNNI] = {.pixels = qrt_dw_pixels_c32__avx512vnni,
+                            .pixels_3x3s1 = qrt_dw_pixels_3x3s1_c32__avx512vnni},
+        [QRT_AMX] = {.pixels = qrt_dw_pixels_c32__avx512vnni,
+                     .pixels_3x3s1 = qrt_dw_pixels_3x3s1_c32__avx512vnni},
+    };
+    return &ops[isa >= QRT_SCALAR && isa <= QRT_AMX ? isa : QRT_SCALAR];
 }
 
 /* Output row `row` (n * OH + oh) into y, with this thread's scratch s. */
 static void qrt_dw_row(const qrt_dw *d, const int8_t *x, int64_t row, int8_t *y, uint8_t *s) {
+    const qrt_dw_ops *ops = d->ops;
     const int8_t **base = (const int8_t **)s, **own = base + 2 * d->pairs;
     uint32_t *acc = (uint32_t *)(s + qrt_dw_table_bytes(d));
     int8_t *rows = (int8_t *)(s + qrt_dw_table_bytes(d) + qrt_dw_acc_bytes(d));
@@ -394,16 +417,13 @@ static void qrt_dw_row(const qrt_dw *d, const int8_t *x, int64_t row, int8_t *y,
         b = a;
     if (b > a) {
         qrt_dw_taps(d, x, rows, n, oh, a, base);
-        if (d->isa >= QRT_AVX2 && d->KH == 3 && d->KW == 3 && d->sw == 1 && d->dw == 1
+        if (ops->pixels_3x3s1 && d->KH == 3 && d->KW == 3 && d->sw == 1 && d->dw == 1
             && b - a > 1) {
-            if (d->isa >= QRT_AVX512VNNI)
-                qrt_dw_pixels_avx512_3x3s1(d, base, b - a - 1, y + a * C_out);
-            else
-                qrt_dw_pixels_avx2_3x3s1(d, base, b - a - 1, y + a * C_out);
+            ops->pixels_3x3s1(d, base, b - a - 1, y + a * C_out);
             qrt_dw_taps(d, x, rows, n, oh, b - 1, own);
-            qrt_dw_pixels(d, own, 0, 1, acc, y + (b - 1) * C_out);
+            ops->pixels(d, own, 0, 1, acc, y + (b - 1) * C_out);
         } else {
-            qrt_dw_pixels(d, base, d->sw * C_out, b - a, acc, y + a * C_out);
+            ops->pixels(d, base, d->sw * C_out, b - a, acc, y + a * C_out);
         }
     }
     for (int64_t ow = 0; ow < OW; ow++) {
@@ -411,7 +431,7 @@ static void qrt_dw_row(const qrt_dw *d, const int8_t *x, int64_t row, int8_t *y,
             ow = b;  /* past the interior */
         if (ow < OW) {
             qrt_dw_taps(d, x, rows, n, oh, ow, own);
-            qrt_dw_pixels(d, own, 0, 1, acc, y + ow * C_out);
+            ops->pixels(d, own, 0, 1, acc, y + ow * C_out);
         }
     }
 }

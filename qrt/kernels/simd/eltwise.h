@@ -2,8 +2,9 @@
  * have vector paths; bit-exact with qrt/ops/<op>.py on every path, which differ only in
  * speed.
  *
- * qrt_requant1_row: a row of int32 sums sharing one multiplier and shift (average pool, mean)
- * to int8 by SPEC.md 4.2; avx512: requant.h's 16-lane routine.
+ * Each path's functions are chosen once per bound op (qrt_eltwise_ops_for, stored in the
+ * op's struct); the row functions do what their path does at a time and return how many, the
+ * scalar rule does the rest.
  *
  * qrt_add_run, qrt_mul_run: ADD/SUB and MUL over two contiguous int8 operands of one length
  * (the residual add of ResNet and MobileNetV2: same shapes, no broadcast).
@@ -25,7 +26,7 @@
  * Long rows are split over `threads`; each element is computed alike on every thread, so the
  * result does not depend on the thread count.
  *
- * qrt_quantize_run, qrt_dequantize_run: QUANTIZE float32 -> int8/uint8/int16 and DEQUANTIZE
+ * qrt_quant_run: QUANTIZE float32 -> int8/uint8/int16 and DEQUANTIZE
  * back, x [N][C][P] -> y [N][P][C]: the graph boundary's NCHW <-> NHWC change in the same
  * pass (C = 1: plain order). QUANTIZE is the reference's float64 division and round half to
  * even (vdivpd, vroundpd on AVX2 and up), NaN -> 0 before the clamp; DEQUANTIZE one float32
@@ -40,49 +41,58 @@
 #include "isa.h"
 #include "requant.h"
 
+typedef struct qrt_eltwise_ops qrt_eltwise_ops;
+typedef struct qrt_quant qrt_quant;
+
 typedef struct {
     int32_t ta[256], tb[256];  /* a', b' by the byte of the operand (tb negated for SUB) */
     int32_t za, zb, ma, mb, ka, kb, sign;  /* the same in closed form: k = n_operand - 20 */
     int32_t m, n, zp, lo, hi;  /* output requantization */
     int isa, threads;
+    const qrt_eltwise_ops *ops;  /* the path's functions: qrt_eltwise_ops_for(isa), at bind */
 } qrt_add;
 
 typedef struct {
     int32_t za, zb, m, n, zp, lo, hi;
     int isa, threads;
+    const qrt_eltwise_ops *ops;
 } qrt_mul;
+
+/* What differs between the paths, chosen once per bound op (qrt_eltwise_ops_for). */
+struct qrt_eltwise_ops {
+    /* ADD/SUB and MUL of a contiguous row: as many elements as the path does at a time;
+     * returns how many (qrt_add_row, qrt_mul_row do the rest with the scalar rule) */
+    int64_t (*add)(const qrt_add *p, const int8_t *a, const int8_t *b, int8_t *y, int64_t count);
+    int64_t (*mul)(const qrt_mul *p, const int8_t *a, const int8_t *b, int8_t *y, int64_t count);
+    /* QUANTIZE, DEQUANTIZE: pixels [p0, p1) of image n, a multiple of 8; NULL: scalar only */
+    void (*quantize)(const qrt_quant *q, const float *x, void *y, int64_t n, int64_t p0,
+                     int64_t p1, int32_t *tile);
+    void (*dequantize)(const qrt_quant *q, const void *x, float *y, int64_t n, int64_t p0,
+                       int64_t p1, int32_t *tile);
+};
 
 #define QRT_BINARY_SPLIT 32768  /* elements per thread at least: below, a parallel region costs
                                    more than it saves */
 
 /* ---------------------------------------------------------------- scalar */
 
-/* SPEC.md 4.2 as requant.h's qrt_requant_scalar, the clamp written as two selects so that it
- * compiles without branches: with a fused ReLU about half the outputs clamp, and a branch
- * there mispredicts on every other element. */
-static inline int8_t qrt_requant_select(int32_t acc, int32_t m, int32_t n, int32_t zp, int32_t lo,
-                                        int32_t hi) {
-    int64_t v = (((int64_t)acc * m + ((int64_t)1 << (n - 1))) >> n) + zp;
-    v = v < lo ? lo : v;
-    v = v > hi ? hi : v;
-    return (int8_t)v;
-}
-
 /* The parameters are copied to locals first: y is int8, which may alias anything, so reading
  * them through p would reload every one after each store. */
-static void qrt_add_scalar(const qrt_add *p, const int8_t *a, const int8_t *b, int8_t *y,
-                           int64_t count) {
+static int64_t qrt_add_row_c1__scalar(const qrt_add *p, const int8_t *a, const int8_t *b,
+                                      int8_t *y, int64_t count) {
     const int32_t *ta = p->ta, *tb = p->tb;
     const int32_t m = p->m, n = p->n, zp = p->zp, lo = p->lo, hi = p->hi;
     for (int64_t i = 0; i < count; i++)
         y[i] = qrt_requant_select(ta[(uint8_t)a[i]] + tb[(uint8_t)b[i]], m, n, zp, lo, hi);
+    return count;
 }
 
-static void qrt_mul_scalar(const qrt_mul *p, const int8_t *a, const int8_t *b, int8_t *y,
-                           int64_t count) {
+static int64_t qrt_mul_row_c1__scalar(const qrt_mul *p, const int8_t *a, const int8_t *b,
+                                      int8_t *y, int64_t count) {
     const int32_t za = p->za, zb = p->zb, m = p->m, n = p->n, zp = p->zp, lo = p->lo, hi = p->hi;
     for (int64_t i = 0; i < count; i++)
         y[i] = qrt_requant_select((a[i] - za) * (b[i] - zb), m, n, zp, lo, hi);
+    return count;
 }
 
 /* ---------------------------------------------------------------- avx2: 16 per step */
@@ -124,22 +134,21 @@ static inline __attribute__((always_inline)) __m256i qrt_rescale8_avx2(__m128i x
 /* The output rounding of every lane with one m, n >= 33 (requant.h's 32-bit form). */
 static inline qrt_n33_avx2 qrt_n33_avx2_uniform(int32_t m, int32_t n, int32_t zp, int32_t lo,
                                                 int32_t hi) {
-    int32_t mm[8], r32[8], s32[8], zero[8] = {0};
+    int32_t mm[8], nn[8], r32[8], s32[8], zero[8] = {0};
     for (int i = 0; i < 8; i++) {
         mm[i] = m;
-        r32[i] = 1 << (n - 33);
-        s32[i] = n - 32;
+        nn[i] = n;
     }
+    qrt_requant_tables32(nn, 8, zp, r32, s32);
     return qrt_n33_avx2_load(zero, mm, r32, s32, zp, lo, hi);
 }
 
-/* The 32-bit output rounding applies: n >= 33, and a zero point whose clamp bounds lo - zp,
- * hi - zp fit int32 (as requantize.pyx tables32 requires for the kernels). */
+/* The 32-bit output rounding applies (as requant.h qrt_requant_tables32 decides it). */
 static inline int qrt_n33_uniform_ok(int32_t n, int32_t zp) {
-    return n >= 33 && zp >= -65536 && zp <= 65536;
+    return n >= 33 && qrt_n33_zp_ok(zp);
 }
 
-static int64_t qrt_add_avx2(const qrt_add *p, const int8_t *a, const int8_t *b, int8_t *y,
+static int64_t qrt_add_row_c16__avx2(const qrt_add *p, const int8_t *a, const int8_t *b, int8_t *y,
                             int64_t count) {
     if (!qrt_n33_uniform_ok(p->n, p->zp))
         return 0;
@@ -162,7 +171,7 @@ static int64_t qrt_add_avx2(const qrt_add *p, const int8_t *a, const int8_t *b, 
     return i;
 }
 
-static int64_t qrt_mul_avx2(const qrt_mul *p, const int8_t *a, const int8_t *b, int8_t *y,
+static int64_t qrt_mul_row_c16__avx2(const qrt_mul *p, const int8_t *a, const int8_t *b, int8_t *y,
                             int64_t count) {
     if (!qrt_n33_uniform_ok(p->n, p->zp))
         return 0;
@@ -199,7 +208,7 @@ static inline __attribute__((always_inline)) __m512i qrt_rs64_avx512(__m512i v, 
     return _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, m), half), k);
 }
 
-static int64_t qrt_add_avx512(const qrt_add *p, const int8_t *a, const int8_t *b, int8_t *y,
+static int64_t qrt_add_row_c8__avx512vnni(const qrt_add *p, const int8_t *a, const int8_t *b, int8_t *y,
                               int64_t count) {
     const __m512i za = _mm512_set1_epi64(p->za), zb = _mm512_set1_epi64(p->zb);
     const __m512i ma = _mm512_set1_epi64(p->ma), mb = _mm512_set1_epi64(p->mb);
@@ -219,7 +228,7 @@ static int64_t qrt_add_avx512(const qrt_add *p, const int8_t *a, const int8_t *b
     return i;
 }
 
-static int64_t qrt_mul_avx512(const qrt_mul *p, const int8_t *a, const int8_t *b, int8_t *y,
+static int64_t qrt_mul_row_c8__avx512vnni(const qrt_mul *p, const int8_t *a, const int8_t *b, int8_t *y,
                               int64_t count) {
     const __m512i za = _mm512_set1_epi64(p->za), zb = _mm512_set1_epi64(p->zb);
     const __m512i m = _mm512_set1_epi64(p->m), n = _mm512_set1_epi64(p->n);
@@ -235,45 +244,22 @@ static int64_t qrt_mul_avx512(const qrt_mul *p, const int8_t *a, const int8_t *b
     return i;
 }
 
-static int64_t qrt_requant1_avx512(const int32_t *acc, int64_t count, int32_t m, int32_t n,
-                                   int32_t zp, int32_t lo, int32_t hi, int8_t *y) {
-    int32_t mm[16], nn[16], zero[16] = {0};
-    for (int i = 0; i < 16; i++) {
-        mm[i] = m;
-        nn[i] = n;
-    }
-    int64_t i = 0;
-    for (; i + 16 <= count; i += 16)
-        _mm_storeu_si128((__m128i *)(y + i), qrt_requant16_avx512(_mm512_loadu_si512(acc + i),
-                                                                  zero, mm, nn, zp, lo, hi));
-    return i;
-}
-
 #pragma GCC pop_options
 
 /* ---------------------------------------------------------------- rows and threads */
-
-static inline void qrt_requant1_row(int isa, const int32_t *acc, int64_t count, int32_t m,
-                                    int32_t n, int32_t zp, int32_t lo, int32_t hi, int8_t *y) {
-    int64_t i = isa >= QRT_AVX512VNNI ? qrt_requant1_avx512(acc, count, m, n, zp, lo, hi, y) : 0;
-    for (; i < count; i++)
-        y[i] = qrt_requant_select(acc[i], m, n, zp, lo, hi);
-}
 
 /* One contiguous row: the vector path where it applies (avx512vnni, and amx, which has it;
  * avx2), the scalar rule for the rest. */
 static inline void qrt_add_row(const qrt_add *p, const int8_t *a, const int8_t *b, int8_t *y,
                                int64_t count) {
-    int64_t i = p->isa >= QRT_AVX512VNNI ? qrt_add_avx512(p, a, b, y, count)
-              : p->isa == QRT_AVX2 ? qrt_add_avx2(p, a, b, y, count) : 0;
-    qrt_add_scalar(p, a + i, b + i, y + i, count - i);
+    int64_t i = p->ops->add(p, a, b, y, count);
+    qrt_add_row_c1__scalar(p, a + i, b + i, y + i, count - i);
 }
 
 static inline void qrt_mul_row(const qrt_mul *p, const int8_t *a, const int8_t *b, int8_t *y,
                                int64_t count) {
-    int64_t i = p->isa >= QRT_AVX512VNNI ? qrt_mul_avx512(p, a, b, y, count)
-              : p->isa == QRT_AVX2 ? qrt_mul_avx2(p, a, b, y, count) : 0;
-    qrt_mul_scalar(p, a + i, b + i, y + i, count - i);
+    int64_t i = p->ops->mul(p, a, b, y, count);
+    qrt_mul_row_c1__scalar(p, a + i, b + i, y + i, count - i);
 }
 
 /* How many threads a row of count elements is split over, and where part t starts (64-byte
@@ -311,14 +297,15 @@ static void qrt_mul_run(const qrt_mul *p, const int8_t *a, const int8_t *b, int8
 
 enum { QRT_Q_INT8 = 0, QRT_Q_UINT8 = 1, QRT_Q_INT16 = 2 };
 
-typedef struct {
+struct qrt_quant {
     int64_t N, C, P;        /* float side [N][C][P], integer side [N][P][C] */
     double scale, qlo, qhi; /* quantize: bounds before the zero point is added */
     float s;                /* dequantize */
     int32_t zp;
     int kind;               /* QRT_Q_*: the integer side's type */
     int isa, threads;
-} qrt_quant;
+    const qrt_eltwise_ops *ops;
+};
 
 static inline int32_t qrt_quantize_one(const qrt_quant *q, float x) {
     double v = __builtin_nearbyint((double)x / q->scale);
@@ -343,7 +330,7 @@ static inline int32_t qrt_quant_get(int kind, const void *x, int64_t i) {
 }
 
 /* Pixels [p0, p1) of image n, every channel, one at a time. */
-static void qrt_quantize_scalar(const qrt_quant *q, const float *x, void *y, int64_t n, int64_t p0,
+static void qrt_quantize_p1__scalar(const qrt_quant *q, const float *x, void *y, int64_t n, int64_t p0,
                                 int64_t p1) {
     for (int64_t c = 0; c < q->C; c++) {
         const float *xr = x + (n * q->C + c) * q->P;
@@ -352,7 +339,7 @@ static void qrt_quantize_scalar(const qrt_quant *q, const float *x, void *y, int
     }
 }
 
-static void qrt_dequantize_scalar(const qrt_quant *q, const void *x, float *y, int64_t n, int64_t p0,
+static void qrt_dequantize_p1__scalar(const qrt_quant *q, const void *x, float *y, int64_t n, int64_t p0,
                                   int64_t p1) {
     for (int64_t c = 0; c < q->C; c++) {
         float *yr = y + (n * q->C + c) * q->P;
@@ -393,7 +380,7 @@ static inline __attribute__((always_inline)) __m256i qrt_quantize8_avx2(__m256 v
 /* Pixels [p0, p1) of image n, p1 - p0 a multiple of 8; tile holds 8 * C int32. One channel
  * (a plain row, no layout change): stored straight from the vector (the packs saturate,
  * which changes nothing in range). */
-static void qrt_quantize_avx2(const qrt_quant *q, const float *x, void *y, int64_t n, int64_t p0,
+static void qrt_quantize_p8__avx2(const qrt_quant *q, const float *x, void *y, int64_t n, int64_t p0,
                               int64_t p1, int32_t *tile) {
     const __m256d sc = _mm256_set1_pd(q->scale), lo = _mm256_set1_pd(q->qlo), hi = _mm256_set1_pd(q->qhi);
     const __m256i zp = _mm256_set1_epi32(q->zp);
@@ -444,7 +431,7 @@ static void qrt_quantize_avx2(const qrt_quant *q, const float *x, void *y, int64
     }
 }
 
-static void qrt_dequantize_avx2(const qrt_quant *q, const void *x, float *y, int64_t n, int64_t p0,
+static void qrt_dequantize_p8__avx2(const qrt_quant *q, const void *x, float *y, int64_t n, int64_t p0,
                                 int64_t p1, int32_t *tile) {
     const __m256 s = _mm256_set1_ps(q->s);
     const __m256i zp = _mm256_set1_epi32(q->zp);
@@ -461,7 +448,7 @@ static void qrt_dequantize_avx2(const qrt_quant *q, const void *x, float *y, int
         return;
     }
     /* byte inputs: whole groups of 8 channels through an 8 x 8 byte transpose in registers
-     * (the mirror of qrt_quantize_avx2's), the rest (and int16) through the tile */
+     * (the mirror of qrt_quantize_p8__avx2's), the rest (and int16) through the tile */
     const int64_t C8 = q->kind == QRT_Q_INT16 ? 0 : C / 8 * 8;
     for (int64_t p = p0; p < p1; p += 8) {
         const uint8_t *xp = (const uint8_t *)x + (n * q->P + p) * C;  /* pixel p, channel 0 */
@@ -491,6 +478,23 @@ static void qrt_dequantize_avx2(const qrt_quant *q, const void *x, float *y, int
 
 #pragma GCC pop_options
 
+/* ---------------------------------------------------------------- the path's functions */
+
+
+/* AMX has no elementwise code of its own: it runs the AVX-512 VNNI rows. */
+static inline const qrt_eltwise_ops *qrt_eltwise_ops_for(int isa) {
+    static const qrt_eltwise_ops ops[] = {
+        [QRT_SCALAR] = {.add = qrt_add_row_c1__scalar, .mul = qrt_mul_row_c1__scalar},
+        [QRT_AVX2] = {.add = qrt_add_row_c16__avx2, .mul = qrt_mul_row_c16__avx2,
+                      .quantize = qrt_quantize_p8__avx2, .dequantize = qrt_dequantize_p8__avx2},
+        [QRT_AVX512VNNI] = {.add = qrt_add_row_c8__avx512vnni, .mul = qrt_mul_row_c8__avx512vnni,
+                            .quantize = qrt_quantize_p8__avx2, .dequantize = qrt_dequantize_p8__avx2},
+        [QRT_AMX] = {.add = qrt_add_row_c8__avx512vnni, .mul = qrt_mul_row_c8__avx512vnni,
+                     .quantize = qrt_quantize_p8__avx2, .dequantize = qrt_dequantize_p8__avx2},
+    };
+    return &ops[isa >= QRT_SCALAR && isa <= QRT_AMX ? isa : QRT_SCALAR];
+}
+
 /* Work items: (image, run of QRT_QUANT_PIXELS pixels); the last run of each image may be short
  * and its last P % 8 pixels take the scalar code (the same values). */
 #define QRT_QUANT_PIXELS 256
@@ -498,7 +502,8 @@ static void qrt_dequantize_avx2(const qrt_quant *q, const void *x, float *y, int
 static int qrt_quant_run(const qrt_quant *q, const void *x, void *y, int quantize) {
     int64_t runs = (q->P + QRT_QUANT_PIXELS - 1) / QRT_QUANT_PIXELS, items = q->N * runs;
     int threads = q->threads < 1 ? 1 : q->threads;
-    int vector = q->isa >= QRT_AVX2;
+    const qrt_eltwise_ops *ops = q->ops;
+    int vector = ops->quantize != NULL;
     if (items * QRT_QUANT_PIXELS * q->C < 65536)  /* too little to share */
         threads = 1;
     int rc = 0;
@@ -514,14 +519,14 @@ static int qrt_quant_run(const qrt_quant *q, const void *x, void *y, int quantiz
                 continue;
             }
             if (quantize)
-                qrt_quantize_avx2(q, (const float *)x, y, n, p0, pv, tile);
+                ops->quantize(q, (const float *)x, y, n, p0, pv, tile);
             else
-                qrt_dequantize_avx2(q, x, (float *)y, n, p0, pv, tile);
+                ops->dequantize(q, x, (float *)y, n, p0, pv, tile);
         }
         if (quantize)
-            qrt_quantize_scalar(q, (const float *)x, y, n, pv, p1);
+            qrt_quantize_p1__scalar(q, (const float *)x, y, n, pv, p1);
         else
-            qrt_dequantize_scalar(q, x, (float *)y, n, pv, p1);
+            qrt_dequantize_p1__scalar(q, x, (float *)y, n, pv, p1);
     }
     return rc;
 }

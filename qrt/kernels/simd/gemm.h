@@ -7,10 +7,11 @@
  *     x + 128; the padding holds the input zero point, also flipped), K rounded up to a
  *     multiple of 4 with zeros: bytes, or uint16 on the AVX2 path (widened once here, not in
  *     the inner loop). Only one block is ever materialised, never the whole im2col matrix.
- *   - weights were packed once at load (gemm.pyx PackedGemm) into panels of 16 output
- *     channels, [panel][K4/4][16][4] int8: one 64-byte vector holds 4 k of 16 channels, the
- *     operand layout of vpdpbusd; on the AVX2 path [panel][K4/2][16][2], the pairs vpmaddwd
- *     multiplies. Padding channels and k are zero.
+ *   - weights were packed once at load (gemm.pyx PackedGemm, layout.h qrt_gemm_pack_weights)
+ *     into panels of QRT_PANEL = 16 output channels, [panel][K4/4][16][4] int8: one 64-byte
+ *     vector holds 4 k of 16 channels, the operand layout of vpdpbusd; on the AVX2 path
+ *     [panel][K4/2][16][2], the pairs vpmaddwd multiplies (layout.h defines both). Padding
+ *     channels and k are zero.
  *   - a micro-kernel keeps up to QRT_MR rows x up to 4 panels of int32 sums in registers over
  *     the whole K (AVX2: 6 rows x 1 panel; AMX: 32 rows x 2 panels in four tiles, K padded to
  *     64), then adds the prepared bias (bias - (zp_x + 128) * sum_k w: the flip and the zero
@@ -27,11 +28,15 @@
 #include <string.h>
 #include <immintrin.h>
 #include "isa.h"
+#include "layout.h"
 #include "requant.h"
 
 #define QRT_MR 6          /* output pixels per micro-kernel call */
-#define QRT_NP 4          /* panels of 16 channels per micro-kernel call */
+#define QRT_NP 4          /* panels of QRT_PANEL channels per micro-kernel call */
+_Static_assert(QRT_PANEL == 16, "the vector micro-kernels hold one panel per 512 bits of int32");
 #define QRT_BLOCK_BYTES (192 * 1024)  /* packed rows per block: stays in L2 */
+
+typedef struct qrt_gemm_ops qrt_gemm_ops;
 
 typedef struct {
     int64_t N, H, W, C_in;          /* input, NHWC */
@@ -48,24 +53,25 @@ typedef struct {
     int n33;                        /* every shift >= 33: the 32-bit requantization applies */
     int32_t zp_y, lo, hi;
     int isa, threads;
+    const qrt_gemm_ops *ops;        /* the path's functions: qrt_gemm_ops_for(isa), at bind */
 } qrt_gemm;
 
 /* dst = src ^ 0x80 (int8 -> uint8 + 128), and a fill: portable and AVX-512 forms, so the
  * packing below can be compiled for both (short spans: masked vectors, no calls). */
-static inline __attribute__((always_inline)) void qrt_flip_plain(uint8_t *dst, const int8_t *src,
+static inline __attribute__((always_inline)) void qrt_flip_u8__scalar(uint8_t *dst, const int8_t *src,
                                                                  int64_t n, const int8_t *end) {
     (void)end;
     for (int64_t i = 0; i < n; i++)
         dst[i] = (uint8_t)src[i] ^ 0x80;
 }
 
-static inline __attribute__((always_inline)) void qrt_fill_plain(uint8_t *dst, uint8_t v, int64_t n) {
+static inline __attribute__((always_inline)) void qrt_fill_u8__scalar(uint8_t *dst, uint8_t v, int64_t n) {
     memset(dst, v, n);
 }
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl")
-static inline __attribute__((always_inline)) void qrt_flip_avx512(uint8_t *dst, const int8_t *src,
+static inline __attribute__((always_inline)) void qrt_flip_u8__avx512(uint8_t *dst, const int8_t *src,
                                                                   int64_t n, const int8_t *end) {
     (void)end;
     const __m512i top = _mm512_set1_epi8((char)0x80);
@@ -77,7 +83,7 @@ static inline __attribute__((always_inline)) void qrt_flip_avx512(uint8_t *dst, 
     }
 }
 
-static inline __attribute__((always_inline)) void qrt_fill_avx512(uint8_t *dst, uint8_t v, int64_t n) {
+static inline __attribute__((always_inline)) void qrt_fill_u8__avx512(uint8_t *dst, uint8_t v, int64_t n) {
     const __m512i all = _mm512_set1_epi8((char)v);
     for (; n >= 64; n -= 64, dst += 64)
         _mm512_storeu_si512((void *)dst, all);
@@ -141,27 +147,27 @@ qrt_gemm_pack_rows_with(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t 
     }
 }
 
-static void qrt_gemm_pack_rows_plain(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
+static void qrt_gemm_pack_rows_u8__scalar(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
                                      int64_t grp, uint8_t *dst) {
-    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, 1, qrt_flip_plain, qrt_fill_plain);
+    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, 1, qrt_flip_u8__scalar, qrt_fill_u8__scalar);
 }
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl")
-static void qrt_gemm_pack_rows_avx512(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
+static void qrt_gemm_pack_rows_u8__avx512(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
                                       int64_t grp, uint8_t *dst) {
-    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, 1, qrt_flip_avx512, qrt_fill_avx512);
+    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, 1, qrt_flip_u8__avx512, qrt_fill_u8__avx512);
 }
 #pragma GCC pop_options
 
 /* ---------------------------------------------------------------- scalar (portable C) */
 
-static void qrt_ukernel_scalar(const qrt_gemm *g, int64_t np, int64_t mr, const uint8_t *const *a,
+static void qrt_gemm_ukernel_1x16c4__scalar(const qrt_gemm *g, int64_t np, int64_t mr, const uint8_t *const *a,
                                const int8_t *w, const int32_t *bias, const int32_t *mult,
                                const int32_t *shift, int8_t *const *y, int64_t ncols) {
     for (int64_t i = 0; i < mr; i++) {
         for (int64_t p = 0; p < np && p * 16 < ncols; p++) {
-            const int8_t *wp = w + p * g->K4 * 16;
+            const int8_t *wp = w + p * qrt_gemm_panel_bytes(g->K4);
             uint32_t acc[16] = {0};  /* wraps modulo 2^32, as vpdpbusd does */
             for (int64_t k = 0; k < g->K4; k += 4, wp += 64)
                 for (int c = 0; c < 16; c++)
@@ -180,8 +186,8 @@ static void qrt_ukernel_scalar(const qrt_gemm *g, int64_t np, int64_t mr, const 
 #pragma GCC target("avx2,fma")
 
 /* Rows are packed as uint16 (x + 128, widened once here rather than once per use in the
- * micro-kernel) and panels as [K4/2][16][2] int8 (pack_gemm's AVX2 layout). */
-static inline __attribute__((always_inline)) void qrt_flip_avx2(uint8_t *dst, const int8_t *src,
+ * micro-kernel) and panels as [K4/2][16][2] int8 (layout.h, the AVX2 path's kg = 2). */
+static inline __attribute__((always_inline)) void qrt_flip_u16__avx2(uint8_t *dst, const int8_t *src,
                                                                 int64_t n, const int8_t *end) {
     const __m128i top = _mm_set1_epi8((char)0x80);
     uint16_t *d = (uint16_t *)dst;
@@ -196,15 +202,15 @@ static inline __attribute__((always_inline)) void qrt_flip_avx2(uint8_t *dst, co
         d[i] = (uint8_t)src[i] ^ 0x80;
 }
 
-static inline __attribute__((always_inline)) void qrt_fill_avx2(uint8_t *dst, uint8_t v, int64_t n) {
+static inline __attribute__((always_inline)) void qrt_fill_u16__avx2(uint8_t *dst, uint8_t v, int64_t n) {
     uint16_t *d = (uint16_t *)dst;
     for (int64_t i = 0; i < n; i++)
         d[i] = v;
 }
 
-static void qrt_gemm_pack_rows_avx2(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
+static void qrt_gemm_pack_rows_u16__avx2(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
                                     int64_t grp, uint8_t *dst) {
-    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, 2, qrt_flip_avx2, qrt_fill_avx2);
+    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, 2, qrt_flip_u16__avx2, qrt_fill_u16__avx2);
 }
 
 /* The k loop of 6 rows in assembly: the 12 sums, 2 weight vectors, the broadcast and the
@@ -223,7 +229,7 @@ static void qrt_gemm_pack_rows_avx2(const qrt_gemm *g, const int8_t *x, int64_t 
 #define QRT_AVX2_STORE(C, AT) "vmovdqu %%ymm" C ", " AT "(%[acc])\n\t"
 
 static inline __attribute__((always_inline)) void
-qrt_avx2_k_loop6(const uint16_t *const *ap, const int8_t *w, int64_t K4, __m256i acc[6][2]) {
+qrt_gemm_kloop_6x16c2__avx2_asm(const uint16_t *const *ap, const int8_t *w, int64_t K4, __m256i acc[6][2]) {
     int64_t k = 0;
     __asm__ volatile(
         QRT_AVX2_ZERO("0") QRT_AVX2_ZERO("1") QRT_AVX2_ZERO("2") QRT_AVX2_ZERO("3")
@@ -259,7 +265,7 @@ qrt_avx2_k_loop6(const uint16_t *const *ap, const int8_t *w, int64_t K4, __m256i
  * broadcast fit the 16 ymm registers; the operations per step are 2 widenings of weights and
  * MR x 2 (vpmaddwd + vpaddd): with MR = 6 nearly all of them are the multiply-adds. */
 static inline __attribute__((always_inline)) void
-qrt_ukernel_avx2_rows(const qrt_gemm *g, const int MR, const uint8_t *const *a, const int8_t *w,
+qrt_gemm_ukernel_mx16c2__avx2_u16s8(const qrt_gemm *g, const int MR, const uint8_t *const *a, const int8_t *w,
                       const int32_t *bias, const int32_t *mult, const int32_t *shift,
                       int8_t *const *y, int64_t col, int64_t ncols) {
     /* the 32-bit requantization tables at the same channel as mult */
@@ -271,7 +277,7 @@ qrt_ukernel_avx2_rows(const qrt_gemm *g, const int MR, const uint8_t *const *a, 
         acc[i][0] = acc[i][1] = _mm256_setzero_si256();
     }
     if (MR == 6) {
-        qrt_avx2_k_loop6(ap, w, g->K4, acc);
+        qrt_gemm_kloop_6x16c2__avx2_asm(ap, w, g->K4, acc);
     } else for (int64_t k = 0; k < g->K4; k += 2) {
         __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + k * 16)));
         __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + k * 16 + 16)));
@@ -298,19 +304,19 @@ qrt_ukernel_avx2_rows(const qrt_gemm *g, const int MR, const uint8_t *const *a, 
     }
 }
 
-static void qrt_ukernel_avx2(const qrt_gemm *g, int64_t np, int64_t mr, const uint8_t *const *a,
+static void qrt_gemm_ukernel_6x16c2__avx2_u16s8(const qrt_gemm *g, int64_t np, int64_t mr, const uint8_t *const *a,
                              const int8_t *w, const int32_t *bias, const int32_t *mult,
                              const int32_t *shift, int8_t *const *y, int64_t ncols) {
     for (int64_t p = 0; p < np && p * 16 < ncols; p++) {
         int64_t c0 = p * 16, n = ncols - c0;
-        const int8_t *wp = w + p * g->K4 * 16;
+        const int8_t *wp = w + p * qrt_gemm_panel_bytes(g->K4);
         switch (mr) {  /* the row count a constant in each copy: the sums stay in registers */
-        case 1: qrt_ukernel_avx2_rows(g, 1, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
-        case 2: qrt_ukernel_avx2_rows(g, 2, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
-        case 3: qrt_ukernel_avx2_rows(g, 3, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
-        case 4: qrt_ukernel_avx2_rows(g, 4, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
-        case 5: qrt_ukernel_avx2_rows(g, 5, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
-        default: qrt_ukernel_avx2_rows(g, 6, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
+        case 1: qrt_gemm_ukernel_mx16c2__avx2_u16s8(g, 1, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
+        case 2: qrt_gemm_ukernel_mx16c2__avx2_u16s8(g, 2, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
+        case 3: qrt_gemm_ukernel_mx16c2__avx2_u16s8(g, 3, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
+        case 4: qrt_gemm_ukernel_mx16c2__avx2_u16s8(g, 4, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
+        case 5: qrt_gemm_ukernel_mx16c2__avx2_u16s8(g, 5, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
+        default: qrt_gemm_ukernel_mx16c2__avx2_u16s8(g, 6, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
         }
     }
 }
@@ -323,7 +329,7 @@ static void qrt_ukernel_avx2(const qrt_gemm *g, int64_t np, int64_t mr, const ui
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
 
 static inline __attribute__((always_inline)) void
-qrt_ukernel_vnni_np(const qrt_gemm *g, const int np, int64_t mr, const uint8_t *const *a,
+qrt_gemm_ukernel_6xnpc4__avx512vnni(const qrt_gemm *g, const int np, int64_t mr, const uint8_t *const *a,
                     const int8_t *w, const int32_t *bias, const int32_t *mult,
                     const int32_t *shift, int8_t *const *y, int64_t ncols) {
     /* the 32-bit requantization tables at the same channel as mult */
@@ -332,7 +338,7 @@ qrt_ukernel_vnni_np(const qrt_gemm *g, const int np, int64_t mr, const uint8_t *
     const uint8_t *ap[QRT_MR];
     for (int i = 0; i < QRT_MR; i++)
         ap[i] = i < mr ? a[i] : a[0];  /* missing rows repeat row 0; never stored */
-    int64_t wstride = g->K4 * 16;
+    int64_t wstride = qrt_gemm_panel_bytes(g->K4);
     for (int i = 0; i < QRT_MR; i++)
         for (int j = 0; j < np; j++)
             acc[i][j] = _mm512_setzero_si512();
@@ -365,14 +371,14 @@ qrt_ukernel_vnni_np(const qrt_gemm *g, const int np, int64_t mr, const uint8_t *
     }
 }
 
-static void qrt_ukernel_vnni(const qrt_gemm *g, int64_t np, int64_t mr, const uint8_t *const *a,
+static void qrt_gemm_ukernel_6x64c4__avx512vnni(const qrt_gemm *g, int64_t np, int64_t mr, const uint8_t *const *a,
                              const int8_t *w, const int32_t *bias, const int32_t *mult,
                              const int32_t *shift, int8_t *const *y, int64_t ncols) {
     switch (np) {
-    case 1: qrt_ukernel_vnni_np(g, 1, mr, a, w, bias, mult, shift, y, ncols); break;
-    case 2: qrt_ukernel_vnni_np(g, 2, mr, a, w, bias, mult, shift, y, ncols); break;
-    case 3: qrt_ukernel_vnni_np(g, 3, mr, a, w, bias, mult, shift, y, ncols); break;
-    default: qrt_ukernel_vnni_np(g, 4, mr, a, w, bias, mult, shift, y, ncols); break;
+    case 1: qrt_gemm_ukernel_6xnpc4__avx512vnni(g, 1, mr, a, w, bias, mult, shift, y, ncols); break;
+    case 2: qrt_gemm_ukernel_6xnpc4__avx512vnni(g, 2, mr, a, w, bias, mult, shift, y, ncols); break;
+    case 3: qrt_gemm_ukernel_6xnpc4__avx512vnni(g, 3, mr, a, w, bias, mult, shift, y, ncols); break;
+    default: qrt_gemm_ukernel_6xnpc4__avx512vnni(g, 4, mr, a, w, bias, mult, shift, y, ncols); break;
     }
 }
 
@@ -400,8 +406,8 @@ static inline void qrt_amx_configure(void) {
 
 /* Rows [0, nrows) of a packed block (stride K4, readable up to a multiple of 32 rows) x panels
  * [p0, p1); y points at the block's first output row, at the group's first channel. sums is
- * 32 x 32 int32 of scratch. K4 is a multiple of 64 (pack_gemm pads it for this path). */
-static void qrt_amx_block(const qrt_gemm *g, const uint8_t *rows, int64_t nrows, const int8_t *wg,
+ * 32 x 32 int32 of scratch. K4 is a multiple of 64 (the AMX entry's .k_align). */
+static void qrt_gemm_ukernel_32x32c4__amx(const qrt_gemm *g, const uint8_t *rows, int64_t nrows, const int8_t *wg,
                           const int32_t *bias, const int32_t *mult, const int32_t *shift,
                           int8_t *y, int64_t p0, int64_t p1, int32_t *sums) {
     /* the 32-bit requantization tables at the same channel as mult */
@@ -409,7 +415,7 @@ static void qrt_amx_block(const qrt_gemm *g, const uint8_t *rows, int64_t nrows,
     const int64_t K4 = g->K4;
     for (int64_t p = p0; p < p1; p += 2) {
         const int two_panels = p + 1 < p1;
-        const int8_t *b0 = wg + p * K4 * 16, *b1 = b0 + K4 * 16;
+        const int8_t *b0 = wg + p * qrt_gemm_panel_bytes(K4), *b1 = b0 + qrt_gemm_panel_bytes(K4);
         for (int64_t m = 0; m < nrows; m += 32) {
             const int two_rows = m + 16 < nrows;
             const uint8_t *a0 = rows + m * K4, *a1 = a0 + 16 * K4;
@@ -470,35 +476,69 @@ static void qrt_amx_block(const qrt_gemm *g, const uint8_t *rows, int64_t nrows,
 
 static inline void qrt_amx_release(void) { _tile_release(); }
 
+/* A block of rows x panels [p0, p1) on the tiles: configured, computed, released. */
+static void qrt_gemm_block_32x32c4__amx(const qrt_gemm *g, const uint8_t *rows, int64_t nrows,
+                                       const int8_t *wg, const int32_t *bias, const int32_t *mult,
+                                       const int32_t *shift, int8_t *y, int64_t p0, int64_t p1,
+                                       int32_t *sums) {
+    qrt_amx_configure();
+    qrt_gemm_ukernel_32x32c4__amx(g, rows, nrows, wg, bias, mult, shift, y, p0, p1, sums);
+    qrt_amx_release();
+}
+
 #pragma GCC pop_options
+
+/* ---------------------------------------------------------------- the path's functions */
+
+typedef void (*qrt_gemm_pack_rows_fn)(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
+                                      int64_t grp, uint8_t *dst);
+/* np panels (<= QRT_NP) x mr rows (<= QRT_MR) of sums, requantized into y[i] + 0 .. ncols. */
+typedef void (*qrt_gemm_ukernel_fn)(const qrt_gemm *g, int64_t np, int64_t mr,
+                                    const uint8_t *const *a, const int8_t *w, const int32_t *bias,
+                                    const int32_t *mult, const int32_t *shift, int8_t *const *y,
+                                    int64_t ncols);
+/* A whole block: nrows packed rows x panels [p0, p1), y at the block's first row. */
+typedef void (*qrt_gemm_block_fn)(const qrt_gemm *g, const uint8_t *rows, int64_t nrows,
+                                  const int8_t *wg, const int32_t *bias, const int32_t *mult,
+                                  const int32_t *shift, int8_t *y, int64_t p0, int64_t p1,
+                                  int32_t *sums);
+
+/* What differs between the paths, chosen once per bound op (qrt_gemm_ops_for). */
+struct qrt_gemm_ops {
+    qrt_gemm_pack_rows_fn pack_rows;  /* im2col rows, flipped to unsigned */
+    qrt_gemm_ukernel_fn ukernel;      /* QRT_MR x QRT_NP panels per call; NULL: block */
+    qrt_gemm_block_fn block;          /* or a whole block per call (AMX) */
+    int64_t mr;                       /* rows per micro-kernel call */
+    int es;                           /* bytes per packed k of a row */
+    int kg;                           /* k per channel in the packed weights (layout.h) */
+    int k_align;                      /* K4: K rounded up to a multiple of this */
+};
+
+static inline const qrt_gemm_ops *qrt_gemm_ops_for(int isa) {
+    static const qrt_gemm_ops ops[] = {
+        [QRT_SCALAR] = {.pack_rows = qrt_gemm_pack_rows_u8__scalar,
+                        .ukernel = qrt_gemm_ukernel_1x16c4__scalar, .mr = QRT_MR, .es = 1,
+                        .kg = 4, .k_align = 4},
+        [QRT_AVX2] = {.pack_rows = qrt_gemm_pack_rows_u16__avx2,
+                      .ukernel = qrt_gemm_ukernel_6x16c2__avx2_u16s8, .mr = QRT_MR, .es = 2,
+                      .kg = 2, .k_align = 4},
+        [QRT_AVX512VNNI] = {.pack_rows = qrt_gemm_pack_rows_u8__avx512,
+                            .ukernel = qrt_gemm_ukernel_6x64c4__avx512vnni, .mr = QRT_MR, .es = 1,
+                            .kg = 4, .k_align = 4},
+        [QRT_AMX] = {.pack_rows = qrt_gemm_pack_rows_u8__avx512,
+                     .block = qrt_gemm_block_32x32c4__amx, .mr = 32, .es = 1, .kg = 4,
+                     .k_align = 64},
+    };
+    return &ops[isa >= QRT_SCALAR && isa <= QRT_AMX ? isa : QRT_SCALAR];
+}
 
 /* ---------------------------------------------------------------- driver */
 
-typedef void (*qrt_ukernel_fn)(const qrt_gemm *, int64_t, int64_t, const uint8_t *const *,
-                               const int8_t *, const int32_t *, const int32_t *, const int32_t *,
-                               int8_t *const *, int64_t);
-
 static inline int64_t qrt_gemm_rows(const qrt_gemm *g) { return g->N * g->OH * g->OW; }
-
-/* Bytes per packed k: the AVX2 path packs rows as uint16. */
-static inline int qrt_gemm_es(const qrt_gemm *g) { return g->isa == QRT_AVX2 ? 2 : 1; }
-
-static inline void qrt_gemm_pack_rows(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
-                                      int64_t grp, uint8_t *dst) {
-    if (g->isa >= QRT_AVX512VNNI)
-        qrt_gemm_pack_rows_avx512(g, x, m0, m1, grp, dst);
-    else if (g->isa == QRT_AVX2)
-        qrt_gemm_pack_rows_avx2(g, x, m0, m1, grp, dst);
-    else
-        qrt_gemm_pack_rows_plain(g, x, m0, m1, grp, dst);
-}
-
-/* Rows per micro-kernel call: 32 for AMX tiles (2 x 16), QRT_MR otherwise. */
-static inline int64_t qrt_gemm_mr(const qrt_gemm *g) { return g->isa == QRT_AMX ? 32 : QRT_MR; }
 
 /* Rows per block: a multiple of the micro-kernel's rows whose packed rows fit QRT_BLOCK_BYTES. */
 static inline int64_t qrt_gemm_block(const qrt_gemm *g) {
-    int64_t mr = qrt_gemm_mr(g), mc = QRT_BLOCK_BYTES / (g->K4 * qrt_gemm_es(g));
+    int64_t mr = g->ops->mr, mc = QRT_BLOCK_BYTES / (g->K4 * g->ops->es);
     mc -= mc % mr;
     return mc < mr ? mr : mc;
 }
@@ -506,26 +546,24 @@ static inline int64_t qrt_gemm_block(const qrt_gemm *g) {
 /* Rows [m0, m1) x panels [p0, p1) of group grp; returns 0 or -2 (no scratch memory). */
 static int qrt_gemm_tile(const qrt_gemm *g, const int8_t *x, int8_t *y, int64_t grp, int64_t m0,
                          int64_t m1, int64_t p0, int64_t p1) {
-    qrt_ukernel_fn uk = g->isa == QRT_AVX512VNNI ? qrt_ukernel_vnni
-                      : g->isa == QRT_AVX2 ? qrt_ukernel_avx2 : qrt_ukernel_scalar;
+    const qrt_gemm_ops *ops = g->ops;
     int64_t padded = (m1 - m0 + 31) / 32 * 32;  /* AMX loads whole 16-row tiles */
-    int64_t row = g->K4 * qrt_gemm_es(g);
-    /* after the rows: AMX's 32 x 32 sums (and the few values qrt_flip_avx2 writes past) */
+    int64_t row = g->K4 * ops->es;
+    /* after the rows: AMX's 32 x 32 sums (and the few values qrt_flip_u16__avx2 writes past) */
     uint8_t *rows = qrt_scratch((size_t)padded * row + 32 * 32 * sizeof(int32_t));
     if (rows == NULL)
         return -2;
-    qrt_gemm_pack_rows(g, x, m0, m1, grp, rows);
+    ops->pack_rows(g, x, m0, m1, grp, rows);
     int64_t nch = g->panels * 16;
-    const int8_t *wg = g->w + grp * g->panels * g->K4 * 16;
+    const int8_t *wg = g->w + grp * g->panels * qrt_gemm_panel_bytes(g->K4);
     const int32_t *bias = g->bias + grp * nch, *mult = g->mult + grp * nch,
                   *shift = g->shift + grp * nch;
-    if (g->isa == QRT_AMX) {
-        qrt_amx_configure();
-        qrt_amx_block(g, rows, m1 - m0, wg, bias, mult, shift, y + m0 * g->C_out + grp * g->cout_g,
-                      p0, p1, (int32_t *)(rows + (size_t)padded * row));
-        qrt_amx_release();
+    if (ops->block) {
+        ops->block(g, rows, m1 - m0, wg, bias, mult, shift, y + m0 * g->C_out + grp * g->cout_g,
+                   p0, p1, (int32_t *)(rows + (size_t)padded * row));
         return 0;
     }
+    const qrt_gemm_ukernel_fn uk = ops->ukernel;
     for (int64_t p = p0; p < p1; p += QRT_NP) {
         int64_t np = p1 - p < QRT_NP ? p1 - p : QRT_NP;
         int64_t c0 = p * 16;
@@ -538,7 +576,7 @@ static int qrt_gemm_tile(const qrt_gemm *g, const int8_t *x, int8_t *y, int64_t 
                 a[i] = rows + (m - m0 + i) * row;
                 yr[i] = y + (m + i) * g->C_out + grp * g->cout_g + c0;
             }
-            uk(g, np, mr, a, wg + p * g->K4 * 16, bias + c0, mult + c0, shift + c0, yr, ncols);
+            uk(g, np, mr, a, wg + p * qrt_gemm_panel_bytes(g->K4), bias + c0, mult + c0, shift + c0, yr, ncols);
         }
     }
     return 0;
@@ -554,7 +592,7 @@ static int qrt_gemm_run(const qrt_gemm *g, const int8_t *x, int8_t *y) {
     if (threads > 1 && blocks % threads) {
         /* a multiple of threads blocks of even size, so that every thread gets as many rows
          * (3 blocks of 6144, 6144 and 256 rows on 2 threads would leave one nearly idle) */
-        int64_t want = (blocks + threads - 1) / threads * threads, mr = qrt_gemm_mr(g);
+        int64_t want = (blocks + threads - 1) / threads * threads, mr = g->ops->mr;
         int64_t per = (M + want - 1) / want;
         per += (mr - per % mr) % mr;
         mc = per < mc ? per : mc;

@@ -11,10 +11,52 @@
 #include <immintrin.h>
 #include "isa.h"
 
+/* The rounding rule itself, once for all the C and Cython code (numerics.pxd declares it for
+ * Cython): v * m / 2^n rounded to nearest, ties toward +infinity, exactly in 64 bits, for a
+ * multiplier of either sign; callers keep 1 <= n <= 62 and |v * m| + 2^(n-1) < 2^63.
+ * Reference: qrt/numerics.py rounding_shift. Every vector form below is a sibling of it. */
+static inline int64_t qrt_rounding_shift(int64_t v, int64_t m, int64_t n) {
+    return (v * m + ((int64_t)1 << (n - 1))) >> n;
+}
+
 static inline int8_t qrt_requant_scalar(int32_t acc, int32_t m, int32_t n, int32_t zp, int32_t lo,
                                         int32_t hi) {
-    int64_t v = (((int64_t)acc * m + ((int64_t)1 << (n - 1))) >> n) + zp;
+    int64_t v = qrt_rounding_shift(acc, m, n) + zp;
     return (int8_t)(v < lo ? lo : v > hi ? hi : v);
+}
+
+/* The same, the clamp written as two selects so that it compiles without branches: with a
+ * fused ReLU about half the outputs clamp, and a branch there mispredicts on every other
+ * element. */
+static inline int8_t qrt_requant_select(int32_t acc, int32_t m, int32_t n, int32_t zp, int32_t lo,
+                                        int32_t hi) {
+    int64_t v = qrt_rounding_shift(acc, m, n) + zp;
+    v = v < lo ? lo : v;
+    v = v > hi ? hi : v;
+    return (int8_t)v;
+}
+
+/* The tables of the 32-bit form (qrt_requant8_avx2_n33, below) for one channel's shift n:
+ * round32 = 2^(n-33) (0 where n < 33, where the form does not apply), shift32 = n - 32. */
+static inline int32_t qrt_round32(int32_t n) { return n >= 33 ? (int32_t)1 << (n - 33) : 0; }
+static inline int32_t qrt_shift32(int32_t n) { return n - 32; }
+
+/* Whether the 32-bit form applies: every shift >= 33, and a zero point whose clamp bounds
+ * lo - zp, hi - zp fit int32 comfortably (|zp| <= 2^16). */
+static inline int qrt_n33_zp_ok(int32_t zp) { return zp >= -65536 && zp <= 65536; }
+
+/* A layer's tables for count channels (padding channels given shift 33 by the caller); returns
+ * whether the 32-bit form applies to it. The one place they are made: the kernels' packing
+ * (requantize.pyx tables32) and the one-multiplier rows of eltwise.h. */
+static inline int qrt_requant_tables32(const int32_t *n, int64_t count, int32_t zp,
+                                       int32_t *round32, int32_t *shift32) {
+    int ok = qrt_n33_zp_ok(zp);
+    for (int64_t c = 0; c < count; c++) {
+        round32[c] = qrt_round32(n[c]);
+        shift32[c] = qrt_shift32(n[c]);
+        ok &= n[c] >= 33;
+    }
+    return ok;
 }
 
 #pragma GCC push_options
@@ -182,12 +224,12 @@ qrt_requant16_avx512_n33(__m512i acc, const int32_t *bias, const int32_t *mult,
 
 #pragma GCC pop_options
 
-/* A row of count sums with per-channel m, n (bias 0) on path isa, into y: the vector
+/* A row of count sums with per-channel m, n (bias 0), into y: the vector
  * routines above driven on their own, so tests can reach every accumulator value. The 32-bit
  * form is taken when every shift is >= 33, as the kernels do. */
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
-static void qrt_requant_row_avx512(const int32_t *acc, const int32_t *m, const int32_t *n,
+static void qrt_requant_row_c16__avx512vnni(const int32_t *acc, const int32_t *m, const int32_t *n,
                                    int64_t count, int32_t zp, int32_t lo, int32_t hi, int8_t *y,
                                    int n33) {
     int32_t a[16], mm[16], nn[16], r32[16], s32[16], zero[16] = {0};
@@ -197,8 +239,8 @@ static void qrt_requant_row_avx512(const int32_t *acc, const int32_t *m, const i
             a[i] = i < k ? acc[c + i] : 0;
             mm[i] = i < k ? m[c + i] : 0;
             nn[i] = i < k ? n[c + i] : 33;
-            r32[i] = nn[i] >= 33 ? 1 << (nn[i] - 33) : 0;
-            s32[i] = nn[i] - 32;
+            r32[i] = qrt_round32(nn[i]);
+            s32[i] = qrt_shift32(nn[i]);
         }
         __m512i av = _mm512_loadu_si512((const void *)a);
         __m128i v = n33 ? qrt_requant16_avx512_n33(av, zero, mm, r32, s32, zp, lo, hi)
@@ -210,7 +252,7 @@ static void qrt_requant_row_avx512(const int32_t *acc, const int32_t *m, const i
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
-static void qrt_requant_row_avx2(const int32_t *acc, const int32_t *m, const int32_t *n,
+static void qrt_requant_row_c8__avx2(const int32_t *acc, const int32_t *m, const int32_t *n,
                                  int64_t count, int32_t zp, int32_t lo, int32_t hi, int8_t *y,
                                  int n33) {
     int32_t a[8], mm[8], nn[8], r32[8], s32[8], zero[8] = {0};
@@ -220,8 +262,8 @@ static void qrt_requant_row_avx2(const int32_t *acc, const int32_t *m, const int
             a[i] = i < k ? acc[c + i] : 0;
             mm[i] = i < k ? m[c + i] : 0;
             nn[i] = i < k ? n[c + i] : 33;
-            r32[i] = nn[i] >= 33 ? 1 << (nn[i] - 33) : 0;
-            s32[i] = nn[i] - 32;
+            r32[i] = qrt_round32(nn[i]);
+            s32[i] = qrt_shift32(nn[i]);
         }
         __m256i av = _mm256_loadu_si256((const __m256i *)a);
         __m256i v = n33 ? qrt_requant8_avx2_n33(av, zero, mm, r32, s32, zp, lo, hi)
@@ -231,19 +273,78 @@ static void qrt_requant_row_avx2(const int32_t *acc, const int32_t *m, const int
 }
 #pragma GCC pop_options
 
-static inline void qrt_requant_row(int isa, const int32_t *acc, const int32_t *m, const int32_t *n,
-                                   int64_t count, int32_t zp, int32_t lo, int32_t hi, int8_t *y) {
+static void qrt_requant_row_c1__scalar(const int32_t *acc, const int32_t *m, const int32_t *n,
+                                       int64_t count, int32_t zp, int32_t lo, int32_t hi, int8_t *y,
+                                       int n33) {
+    (void)n33;
+    for (int64_t c = 0; c < count; c++)
+        y[c] = qrt_requant_scalar(acc[c], m[c], n[c], zp, lo, hi);
+}
+
+/* A row of count sums sharing one m, n (average pool, mean): as many as the path does at a
+ * time; returns how many (the caller does the rest with qrt_requant_select). */
+static int64_t qrt_requant1_row_c1__scalar(const int32_t *acc, int64_t count, int32_t m, int32_t n,
+                                           int32_t zp, int32_t lo, int32_t hi, int8_t *y) {
+    for (int64_t i = 0; i < count; i++)
+        y[i] = qrt_requant_select(acc[i], m, n, zp, lo, hi);
+    return count;
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+static int64_t qrt_requant1_row_c16__avx512vnni(const int32_t *acc, int64_t count, int32_t m,
+                                                int32_t n, int32_t zp, int32_t lo, int32_t hi,
+                                                int8_t *y) {
+    int32_t mm[16], nn[16], zero[16] = {0};
+    for (int i = 0; i < 16; i++) {
+        mm[i] = m;
+        nn[i] = n;
+    }
+    int64_t i = 0;
+    for (; i + 16 <= count; i += 16)
+        _mm_storeu_si128((__m128i *)(y + i), qrt_requant16_avx512(_mm512_loadu_si512(acc + i),
+                                                                  zero, mm, nn, zp, lo, hi));
+    return i;
+}
+#pragma GCC pop_options
+
+/* What differs between the paths, chosen once per bound op (qrt_requant_ops_for). */
+typedef struct {
+    /* per-channel m, n; n33: every shift >= 33 (the 32-bit form) */
+    void (*row)(const int32_t *acc, const int32_t *m, const int32_t *n, int64_t count, int32_t zp,
+                int32_t lo, int32_t hi, int8_t *y, int n33);
+    /* one m, n for the row: returns how many it did */
+    int64_t (*row1)(const int32_t *acc, int64_t count, int32_t m, int32_t n, int32_t zp,
+                    int32_t lo, int32_t hi, int8_t *y);
+} qrt_requant_ops;
+
+/* AVX2 has no one-multiplier row of its own (the 64-bit form of 8 lanes is no faster). */
+static inline const qrt_requant_ops *qrt_requant_ops_for(int isa) {
+    static const qrt_requant_ops ops[] = {
+        [QRT_SCALAR] = {.row = qrt_requant_row_c1__scalar, .row1 = qrt_requant1_row_c1__scalar},
+        [QRT_AVX2] = {.row = qrt_requant_row_c8__avx2, .row1 = qrt_requant1_row_c1__scalar},
+        [QRT_AVX512VNNI] = {.row = qrt_requant_row_c16__avx512vnni,
+                            .row1 = qrt_requant1_row_c16__avx512vnni},
+        [QRT_AMX] = {.row = qrt_requant_row_c16__avx512vnni, .row1 = qrt_requant1_row_c16__avx512vnni},
+    };
+    return &ops[isa >= QRT_SCALAR && isa <= QRT_AMX ? isa : QRT_SCALAR];
+}
+
+static inline void qrt_requant_row(const qrt_requant_ops *ops, const int32_t *acc, const int32_t *m,
+                                   const int32_t *n, int64_t count, int32_t zp, int32_t lo,
+                                   int32_t hi, int8_t *y) {
     int n33 = 1;
     for (int64_t c = 0; c < count; c++)
         n33 &= n[c] >= 33;
-    if (isa >= QRT_AVX512VNNI) {
-        qrt_requant_row_avx512(acc, m, n, count, zp, lo, hi, y, n33);
-    } else if (isa == QRT_AVX2) {
-        qrt_requant_row_avx2(acc, m, n, count, zp, lo, hi, y, n33);
-    } else {
-        for (int64_t c = 0; c < count; c++)
-            y[c] = qrt_requant_scalar(acc[c], m[c], n[c], zp, lo, hi);
-    }
+    ops->row(acc, m, n, count, zp, lo, hi, y, n33);
+}
+
+static inline void qrt_requant1_row(const qrt_requant_ops *ops, const int32_t *acc, int64_t count,
+                                    int32_t m, int32_t n, int32_t zp, int32_t lo, int32_t hi,
+                                    int8_t *y) {
+    int64_t i = ops->row1(acc, count, m, n, zp, lo, hi, y);
+    for (; i < count; i++)
+        y[i] = qrt_requant_select(acc[i], m, n, zp, lo, hi);
 }
 
 #endif

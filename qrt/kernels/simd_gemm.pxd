@@ -1,0 +1,30 @@
+# cython: language_level=3
+"""simd/gemm.h for Cython: the GEMM of CONV_2D and FULLY_CONNECTED."""
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
+
+cdef extern from "simd/gemm.h":
+    ctypedef struct qrt_gemm_ops:
+        int64_t mr
+        int es, kg, k_align
+    ctypedef struct qrt_gemm:
+        int64_t N, H, W, C_in, OH, OW, C_out, KH, KW, sh, sw, dh, dw, top, left
+        int64_t groups, cin_g, cout_g, K4, panels
+        uint8_t pad_u8
+        const int8_t* w
+        const int32_t* bias
+        const int32_t* mult
+        const int32_t* shift
+        const int32_t* round32
+        const int32_t* shift32
+        int n33
+        int32_t zp_y, lo, hi
+        int isa, threads
+        const qrt_gemm_ops* ops
+    const qrt_gemm_ops* qrt_gemm_ops_for(int isa) noexcept nogil
+    int qrt_gemm_run(const qrt_gemm* g, const int8_t* x, int8_t* y) noexcept nogil
+
+cdef extern from "simd/layout.h":
+    enum:
+        QRT_PANEL
+    void qrt_gemm_pack_weights(const int8_t* w, int64_t rows, int64_t K, int64_t cout_g, int64_t K4,
+                               int64_t panels, int64_t kg, int8_t* out, int64_t* sums) noexcept nogil

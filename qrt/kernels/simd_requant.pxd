@@ -1,0 +1,18 @@
+# cython: language_level=3
+"""simd/requant.h for Cython: the requantization of int32 sums (SPEC.md 4.2) on each path,
+chosen once per bound op (qrt_requant_ops_for), and the 32-bit form's tables."""
+from libc.stdint cimport int8_t, int32_t, int64_t
+
+cdef extern from "simd/requant.h":
+    ctypedef struct qrt_requant_ops:
+        pass
+    const qrt_requant_ops* qrt_requant_ops_for(int isa) noexcept nogil
+    int8_t qrt_requant_select(int32_t acc, int32_t m, int32_t n, int32_t zp, int32_t lo,
+                              int32_t hi) noexcept nogil
+    void qrt_requant_row(const qrt_requant_ops* ops, const int32_t* acc, const int32_t* m,
+                         const int32_t* n, int64_t count, int32_t zp, int32_t lo, int32_t hi,
+                         int8_t* y) noexcept nogil
+    void qrt_requant1_row(const qrt_requant_ops* ops, const int32_t* acc, int64_t count, int32_t m,
+                          int32_t n, int32_t zp, int32_t lo, int32_t hi, int8_t* y) noexcept nogil
+    int qrt_requant_tables32(const int32_t* n, int64_t count, int32_t zp, int32_t* round32,
+                             int32_t* shift32) noexcept nogil
