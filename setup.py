@@ -1,7 +1,8 @@
 """Builds qrt's Cython kernels (qrt/kernels/*.pyx, with the C of qrt/kernels/simd/) and lists
 the packages; everything else is in pyproject.toml. Vector code is compiled per function for its
 instruction set (simd/*.h), so the modules load on any x86-64 and pick a path at run time
-(qrt/kernels/isa.pyx).
+(qrt/kernels/isa.pyx). That C is compiled once, into qrt.kernels.isa; the other modules include
+only simd/api.h and cimport its entry points (isa.pxd).
 
 The converters live in the top-level folder converters/ (the repository's layout) but install as
 the subpackage qrt.converters: package_dir maps the one onto the other, for wheels and for

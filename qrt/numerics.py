@@ -1,6 +1,7 @@
 """The numerics rule (schema/SPEC.md, section 4), written plainly in NumPy: the executable spec
 that every op's reference (qrt/ops/) and, through them, every compiled kernel obey. Its C twin
-is qrt/kernels/simd/requant.h (scalar form first; each vector path is a sibling tested against it).
+is qrt/kernels/simd/api.h (the scalar form; each vector path's is a sibling in simd/requant.h,
+tested against it).
 
 Real multiplier M = s_in * s_w / s_out is stored as (m, n): M ~= m * 2**-n with m an int32
 mantissa in [2**30, 2**31) and n a right shift in [1, 62] (for M < 2**-32 the shift stays 62 and

@@ -25,7 +25,8 @@ from qrt.kernels import Kernel, geometry, isa as _isa
 from qrt.kernels.requantize import tables32
 
 
-from qrt.kernels.simd_depthwise cimport qrt_dw, qrt_dw_ops_for, qrt_dw_run
+from qrt.kernels.isa cimport qrt_dw_ops_for, qrt_dw_run
+from qrt.kernels.simd_depthwise cimport qrt_dw
 
 
 _SCALAR = _isa.NAMES.index("scalar")

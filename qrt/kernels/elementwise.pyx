@@ -35,9 +35,9 @@ from qrt.kernels.plan cimport Step
 from qrt import numerics
 from qrt.kernels import Kernel, isa as _isa
 
+from qrt.kernels.isa cimport qrt_add_run, qrt_eltwise_ops_for, qrt_mul_run, qrt_quant_run
 from qrt.kernels.simd_eltwise cimport (
-    qrt_add, qrt_add_row, qrt_add_run, qrt_eltwise_ops, qrt_eltwise_ops_for, qrt_mul, qrt_mul_row,
-    qrt_mul_run, qrt_quant, qrt_quant_run,
+    qrt_add, qrt_add_row, qrt_eltwise_ops, qrt_mul, qrt_mul_row, qrt_quant,
 )
 from qrt.kernels.simd_requant cimport qrt_requant_select
 

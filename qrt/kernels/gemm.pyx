@@ -22,9 +22,8 @@ from qrt.kernels import Kernel, geometry, isa as _isa
 from qrt.kernels.requantize import tables32
 
 
-from qrt.kernels.simd_gemm cimport (
-    QRT_PANEL, qrt_gemm, qrt_gemm_ops, qrt_gemm_ops_for, qrt_gemm_pack_weights, qrt_gemm_run,
-)
+from qrt.kernels.isa cimport qrt_gemm_ops_for, qrt_gemm_run
+from qrt.kernels.simd_gemm cimport QRT_PANEL, qrt_gemm, qrt_gemm_ops, qrt_gemm_pack_weights
 
 
 

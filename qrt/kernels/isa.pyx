@@ -1,13 +1,41 @@
 # cython: language_level=3
-"""Which instruction-set path the compiled kernels take (qrt/kernels/simd/isa.h).
+"""Which instruction-set path the compiled kernels take (qrt/kernels/simd/isa.h), and the C of
+every path.
 
 The best path this CPU supports is the default; the QRT_ISA environment variable forces one
 ("scalar", "avx2", "avx512vnni", "amx"), for tests and for users who want to compare. Every
 path gives the same integers. "amx" uses Intel AMX tiles for the GEMM and AVX-512 VNNI for the
-other ops."""
+other ops.
+
+The kernels' C (simd/gemm.h, depthwise.h, eltwise.h, requant.h) is compiled here and only here:
+one copy of each kernel, and one per-thread scratch (simd/isa.h qrt_scratch) shared by every op,
+for the whole runtime. The kernel modules cimport the entry points (isa.pxd) and see only
+simd/api.h otherwise."""
 import os
 
+from libc.stdint cimport int8_t, int64_t
+
 from qrt.kernels.simd_isa cimport qrt_isa_supported
+
+cdef extern from "simd/gemm.h":
+    const qrt_gemm_ops* c_gemm_ops_for "qrt_gemm_ops_for"(int isa) noexcept nogil
+    int c_gemm_run "qrt_gemm_run"(const qrt_gemm* g, const int8_t* x, int8_t* y) noexcept nogil
+
+cdef extern from "simd/depthwise.h":
+    const qrt_dw_ops* c_dw_ops_for "qrt_dw_ops_for"(int isa) noexcept nogil
+    int c_dw_run "qrt_dw_run"(const qrt_dw* d, const int8_t* x, int8_t* y) noexcept nogil
+
+cdef extern from "simd/eltwise.h":
+    const qrt_eltwise_ops* c_eltwise_ops_for "qrt_eltwise_ops_for"(int isa) noexcept nogil
+    void c_add_run "qrt_add_run"(const qrt_add* p, const int8_t* a, const int8_t* b, int8_t* y,
+                                 int64_t count) noexcept nogil
+    void c_mul_run "qrt_mul_run"(const qrt_mul* p, const int8_t* a, const int8_t* b, int8_t* y,
+                                 int64_t count) noexcept nogil
+    int c_quant_run "qrt_quant_run"(const qrt_quant* q, const void* x, void* y,
+                                    int quantize) noexcept nogil
+
+cdef extern from "simd/requant.h":
+    const qrt_requant_ops* c_requant_ops_for "qrt_requant_ops_for"(int isa) noexcept nogil
 
 NAMES = ("scalar", "avx2", "avx512vnni", "amx")  # index = the C enum
 
@@ -27,3 +55,36 @@ def resolve(name=None) -> int:
     if not qrt_isa_supported(NAMES.index(name)):
         raise ValueError(f"this CPU cannot run the '{name}' path; it supports {supported()}")
     return NAMES.index(name)
+
+
+# ------------------------------------------------------------------------------------------
+# The entry points isa.pxd exports (each the C function of the same name in simd/*.h)
+
+cdef const qrt_gemm_ops* qrt_gemm_ops_for(int isa) noexcept nogil:
+    return c_gemm_ops_for(isa)
+
+cdef const qrt_dw_ops* qrt_dw_ops_for(int isa) noexcept nogil:
+    return c_dw_ops_for(isa)
+
+cdef const qrt_eltwise_ops* qrt_eltwise_ops_for(int isa) noexcept nogil:
+    return c_eltwise_ops_for(isa)
+
+cdef const qrt_requant_ops* qrt_requant_ops_for(int isa) noexcept nogil:
+    return c_requant_ops_for(isa)
+
+cdef int qrt_gemm_run(const qrt_gemm* g, const int8_t* x, int8_t* y) noexcept nogil:
+    return c_gemm_run(g, x, y)
+
+cdef int qrt_dw_run(const qrt_dw* d, const int8_t* x, int8_t* y) noexcept nogil:
+    return c_dw_run(d, x, y)
+
+cdef void qrt_add_run(const qrt_add* p, const int8_t* a, const int8_t* b, int8_t* y,
+                      int64_t count) noexcept nogil:
+    c_add_run(p, a, b, y, count)
+
+cdef void qrt_mul_run(const qrt_mul* p, const int8_t* a, const int8_t* b, int8_t* y,
+                      int64_t count) noexcept nogil:
+    c_mul_run(p, a, b, y, count)
+
+cdef int qrt_quant_run(const qrt_quant* q, const void* x, void* y, int quantize) noexcept nogil:
+    return c_quant_run(q, x, y, quantize)

@@ -1,6 +1,6 @@
 # cython: language_level=3
 """Shared numerics of the Cython kernels: the rounding rule of SPEC.md section 4.2 (reference:
-qrt/numerics.py requantize), declared from its one C definition in simd/requant.h, and the
+qrt/numerics.py requantize), declared from its one C definition in simd/api.h, and the
 bind-time check of requantization parameters.
 
 Declarations and an inline check only, so no module is built from this file; cimport it with
@@ -8,8 +8,8 @@ Declarations and an inline check only, so no module is built from this file; cim
 from libc.stdint cimport int8_t, int32_t, int64_t
 
 
-cdef extern from "simd/requant.h":
-    # The rule is written once, in C (simd/requant.h); these are its names in the Cython kernels.
+cdef extern from "simd/api.h":
+    # The rule is written once, in C (simd/api.h); these are its names in the Cython kernels.
     int64_t rounding_shift "qrt_rounding_shift"(int64_t v, int64_t m, int64_t n) noexcept nogil
     int8_t requantize_one "qrt_requant_scalar"(int32_t acc, int32_t m, int32_t n, int32_t zp,
                                                  int32_t lo, int32_t hi) noexcept nogil

@@ -14,7 +14,8 @@ once. `isa` picks the requantization path of the sums; `threads` is accepted and
 Integer only. Window and reduction sums are int32 (SPEC.md section 4.5 bounds them); each
 sum is the reference's sum of (x - zp_x) with the zero-point term folded in as -count * zp_x,
 which is the same integer. Requantization is SPEC.md section 4.2, in 64-bit arithmetic, a row
-of sums at a time (qrt_requant1_row of simd/requant.h: 16 lanes on avx512vnni and amx).
+of sums at a time (qrt_requant1_row of simd/api.h, over the path's row of simd/requant.h: 16
+lanes on avx512vnni and amx).
 """
 import numpy as np
 
@@ -30,9 +31,8 @@ cdef enum:
     MAX_RANK = 8
 
 
-from qrt.kernels.simd_requant cimport (
-    qrt_requant1_row, qrt_requant_ops, qrt_requant_ops_for, qrt_requant_select,
-)
+from qrt.kernels.isa cimport qrt_requant_ops_for
+from qrt.kernels.simd_requant cimport qrt_requant1_row, qrt_requant_ops, qrt_requant_select
 
 
 

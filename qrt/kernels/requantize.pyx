@@ -8,9 +8,8 @@ import numpy as np
 from libc.stdint cimport int8_t, int32_t
 
 from qrt.kernels.numerics cimport requantize_one
-from qrt.kernels.simd_requant cimport (
-    qrt_requant_ops, qrt_requant_ops_for, qrt_requant_row, qrt_requant_tables32,
-)
+from qrt.kernels.isa cimport qrt_requant_ops_for
+from qrt.kernels.simd_requant cimport qrt_requant_ops, qrt_requant_row, qrt_requant_tables32
 
 from qrt.kernels import isa as _isa
 
@@ -20,7 +19,7 @@ def tables32(shift, valid, zero_point):
     layer's per-channel shifts, padded to whole vectors (valid: which entries are real
     channels; padding gets shift 33, its results are dropped). Returns (n33, round32,
     shift32): n33 true when every real shift is >= 33 and the zero point is small, so the
-    32-bit form applies; round32 = 2^(n-33), shift32 = n - 32. Made by simd/requant.h
+    32-bit form applies; round32 = 2^(n-33), shift32 = n - 32. Made by simd/api.h
     qrt_requant_tables32, the kernels' own."""
     n = np.array(np.where(valid, np.asarray(shift, np.int64), 33), np.int32, order="C")
     round32, shift32 = np.empty_like(n), np.empty_like(n)

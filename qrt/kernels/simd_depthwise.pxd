@@ -1,8 +1,9 @@
 # cython: language_level=3
-"""simd/depthwise.h for Cython: DEPTHWISE_CONV_2D."""
+"""DEPTHWISE_CONV_2D for Cython: its struct (simd/api.h). The path's code, qrt_dw_ops_for and
+qrt_dw_run, is compiled once in qrt.kernels.isa and cimported from there (isa.pxd)."""
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t
 
-cdef extern from "simd/depthwise.h":
+cdef extern from "simd/api.h":
     ctypedef struct qrt_dw_ops:
         pass
     ctypedef struct qrt_dw:
@@ -22,5 +23,3 @@ cdef extern from "simd/depthwise.h":
         int32_t zp_y, lo, hi
         int isa, threads
         const qrt_dw_ops* ops
-    const qrt_dw_ops* qrt_dw_ops_for(int isa) noexcept nogil
-    int qrt_dw_run(const qrt_dw* d, const int8_t* x, int8_t* y) noexcept nogil

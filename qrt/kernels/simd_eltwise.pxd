@@ -1,11 +1,12 @@
 # cython: language_level=3
-"""simd/eltwise.h for Cython: same-shape ADD/SUB and MUL rows, QUANTIZE and DEQUANTIZE."""
+"""Same-shape ADD/SUB and MUL rows, QUANTIZE and DEQUANTIZE for Cython: the structs and the
+inline row dispatch (simd/api.h). The paths' code, qrt_eltwise_ops_for and the qrt_*_run
+functions, is compiled once in qrt.kernels.isa and cimported from there (isa.pxd)."""
 from libc.stdint cimport int8_t, int32_t, int64_t
 
-cdef extern from "simd/eltwise.h":
+cdef extern from "simd/api.h":
     ctypedef struct qrt_eltwise_ops:
         pass
-    const qrt_eltwise_ops* qrt_eltwise_ops_for(int isa) noexcept nogil
     ctypedef struct qrt_add:
         int32_t ta[256]
         int32_t tb[256]
@@ -18,11 +19,7 @@ cdef extern from "simd/eltwise.h":
         const qrt_eltwise_ops* ops
     void qrt_add_row(const qrt_add* p, const int8_t* a, const int8_t* b, int8_t* y,
                      int64_t count) noexcept nogil
-    void qrt_add_run(const qrt_add* p, const int8_t* a, const int8_t* b, int8_t* y,
-                     int64_t count) noexcept nogil
     void qrt_mul_row(const qrt_mul* p, const int8_t* a, const int8_t* b, int8_t* y,
-                     int64_t count) noexcept nogil
-    void qrt_mul_run(const qrt_mul* p, const int8_t* a, const int8_t* b, int8_t* y,
                      int64_t count) noexcept nogil
     ctypedef struct qrt_quant:
         int64_t N, C, P
@@ -31,4 +28,3 @@ cdef extern from "simd/eltwise.h":
         int32_t zp
         int kind, isa, threads
         const qrt_eltwise_ops* ops
-    int qrt_quant_run(const qrt_quant* q, const void* x, void* y, int quantize) noexcept nogil

@@ -1,8 +1,10 @@
 # cython: language_level=3
-"""simd/gemm.h for Cython: the GEMM of CONV_2D and FULLY_CONNECTED."""
+"""The GEMM of CONV_2D and FULLY_CONNECTED for Cython: its struct (simd/api.h) and the packed
+layout (simd/layout.h). The path's code, qrt_gemm_ops_for and qrt_gemm_run, is compiled once in
+qrt.kernels.isa and cimported from there (isa.pxd)."""
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 
-cdef extern from "simd/gemm.h":
+cdef extern from "simd/api.h":
     ctypedef struct qrt_gemm_ops:
         int64_t mr
         int es, kg, k_align
@@ -20,8 +22,6 @@ cdef extern from "simd/gemm.h":
         int32_t zp_y, lo, hi
         int isa, threads
         const qrt_gemm_ops* ops
-    const qrt_gemm_ops* qrt_gemm_ops_for(int isa) noexcept nogil
-    int qrt_gemm_run(const qrt_gemm* g, const int8_t* x, int8_t* y) noexcept nogil
 
 cdef extern from "simd/layout.h":
     enum:

@@ -1,12 +1,12 @@
 # cython: language_level=3
-"""simd/requant.h for Cython: the requantization of int32 sums (SPEC.md 4.2) on each path,
-chosen once per bound op (qrt_requant_ops_for), and the 32-bit form's tables."""
+"""The requantization of int32 sums (SPEC.md 4.2) for Cython (simd/api.h): the scalar rule, the
+rows dispatched through a path's table, and the 32-bit form's tables. The table of each path,
+qrt_requant_ops_for, is compiled once in qrt.kernels.isa and cimported from there (isa.pxd)."""
 from libc.stdint cimport int8_t, int32_t, int64_t
 
-cdef extern from "simd/requant.h":
+cdef extern from "simd/api.h":
     ctypedef struct qrt_requant_ops:
         pass
-    const qrt_requant_ops* qrt_requant_ops_for(int isa) noexcept nogil
     int8_t qrt_requant_select(int32_t acc, int32_t m, int32_t n, int32_t zp, int32_t lo,
                               int32_t hi) noexcept nogil
     void qrt_requant_row(const qrt_requant_ops* ops, const int32_t* acc, const int32_t* m,

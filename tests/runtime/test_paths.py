@@ -61,3 +61,23 @@ def test_bad_choices_are_clear_errors(models, monkeypatch, kwargs, env, message)
         monkeypatch.setenv(k, v)
     with pytest.raises(qrt.InputError, match=message):
         qrt.load(models["chain"], **kwargs)
+
+
+def test_the_c_is_compiled_once_with_one_scratch_per_thread():
+    """The paths' C (simd/*.h) is compiled into qrt.kernels.isa only; the other kernel modules
+    see simd/api.h and cimport its entry points (isa.pxd). So only isa's shared object has
+    thread-local storage: the one per-thread scratch (simd/isa.h qrt_scratch) of every op."""
+    import importlib
+    import struct
+
+    def has_tls(path):  # an ELF64 program header of type PT_TLS (7)
+        data = open(path, "rb").read()
+        if data[:5] != b"\x7fELF\x02":
+            pytest.skip("not an ELF64 shared object")
+        phoff, = struct.unpack_from("<Q", data, 0x20)
+        size, count = struct.unpack_from("<HH", data, 0x36)
+        return any(struct.unpack_from("<I", data, phoff + i * size)[0] == 7 for i in range(count))
+
+    names = ("isa", "gemm", "depthwise", "elementwise", "pool", "requantize", "plan")
+    tls = {n: has_tls(importlib.import_module(f"qrt.kernels.{n}").__file__) for n in names}
+    assert tls == {n: n == "isa" for n in names}, tls

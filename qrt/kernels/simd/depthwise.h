@@ -36,27 +36,8 @@
 #include <string.h>
 #include <immintrin.h>
 #include "isa.h"
+#include "api.h"  /* the structs, the rule and the dispatch the Cython modules see */
 #include "requant.h"
-
-typedef struct qrt_dw_ops qrt_dw_ops;
-
-typedef struct {
-    int64_t N, H, W, C, M, C_out;    /* x [N, H, W, C]; y [N, OH, OW, C_out], C_out = C * M */
-    int64_t OH, OW, KH, KW, sh, sw, dh, dw, top, left;
-    int64_t taps, pairs, blocks;     /* KH * KW; ceil(taps / 2); ceil(C_out / 32) */
-    const int8_t *w;                 /* [taps][C_out] in tap order (scalar path) */
-    const int16_t *wp;               /* [blocks][pairs][64]: int16 tap pairs (vector paths) */
-    const int32_t *bias;             /* [blocks * 32]: bias - zp_x * sum_taps w, wrapped */
-    const int32_t *mult, *shift;     /* [blocks * 32] */
-    const int32_t *round32, *shift32;  /* [blocks * 32]: 2^(n-33), n-32 (requant.h) */
-    int n33;                         /* every shift >= 33: the 32-bit requantization applies */
-    const int8_t *zrow;              /* (OW + 1) * sw * C_out + blocks * 32 bytes of zp_x */
-    int8_t *tail;                    /* M = 1: x's bytes from tail_at on, then zeros */
-    int64_t tail_at;                 /* first input pixel (in bytes) a block read could overrun */
-    int32_t zp_y, lo, hi;
-    int isa, threads;
-    const qrt_dw_ops *ops;           /* the path's functions: qrt_dw_ops_for(isa), at bind */
-} qrt_dw;
 
 /* Bytes a tap pointer may be read at: whole 32-channel blocks. */
 static inline int64_t qrt_dw_span(const qrt_dw *d) { return d->blocks * 32; }

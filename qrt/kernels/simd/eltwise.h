@@ -39,61 +39,14 @@
 #include <stdint.h>
 #include <immintrin.h>
 #include "isa.h"
+#include "api.h"  /* the structs, the rule and the dispatch the Cython modules see */
 #include "requant.h"
-
-typedef struct qrt_eltwise_ops qrt_eltwise_ops;
-typedef struct qrt_quant qrt_quant;
-
-typedef struct {
-    int32_t ta[256], tb[256];  /* a', b' by the byte of the operand (tb negated for SUB) */
-    int32_t za, zb, ma, mb, ka, kb, sign;  /* the same in closed form: k = n_operand - 20 */
-    int32_t m, n, zp, lo, hi;  /* output requantization */
-    int isa, threads;
-    const qrt_eltwise_ops *ops;  /* the path's functions: qrt_eltwise_ops_for(isa), at bind */
-} qrt_add;
-
-typedef struct {
-    int32_t za, zb, m, n, zp, lo, hi;
-    int isa, threads;
-    const qrt_eltwise_ops *ops;
-} qrt_mul;
-
-/* What differs between the paths, chosen once per bound op (qrt_eltwise_ops_for). */
-struct qrt_eltwise_ops {
-    /* ADD/SUB and MUL of a contiguous row: as many elements as the path does at a time;
-     * returns how many (qrt_add_row, qrt_mul_row do the rest with the scalar rule) */
-    int64_t (*add)(const qrt_add *p, const int8_t *a, const int8_t *b, int8_t *y, int64_t count);
-    int64_t (*mul)(const qrt_mul *p, const int8_t *a, const int8_t *b, int8_t *y, int64_t count);
-    /* QUANTIZE, DEQUANTIZE: pixels [p0, p1) of image n, a multiple of 8; NULL: scalar only */
-    void (*quantize)(const qrt_quant *q, const float *x, void *y, int64_t n, int64_t p0,
-                     int64_t p1, int32_t *tile);
-    void (*dequantize)(const qrt_quant *q, const void *x, float *y, int64_t n, int64_t p0,
-                       int64_t p1, int32_t *tile);
-};
 
 #define QRT_BINARY_SPLIT 32768  /* elements per thread at least: below, a parallel region costs
                                    more than it saves */
 
-/* ---------------------------------------------------------------- scalar */
-
-/* The parameters are copied to locals first: y is int8, which may alias anything, so reading
- * them through p would reload every one after each store. */
-static int64_t qrt_add_row_c1__scalar(const qrt_add *p, const int8_t *a, const int8_t *b,
-                                      int8_t *y, int64_t count) {
-    const int32_t *ta = p->ta, *tb = p->tb;
-    const int32_t m = p->m, n = p->n, zp = p->zp, lo = p->lo, hi = p->hi;
-    for (int64_t i = 0; i < count; i++)
-        y[i] = qrt_requant_select(ta[(uint8_t)a[i]] + tb[(uint8_t)b[i]], m, n, zp, lo, hi);
-    return count;
-}
-
-static int64_t qrt_mul_row_c1__scalar(const qrt_mul *p, const int8_t *a, const int8_t *b,
-                                      int8_t *y, int64_t count) {
-    const int32_t za = p->za, zb = p->zb, m = p->m, n = p->n, zp = p->zp, lo = p->lo, hi = p->hi;
-    for (int64_t i = 0; i < count; i++)
-        y[i] = qrt_requant_select((a[i] - za) * (b[i] - zb), m, n, zp, lo, hi);
-    return count;
-}
+/* The scalar rows (qrt_add_row_c1__scalar, qrt_mul_row_c1__scalar) and the row dispatch
+ * (qrt_add_row, qrt_mul_row) are in api.h: the Cython loops use them too. */
 
 /* ---------------------------------------------------------------- avx2: 16 per step */
 
@@ -248,20 +201,6 @@ static int64_t qrt_mul_row_c8__avx512vnni(const qrt_mul *p, const int8_t *a, con
 
 /* ---------------------------------------------------------------- rows and threads */
 
-/* One contiguous row: the vector path where it applies (avx512vnni, and amx, which has it;
- * avx2), the scalar rule for the rest. */
-static inline void qrt_add_row(const qrt_add *p, const int8_t *a, const int8_t *b, int8_t *y,
-                               int64_t count) {
-    int64_t i = p->ops->add(p, a, b, y, count);
-    qrt_add_row_c1__scalar(p, a + i, b + i, y + i, count - i);
-}
-
-static inline void qrt_mul_row(const qrt_mul *p, const int8_t *a, const int8_t *b, int8_t *y,
-                               int64_t count) {
-    int64_t i = p->ops->mul(p, a, b, y, count);
-    qrt_mul_row_c1__scalar(p, a + i, b + i, y + i, count - i);
-}
-
 /* How many threads a row of count elements is split over, and where part t starts (64-byte
  * aligned offsets, the last part ends at count). */
 static inline int qrt_binary_parts(int threads, int64_t count) {
@@ -294,18 +233,6 @@ static void qrt_mul_run(const qrt_mul *p, const int8_t *a, const int8_t *b, int8
 }
 
 /* ---------------------------------------------------------------- QUANTIZE / DEQUANTIZE */
-
-enum { QRT_Q_INT8 = 0, QRT_Q_UINT8 = 1, QRT_Q_INT16 = 2 };
-
-struct qrt_quant {
-    int64_t N, C, P;        /* float side [N][C][P], integer side [N][P][C] */
-    double scale, qlo, qhi; /* quantize: bounds before the zero point is added */
-    float s;                /* dequantize */
-    int32_t zp;
-    int kind;               /* QRT_Q_*: the integer side's type */
-    int isa, threads;
-    const qrt_eltwise_ops *ops;
-};
 
 static inline int32_t qrt_quantize_one(const qrt_quant *q, float x) {
     double v = __builtin_nearbyint((double)x / q->scale);

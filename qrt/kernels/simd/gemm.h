@@ -28,6 +28,7 @@
 #include <string.h>
 #include <immintrin.h>
 #include "isa.h"
+#include "api.h"  /* the structs, the rule and the dispatch the Cython modules see */
 #include "layout.h"
 #include "requant.h"
 
@@ -35,26 +36,6 @@
 #define QRT_NP 4          /* panels of QRT_PANEL channels per micro-kernel call */
 _Static_assert(QRT_PANEL == 16, "the vector micro-kernels hold one panel per 512 bits of int32");
 #define QRT_BLOCK_BYTES (192 * 1024)  /* packed rows per block: stays in L2 */
-
-typedef struct qrt_gemm_ops qrt_gemm_ops;
-
-typedef struct {
-    int64_t N, H, W, C_in;          /* input, NHWC */
-    int64_t OH, OW, C_out;          /* output, NHWC */
-    int64_t KH, KW, sh, sw, dh, dw, top, left;
-    int64_t groups, cin_g, cout_g;  /* per group: cin_g inputs, cout_g outputs */
-    int64_t K4;                     /* KH*KW*cin_g rounded up to a multiple of 4 */
-    int64_t panels;                 /* ceil(cout_g / 16) */
-    uint8_t pad_u8;                 /* the input zero point, flipped */
-    const int8_t *w;                /* [groups][panels][K4/4][16][4] */
-    const int32_t *bias;            /* [groups][panels*16]: bias - (zp_x + 128) * sum_k w */
-    const int32_t *mult, *shift;    /* [groups][panels*16] */
-    const int32_t *round32, *shift32;  /* [groups][panels*16]: 2^(n-33), n-32 (requant.h) */
-    int n33;                        /* every shift >= 33: the 32-bit requantization applies */
-    int32_t zp_y, lo, hi;
-    int isa, threads;
-    const qrt_gemm_ops *ops;        /* the path's functions: qrt_gemm_ops_for(isa), at bind */
-} qrt_gemm;
 
 /* dst = src ^ 0x80 (int8 -> uint8 + 128), and a fill: portable and AVX-512 forms, so the
  * packing below can be compiled for both (short spans: masked vectors, no calls). */
@@ -489,30 +470,6 @@ static void qrt_gemm_block_32x32c4__amx(const qrt_gemm *g, const uint8_t *rows, 
 #pragma GCC pop_options
 
 /* ---------------------------------------------------------------- the path's functions */
-
-typedef void (*qrt_gemm_pack_rows_fn)(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
-                                      int64_t grp, uint8_t *dst);
-/* np panels (<= QRT_NP) x mr rows (<= QRT_MR) of sums, requantized into y[i] + 0 .. ncols. */
-typedef void (*qrt_gemm_ukernel_fn)(const qrt_gemm *g, int64_t np, int64_t mr,
-                                    const uint8_t *const *a, const int8_t *w, const int32_t *bias,
-                                    const int32_t *mult, const int32_t *shift, int8_t *const *y,
-                                    int64_t ncols);
-/* A whole block: nrows packed rows x panels [p0, p1), y at the block's first row. */
-typedef void (*qrt_gemm_block_fn)(const qrt_gemm *g, const uint8_t *rows, int64_t nrows,
-                                  const int8_t *wg, const int32_t *bias, const int32_t *mult,
-                                  const int32_t *shift, int8_t *y, int64_t p0, int64_t p1,
-                                  int32_t *sums);
-
-/* What differs between the paths, chosen once per bound op (qrt_gemm_ops_for). */
-struct qrt_gemm_ops {
-    qrt_gemm_pack_rows_fn pack_rows;  /* im2col rows, flipped to unsigned */
-    qrt_gemm_ukernel_fn ukernel;      /* QRT_MR x QRT_NP panels per call; NULL: block */
-    qrt_gemm_block_fn block;          /* or a whole block per call (AMX) */
-    int64_t mr;                       /* rows per micro-kernel call */
-    int es;                           /* bytes per packed k of a row */
-    int kg;                           /* k per channel in the packed weights (layout.h) */
-    int k_align;                      /* K4: K rounded up to a multiple of this */
-};
 
 static inline const qrt_gemm_ops *qrt_gemm_ops_for(int isa) {
     static const qrt_gemm_ops ops[] = {

@@ -53,7 +53,9 @@ static inline int qrt_isa_supported(int isa) {
 }
 
 /* Per-thread scratch (packed activation rows): grown on demand, reused by every later call on
- * the same thread, so a run allocates nothing once warm. NULL when memory runs out. */
+ * the same thread, so a run allocates nothing once warm. NULL when memory runs out. One per
+ * thread for the whole runtime: the code that uses it (gemm.h, depthwise.h, eltwise.h) is
+ * compiled only into qrt.kernels.isa (isa.pyx); the kernel modules include simd/api.h. */
 static __thread uint8_t *qrt_scratch_ptr = NULL;
 static __thread size_t qrt_scratch_size = 0;
 

@@ -2,7 +2,8 @@
  *   y = clamp(zp + ((acc * m + 2^(n-1)) >> n), lo, hi)
  * with the product, rounding and shift in 64 bits and the clamp before narrowing, so no
  * intermediate can wrap (1 <= n <= 62, 0 <= m < 2^31: |acc * m| + 2^(n-1) < 2^63).
- * Reference: qrt/numerics.py requantize. */
+ * Reference: qrt/numerics.py requantize. The rule itself (qrt_rounding_shift, the scalar forms,
+ * the 32-bit form's tables) and the row dispatch are in api.h; its vector forms are here. */
 #ifndef QRT_REQUANT_H
 #define QRT_REQUANT_H
 
@@ -10,54 +11,7 @@
 #include <string.h>
 #include <immintrin.h>
 #include "isa.h"
-
-/* The rounding rule itself, once for all the C and Cython code (numerics.pxd declares it for
- * Cython): v * m / 2^n rounded to nearest, ties toward +infinity, exactly in 64 bits, for a
- * multiplier of either sign; callers keep 1 <= n <= 62 and |v * m| + 2^(n-1) < 2^63.
- * Reference: qrt/numerics.py rounding_shift. Every vector form below is a sibling of it. */
-static inline int64_t qrt_rounding_shift(int64_t v, int64_t m, int64_t n) {
-    return (v * m + ((int64_t)1 << (n - 1))) >> n;
-}
-
-static inline int8_t qrt_requant_scalar(int32_t acc, int32_t m, int32_t n, int32_t zp, int32_t lo,
-                                        int32_t hi) {
-    int64_t v = qrt_rounding_shift(acc, m, n) + zp;
-    return (int8_t)(v < lo ? lo : v > hi ? hi : v);
-}
-
-/* The same, the clamp written as two selects so that it compiles without branches: with a
- * fused ReLU about half the outputs clamp, and a branch there mispredicts on every other
- * element. */
-static inline int8_t qrt_requant_select(int32_t acc, int32_t m, int32_t n, int32_t zp, int32_t lo,
-                                        int32_t hi) {
-    int64_t v = qrt_rounding_shift(acc, m, n) + zp;
-    v = v < lo ? lo : v;
-    v = v > hi ? hi : v;
-    return (int8_t)v;
-}
-
-/* The tables of the 32-bit form (qrt_requant8_avx2_n33, below) for one channel's shift n:
- * round32 = 2^(n-33) (0 where n < 33, where the form does not apply), shift32 = n - 32. */
-static inline int32_t qrt_round32(int32_t n) { return n >= 33 ? (int32_t)1 << (n - 33) : 0; }
-static inline int32_t qrt_shift32(int32_t n) { return n - 32; }
-
-/* Whether the 32-bit form applies: every shift >= 33, and a zero point whose clamp bounds
- * lo - zp, hi - zp fit int32 comfortably (|zp| <= 2^16). */
-static inline int qrt_n33_zp_ok(int32_t zp) { return zp >= -65536 && zp <= 65536; }
-
-/* A layer's tables for count channels (padding channels given shift 33 by the caller); returns
- * whether the 32-bit form applies to it. The one place they are made: the kernels' packing
- * (requantize.pyx tables32) and the one-multiplier rows of eltwise.h. */
-static inline int qrt_requant_tables32(const int32_t *n, int64_t count, int32_t zp,
-                                       int32_t *round32, int32_t *shift32) {
-    int ok = qrt_n33_zp_ok(zp);
-    for (int64_t c = 0; c < count; c++) {
-        round32[c] = qrt_round32(n[c]);
-        shift32[c] = qrt_shift32(n[c]);
-        ok &= n[c] >= 33;
-    }
-    return ok;
-}
+#include "api.h"  /* the structs, the rule and the dispatch the Cython modules see */
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
@@ -308,16 +262,6 @@ static int64_t qrt_requant1_row_c16__avx512vnni(const int32_t *acc, int64_t coun
 }
 #pragma GCC pop_options
 
-/* What differs between the paths, chosen once per bound op (qrt_requant_ops_for). */
-typedef struct {
-    /* per-channel m, n; n33: every shift >= 33 (the 32-bit form) */
-    void (*row)(const int32_t *acc, const int32_t *m, const int32_t *n, int64_t count, int32_t zp,
-                int32_t lo, int32_t hi, int8_t *y, int n33);
-    /* one m, n for the row: returns how many it did */
-    int64_t (*row1)(const int32_t *acc, int64_t count, int32_t m, int32_t n, int32_t zp,
-                    int32_t lo, int32_t hi, int8_t *y);
-} qrt_requant_ops;
-
 /* AVX2 has no one-multiplier row of its own (the 64-bit form of 8 lanes is no faster). */
 static inline const qrt_requant_ops *qrt_requant_ops_for(int isa) {
     static const qrt_requant_ops ops[] = {
@@ -328,23 +272,6 @@ static inline const qrt_requant_ops *qrt_requant_ops_for(int isa) {
         [QRT_AMX] = {.row = qrt_requant_row_c16__avx512vnni, .row1 = qrt_requant1_row_c16__avx512vnni},
     };
     return &ops[isa >= QRT_SCALAR && isa <= QRT_AMX ? isa : QRT_SCALAR];
-}
-
-static inline void qrt_requant_row(const qrt_requant_ops *ops, const int32_t *acc, const int32_t *m,
-                                   const int32_t *n, int64_t count, int32_t zp, int32_t lo,
-                                   int32_t hi, int8_t *y) {
-    int n33 = 1;
-    for (int64_t c = 0; c < count; c++)
-        n33 &= n[c] >= 33;
-    ops->row(acc, m, n, count, zp, lo, hi, y, n33);
-}
-
-static inline void qrt_requant1_row(const qrt_requant_ops *ops, const int32_t *acc, int64_t count,
-                                    int32_t m, int32_t n, int32_t zp, int32_t lo, int32_t hi,
-                                    int8_t *y) {
-    int64_t i = ops->row1(acc, count, m, n, zp, lo, hi, y);
-    for (; i < count; i++)
-        y[i] = qrt_requant_select(acc[i], m, n, zp, lo, hi);
 }
 
 #endif
