@@ -992,10 +992,19 @@ cdef class _ConversionStep(Step):
     cdef const void* x
     cdef void* o
     cdef int quantize
+    cdef bint _nonfinite
     cdef tuple float_shape
 
     cdef int run(self) noexcept nogil:
-        return qrt_quant_run(&self.q, self.x, self.o, self.quantize)
+        cdef int rc = qrt_quant_run(&self.q, self.x, self.o, self.quantize)
+        self._nonfinite = rc == 1  # quantized all the same (NaN -> zero point, +-inf saturate)
+        return 0 if rc == 1 else rc
+
+    @property
+    def nonfinite(self):
+        """QUANTIZE: whether the last run's float input held a NaN or an infinity (noticed
+        while converting it, so the graph boundary's check costs nothing)."""
+        return bool(self._nonfinite)
 
     cdef float* _float_side(self, a, bint writable) except? NULL:
         if (not isinstance(a, np.ndarray) or a.dtype != np.float32 or not a.flags.c_contiguous

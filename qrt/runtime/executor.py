@@ -256,12 +256,12 @@ class Model:
         if len(chunks) != 1:
             raise InputError("all inputs must hold the same number of batches")
         chunks = chunks.pop()
-        if check_finite:
-            self._views()
-            for info, (x, _), flags in zip(self.inputs, feeds, self._local.finite):
-                if x.dtype.kind == "f" and not _all_finite(x, flags):
-                    raise _non_finite(info.name, x)
         m = self.definition
+        if check_finite:  # feeds the boundary's QUANTIZE does not check as it converts them
+            self._views()
+            for info, g, (x, _), flags in zip(self.inputs, m.inputs, feeds, self._local.finite):
+                if x.dtype.kind == "f" and not self._kernel_checks(g, x) and not _all_finite(x, flags):
+                    raise _non_finite(info.name, x)
         results = []
         for g, info in zip(m.outputs, self.outputs):
             t = m.tensors[g.tensor]
@@ -269,9 +269,11 @@ class Model:
             results.append(np.empty((info.shape[0] * chunks,) + info.shape[1:], NUMPY_DTYPE[dtype]))
         views = self._views()
         for c in range(chunks):
-            for (x, _), g in zip(feeds, m.inputs):
+            for (x, _), g, info in zip(feeds, m.inputs, self.inputs):
                 b = m.tensors[g.tensor].shape[0]
-                self._load_input(x[c * b:(c + 1) * b], g, views)
+                if self._load_input(x[c * b:(c + 1) * b], g, views) and check_finite \
+                        and self._kernel_checks(g, x):
+                    raise _non_finite(info.name, x)
             self._local.plan.run()
             for out, g, info in zip(results, m.outputs, self.outputs):
                 b = info.shape[0]
@@ -295,12 +297,12 @@ class Model:
                 step.feed(x)  # checks dtype, layout and shape
         except (TypeError, ValueError):
             return None
-        if check_finite:
-            for info, x, flags in zip(self.inputs, args, self._local.finite):
-                if not np.isfinite(x, out=flags).all():
-                    raise _non_finite(info.name, x)
         for step in quantize:
             step()
+        if check_finite:  # the compiled QUANTIZE notices NaN and +-inf as it converts
+            for step, info, x in zip(quantize, self.inputs, args):
+                if step.nonfinite:
+                    raise _non_finite(info.name, x)
         self._local.plan.run()
         results = []
         for step, shape in dequantize:
@@ -331,7 +333,15 @@ class Model:
                          "seconds": float(np.median(times)), "macs": op_macs(m, op)})
         return rows
 
-    def _load_input(self, x: np.ndarray, g, views: dict):
+    def _kernel_checks(self, g, x: np.ndarray) -> bool:
+        """Whether the boundary's QUANTIZE step tells if feed x held NaN or +-inf: x is float32
+        (a wider float is rounded to float32 first, where a large finite value becomes inf) and
+        the stored tensor is quantized (a float32 one is copied as it is)."""
+        return x.dtype == np.float32 and self.definition.tensors[g.tensor].dtype != DType.FLOAT32
+
+    def _load_input(self, x: np.ndarray, g, views: dict) -> bool:
+        """Put one file batch of feed x into the arena; True if the boundary's QUANTIZE saw a
+        NaN or an infinity in it."""
         t = self.definition.tensors[g.tensor]
         if x.dtype.kind == "f" and t.dtype != DType.FLOAT32:
             if x.dtype != np.float32 or not x.flags.c_contiguous:
@@ -342,8 +352,9 @@ class Model:
             step = self._local.conversions[(True, g.tensor)]
             step.feed(x)
             step()
-        else:
-            np.copyto(views[g.tensor], x.transpose(0, 2, 3, 1) if g.layout == Layout.NCHW else x)
+            return step.nonfinite
+        np.copyto(views[g.tensor], x.transpose(0, 2, 3, 1) if g.layout == Layout.NCHW else x)
+        return False
 
     def _store_output(self, g, views: dict, out: np.ndarray):
         t = self.definition.tensors[g.tensor]

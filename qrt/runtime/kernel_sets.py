@@ -61,6 +61,7 @@ class _ReferenceConversion:
 
     def __init__(self, quantize, x, p, out, nchw):
         self.quantize, self.x, self.p, self.out, self.nchw = quantize, x, p, out, nchw
+        self.nonfinite = False
         self.float_shape = x.shape if quantize else out.shape
 
     def _float_side(self, a):
@@ -78,6 +79,7 @@ class _ReferenceConversion:
 
     def __call__(self):
         if self.quantize:
+            self.nonfinite = not np.isfinite(self.x).all()  # as the compiled step reports it
             self.out[...] = QUANTIZE.reference([self.x.transpose(0, 2, 3, 1) if self.nchw else self.x], self.p)
         else:
             y = DEQUANTIZE.reference([self.x], self.p)

@@ -559,6 +559,41 @@ def test_graph_boundary_conversions_every_path_layout_and_thread_count(dtype):
         E.bind_quantize([np.zeros((1, 2, 3, 4), np.float32)], qp, np.empty((1, 2, 3, 4), q.dtype), nchw=True)
 
 
+def test_boundary_quantize_reports_every_non_finite_value():
+    """The boundary's QUANTIZE notices NaN, +inf and -inf wherever they sit (vector body,
+    pixel tails, channel tails of the byte transpose, int16's tile, a second thread's share),
+    on every path, and nothing for finite values up to float32's largest; its output is the
+    reference's all the same."""
+    from qrt.ops.quantize import QuantizeParams
+
+    rng = np.random.default_rng(44)
+    fmax = np.finfo(np.float32).max
+    for dtype in (DType.INT8, DType.INT16):
+        lo, hi = QUANT_RANGE[dtype]
+        qp = QuantizeParams(0.05, 3, lo, hi)
+        for n, c, h, w in [(1, 1, 1, 1), (1, 1, 5, 7), (1, 3, 4, 4), (2, 11, 3, 5), (1, 9, 16, 20), (1, 3, 160, 160)]:
+            size = n * c * h * w
+            for nchw in (True, False):
+                shape = (n, c, h, w) if nchw else (n, h, w, c)
+                spots = sorted({0, size - 1, int(rng.integers(size)), size // 2})
+                cases = [(None, 0.0)] + [(i, v) for i in spots for v in (np.nan, np.inf, -np.inf)]
+                for spot, value in cases:
+                    x = (rng.standard_normal(size) * 40).astype(np.float32)
+                    x[rng.random(size) < 0.2] = fmax * np.float32(rng.choice([-1, 1]))
+                    if spot is not None:
+                        x[spot] = value
+                    x = x.reshape(shape)
+                    want = OPS[OpCode.QUANTIZE].reference([x.transpose(0, 2, 3, 1) if nchw else x], qp)
+                    for isa in ISA.supported():
+                        for threads in (1, 2):
+                            got = np.zeros(want.shape, NUMPY_DTYPE[dtype])
+                            step = E.bind_quantize([x], qp, got, isa=isa, threads=threads, nchw=nchw)
+                            step()
+                            what = f"{dtype.name} {shape} nchw={nchw} {isa} x{threads} value {value} at {spot}"
+                            assert step.nonfinite == (spot is not None), what
+                            np.testing.assert_array_equal(got, want, err_msg=what)
+
+
 @pytest.mark.parametrize("dtype", [DType.INT8, DType.UINT8, DType.INT16])
 def test_dequantize_matches_reference(dtype):
     rng = np.random.default_rng(30 + int(dtype))

@@ -179,9 +179,10 @@ struct qrt_eltwise_ops {
      * returns how many (qrt_add_row, qrt_mul_row do the rest with the scalar rule) */
     int64_t (*add)(const qrt_add *p, const int8_t *a, const int8_t *b, int8_t *y, int64_t count);
     int64_t (*mul)(const qrt_mul *p, const int8_t *a, const int8_t *b, int8_t *y, int64_t count);
-    /* QUANTIZE, DEQUANTIZE: pixels [p0, p1) of image n, a multiple of 8; NULL: scalar only */
-    void (*quantize)(const qrt_quant *q, const float *x, void *y, int64_t n, int64_t p0,
-                     int64_t p1, int32_t *tile);
+    /* QUANTIZE, DEQUANTIZE: pixels [p0, p1) of image n, a multiple of 8; NULL: scalar only.
+     * quantize returns nonzero if it met a NaN or an infinity (quantized all the same). */
+    int (*quantize)(const qrt_quant *q, const float *x, void *y, int64_t n, int64_t p0,
+                    int64_t p1, int32_t *tile);
     void (*dequantize)(const qrt_quant *q, const void *x, float *y, int64_t n, int64_t p0,
                        int64_t p1, int32_t *tile);
 };

@@ -256,14 +256,19 @@ static inline int32_t qrt_quant_get(int kind, const void *x, int64_t i) {
          : kind == QRT_Q_UINT8 ? ((const uint8_t *)x)[i] : ((const int16_t *)x)[i];
 }
 
-/* Pixels [p0, p1) of image n, every channel, one at a time. */
-static void qrt_quantize_p1__scalar(const qrt_quant *q, const float *x, void *y, int64_t n, int64_t p0,
-                                int64_t p1) {
+/* Pixels [p0, p1) of image n, every channel, one at a time; nonzero if one of them was NaN or
+ * infinite (the graph boundary then reports the feed: qrt.InputError). */
+static int qrt_quantize_p1__scalar(const qrt_quant *q, const float *x, void *y, int64_t n, int64_t p0,
+                                   int64_t p1) {
+    int bad = 0;
     for (int64_t c = 0; c < q->C; c++) {
         const float *xr = x + (n * q->C + c) * q->P;
-        for (int64_t p = p0; p < p1; p++)
+        for (int64_t p = p0; p < p1; p++) {
+            bad |= !(__builtin_fabsf(xr[p]) <= __FLT_MAX__);  /* NaN compares false */
             qrt_quant_put(q->kind, y, (n * q->P + p) * q->C + c, qrt_quantize_one(q, xr[p]));
+        }
     }
+    return bad;
 }
 
 static void qrt_dequantize_p1__scalar(const qrt_quant *q, const void *x, float *y, int64_t n, int64_t p0,
@@ -290,9 +295,13 @@ static inline __attribute__((always_inline)) void qrt_transpose8x8_avx2(const __
     t[2] = _mm_unpacklo_epi32(b1, b3), t[3] = _mm_unpackhi_epi32(b1, b3);
 }
 
-/* 8 floats quantized: int32 lanes within the integer type (see qrt_quantize_one). */
+/* 8 floats quantized: int32 lanes within the integer type (see qrt_quantize_one); a lane of
+ * *bad set where v is NaN or infinite. */
 static inline __attribute__((always_inline)) __m256i qrt_quantize8_avx2(__m256 v, __m256d sc, __m256d lo,
-                                                                       __m256d hi, __m256i zp) {
+                                                                       __m256d hi, __m256i zp,
+                                                                       __m256 *bad) {
+    const __m256 magnitude = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+    *bad = _mm256_or_ps(*bad, _mm256_cmp_ps(magnitude, _mm256_set1_ps(__FLT_MAX__), _CMP_NLE_UQ));
     __m256d a = _mm256_div_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), sc);
     __m256d b = _mm256_div_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), sc);
     a = _mm256_round_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -307,14 +316,15 @@ static inline __attribute__((always_inline)) __m256i qrt_quantize8_avx2(__m256 v
 /* Pixels [p0, p1) of image n, p1 - p0 a multiple of 8; tile holds 8 * C int32. One channel
  * (a plain row, no layout change): stored straight from the vector (the packs saturate,
  * which changes nothing in range). */
-static void qrt_quantize_p8__avx2(const qrt_quant *q, const float *x, void *y, int64_t n, int64_t p0,
-                              int64_t p1, int32_t *tile) {
+static int qrt_quantize_p8__avx2(const qrt_quant *q, const float *x, void *y, int64_t n, int64_t p0,
+                                 int64_t p1, int32_t *tile) {
+    __m256 bad = _mm256_setzero_ps();
     const __m256d sc = _mm256_set1_pd(q->scale), lo = _mm256_set1_pd(q->qlo), hi = _mm256_set1_pd(q->qhi);
     const __m256i zp = _mm256_set1_epi32(q->zp);
     const int64_t C = q->C;
     if (C == 1) {
         for (int64_t p = p0; p < p1; p += 8) {
-            __m256i r = qrt_quantize8_avx2(_mm256_loadu_ps(x + n * q->P + p), sc, lo, hi, zp);
+            __m256i r = qrt_quantize8_avx2(_mm256_loadu_ps(x + n * q->P + p), sc, lo, hi, zp, &bad);
             __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
             int64_t at = n * q->P + p;
             if (q->kind == QRT_Q_INT8)
@@ -324,7 +334,7 @@ static void qrt_quantize_p8__avx2(const qrt_quant *q, const float *x, void *y, i
             else
                 _mm_storeu_si128((__m128i *)((int16_t *)y + at), w);
         }
-        return;
+        return _mm256_movemask_ps(bad);
     }
     /* byte results: whole groups of 8 channels go through an 8 x 8 byte transpose in
      * registers, the rest (and int16) through the tile */
@@ -335,7 +345,7 @@ static void qrt_quantize_p8__avx2(const qrt_quant *q, const float *x, void *y, i
             __m128i r[8];  /* r[j]: channel c + j at the 8 pixels, bytes in the low half */
             for (int j = 0; j < 8; j++) {
                 __m256i v = qrt_quantize8_avx2(_mm256_loadu_ps(x + (n * C + c + j) * q->P + p), sc,
-                                               lo, hi, zp);
+                                               lo, hi, zp, &bad);
                 __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
                 r[j] = q->kind == QRT_Q_INT8 ? _mm_packs_epi16(w, w) : _mm_packus_epi16(w, w);
             }
@@ -349,13 +359,14 @@ static void qrt_quantize_p8__avx2(const qrt_quant *q, const float *x, void *y, i
         for (int64_t c = C8; c < C; c++)
             _mm256_storeu_si256((__m256i *)(tile + c * 8),
                                 qrt_quantize8_avx2(_mm256_loadu_ps(x + (n * C + c) * q->P + p), sc, lo,
-                                                   hi, zp));
+                                                   hi, zp, &bad));
         for (int i = 0; i < 8 && C8 < C; i++) {
             int64_t at = (n * q->P + p + i) * C;
             for (int64_t c = C8; c < C; c++)
                 qrt_quant_put(q->kind, y, at + c, tile[c * 8 + i]);
         }
     }
+    return _mm256_movemask_ps(bad);
 }
 
 static void qrt_dequantize_p8__avx2(const qrt_quant *q, const void *x, float *y, int64_t n, int64_t p0,
@@ -423,7 +434,9 @@ static inline const qrt_eltwise_ops *qrt_eltwise_ops_for(int isa) {
 }
 
 /* Work items: (image, run of QRT_QUANT_PIXELS pixels); the last run of each image may be short
- * and its last P % 8 pixels take the scalar code (the same values). */
+ * and its last P % 8 pixels take the scalar code (the same values). Returns 0, -2 (no scratch
+ * memory), or 1 when QUANTIZE met a NaN or an infinity: it is noticed here, in the pass that
+ * reads the floats anyway, so that the graph boundary's check costs nothing. */
 #define QRT_QUANT_PIXELS 256
 
 static int qrt_quant_run(const qrt_quant *q, const void *x, void *y, int quantize) {
@@ -433,8 +446,8 @@ static int qrt_quant_run(const qrt_quant *q, const void *x, void *y, int quantiz
     int vector = ops->quantize != NULL;
     if (items * QRT_QUANT_PIXELS * q->C < 65536)  /* too little to share */
         threads = 1;
-    int rc = 0;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && items > 1) reduction(min : rc)
+    int rc = 0, bad = 0;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && items > 1) reduction(min : rc) reduction(| : bad)
     for (int64_t it = 0; it < items; it++) {
         int64_t n = it / runs, p0 = (it % runs) * QRT_QUANT_PIXELS;
         int64_t p1 = p0 + QRT_QUANT_PIXELS < q->P ? p0 + QRT_QUANT_PIXELS : q->P;
@@ -446,16 +459,16 @@ static int qrt_quant_run(const qrt_quant *q, const void *x, void *y, int quantiz
                 continue;
             }
             if (quantize)
-                ops->quantize(q, (const float *)x, y, n, p0, pv, tile);
+                bad |= ops->quantize(q, (const float *)x, y, n, p0, pv, tile) != 0;
             else
                 ops->dequantize(q, x, (float *)y, n, p0, pv, tile);
         }
         if (quantize)
-            qrt_quantize_p1__scalar(q, (const float *)x, y, n, pv, p1);
+            bad |= qrt_quantize_p1__scalar(q, (const float *)x, y, n, pv, p1);
         else
             qrt_dequantize_p1__scalar(q, x, (float *)y, n, pv, p1);
     }
-    return rc;
+    return rc < 0 ? rc : bad;
 }
 
 #endif
