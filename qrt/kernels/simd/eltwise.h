@@ -295,13 +295,9 @@ static inline __attribute__((always_inline)) void qrt_transpose8x8_avx2(const __
     t[2] = _mm_unpacklo_epi32(b1, b3), t[3] = _mm_unpackhi_epi32(b1, b3);
 }
 
-/* 8 floats quantized: int32 lanes within the integer type (see qrt_quantize_one); a lane of
- * *bad set where v is NaN or infinite. */
+/* 8 floats quantized: int32 lanes within the integer type (see qrt_quantize_one). */
 static inline __attribute__((always_inline)) __m256i qrt_quantize8_avx2(__m256 v, __m256d sc, __m256d lo,
-                                                                       __m256d hi, __m256i zp,
-                                                                       __m256 *bad) {
-    const __m256 magnitude = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
-    *bad = _mm256_or_ps(*bad, _mm256_cmp_ps(magnitude, _mm256_set1_ps(__FLT_MAX__), _CMP_NLE_UQ));
+                                                                       __m256d hi, __m256i zp) {
     __m256d a = _mm256_div_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), sc);
     __m256d b = _mm256_div_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), sc);
     a = _mm256_round_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -311,6 +307,13 @@ static inline __attribute__((always_inline)) __m256i qrt_quantize8_avx2(__m256 v
     a = _mm256_min_pd(_mm256_max_pd(a, lo), hi);
     b = _mm256_min_pd(_mm256_max_pd(b, lo), hi);
     return _mm256_add_epi32(_mm256_set_m128i(_mm256_cvtpd_epi32(b), _mm256_cvtpd_epi32(a)), zp);
+}
+
+/* The callers collect v - v of every input vector: its bits are all zero unless v holds a NaN
+ * or an infinity (x - x is +0.0 for every finite x). Whether any bit is set: */
+static inline __attribute__((always_inline)) int qrt_quant_any(__m256 bad) {
+    const __m256i b = _mm256_castps_si256(bad);
+    return !_mm256_testz_si256(b, b);
 }
 
 /* Pixels [p0, p1) of image n, p1 - p0 a multiple of 8; tile holds 8 * C int32. One channel
@@ -324,7 +327,9 @@ static int qrt_quantize_p8__avx2(const qrt_quant *q, const float *x, void *y, in
     const int64_t C = q->C;
     if (C == 1) {
         for (int64_t p = p0; p < p1; p += 8) {
-            __m256i r = qrt_quantize8_avx2(_mm256_loadu_ps(x + n * q->P + p), sc, lo, hi, zp, &bad);
+            const __m256 v = _mm256_loadu_ps(x + n * q->P + p);
+            bad = _mm256_or_ps(bad, _mm256_sub_ps(v, v));
+            __m256i r = qrt_quantize8_avx2(v, sc, lo, hi, zp);
             __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
             int64_t at = n * q->P + p;
             if (q->kind == QRT_Q_INT8)
@@ -334,7 +339,7 @@ static int qrt_quantize_p8__avx2(const qrt_quant *q, const float *x, void *y, in
             else
                 _mm_storeu_si128((__m128i *)((int16_t *)y + at), w);
         }
-        return _mm256_movemask_ps(bad);
+        return qrt_quant_any(bad);
     }
     /* byte results: whole groups of 8 channels go through an 8 x 8 byte transpose in
      * registers, the rest (and int16) through the tile */
@@ -344,8 +349,9 @@ static int qrt_quantize_p8__avx2(const qrt_quant *q, const float *x, void *y, in
         for (int64_t c = 0; c < C8; c += 8) {
             __m128i r[8];  /* r[j]: channel c + j at the 8 pixels, bytes in the low half */
             for (int j = 0; j < 8; j++) {
-                __m256i v = qrt_quantize8_avx2(_mm256_loadu_ps(x + (n * C + c + j) * q->P + p), sc,
-                                               lo, hi, zp, &bad);
+                const __m256 f = _mm256_loadu_ps(x + (n * C + c + j) * q->P + p);
+                bad = _mm256_or_ps(bad, _mm256_sub_ps(f, f));
+                __m256i v = qrt_quantize8_avx2(f, sc, lo, hi, zp);
                 __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
                 r[j] = q->kind == QRT_Q_INT8 ? _mm_packs_epi16(w, w) : _mm_packus_epi16(w, w);
             }
@@ -356,17 +362,18 @@ static int qrt_quantize_p8__avx2(const qrt_quant *q, const float *x, void *y, in
                 _mm_storel_epi64((__m128i *)(yp + (2 * i + 1) * C + c), _mm_unpackhi_epi64(px[i], px[i]));
             }
         }
-        for (int64_t c = C8; c < C; c++)
-            _mm256_storeu_si256((__m256i *)(tile + c * 8),
-                                qrt_quantize8_avx2(_mm256_loadu_ps(x + (n * C + c) * q->P + p), sc, lo,
-                                                   hi, zp, &bad));
+        for (int64_t c = C8; c < C; c++) {
+            const __m256 f = _mm256_loadu_ps(x + (n * C + c) * q->P + p);
+            bad = _mm256_or_ps(bad, _mm256_sub_ps(f, f));
+            _mm256_storeu_si256((__m256i *)(tile + c * 8), qrt_quantize8_avx2(f, sc, lo, hi, zp));
+        }
         for (int i = 0; i < 8 && C8 < C; i++) {
             int64_t at = (n * q->P + p + i) * C;
             for (int64_t c = C8; c < C; c++)
                 qrt_quant_put(q->kind, y, at + c, tile[c * 8 + i]);
         }
     }
-    return _mm256_movemask_ps(bad);
+    return qrt_quant_any(bad);
 }
 
 static void qrt_dequantize_p8__avx2(const qrt_quant *q, const void *x, float *y, int64_t n, int64_t p0,
