@@ -26,7 +26,7 @@ from qrt.kernels.requantize import tables32
 
 
 from qrt.kernels.isa cimport qrt_dw_ops_for, qrt_dw_run
-from qrt.kernels.simd_depthwise cimport qrt_dw
+from qrt.kernels.simd_depthwise cimport QRT_DW_BLOCK, qrt_dw, qrt_dw_block_elems, qrt_dw_pack_weights
 
 
 _SCALAR = _isa.NAMES.index("scalar")
@@ -39,8 +39,8 @@ class PackedDepthwise:
         _, kh, kw, c_out = w.shape
         taps = kh * kw
         self.isa, self.shape = isa, (kh, kw, c_out)
-        self.pairs, self.blocks = -(-taps // 2), -(-c_out // 32)
-        span = 32 * self.blocks
+        self.pairs, self.blocks = -(-taps // 2), -(-c_out // QRT_DW_BLOCK)
+        span = QRT_DW_BLOCK * self.blocks
         # Taps in the kernels' order (simd/depthwise.h qrt_dw_taps): rows paired down each
         # column, an odd last row along itself, then a dummy of weight 0 if taps is odd.
         order = [(h + i, k) for h in range(0, kh - 1, 2) for k in range(kw) for i in (0, 1)]
@@ -49,14 +49,8 @@ class PackedDepthwise:
         self.w = np.ascontiguousarray([w3[i, j] for i, j in order], np.int8).reshape(taps, c_out)
         wt = np.zeros((2 * self.pairs, span), np.int64)
         wt[:taps, :c_out] = self.w
-        if isa == _SCALAR:
-            self.wp = np.zeros(0, np.int16)
-        else:
-            # [block][pair][lo/hi][lane][4 channels][2 taps]: block channel j sits in lane j // 8,
-            # half (j % 8) // 4, where unpacklo/hi_epi16 of two taps' widened x put it.
-            self.wp = np.ascontiguousarray(
-                wt.reshape(self.pairs, 2, self.blocks, 4, 2, 4).transpose(2, 0, 4, 3, 5, 1)
-                .astype(np.int16))
+        # The vector paths' int16 tap pairs, simd/layout.h qrt_dw_packed_at.
+        self.wp = np.zeros(0, np.int16) if isa == _SCALAR else _pack_weights(self.w, self.pairs, self.blocks)
         b = np.zeros(span, np.int64)
         b[:c_out] = np.asarray(bias, np.int64)
         # The kernels multiply raw x; a padding tap reads zp_x and so cancels its own share.
@@ -74,6 +68,16 @@ class PackedDepthwise:
         out = np.full(span, fill, np.int32)
         out[:c_out] = np.broadcast_to(np.asarray(values, np.int32), (c_out,))
         return out
+
+
+cdef object _pack_weights(const int8_t[:, ::1] w, int64_t pairs, int64_t blocks):
+    """simd/layout.h qrt_dw_pack_weights: w [taps][C_out] (the kernels' tap order) -> int16 tap
+    pairs, zeros where a tap or channel is padding."""
+    out = np.zeros(blocks * qrt_dw_block_elems(pairs), np.int16)
+    cdef int16_t[::1] o = out
+    if o.shape[0]:
+        qrt_dw_pack_weights(&w[0, 0], w.shape[0], w.shape[1], pairs, &o[0])
+    return out
 
 
 cdef class DepthwiseStep(Step):
@@ -165,7 +169,7 @@ def bind_depthwise_conv_2d(ins, p, out, isa=None, threads=1, packed=None):
     s.d.round32 = <const int32_t*>_data(packed.round32)
     s.d.shift32 = <const int32_t*>_data(packed.shift32)
     s.d.n33 = packed.n33
-    cdef Py_ssize_t total = N * H * W * C, span = 32 * packed.blocks
+    cdef Py_ssize_t total = N * H * W * C, span = QRT_DW_BLOCK * packed.blocks
     # Padding taps read zp_x; the interior pixels of a row advance all their taps together by
     # sw * C_out bytes per pixel (the 3x3 stride-1 kernel reads two columns ahead), those in
     # padded rows too, so the row of zp_x is that long.

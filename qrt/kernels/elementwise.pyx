@@ -1,12 +1,14 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Elementwise and data-movement kernels: ADD/SUB, MUL, MAXIMUM/MINIMUM, REQUANTIZE, CONCAT, LEAKY_RELU/PRELU,
-LUT, SOFTMAX, QUANTIZE, DEQUANTIZE, PAD, TRANSPOSE, RESHAPE.
+"""Elementwise kernels: ADD/SUB, MUL, MAXIMUM/MINIMUM, REQUANTIZE, LEAKY_RELU/PRELU, LUT,
+QUANTIZE, DEQUANTIZE. The data-movement kernels (CONCAT, PAD, TRANSPOSE, RESHAPE) are in
+movement.pyx, SOFTMAX in softmax.pyx; the bind-time helpers the three share (flat views, checks,
+the rescale table) in common.pxd.
 
 Each op is used in two steps, as in qrt/kernels/gemm.pyx:
   bind_NAME(ins, p, out, isa=None, threads=1) -> Step   once per thread arena: shapes, dtypes
       and parameter ranges checked (ValueError), raw pointers to the inputs and the output
       kept, and everything that depends on the parameters only made here: lookup tables,
-      broadcast strides, coalesced copy plans, scratch rows;
+      broadcast strides, scratch rows;
   step.run()   every inference: C loops only, no Python, no allocation.
 NAME(ins, p, out) binds and runs once (tests, and the graph boundary's QUANTIZE/DEQUANTIZE).
 `ins` are the input arrays, `p` the op's parameters from its prepare step (qrt/ops/<op>.py), `out` the
@@ -23,12 +25,13 @@ named path is still checked).
 """
 import numpy as np
 
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.stdint cimport (
-    int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t,
-)
-from libc.string cimport memcpy, memmove, memset
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
+from libc.string cimport memmove
 
+from qrt.kernels.common cimport (
+    MAX_RANK, _apply_table, _check_dtype, _check_isa, _check_mn, _check_rank, _check_same_shape,
+    _check_zp8, _check_zp32, _flat, _flat_in, _flat_out, _in_bytes, _out_bytes, _rescale_table,
+)
 from qrt.kernels.numerics cimport check_requant, requantize_one, rounding_shift
 from qrt.kernels.plan cimport Step
 
@@ -43,7 +46,6 @@ from qrt.kernels.simd_requant cimport qrt_requant_select
 
 
 cdef enum:
-    MAX_RANK = 8
     # A one-value operand is folded into a 256-entry table when the other is longer than that.
     TABLE_MIN = 256
 
@@ -59,85 +61,6 @@ cdef inline int8_t _clamp_int8(int64_t v) noexcept nogil:
     if v > 127:
         return 127
     return <int8_t>v
-
-
-cdef object _flat(object x, str what):
-    """x as a 1-D C-contiguous array (a view when x is C-contiguous, else a copy): parameter
-    arrays, which the step keeps."""
-    if not isinstance(x, np.ndarray):
-        raise ValueError(f"{what} must be a numpy array, got {type(x).__name__}")
-    return x.reshape(-1)
-
-
-cdef object _flat_in(object x, str what):
-    """An input as a 1-D view of its own memory, which the step reads at every run."""
-    if isinstance(x, np.ndarray) and not x.flags.c_contiguous:
-        raise ValueError(f"{what} must be C-contiguous")
-    return _flat(x, what)
-
-
-cdef object _flat_out(object out):
-    """out as a 1-D view sharing its memory; out must be C-contiguous and writeable."""
-    if not isinstance(out, np.ndarray):
-        raise ValueError(f"out must be a numpy array, got {type(out).__name__}")
-    if not out.flags.c_contiguous:
-        raise ValueError("out must be C-contiguous")
-    return out.reshape(-1)
-
-
-cdef const uint8_t* _in_bytes(object x, str what) except? NULL:
-    """The first byte of input x (NULL when it is empty)."""
-    cdef const uint8_t[::1] v = _flat_in(x, what).view(np.uint8)
-    return &v[0] if v.shape[0] else NULL
-
-
-cdef uint8_t* _out_bytes(object out) except? NULL:
-    cdef uint8_t[::1] v = _flat_out(out).view(np.uint8)
-    return &v[0] if v.shape[0] else NULL
-
-
-cdef int _check_dtype(object x, object dtype, str what) except -1:
-    if x.dtype != dtype:
-        raise ValueError(f"{what} has dtype {x.dtype}; expected {np.dtype(dtype)}")
-    return 0
-
-
-cdef int _check_same_shape(object x, object out, str what) except -1:
-    if x.shape != out.shape:
-        raise ValueError(f"{what} has shape {x.shape} but out has shape {out.shape}")
-    return 0
-
-
-cdef int _check_rank(object shape, str what) except -1:
-    if len(shape) > MAX_RANK:
-        raise ValueError(f"{what} has rank {len(shape)}; the limit is {MAX_RANK}")
-    return 0
-
-
-cdef int _check_mn(object m, object n, bint signed, str what) except -1:
-    """A (multiplier, shift) pair that keeps rounding_shift exact for |v| < 2^31."""
-    lo = -INT32_MAX if signed else 0
-    if not (lo <= m <= INT32_MAX) or not (1 <= n <= 62):
-        raise ValueError(f"{what}: multiplier {m} must lie in [{lo}, 2^31) and shift {n} in [1, 62]")
-    return 0
-
-
-cdef int _check_zp8(object zp, str what) except -1:
-    if not (-128 <= zp <= 127):
-        raise ValueError(f"{what} {zp} must lie in [-128, 127]")
-    return 0
-
-
-cdef int _check_zp32(object zp, str what) except -1:
-    if not (-INT32_MAX - 1 <= zp <= INT32_MAX):
-        raise ValueError(f"{what} {zp} does not fit int32")
-    return 0
-
-
-cdef void _apply_table(const uint8_t* table, const uint8_t* x, uint8_t* y, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        y[i] = table[x[i]]
 
 
 # ---------------------------------------------------------------------------- broadcasting
@@ -298,14 +221,6 @@ cdef int _bind_path(object isa, object threads, int* path, int* count,
     path[0] = _isa.resolve(isa)
     count[0] = max(1, int(threads))
     ops[0] = qrt_eltwise_ops_for(path[0])
-    return 0
-
-
-cdef int _check_isa(object isa) except -1:
-    """Ops with one path: a named path is still checked (ValueError for an unknown one), None
-    needs no resolving (that costs more than the graph boundary's conversions themselves)."""
-    if isa is not None:
-        _isa.resolve(isa)
     return 0
 
 
@@ -531,36 +446,6 @@ cdef bint _byte_signed(object x, str what) except -1:
     raise ValueError(f"{what} has dtype {dt}; expected int8 or uint8")
 
 
-cdef int _rescale_table(object q, bint in_signed, uint8_t* table) except -1:
-    """table[byte of x] = the low byte of clamp(zp_y + rounding_shift(x - zp_x, m, n), lo, hi)
-    for one RescaleParams (int8 or uint8 in and out: the reference's astype wraps alike)."""
-    cdef int32_t m, n, zx, zy, lo, hi, v
-    cdef int64_t w
-    cdef bint int8_range
-    cdef int k
-    r = q.out
-    cdef const int32_t[::1] mv = r.multiplier
-    cdef const int32_t[::1] nv = r.shift
-    if mv.shape[0] != 1 or nv.shape[0] != 1:
-        raise ValueError(f"requantization needs one multiplier and shift, got {mv.shape[0]} and {nv.shape[0]}")
-    _check_mn(mv[0], nv[0], False, "requantization")
-    if not (-128 <= r.lo <= r.hi <= 255):
-        raise ValueError(f"clamp range [{r.lo}, {r.hi}] must lie inside [-128, 255]")
-    _check_zp32(r.zero_point, "output zero point")
-    if not (-128 <= q.input_zero_point <= 255):
-        raise ValueError(f"input zero point {q.input_zero_point} must lie in [-128, 255]")
-    m, n, zx, zy, lo, hi = mv[0], nv[0], q.input_zero_point, r.zero_point, r.lo, r.hi
-    int8_range = -128 <= lo and hi <= 127  # requantize_one's contract; uint8 outputs go below
-    for k in range(256):
-        v = (<int8_t><uint8_t>k if in_signed else k) - zx
-        if int8_range:
-            table[k] = <uint8_t>requantize_one(v, m, n, zy, lo, hi)
-        else:
-            w = rounding_shift(v, m, n) + zy
-            table[k] = <uint8_t>(lo if w < lo else (hi if w > hi else w))
-    return 0
-
-
 cdef class RequantizeStep(Step):
     cdef const uint8_t* x
     cdef uint8_t* o
@@ -599,97 +484,6 @@ def bind_requantize(ins, p, out, isa=None, threads=1):
 def requantize(ins, p, out, isa=None, threads=1):
     """REQUANTIZE once: bind and run (see bind_requantize)."""
     bind_requantize(ins, p, out, isa, threads)()
-
-
-# ---------------------------------------------------------------------------- CONCAT
-
-cdef struct ConcatPart:
-    const uint8_t* src
-    Py_ssize_t chunk  # bytes per outer index: the input's extent along the axis times inner
-    const uint8_t* table  # NULL: a copy
-
-
-cdef class ConcatStep(Step):
-    cdef ConcatPart* parts
-    cdef Py_ssize_t count, outer, total_chunk
-    cdef uint8_t* o
-
-    def __dealloc__(self):
-        PyMem_Free(self.parts)
-
-    cdef int run(self) noexcept nogil:
-        cdef Py_ssize_t k, o, offset = 0
-        cdef const ConcatPart* part
-        for k in range(self.count):
-            part = &self.parts[k]
-            for o in range(self.outer):
-                if part.table == NULL:
-                    memcpy(self.o + offset + o * self.total_chunk, part.src + o * part.chunk, part.chunk)
-                else:
-                    _apply_table(part.table, part.src + o * part.chunk,
-                                 self.o + offset + o * self.total_chunk, part.chunk)
-            offset += part.chunk
-        return 0
-
-
-def bind_concat(ins, p, out, isa=None, threads=1):
-    """CONCAT along p.axis as a Step, each input re-expressed in the output's quantization
-    (identity inputs copied). Reference: qrt/ops/concat.py."""
-    cdef ConcatStep s = ConcatStep.__new__(ConcatStep)
-    cdef Py_ssize_t axis, rank, k, inner
-    cdef const int8_t[::1] xv
-    cdef int8_t[::1] ov
-    cdef uint8_t[:, ::1] tables
-    oshape = out.shape
-    rank = len(oshape)
-    axis = p.axis
-    if not (0 <= axis < rank):
-        raise ValueError(f"axis {axis} is out of range for out of rank {rank}")
-    if len(ins) == 0 or len(ins) != len(p.inputs):
-        raise ValueError(f"{len(ins)} inputs but parameters for {len(p.inputs)}")
-    ov = _flat_out(out)
-    total = 0
-    flats = []
-    for k in range(len(ins)):
-        x = ins[k]
-        sh = x.shape
-        if len(sh) != rank or sh[:axis] != oshape[:axis] or sh[axis + 1:] != oshape[axis + 1:]:
-            raise ValueError(f"input {k} has shape {sh}; it must match out {oshape} except on axis {axis}")
-        total += sh[axis]
-        flats.append(_flat_in(x, f"input {k}"))
-    if total != oshape[axis]:
-        raise ValueError(f"inputs add up to {total} along axis {axis}, out has {oshape[axis]}")
-    s.outer = 1
-    for k in range(axis):
-        s.outer *= oshape[k]
-    inner = 1
-    for k in range(axis + 1, rank):
-        inner *= oshape[k]
-    s.total_chunk = oshape[axis] * inner
-    s.o = <uint8_t*>&ov[0] if ov.shape[0] else NULL
-    table_arr = np.empty((len(ins), 256), np.uint8)
-    tables = table_arr
-    s.parts = <ConcatPart*>PyMem_Malloc(len(ins) * sizeof(ConcatPart))
-    if s.parts == NULL:
-        raise MemoryError()
-    s.count = len(ins) if ov.shape[0] else 0  # nothing to write: no part to run
-    for k in range(len(ins)):
-        xv = flats[k]
-        s.parts[k].src = <const uint8_t*>&xv[0] if xv.shape[0] else NULL
-        s.parts[k].chunk = ins[k].shape[axis] * inner
-        s.parts[k].table = NULL
-        q = p.inputs[k]
-        if not q.identity:
-            _rescale_table(q, True, &tables[k, 0])
-            s.parts[k].table = &tables[k, 0]
-    _check_isa(isa)
-    s.keep = (list(ins), out, table_arr)
-    return s
-
-
-def concat(ins, p, out, isa=None, threads=1):
-    """CONCAT once: bind and run (see bind_concat)."""
-    bind_concat(ins, p, out, isa, threads)()
 
 
 # ---------------------------------------------------------------------------- LEAKY_RELU / PRELU
@@ -844,119 +638,6 @@ def lut(ins, p, out, isa=None, threads=1):
     bind_lut(ins, p, out, isa, threads)()
 
 
-# ---------------------------------------------------------------------------- SOFTMAX
-
-cdef class SoftmaxStep(Step):
-    cdef const int8_t* x
-    cdef int8_t* o
-    cdef const int64_t* tab
-    cdef Py_ssize_t outer, length, inner
-    cdef int32_t* mxs  # inner > 1: per-column maxima and totals (bind-time rows)
-    cdef int64_t* totals
-
-    cdef int run(self) noexcept nogil:
-        cdef Py_ssize_t o, k, j, i, base
-        cdef Py_ssize_t outer = self.outer, length = self.length, inner = self.inner
-        cdef const int8_t* xv = self.x
-        cdef int8_t* ov = self.o
-        cdef const int64_t* tab = self.tab
-        cdef int32_t* mxs = self.mxs
-        cdef int64_t* totals = self.totals
-        cdef int64_t mx, total, half, e, q
-        # length < 2^31 and entries <= 2^31 keep every sum < 2^62 and (e << 8) + total/2 < 2^63;
-        # both are >= 0 and total >= tab[0] > 0, so C division is the reference's floor division.
-        if inner == 1:
-            for o in range(outer):
-                base = o * length
-                mx = xv[base]
-                for k in range(1, length):
-                    if xv[base + k] > mx:
-                        mx = xv[base + k]
-                total = 0
-                for k in range(length):
-                    total += tab[mx - xv[base + k]]
-                half = total >> 1
-                for k in range(length):
-                    e = tab[mx - xv[base + k]]
-                    q = ((e << 8) + half) / total - 128
-                    ov[base + k] = <int8_t>(127 if q > 127 else q)  # q >= -128 as e >= 0
-            return 0
-        for o in range(outer):
-            base = o * length * inner
-            for j in range(inner):
-                mxs[j] = xv[base + j]
-            for k in range(1, length):
-                i = base + k * inner
-                for j in range(inner):
-                    if xv[i + j] > mxs[j]:
-                        mxs[j] = xv[i + j]
-            for j in range(inner):
-                totals[j] = 0
-            for k in range(length):
-                i = base + k * inner
-                for j in range(inner):
-                    totals[j] += tab[mxs[j] - xv[i + j]]
-            for k in range(length):
-                i = base + k * inner
-                for j in range(inner):
-                    e = tab[mxs[j] - xv[i + j]]
-                    q = ((e << 8) + (totals[j] >> 1)) / totals[j] - 128
-                    ov[i + j] = <int8_t>(127 if q > 127 else q)
-        return 0
-
-
-def bind_softmax(ins, p, out, isa=None, threads=1):
-    """SOFTMAX along p.axis as a Step: e = exp_table[max - x], y = clamp(((e << 8) + total / 2)
-    // total - 128). Reference: qrt/ops/softmax.py."""
-    cdef SoftmaxStep s = SoftmaxStep.__new__(SoftmaxStep)
-    cdef Py_ssize_t axis, rank, k
-    cdef int32_t[::1] mxs
-    cdef int64_t[::1] totals
-    x = ins[0]
-    _check_same_shape(x, out, "input")
-    shape = x.shape
-    rank = len(shape)
-    axis = p.axis
-    if not (0 <= axis < rank):
-        raise ValueError(f"axis {axis} is out of range for rank {rank}")
-    xf, of = _flat_in(x, "input"), _flat_out(out)
-    cdef const int8_t[::1] xv = xf
-    cdef int8_t[::1] ov = of
-    tab_arr = p.exp_table
-    if tab_arr.shape != (256,):
-        raise ValueError(f"exp table has shape {tab_arr.shape}; expected (256,)")
-    cdef const int64_t[::1] tab = tab_arr
-    for k in range(256):
-        if not (0 <= tab[k] <= INT32_MAX + 1):
-            raise ValueError(f"exp table entry {k} = {tab[k]} must lie in [0, 2^31]")
-    if tab[0] <= 0:
-        raise ValueError("exp table entry 0 must be > 0 (it is the largest element's term)")
-    _check_isa(isa)
-    s.outer = 1
-    for k in range(axis):
-        s.outer *= shape[k]
-    s.length = shape[axis]
-    s.inner = 1
-    for k in range(axis + 1, rank):
-        s.inner *= shape[k]
-    s.keep = (x, out, tab_arr)
-    if ov.shape[0] == 0:
-        s.outer = 0
-        return s
-    s.x, s.o, s.tab = &xv[0], &ov[0], &tab[0]
-    if s.inner > 1:
-        mxs_arr, totals_arr = np.empty(s.inner, np.int32), np.empty(s.inner, np.int64)
-        mxs, totals = mxs_arr, totals_arr
-        s.mxs, s.totals = &mxs[0], &totals[0]
-        s.keep += (mxs_arr, totals_arr)
-    return s
-
-
-def softmax(ins, p, out, isa=None, threads=1):
-    """SOFTMAX once: bind and run (see bind_softmax)."""
-    bind_softmax(ins, p, out, isa, threads)()
-
-
 # ---------------------------------------------------------------------------- QUANTIZE / DEQUANTIZE
 
 # dtype -> (kind as in simd/eltwise.h, lowest, highest): QUANTIZE's outputs, DEQUANTIZE's inputs
@@ -1099,344 +780,13 @@ def dequantize(ins, p, out, isa=None, threads=1):
     bind_dequantize(ins, p, out, isa, threads)()
 
 
-# ---------------------------------------------------------------------------- PAD
-
-cdef class PadStep(Step):
-    # Output bytes filled with the fill element, then the input's rows copied in: `rows` rows of
-    # `row` bytes, the first at byte `start`, the next found by an odometer over dims[:nd-1]
-    # with output byte strides ostride.
-    cdef const uint8_t* x
-    cdef uint8_t* o
-    cdef const uint8_t* fill  # one element: zero_point in out's dtype
-    cdef Py_ssize_t total, isz, nd, row, rows, start
-    cdef Py_ssize_t dims[MAX_RANK]
-    cdef Py_ssize_t ostride[MAX_RANK]
-
-    cdef int run(self) noexcept nogil:
-        cdef Py_ssize_t r, k, n, io
-        cdef Py_ssize_t idx[MAX_RANK]
-        cdef uint8_t* ob = self.o
-        if self.total == 0:
-            return 0
-        if self.isz == 1:
-            memset(ob, self.fill[0], self.total)
-        else:  # one element, then doubling copies
-            memcpy(ob, self.fill, self.isz)
-            r = self.isz
-            while r < self.total:
-                n = r if 2 * r <= self.total else self.total - r
-                memcpy(ob + r, ob, n)
-                r += n
-        if self.row == 0 or self.x == NULL:
-            return 0
-        for k in range(self.nd - 1):
-            idx[k] = 0
-        io = self.start
-        for r in range(self.rows):
-            memcpy(ob + io, self.x + r * self.row, self.row)
-            k = self.nd - 2
-            while k >= 0:
-                idx[k] += 1
-                io += self.ostride[k]
-                if idx[k] < self.dims[k]:
-                    break
-                io -= self.ostride[k] * self.dims[k]
-                idx[k] = 0
-                k -= 1
-        return 0
-
-
-def bind_pad(ins, p, out, isa=None, threads=1):
-    """PAD as a Step: p.pads (begins, then ends) filled with p.zero_point, any rank and dtype.
-    Reference: qrt/ops/pad.py."""
-    cdef PadStep s = PadStep.__new__(PadStep)
-    cdef Py_ssize_t rank, k, nd, r
-    cdef Py_ssize_t before[MAX_RANK]
-    cdef Py_ssize_t oext[MAX_RANK]
-    cdef const uint8_t[::1] fill
-    x = ins[0]
-    xs, os_ = x.shape, out.shape
-    rank = len(xs)
-    _check_rank(xs, "input")
-    pads = tuple(p.pads)
-    if len(pads) != 2 * rank or any(v < 0 for v in pads):
-        raise ValueError(f"pads {pads} must be {2 * rank} values >= 0 (begins, then ends)")
-    expect = tuple(xs[k] + pads[k] + pads[rank + k] for k in range(rank))
-    if os_ != expect:
-        raise ValueError(f"out has shape {os_}; padding {xs} by {pads} gives {expect}")
-    if x.dtype.itemsize != out.dtype.itemsize:
-        raise ValueError(f"input dtype {x.dtype} and out dtype {out.dtype} differ in size")
-    s.x, s.o = _in_bytes(x, "input"), _out_bytes(out)
-    _check_isa(isa)
-    s.isz = out.dtype.itemsize
-    fill_arr = np.array(p.zero_point).astype(out.dtype).reshape(-1).view(np.uint8)
-    fill = fill_arr
-    s.fill = &fill[0]
-    s.total = out.nbytes
-    s.keep = (x, out, fill_arr)
-    # Coalesce: a dimension without padding merges into the one before it (its index then
-    # just scales that one's); the element's bytes become part of the innermost dimension.
-    nd = 0
-    for k in range(rank):
-        if nd > 0 and pads[k] == 0 and pads[rank + k] == 0:
-            s.dims[nd - 1] *= xs[k]
-            before[nd - 1] *= xs[k]
-            oext[nd - 1] *= xs[k]
-        else:
-            s.dims[nd] = xs[k]
-            before[nd] = pads[k]
-            oext[nd] = xs[k] + pads[k] + pads[rank + k]
-            nd += 1
-    if nd == 0:  # rank 0: one element
-        s.dims[0], before[0], oext[0], nd = 1, 0, 1, 1
-    s.dims[nd - 1] *= s.isz
-    before[nd - 1] *= s.isz
-    oext[nd - 1] *= s.isz
-    s.nd = nd
-    s.row = s.dims[nd - 1]
-    s.rows = 1
-    s.start = 0
-    r = 1
-    for k in range(nd - 1, -1, -1):
-        s.ostride[k] = r
-        s.start += before[k] * r
-        r *= oext[k]
-    for k in range(nd - 1):
-        s.rows *= s.dims[k]
-    return s
-
-
-def pad(ins, p, out, isa=None, threads=1):
-    """PAD once: bind and run (see bind_pad)."""
-    bind_pad(ins, p, out, isa, threads)()
-
-
-# ---------------------------------------------------------------------------- TRANSPOSE
-
-ctypedef fused elem_t:
-    uint8_t
-    uint16_t
-    uint32_t
-    uint64_t
-
-
-cdef void _permute(const elem_t* src, elem_t* dst, Py_ssize_t nd, const Py_ssize_t* shape,
-                   const Py_ssize_t* stride) noexcept nogil:
-    """dst in C order over `shape`; src element offsets by `stride` per dimension."""
-    cdef Py_ssize_t last = nd - 1, k, r, rows = 1, i, si = 0, di = 0
-    cdef Py_ssize_t n = shape[last], s = stride[last]
-    cdef Py_ssize_t idx[MAX_RANK]
-    for k in range(last):
-        idx[k] = 0
-        rows *= shape[k]
-    for r in range(rows):
-        if s == 1:
-            for i in range(n):
-                dst[di + i] = src[si + i]
-        else:
-            for i in range(n):
-                dst[di + i] = src[si + i * s]
-        di += n
-        k = last - 1
-        while k >= 0:
-            idx[k] += 1
-            si += stride[k]
-            if idx[k] < shape[k]:
-                break
-            si -= stride[k] * shape[k]
-            idx[k] = 0
-            k -= 1
-
-
-cdef enum:
-    TILE = 32
-
-
-cdef void _permute_tiled(const elem_t* src, elem_t* dst, Py_ssize_t nd, const Py_ssize_t* shape,
-                         const Py_ssize_t* stride, Py_ssize_t j) noexcept nogil:
-    """As _permute, when dimension j (< nd - 1) is the one src walks with stride 1: the
-    (j, last) planes go in TILE x TILE blocks, so that both sides stay in cache."""
-    cdef Py_ssize_t last = nd - 1, k, m = 0, r, rows = 1, jb, je, lb, le, jj, ll
-    cdef Py_ssize_t so = 0, do = 0, s = stride[last], nj = shape[j], nl = shape[last], dj
-    cdef Py_ssize_t dstride[MAX_RANK]
-    cdef Py_ssize_t oshape[MAX_RANK]
-    cdef Py_ssize_t osrc[MAX_RANK]
-    cdef Py_ssize_t odst[MAX_RANK]
-    cdef Py_ssize_t idx[MAX_RANK]
-    cdef const elem_t* sp
-    cdef elem_t* dp
-    r = 1
-    for k in range(last, -1, -1):
-        dstride[k] = r
-        r *= shape[k]
-    dj = dstride[j]
-    for k in range(last):
-        if k != j:
-            oshape[m] = shape[k]
-            osrc[m] = stride[k]
-            odst[m] = dstride[k]
-            idx[m] = 0
-            rows *= shape[k]
-            m += 1
-    for r in range(rows):
-        jb = 0
-        while jb < nj:
-            je = jb + TILE if jb + TILE < nj else nj
-            lb = 0
-            while lb < nl:
-                le = lb + TILE if lb + TILE < nl else nl
-                for jj in range(jb, je):
-                    sp = src + so + jj
-                    dp = dst + do + jj * dj
-                    for ll in range(lb, le):
-                        dp[ll] = sp[ll * s]
-                lb = le
-            jb = je
-        k = m - 1
-        while k >= 0:
-            idx[k] += 1
-            so += osrc[k]
-            do += odst[k]
-            if idx[k] < oshape[k]:
-                break
-            so -= osrc[k] * oshape[k]
-            do -= odst[k] * oshape[k]
-            idx[k] = 0
-            k -= 1
-
-
-cdef void _transpose_run(const elem_t* src, elem_t* dst, Py_ssize_t nd, const Py_ssize_t* shape,
-                         const Py_ssize_t* stride, Py_ssize_t j) noexcept nogil:
-    if j >= 0:
-        _permute_tiled(src, dst, nd, shape, stride, j)
-    else:
-        _permute(src, dst, nd, shape, stride)
-
-
-cdef class TransposeStep(Step):
-    # The output in C order over nd coalesced dimensions; stride: x's element stride along each.
-    cdef const uint8_t* x
-    cdef uint8_t* o
-    cdef Py_ssize_t n, isz, nd, j  # j: the dimension x walks contiguously (tiles), or -1
-    cdef Py_ssize_t shape[MAX_RANK]
-    cdef Py_ssize_t stride[MAX_RANK]
-
-    cdef int run(self) noexcept nogil:
-        if self.n == 0:
-            return 0
-        if self.nd == 1 and self.stride[0] == 1:
-            memcpy(self.o, self.x, self.n)
-        elif self.isz == 1:
-            _transpose_run(<const uint8_t*>self.x, <uint8_t*>self.o, self.nd, self.shape, self.stride, self.j)
-        elif self.isz == 2:
-            _transpose_run(<const uint16_t*>self.x, <uint16_t*>self.o, self.nd, self.shape, self.stride, self.j)
-        elif self.isz == 4:
-            _transpose_run(<const uint32_t*>self.x, <uint32_t*>self.o, self.nd, self.shape, self.stride, self.j)
-        else:
-            _transpose_run(<const uint64_t*>self.x, <uint64_t*>self.o, self.nd, self.shape, self.stride, self.j)
-        return 0
-
-
-def bind_transpose(ins, p, out, isa=None, threads=1):
-    """TRANSPOSE by p.perm (output dimension i is input dimension perm[i]) as a Step, any rank
-    <= 8 and any dtype of 1, 2, 4 or 8 bytes. Reference: qrt/ops/transpose.py."""
-    cdef TransposeStep s = TransposeStep.__new__(TransposeStep)
-    cdef Py_ssize_t rank, k, nd, size, st
-    cdef Py_ssize_t instride[MAX_RANK]
-    x = ins[0]
-    xs = x.shape
-    rank = len(xs)
-    _check_rank(xs, "input")
-    perm = tuple(p.perm)
-    if sorted(perm) != list(range(rank)):
-        raise ValueError(f"perm {perm} is not a permutation of the {rank} dimensions")
-    expect = tuple(xs[k] for k in perm)
-    if out.shape != expect:
-        raise ValueError(f"out has shape {out.shape}; transposing {xs} by {perm} gives {expect}")
-    s.isz = x.dtype.itemsize
-    if out.dtype.itemsize != s.isz or s.isz not in (1, 2, 4, 8):
-        raise ValueError(f"input dtype {x.dtype} and out dtype {out.dtype} must have the same "
-                         f"size of 1, 2, 4 or 8 bytes")
-    s.x, s.o = _in_bytes(x, "input"), _out_bytes(out)
-    _check_isa(isa)
-    s.n = out.nbytes
-    s.keep = (x, out)
-    st = 1
-    for k in range(rank - 1, -1, -1):
-        instride[k] = st
-        st *= xs[k]
-    nd = 0
-    for k in range(rank):
-        size = xs[perm[k]]
-        if size == 1:
-            continue
-        st = instride[perm[k]]
-        if nd > 0 and s.stride[nd - 1] == st * size:
-            s.shape[nd - 1] *= size
-            s.stride[nd - 1] = st
-        else:
-            s.shape[nd] = size
-            s.stride[nd] = st
-            nd += 1
-    if nd == 0:
-        s.shape[0], s.stride[0], nd = 1, 1, 1
-    s.nd = nd
-    s.j = -1
-    if s.stride[nd - 1] != 1:
-        for k in range(nd - 1):
-            if s.stride[k] == 1:
-                s.j = k
-    return s
-
-
-def transpose(ins, p, out, isa=None, threads=1):
-    """TRANSPOSE once: bind and run (see bind_transpose)."""
-    bind_transpose(ins, p, out, isa, threads)()
-
-
-# ---------------------------------------------------------------------------- RESHAPE
-
-cdef class ReshapeStep(Step):
-    cdef const uint8_t* x
-    cdef uint8_t* o
-    cdef Py_ssize_t n
-
-    cdef int run(self) noexcept nogil:
-        if self.n and <const uint8_t*>self.o != self.x:  # the arena may alias the two
-            memmove(self.o, self.x, self.n)
-        return 0
-
-
-def bind_reshape(ins, p, out, isa=None, threads=1):
-    """RESHAPE as a Step: the same elements in the same C order (p is None); a byte copy."""
-    cdef ReshapeStep s = ReshapeStep.__new__(ReshapeStep)
-    x = ins[0]
-    if x.size != out.size or x.dtype.itemsize != out.dtype.itemsize:
-        raise ValueError(f"cannot reshape {x.shape} {x.dtype} into out {out.shape} {out.dtype}")
-    s.x, s.o = _in_bytes(x, "input"), _out_bytes(out)
-    _check_isa(isa)
-    s.n = out.nbytes
-    s.keep = (x, out)
-    return s
-
-
-def reshape(ins, p, out, isa=None, threads=1):
-    """RESHAPE once: bind and run (see bind_reshape)."""
-    bind_reshape(ins, p, out, isa, threads)()
-
-
 KERNELS = {
     "add": Kernel(add, bind_add),
     "mul": Kernel(mul, bind_mul),
     "maximum": Kernel(maximum, bind_maximum),
     "requantize": Kernel(requantize, bind_requantize),
-    "concat": Kernel(concat, bind_concat),
     "slope": Kernel(slope, bind_slope),
     "lut": Kernel(lut, bind_lut),
-    "softmax": Kernel(softmax, bind_softmax),
     "quantize": Kernel(quantize, bind_quantize),
     "dequantize": Kernel(dequantize, bind_dequantize),
-    "pad": Kernel(pad, bind_pad),
-    "transpose": Kernel(transpose, bind_transpose),
-    "reshape": Kernel(reshape, bind_reshape),
 }

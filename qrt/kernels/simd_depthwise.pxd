@@ -1,6 +1,7 @@
 # cython: language_level=3
-"""DEPTHWISE_CONV_2D for Cython: its struct (simd/api.h). The path's code, qrt_dw_ops_for and
-qrt_dw_run, is compiled once in qrt.kernels.isa and cimported from there (isa.pxd)."""
+"""DEPTHWISE_CONV_2D for Cython: its struct (simd/api.h) and its packed-weight layout
+(simd/layout.h). The path's code, qrt_dw_ops_for and qrt_dw_run, is compiled once in
+qrt.kernels.isa and cimported from there (isa.pxd)."""
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t
 
 cdef extern from "simd/api.h":
@@ -23,3 +24,11 @@ cdef extern from "simd/api.h":
         int32_t zp_y, lo, hi
         int isa, threads
         const qrt_dw_ops* ops
+
+
+cdef extern from "simd/layout.h":
+    enum:
+        QRT_DW_BLOCK
+    int64_t qrt_dw_block_elems(int64_t pairs) noexcept nogil
+    void qrt_dw_pack_weights(const int8_t* w, int64_t taps, int64_t C_out, int64_t pairs,
+                             int16_t* out) noexcept nogil

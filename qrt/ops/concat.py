@@ -1,6 +1,6 @@
 """CONCAT (SPEC.md section 2.13.5): int8 activations joined along `axis`, each input rescaled to
 the output's scale and zero point (a plain copy where they already match). Compiled kernel:
-qrt/kernels/elementwise.pyx concat."""
+qrt/kernels/movement.pyx concat."""
 from __future__ import annotations
 
 from dataclasses import dataclass

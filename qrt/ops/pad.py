@@ -1,5 +1,5 @@
 """PAD (SPEC.md section 2.13.9): pads begins then ends per dimension, filled with the zero point
-(real 0); the output keeps the input's quantization. Compiled kernel: qrt/kernels/elementwise.pyx pad."""
+(real 0); the output keeps the input's quantization. Compiled kernel: qrt/kernels/movement.pyx pad."""
 from __future__ import annotations
 
 from dataclasses import dataclass

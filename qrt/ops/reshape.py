@@ -1,5 +1,5 @@
 """RESHAPE (SPEC.md section 2.13.10): the same elements in the output's shape; quantization kept.
-Compiled kernel: qrt/kernels/elementwise.pyx reshape (a copy, or nothing when the arena aliases)."""
+Compiled kernel: qrt/kernels/movement.pyx reshape (a copy, or nothing when the arena aliases)."""
 from __future__ import annotations
 
 from ..format.model import OpCode

@@ -1,6 +1,6 @@
 """SOFTMAX (SPEC.md section 2.13.15; 2.14): integers only, e = exp_table[max - x] (2**23 fixed
 point), y = clamp(((e << 8) + sum/2) // sum - 128); the output's (scale, zero point) is fixed
-to SOFTMAX_OUTPUT. Compiled kernel: qrt/kernels/elementwise.pyx softmax."""
+to SOFTMAX_OUTPUT. Compiled kernel: qrt/kernels/softmax.pyx softmax."""
 from __future__ import annotations
 
 import math

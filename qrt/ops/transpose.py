@@ -1,5 +1,5 @@
 """TRANSPOSE (SPEC.md section 2.13.11): y = x.transpose(perm); quantization kept. Compiled kernel:
-qrt/kernels/elementwise.pyx transpose."""
+qrt/kernels/movement.pyx transpose."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import Kernel, depthwise, elementwise, gemm, pool
+from ..kernels import Kernel, depthwise, elementwise, gemm, movement, pool, softmax
 from ..kernels.plan import PyStep
 from ..ops import OPS
 from ..ops.dequantize import DEQUANTIZE
 from ..ops.quantize import QUANTIZE
 
-COMPILED: dict[str, Kernel] = {**gemm.KERNELS, **depthwise.KERNELS, **pool.KERNELS, **elementwise.KERNELS}
+COMPILED: dict[str, Kernel] = {
+    **gemm.KERNELS, **depthwise.KERNELS, **pool.KERNELS, **elementwise.KERNELS, **movement.KERNELS,
+    **softmax.KERNELS,
+}
 
 
 class FastKernels:

@@ -1,5 +1,6 @@
-"""The compiled elementwise and data-movement kernels (qrt/kernels/elementwise.pyx) are
-bit-exact with the NumPy reference (qrt/ops/<op>.py).
+"""The compiled elementwise, data-movement and SOFTMAX kernels (qrt/kernels/elementwise.pyx,
+movement.pyx, softmax.pyx; each op's kernel found as the runtime finds it, in
+qrt.runtime.kernel_sets.COMPILED) are bit-exact with the NumPy reference (qrt/ops/<op>.py).
 
 Every case is a one-op model built with ModelBuilder and checked with verify_model, so it is
 a valid model; its parameters come from prepare_op. Seeded random shapes, ranks, broadcast
@@ -22,19 +23,18 @@ from qrt.format import (
     PadOptions, SoftmaxOptions, TransposeOptions,
 )
 from qrt.format.model import NUMPY_DTYPE, QUANT_RANGE
-from qrt.kernels import elementwise as E
 from qrt.kernels import isa as ISA
 from qrt.kernels.plan import PyStep
-from qrt.runtime.kernel_sets import KERNEL_SETS
+from qrt.runtime.kernel_sets import COMPILED, KERNEL_SETS
 from qrt import verify_model
 from qrt.ops import OPS, prepare_op
 from qrt.ops.pad import PadParams
 from bench.fixtures.sample_models import all_ops_model
 
-KERNEL = {op: E.KERNELS[OPS[op].kernel].run for op in (
+KERNEL = {op: COMPILED[OPS[op].kernel].run for op in (
     OpCode.ADD, OpCode.SUB, OpCode.MUL, OpCode.MAXIMUM, OpCode.MINIMUM, OpCode.REQUANTIZE, OpCode.CONCAT, OpCode.LEAKY_RELU, OpCode.PRELU,
     OpCode.LUT, OpCode.SOFTMAX, OpCode.QUANTIZE, OpCode.DEQUANTIZE, OpCode.PAD, OpCode.TRANSPOSE, OpCode.RESHAPE)}
-BIND = {op: E.KERNELS[OPS[op].kernel].bind for op in KERNEL}
+BIND = {op: COMPILED[OPS[op].kernel].bind for op in KERNEL}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -539,24 +539,24 @@ def test_graph_boundary_conversions_every_path_layout_and_thread_count(dtype):
             for isa in ISA.supported():
                 for threads in (1, 2):
                     got_q = np.full(q.shape, 7, q.dtype)
-                    step = E.bind_quantize([np.zeros_like(xf)], qp, got_q, isa=isa, threads=threads, nchw=nchw)
+                    step = COMPILED["quantize"].bind([np.zeros_like(xf)], qp, got_q, isa=isa, threads=threads, nchw=nchw)
                     feed = np.array(xf)
                     feed.flags.writeable = False  # a user's array may be read-only
                     step.feed(feed)
                     step()
                     np.testing.assert_array_equal(got_q, want_q, err_msg=f"quantize {isa} {threads} {nchw}")
                     got_f = np.full(want_f.shape, np.nan, np.float32)
-                    step = E.bind_dequantize([q], dp, np.empty_like(got_f), isa=isa, threads=threads, nchw=nchw)
+                    step = COMPILED["dequantize"].bind([q], dp, np.empty_like(got_f), isa=isa, threads=threads, nchw=nchw)
                     step.into(got_f)
                     step()
                     np.testing.assert_array_equal(got_f.view(np.uint32), want_f.view(np.uint32),
                                                   err_msg=f"dequantize {isa} {threads} {nchw}")
-    step = E.bind_quantize([np.zeros((1, 2, 3, 4), np.float32)], qp, np.empty((1, 3, 4, 2), q.dtype), nchw=True)
+    step = COMPILED["quantize"].bind([np.zeros((1, 2, 3, 4), np.float32)], qp, np.empty((1, 3, 4, 2), q.dtype), nchw=True)
     for bad in (np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 4, 3), np.float32), np.zeros((1, 4, 3, 2), np.float32).transpose(0, 3, 2, 1)):
         with pytest.raises(ValueError, match="C-contiguous float32 array of shape"):
             step.feed(bad)
     with pytest.raises(ValueError, match="must hold the same tensor"):
-        E.bind_quantize([np.zeros((1, 2, 3, 4), np.float32)], qp, np.empty((1, 2, 3, 4), q.dtype), nchw=True)
+        COMPILED["quantize"].bind([np.zeros((1, 2, 3, 4), np.float32)], qp, np.empty((1, 2, 3, 4), q.dtype), nchw=True)
 
 
 def test_boundary_quantize_reports_every_non_finite_value():
@@ -587,7 +587,7 @@ def test_boundary_quantize_reports_every_non_finite_value():
                     for isa in ISA.supported():
                         for threads in (1, 2):
                             got = np.zeros(want.shape, NUMPY_DTYPE[dtype])
-                            step = E.bind_quantize([x], qp, got, isa=isa, threads=threads, nchw=nchw)
+                            step = COMPILED["quantize"].bind([x], qp, got, isa=isa, threads=threads, nchw=nchw)
                             step()
                             what = f"{dtype.name} {shape} nchw={nchw} {isa} x{threads} value {value} at {spot}"
                             assert step.nonfinite == (spot is not None), what
@@ -639,7 +639,7 @@ def test_pad_wider_elements(dtype):
         x = np.asarray(rng.integers(-100, 100, shape)).astype(dtype)
         ref = OPS[OpCode.PAD].reference([x], p)
         got = garbage(rng, ref.shape, ref.dtype)
-        E.pad([x], p, got)
+        COMPILED["pad"].run([x], p, got)
         assert np.array_equal(ref.view(np.uint8), got.view(np.uint8))
 
 
@@ -652,7 +652,7 @@ def test_pad_rank_0():
     model = one_op(OpCode.PAD, [x], Spec((), DType.INT8, x.scale, x.zp), PadOptions(()))
     v = np.array(-77, np.int8)
     out = garbage(rng, (), np.int8)
-    E.pad([v], prepare_op(model, 0), out)
+    COMPILED["pad"].run([v], prepare_op(model, 0), out)
     assert out == v
 
 
@@ -712,54 +712,54 @@ def _bad_cases():
     i8 = lambda *s: rng.integers(-128, 128, s, dtype=np.int8)  # noqa: E731
     cases = []
     _, p = _model_and_params(OpCode.ADD, [int8_act(rng, (4, 3)), int8_act(rng, (3,))], int8_act(rng, (4, 3)))
-    cases += [("add out too big", E.add, [i8(4, 3), i8(3)], p, np.empty((2, 4, 3), np.int8)),
-              ("add out too small", E.add, [i8(4, 3), i8(3)], p, np.empty((4, 1), np.int8)),
-              ("add no broadcast", E.add, [i8(4, 3), i8(2)], p, np.empty((4, 3), np.int8)),
-              ("add out not broadcast", E.add, [i8(4, 1), i8(1, 3)], p, np.empty((4, 1), np.int8)),
-              ("add out not contiguous", E.add, [i8(4, 3), i8(3)], p, np.empty((3, 4), np.int8).T),
-              ("add wrong dtype", E.add, [i8(4, 3).view(np.uint8), i8(3)], p, np.empty((4, 3), np.int8))]
+    cases += [("add out too big", COMPILED["add"].run, [i8(4, 3), i8(3)], p, np.empty((2, 4, 3), np.int8)),
+              ("add out too small", COMPILED["add"].run, [i8(4, 3), i8(3)], p, np.empty((4, 1), np.int8)),
+              ("add no broadcast", COMPILED["add"].run, [i8(4, 3), i8(2)], p, np.empty((4, 3), np.int8)),
+              ("add out not broadcast", COMPILED["add"].run, [i8(4, 1), i8(1, 3)], p, np.empty((4, 1), np.int8)),
+              ("add out not contiguous", COMPILED["add"].run, [i8(4, 3), i8(3)], p, np.empty((3, 4), np.int8).T),
+              ("add wrong dtype", COMPILED["add"].run, [i8(4, 3).view(np.uint8), i8(3)], p, np.empty((4, 3), np.int8))]
     _, p = _model_and_params(OpCode.MUL, [int8_act(rng, (4, 3)), int8_act(rng, (4, 3))], int8_act(rng, (4, 3)))
-    cases += [("mul mismatch", E.mul, [i8(4, 3), i8(3, 4)], p, np.empty((4, 3), np.int8)),
-              ("mul rank 9", E.mul, [i8(*[1] * 9), i8(1)], p, np.empty([1] * 9, np.int8))]
+    cases += [("mul mismatch", COMPILED["mul"].run, [i8(4, 3), i8(3, 4)], p, np.empty((4, 3), np.int8)),
+              ("mul rank 9", COMPILED["mul"].run, [i8(*[1] * 9), i8(1)], p, np.empty([1] * 9, np.int8))]
     _, p = _model_and_params(OpCode.REQUANTIZE, [int8_act(rng, (5,))], int8_act(rng, (5,)))
-    cases += [("requantize mismatch", E.requantize, [i8(5)], p, np.empty((6,), np.int8)),
-              ("requantize int16", E.requantize, [i8(5).astype(np.int16)], p, np.empty((5,), np.int8))]
+    cases += [("requantize mismatch", COMPILED["requantize"].run, [i8(5)], p, np.empty((6,), np.int8)),
+              ("requantize int16", COMPILED["requantize"].run, [i8(5).astype(np.int16)], p, np.empty((5,), np.int8))]
     y = int8_act(rng, (2, 5))
     _, p = _model_and_params(OpCode.CONCAT, [int8_act(rng, (2, 2)), int8_act(rng, (2, 3))], y, ConcatOptions(1))
-    cases += [("concat sum", E.concat, [i8(2, 2), i8(2, 4)], p, np.empty((2, 5), np.int8)),
-              ("concat other dim", E.concat, [i8(2, 2), i8(3, 3)], p, np.empty((2, 5), np.int8)),
-              ("concat rank", E.concat, [i8(2, 2), i8(2, 3, 1)], p, np.empty((2, 5), np.int8)),
-              ("concat count", E.concat, [i8(2, 5)], p, np.empty((2, 5), np.int8))]
+    cases += [("concat sum", COMPILED["concat"].run, [i8(2, 2), i8(2, 4)], p, np.empty((2, 5), np.int8)),
+              ("concat other dim", COMPILED["concat"].run, [i8(2, 2), i8(3, 3)], p, np.empty((2, 5), np.int8)),
+              ("concat rank", COMPILED["concat"].run, [i8(2, 2), i8(2, 3, 1)], p, np.empty((2, 5), np.int8)),
+              ("concat count", COMPILED["concat"].run, [i8(2, 5)], p, np.empty((2, 5), np.int8))]
     alpha = Spec((3,), DType.INT8, 0.01, 0, data=i8(3))
     _, p = _model_and_params(OpCode.PRELU, [int8_act(rng, (2, 3)), alpha], int8_act(rng, (2, 3)))
-    cases += [("prelu alpha does not broadcast", E.slope, [i8(2, 4), alpha.data], p, np.empty((2, 4), np.int8)),
-              ("prelu out mismatch", E.slope, [i8(2, 3), alpha.data], p, np.empty((3, 2), np.int8))]
+    cases += [("prelu alpha does not broadcast", COMPILED["slope"].run, [i8(2, 4), alpha.data], p, np.empty((2, 4), np.int8)),
+              ("prelu out mismatch", COMPILED["slope"].run, [i8(2, 3), alpha.data], p, np.empty((3, 2), np.int8))]
     _, p = _model_and_params(OpCode.LEAKY_RELU, [int8_act(rng, (4,))], int8_act(rng, (4,)), LeakyReluOptions(0.1))
-    cases += [("leaky mismatch", E.slope, [i8(4)], p, np.empty((5,), np.int8))]
-    cases += [("lut short table", E.lut, [i8(4), i8(255)], None, np.empty((4,), np.int8)),
-              ("lut mismatch", E.lut, [i8(4), i8(256)], None, np.empty((2, 2), np.int8))]
+    cases += [("leaky mismatch", COMPILED["slope"].run, [i8(4)], p, np.empty((5,), np.int8))]
+    cases += [("lut short table", COMPILED["lut"].run, [i8(4), i8(255)], None, np.empty((4,), np.int8)),
+              ("lut mismatch", COMPILED["lut"].run, [i8(4), i8(256)], None, np.empty((2, 2), np.int8))]
     _, p = _model_and_params(OpCode.SOFTMAX, [int8_act(rng, (2, 6))], Spec((2, 6), DType.INT8, 1 / 256, -128),
                              SoftmaxOptions(1, 1.0))
-    cases += [("softmax mismatch", E.softmax, [i8(2, 6)], p, np.empty((2, 5), np.int8)),
-              ("softmax rank", E.softmax, [i8(12)], p, np.empty((12,), np.int8))]
+    cases += [("softmax mismatch", COMPILED["softmax"].run, [i8(2, 6)], p, np.empty((2, 5), np.int8)),
+              ("softmax rank", COMPILED["softmax"].run, [i8(12)], p, np.empty((12,), np.int8))]
     _, p = _model_and_params(OpCode.QUANTIZE, [Spec((3,), DType.FLOAT32)], int8_act(rng, (3,)))
-    cases += [("quantize mismatch", E.quantize, [np.zeros(4, np.float32)], p, np.empty((3,), np.int8)),
-              ("quantize float64", E.quantize, [np.zeros(3)], p, np.empty((3,), np.int8)),
-              ("quantize int32 out", E.quantize, [np.zeros(3, np.float32)], p, np.empty((3,), np.int32))]
+    cases += [("quantize mismatch", COMPILED["quantize"].run, [np.zeros(4, np.float32)], p, np.empty((3,), np.int8)),
+              ("quantize float64", COMPILED["quantize"].run, [np.zeros(3)], p, np.empty((3,), np.int8)),
+              ("quantize int32 out", COMPILED["quantize"].run, [np.zeros(3, np.float32)], p, np.empty((3,), np.int32))]
     _, p = _model_and_params(OpCode.DEQUANTIZE, [int8_act(rng, (3,))], Spec((3,), DType.FLOAT32))
-    cases += [("dequantize mismatch", E.dequantize, [i8(3)], p, np.empty((4,), np.float32)),
-              ("dequantize float64 out", E.dequantize, [i8(3)], p, np.empty((3,), np.float64))]
+    cases += [("dequantize mismatch", COMPILED["dequantize"].run, [i8(3)], p, np.empty((4,), np.float32)),
+              ("dequantize float64 out", COMPILED["dequantize"].run, [i8(3)], p, np.empty((3,), np.float64))]
     x = int8_act(rng, (2, 3))
     _, p = _model_and_params(OpCode.PAD, [x], Spec((3, 5), DType.INT8, x.scale, x.zp), PadOptions((1, 1, 0, 1)))
-    cases += [("pad out", E.pad, [i8(2, 3)], p, np.empty((3, 6), np.int8)),
-              ("pad rank", E.pad, [i8(6)], p, np.empty((9,), np.int8))]
+    cases += [("pad out", COMPILED["pad"].run, [i8(2, 3)], p, np.empty((3, 6), np.int8)),
+              ("pad rank", COMPILED["pad"].run, [i8(6)], p, np.empty((9,), np.int8))]
     _, p = _model_and_params(OpCode.TRANSPOSE, [Spec((2, 3, 4), DType.INT8, 0.1, 0)],
                              Spec((4, 2, 3), DType.INT8, 0.1, 0), TransposeOptions((2, 0, 1)))
-    cases += [("transpose out", E.transpose, [i8(2, 3, 4)], p, np.empty((2, 3, 4), np.int8)),
-              ("transpose rank", E.transpose, [i8(6, 4)], p, np.empty((4, 6), np.int8)),
-              ("transpose itemsize", E.transpose, [i8(2, 3, 4)], p, np.empty((4, 2, 3), np.int16))]
-    cases += [("reshape count", E.reshape, [i8(2, 3)], None, np.empty((7,), np.int8)),
-              ("reshape itemsize", E.reshape, [i8(2, 3)], None, np.empty((6,), np.int16))]
+    cases += [("transpose out", COMPILED["transpose"].run, [i8(2, 3, 4)], p, np.empty((2, 3, 4), np.int8)),
+              ("transpose rank", COMPILED["transpose"].run, [i8(6, 4)], p, np.empty((4, 6), np.int8)),
+              ("transpose itemsize", COMPILED["transpose"].run, [i8(2, 3, 4)], p, np.empty((4, 2, 3), np.int16))]
+    cases += [("reshape count", COMPILED["reshape"].run, [i8(2, 3)], None, np.empty((7,), np.int8)),
+              ("reshape itemsize", COMPILED["reshape"].run, [i8(2, 3)], None, np.empty((6,), np.int16))]
     return cases
 
 

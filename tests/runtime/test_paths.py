@@ -78,6 +78,6 @@ def test_the_c_is_compiled_once_with_one_scratch_per_thread():
         size, count = struct.unpack_from("<HH", data, 0x36)
         return any(struct.unpack_from("<I", data, phoff + i * size)[0] == 7 for i in range(count))
 
-    names = ("isa", "gemm", "depthwise", "elementwise", "pool", "requantize", "plan")
+    names = ("isa", "gemm", "depthwise", "elementwise", "movement", "softmax", "pool", "requantize", "plan")
     tls = {n: has_tls(importlib.import_module(f"qrt.kernels.{n}").__file__) for n in names}
     assert tls == {n: n == "isa" for n in names}, tls

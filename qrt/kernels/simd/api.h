@@ -141,7 +141,7 @@ typedef struct {
     int64_t OH, OW, KH, KW, sh, sw, dh, dw, top, left;
     int64_t taps, pairs, blocks;     /* KH * KW; ceil(taps / 2); ceil(C_out / 32) */
     const int8_t *w;                 /* [taps][C_out] in tap order (scalar path) */
-    const int16_t *wp;               /* [blocks][pairs][64]: int16 tap pairs (vector paths) */
+    const int16_t *wp;               /* int16 tap pairs (vector paths): layout.h qrt_dw_packed_at */
     const int32_t *bias;             /* [blocks * 32]: bias - zp_x * sum_taps w, wrapped */
     const int32_t *mult, *shift;     /* [blocks * 32] */
     const int32_t *round32, *shift32;  /* [blocks * 32]: 2^(n-33), n-32 (requant.h) */

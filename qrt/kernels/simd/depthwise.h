@@ -18,7 +18,8 @@
  *     output channel.
  *   - the vector paths take 32 channels at a time: x widened to int16, two taps interleaved
  *     per channel (unpacklo/hi_epi16), multiplied against weights packed at load as int16
- *     tap pairs in the same interleaved order, [block][pair][lo/hi][lane][4 channels][2 taps],
+ *     tap pairs in the same interleaved order, [block][pair][lo/hi][lane][4 channels][2 taps]
+ *     (layout.h qrt_dw_packed_at, packed by qrt_dw_pack_weights),
  *     by vpdpwssd (AVX-512 VNNI) or vpmaddwd + vpaddd (AVX2). |x * w| <= 128 * 127, so no
  *     pair sum saturates; int32 sums wrap like the reference's accumulator (SPEC.md 4.5).
  *     The sums are put back in channel order, requantized (requant.h), stored.
@@ -37,10 +38,11 @@
 #include <immintrin.h>
 #include "isa.h"
 #include "api.h"  /* the structs, the rule and the dispatch the Cython modules see */
+#include "layout.h"  /* the packed weights: QRT_DW_BLOCK, qrt_dw_packed_at */
 #include "requant.h"
 
 /* Bytes a tap pointer may be read at: whole 32-channel blocks. */
-static inline int64_t qrt_dw_span(const qrt_dw *d) { return d->blocks * 32; }
+static inline int64_t qrt_dw_span(const qrt_dw *d) { return d->blocks * QRT_DW_BLOCK; }
 
 static inline int64_t qrt_dw_round64(int64_t v) { return (v + 63) & ~(int64_t)63; }
 
@@ -97,18 +99,19 @@ qrt_dw_pixels_c16__avx2_pairs(const qrt_dw *d, const int8_t *const *t, int64_t s
     for (int64_t i = 0; i < count; i++, y += l.C_out) {
         int64_t o = i * step;
         const int16_t *wb = l.wp;
-        for (int64_t c0 = 0; c0 < l.C_out; c0 += 32, wb += pairs * 64) {
+        for (int64_t c0 = 0; c0 < l.C_out; c0 += QRT_DW_BLOCK, wb += qrt_dw_block_elems(pairs)) {
             for (int64_t h = 0; h < 2 && c0 + 16 * h < l.C_out; h++) {
                 int64_t c = c0 + 16 * h, left = l.C_out - c;
                 __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+                const int16_t *wh = wb + qrt_dw_packed_at(pairs, 16 * h, 0);  /* lanes 2h, 2h + 1 */
                 for (int64_t p = 0; p < pairs; p++) {
                     __m256i x0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(t[2 * p] + o + c)));
                     __m256i x1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(t[2 * p + 1] + o + c)));
-                    const int16_t *wq = wb + p * 64 + 16 * h;
+                    const int16_t *wq = wh + p * QRT_DW_PAIR_ELEMS;
                     a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1),
                                                                 _mm256_loadu_si256((const __m256i *)wq)));
                     a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1),
-                                                                _mm256_loadu_si256((const __m256i *)(wq + 32))));
+                                                                _mm256_loadu_si256((const __m256i *)(wq + QRT_DW_HI_ELEMS))));
                 }
                 /* channels 8-15 of a last short block are padding: tables cover whole blocks */
                 qrt_store16_avx2(y + c, qrt_dw_requant8_avx2(&l, _mm256_permute2x128_si256(a0, a1, 0x20), c),
@@ -134,8 +137,8 @@ static void qrt_dw_pixels_3x3s1_c16__avx2(const qrt_dw *d, const int8_t *const *
     const int64_t C = l.C_out;
     const int8_t *r0 = t[0], *r1 = t[1], *r2 = t[6];
     for (int64_t c = 0; c < C; c += 16) {
-        const int16_t *w = l.wp + (c / 32) * 5 * 64 + (c % 32);  /* pair p: w + 64p, hi +32 */
-#define QRT_W(p, hi) _mm256_loadu_si256((const __m256i *)(w + 64 * (p) + 32 * (hi)))
+        const int16_t *w = l.wp + qrt_dw_packed_at(5, c, 0);
+#define QRT_W(p, hi) _mm256_loadu_si256((const __m256i *)(w + QRT_DW_PAIR_ELEMS * (p) + QRT_DW_HI_ELEMS * (hi)))
         qrt_n33_avx2 t0, t1;
         if (l.n33) {
             t0 = qrt_n33_avx2_load(l.bias + c, l.mult + c, l.round32 + c, l.shift32 + c, l.zp_y, l.lo, l.hi);
@@ -232,15 +235,15 @@ qrt_dw_pixels_c32__avx512vnni_pairs(const qrt_dw *d, const int8_t *const *t, int
     for (int64_t i = 0; i < count; i++, y += l.C_out) {
         int64_t o = i * step;
         const int16_t *wb = l.wp;
-        for (int64_t c = 0; c < l.C_out; c += 32, wb += pairs * 64) {
+        for (int64_t c = 0; c < l.C_out; c += QRT_DW_BLOCK, wb += qrt_dw_block_elems(pairs)) {
             __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
             for (int64_t p = 0; p < pairs; p++) {
                 __m512i x0 = qrt_dw_load_avx512(t[2 * p] + o + c);
                 __m512i x1 = qrt_dw_load_avx512(t[2 * p + 1] + o + c);
                 a0 = _mm512_dpwssd_epi32(a0, _mm512_unpacklo_epi16(x0, x1),
-                                         _mm512_loadu_si512((const void *)(wb + p * 64)));
+                                         _mm512_loadu_si512((const void *)(wb + p * QRT_DW_PAIR_ELEMS)));
                 a1 = _mm512_dpwssd_epi32(a1, _mm512_unpackhi_epi16(x0, x1),
-                                         _mm512_loadu_si512((const void *)(wb + p * 64 + 32)));
+                                         _mm512_loadu_si512((const void *)(wb + p * QRT_DW_PAIR_ELEMS + QRT_DW_HI_ELEMS)));
             }
             qrt_dw_store_avx512(&l, a0, a1, c, y);
         }
@@ -268,10 +271,10 @@ static void qrt_dw_pixels_3x3s1_c32__avx512vnni(const qrt_dw *d, const int8_t *c
     const int64_t C = l.C_out;
     const int8_t *r0 = t[0], *r1 = t[1], *r2 = t[6];
     const int16_t *wb = l.wp;
-    for (int64_t c = 0; c < C; c += 32, wb += 5 * 64) {
-        __m512i w[10];
+    for (int64_t c = 0; c < C; c += QRT_DW_BLOCK, wb += qrt_dw_block_elems(5)) {
+        __m512i w[10];  /* pair q / 2, lo or hi */
         for (int q = 0; q < 10; q++)
-            w[q] = _mm512_loadu_si512((const void *)(wb + 32 * q));
+            w[q] = _mm512_loadu_si512((const void *)(wb + (q / 2) * QRT_DW_PAIR_ELEMS + (q % 2) * QRT_DW_HI_ELEMS));
         /* u0, u1: (r0, r1) at columns i, i+1; v0, v1: r2 at (i, i+1), (i+1, i+2); x2: r2 at i+2 */
         __m512i x0 = qrt_dw_load_avx512(r0 + c), x1 = qrt_dw_load_avx512(r1 + c);
         __m512i u0l = _mm512_unpacklo_epi16(x0, x1), u0h = _mm512_unpackhi_epi16(x0, x1);

@@ -68,4 +68,39 @@ static inline void qrt_gemm_pack_weights(const int8_t *w, int64_t rows, int64_t 
     }
 }
 
+/* ---------------------------------------------------------------- DEPTHWISE_CONV_2D (depthwise.h) */
+
+/* Channels per block: the vector paths take 32 channels at a time (x widened to int16: one
+ * 512-bit vector, or two 256-bit ones). Per-channel tables and tap reads cover whole blocks. */
+#define QRT_DW_BLOCK 32
+
+/* The weights [taps][C_out] int8 (taps in the kernels' order, depthwise.h qrt_dw_taps; a dummy
+ * tap of weight 0 makes the count even) packed as int16 tap pairs in the order the vector
+ * paths interleave x, [block][pair][lo/hi][lane][4 channels][2 taps]: unpacklo/hi_epi16 of two
+ * taps' widened x put block channel j in 128-bit lane j / 8, half (j % 8) / 4 (lo: 0-3, hi:
+ * 4-7), position j % 4, next to its other tap. So a pair of a block is 2 * QRT_DW_BLOCK int16:
+ * the lo vector's (channels 0-3 of each lane), then the hi vector's. Zeros where a channel or
+ * tap is padding. Element offset of weight (channel c, tap t) for `pairs` tap pairs: */
+static inline int64_t qrt_dw_packed_at(int64_t pairs, int64_t c, int64_t t) {
+    uint64_t u = (uint64_t)c, v = (uint64_t)t;  /* >= 0: the divisions are shifts */
+    return (int64_t)(((((u / QRT_DW_BLOCK * (uint64_t)pairs + v / 2) * 2 + (u % 8) / 4) * 4
+                       + (u % QRT_DW_BLOCK) / 8) * 4 + u % 4) * 2 + v % 2);
+}
+
+/* Strides in int16 elements, as the kernels step through one block (differences of
+ * qrt_dw_packed_at): from pair p to p + 1 (t to t + 2), from a pair's lo vector to its hi one
+ * (channel c to c + 4, c % 8 < 4), and from block b to b + 1 (c to c + QRT_DW_BLOCK). */
+#define QRT_DW_PAIR_ELEMS (2 * QRT_DW_BLOCK)
+#define QRT_DW_HI_ELEMS (QRT_DW_BLOCK / 2 * 2)  /* half the block's channels, 2 taps each */
+static inline int64_t qrt_dw_block_elems(int64_t pairs) { return pairs * QRT_DW_PAIR_ELEMS; }
+
+/* w [taps][C_out] -> out [blocks][pairs][2][4][4][2] int16 (out zeroed by the caller, with
+ * blocks * qrt_dw_block_elems(pairs) elements; taps <= 2 * pairs, C_out <= blocks * QRT_DW_BLOCK). */
+static inline void qrt_dw_pack_weights(const int8_t *w, int64_t taps, int64_t C_out, int64_t pairs,
+                                       int16_t *out) {
+    for (int64_t t = 0; t < taps; t++)
+        for (int64_t c = 0; c < C_out; c++)
+            out[qrt_dw_packed_at(pairs, c, t)] = w[t * C_out + c];
+}
+
 #endif
