@@ -13,7 +13,7 @@ from qrt.kernels.numerics cimport requantize_one, rounding_shift
 
 
 cdef enum:
-    MAX_RANK = 8
+    MAX_RANK = 8  # the format's rank limit (qrt/format/verify.py MAX_RANK), as a C constant
 
 
 cdef inline object _flat(object x, str what):

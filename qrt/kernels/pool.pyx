@@ -27,10 +27,7 @@ from qrt.kernels import Kernel, isa as _isa
 from qrt.numerics import INT32_MAX, MAX_INPUT_MAGNITUDE
 from qrt.ops.window import out_size
 
-cdef enum:
-    MAX_RANK = 8
-
-
+from qrt.kernels.common cimport MAX_RANK
 from qrt.kernels.isa cimport qrt_requant_ops_for
 from qrt.kernels.simd_requant cimport qrt_requant1_row, qrt_requant_ops, qrt_requant_select
 

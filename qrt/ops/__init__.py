@@ -51,6 +51,9 @@ def check_op_version(model: ModelDefinition, index: int):
     """A version < 1 is invalid; one this qrt does not know needs a newer qrt (SPEC.md section 5.2,
     rule 0)."""
     op = model.operators[index]
+    if op.opcode not in OPS:  # a file's unknown codes are refused by the reader already
+        raise UnsupportedModelError(f"{model.operator_label(index)}: op code {int(op.opcode)} is unknown "
+                                    f"to qrt {__version__}; the model needs a newer qrt (pip install -U qrt)")
     if op.version < 1:
         raise InvalidModelError(f"{model.operator_label(index)}: version {op.version} is not an op "
                                 f"version (they start at 1)")

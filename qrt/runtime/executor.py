@@ -390,8 +390,9 @@ def _non_finite(name: str, x: np.ndarray) -> InputError:
 
 
 def _file_identity(st) -> tuple:
-    """What changes when a file is replaced or rewritten, short of reading it."""
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev
+    """What changes when a file is replaced or rewritten, short of reading it (not its mode,
+    owner or links: a chmod leaves the model as it was)."""
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
 
 
 def _hash_file(path: str):
@@ -427,8 +428,10 @@ def _unpickle(source, options) -> Model:
         raise QrtError(f"cannot unpickle the qrt model: its file {path} changed since the model was "
                        f"pickled (same size, but SHA-256 {now[:16]}... now, {digest[:16]}... then)")
     model = Model(path, *options)
-    if model._identity == _file_identity(st):
-        model._digest = digest  # the file this model was read from is the one hashed
+    if model._identity != _file_identity(st):  # replaced between the hash and the load
+        raise QrtError(f"cannot unpickle the qrt model: its file {path} changed while it was being "
+                       f"loaded; try again once it is stable")
+    model._digest = digest  # the file this model was read from is the one hashed
     return model
 
 

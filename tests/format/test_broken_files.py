@@ -1209,3 +1209,15 @@ def test_aliased_offsets_are_not_quadratic(builder, n, size, outcomes):
     assert proc.returncode == 0, proc.stderr[-3000:]
     kind, message = json.loads(proc.stdout.strip().splitlines()[-1])
     assert kind in outcomes and re.search(outcomes[kind], message), (kind, message)
+
+
+def test_an_unknown_op_code_in_a_built_model_is_unsupported():
+    """A model made in memory (not read from a file, whose codes the reader checks) with an op
+    code this qrt does not know: UnsupportedModelError naming the operator, not a KeyError."""
+    model = all_ops_model()
+    model.operators[1].opcode = max(OpCode) + 1
+    with pytest.raises(UnsupportedModelError, match=rf"^operator 1 '.*' \({max(OpCode) + 1}\): op code "
+                                                    rf"{max(OpCode) + 1} is unknown to qrt {QRT}"):
+        qrt.verify_model(model)
+    with pytest.raises(UnsupportedModelError):
+        qrt.to_bytes(model)

@@ -154,6 +154,17 @@ def test_pickling_refuses_a_file_changed_since_loading(tmp_path, chain, pickled_
         pickle.dumps(m)
 
 
+def test_a_mode_change_does_not_stop_pickling(tmp_path, chain):
+    """chmod (or chown, or a new hard link) changes the file's status, not the model in it."""
+    path = tmp_path / "chain.qmodel"
+    path.write_bytes(chain)
+    m = qrt.load(path)
+    os.chmod(path, 0o600)
+    os.link(path, tmp_path / "link.qmodel")
+    x = _feeds(1)[0]
+    assert np.array_equal(pickle.loads(pickle.dumps(m)).run(x), m.run(x))
+
+
 # ------------------------------------------------------------------------ non-finite feeds
 
 BAD = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf}

@@ -1,5 +1,4 @@
-/* Loops of the elementwise and pooling kernels (qrt/kernels/elementwise.pyx, pool.pyx) that
- * have vector paths; bit-exact with qrt/ops/<op>.py on every path, which differ only in
+/* Loops of the elementwise kernels (qrt/kernels/elementwise.pyx) that have vector paths; bit-exact with qrt/ops/<op>.py on every path, which differ only in
  * speed.
  *
  * Each path's functions are chosen once per bound op (qrt_eltwise_ops_for, stored in the

@@ -143,7 +143,7 @@ static void qrt_gemm_pack_rows_u8__avx512(const qrt_gemm *g, const int8_t *x, in
 
 /* ---------------------------------------------------------------- scalar (portable C) */
 
-static void qrt_gemm_ukernel_1x16c4__scalar(const qrt_gemm *g, int64_t np, int64_t mr, const uint8_t *const *a,
+static void qrt_gemm_ukernel_6x64c4__scalar(const qrt_gemm *g, int64_t np, int64_t mr, const uint8_t *const *a,
                                const int8_t *w, const int32_t *bias, const int32_t *mult,
                                const int32_t *shift, int8_t *const *y, int64_t ncols) {
     for (int64_t i = 0; i < mr; i++) {
@@ -474,7 +474,7 @@ static void qrt_gemm_block_32x32c4__amx(const qrt_gemm *g, const uint8_t *rows, 
 static inline const qrt_gemm_ops *qrt_gemm_ops_for(int isa) {
     static const qrt_gemm_ops ops[] = {
         [QRT_SCALAR] = {.pack_rows = qrt_gemm_pack_rows_u8__scalar,
-                        .ukernel = qrt_gemm_ukernel_1x16c4__scalar, .mr = QRT_MR, .es = 1,
+                        .ukernel = qrt_gemm_ukernel_6x64c4__scalar, .mr = QRT_MR, .es = 1,
                         .kg = 4, .k_align = 4},
         [QRT_AVX2] = {.pack_rows = qrt_gemm_pack_rows_u16__avx2,
                       .ukernel = qrt_gemm_ukernel_6x16c2__avx2_u16s8, .mr = QRT_MR, .es = 2,
