@@ -163,12 +163,12 @@ def bind_depthwise_conv_2d(ins, p, out, isa=None, threads=1, packed=None):
     s.d.taps, s.d.pairs, s.d.blocks = KH * KW, packed.pairs, packed.blocks
     s.d.w = <const int8_t*>_data(packed.w)
     s.d.wp = <const int16_t*>_data(packed.wp)
-    s.d.bias = <const int32_t*>_data(packed.bias)
-    s.d.mult = <const int32_t*>_data(packed.mult)
-    s.d.shift = <const int32_t*>_data(packed.shift)
-    s.d.round32 = <const int32_t*>_data(packed.round32)
-    s.d.shift32 = <const int32_t*>_data(packed.shift32)
-    s.d.n33 = packed.n33
+    s.d.rq.bias = <const int32_t*>_data(packed.bias)
+    s.d.rq.mult = <const int32_t*>_data(packed.mult)
+    s.d.rq.shift = <const int32_t*>_data(packed.shift)
+    s.d.rq.round32 = <const int32_t*>_data(packed.round32)
+    s.d.rq.shift32 = <const int32_t*>_data(packed.shift32)
+    s.d.rq.n33 = packed.n33
     cdef Py_ssize_t total = N * H * W * C, span = QRT_DW_BLOCK * packed.blocks
     # Padding taps read zp_x; the interior pixels of a row advance all their taps together by
     # sw * C_out bytes per pixel (the 3x3 stride-1 kernel reads two columns ahead), those in
@@ -183,7 +183,7 @@ def bind_depthwise_conv_2d(ins, p, out, isa=None, threads=1, packed=None):
         s.d.tail_at = min(((total - span) // C + 1) * C if total >= span else 0, total)
         tail = np.zeros(total - s.d.tail_at + span, np.int8)
         s.d.tail = <int8_t*><size_t>tail.ctypes.data
-    s.d.zp_y, s.d.lo, s.d.hi = r.zero_point, r.lo, r.hi
+    s.d.rq.zp_y, s.d.rq.lo, s.d.rq.hi = r.zero_point, r.lo, r.hi
     s.d.isa = path
     s.d.ops = qrt_dw_ops_for(path)
     s.d.threads = max(1, int(threads))

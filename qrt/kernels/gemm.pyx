@@ -123,10 +123,10 @@ cdef GemmStep _bind(x, y, packed, p, geometry_, isa, threads):
      s.g.dh, s.g.dw, s.g.top, s.g.left) = geometry_
     s.g.groups, s.g.cin_g, s.g.cout_g = packed.groups, s.g.C_in // packed.groups, packed.cout_g
     s.g.K4, s.g.panels, s.g.pad_u8 = packed.k4, packed.panels, packed.pad_u8
-    s.g.w, s.g.bias, s.g.mult, s.g.shift = &wv[0], &bv[0], &mv[0], &nv[0]
-    s.g.round32, s.g.shift32, s.g.n33 = &rv[0], &sv[0], packed.n33
+    s.g.w, s.g.rq.bias, s.g.rq.mult, s.g.rq.shift = &wv[0], &bv[0], &mv[0], &nv[0]
+    s.g.rq.round32, s.g.rq.shift32, s.g.rq.n33 = &rv[0], &sv[0], packed.n33
     r = p.out
-    s.g.zp_y, s.g.lo, s.g.hi = r.zero_point, r.lo, r.hi
+    s.g.rq.zp_y, s.g.rq.lo, s.g.rq.hi = r.zero_point, r.lo, r.hi
     s.g.isa = _isa.resolve(isa)
     if s.g.isa != packed.isa:
         raise ValueError(f"weights were packed for the {_isa.NAMES[packed.isa]} path, not {_isa.NAMES[s.g.isa]}")

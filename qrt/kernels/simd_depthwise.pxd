@@ -4,6 +4,8 @@
 qrt.kernels.isa and cimported from there (isa.pxd)."""
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t
 
+from qrt.kernels.simd_requant cimport qrt_channel_requant
+
 cdef extern from "simd/api.h":
     ctypedef struct qrt_dw_ops:
         pass
@@ -12,16 +14,10 @@ cdef extern from "simd/api.h":
         int64_t taps, pairs, blocks
         const int8_t* w
         const int16_t* wp
-        const int32_t* bias
-        const int32_t* mult
-        const int32_t* shift
-        const int32_t* round32
-        const int32_t* shift32
-        int n33
+        qrt_channel_requant rq
         const int8_t* zrow
         int8_t* tail
         int64_t tail_at
-        int32_t zp_y, lo, hi
         int isa, threads
         const qrt_dw_ops* ops
 

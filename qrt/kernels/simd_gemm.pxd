@@ -4,6 +4,8 @@ layout (simd/layout.h). The path's code, qrt_gemm_ops_for and qrt_gemm_run, is c
 qrt.kernels.isa and cimported from there (isa.pxd)."""
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 
+from qrt.kernels.simd_requant cimport qrt_channel_requant
+
 cdef extern from "simd/api.h":
     ctypedef struct qrt_gemm_ops:
         int64_t mr
@@ -13,13 +15,7 @@ cdef extern from "simd/api.h":
         int64_t groups, cin_g, cout_g, K4, panels
         uint8_t pad_u8
         const int8_t* w
-        const int32_t* bias
-        const int32_t* mult
-        const int32_t* shift
-        const int32_t* round32
-        const int32_t* shift32
-        int n33
-        int32_t zp_y, lo, hi
+        qrt_channel_requant rq
         int isa, threads
         const qrt_gemm_ops* ops
 

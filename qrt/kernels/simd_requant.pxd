@@ -7,6 +7,14 @@ from libc.stdint cimport int8_t, int32_t, int64_t
 cdef extern from "simd/api.h":
     ctypedef struct qrt_requant_ops:
         pass
+    ctypedef struct qrt_channel_requant:  # a conv-like op's per-channel requantization
+        const int32_t* bias
+        const int32_t* mult
+        const int32_t* shift
+        const int32_t* round32
+        const int32_t* shift32
+        int n33
+        int32_t zp_y, lo, hi
     int8_t qrt_requant_select(int32_t acc, int32_t m, int32_t n, int32_t zp, int32_t lo,
                               int32_t hi) noexcept nogil
     void qrt_requant_row(const qrt_requant_ops* ops, const int32_t* acc, const int32_t* m,

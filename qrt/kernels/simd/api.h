@@ -86,6 +86,18 @@ static inline void qrt_requant1_row(const qrt_requant_ops *ops, const int32_t *a
         y[i] = qrt_requant_select(acc[i], m, n, zp, lo, hi);
 }
 
+/* ------------------------------------------- per-channel requantization (gemm.h, depthwise.h) */
+
+/* What a conv-like op needs to turn each output channel's int32 sum into int8 (SPEC.md 4.2),
+ * laid out per channel by its packer (padding channels included). */
+typedef struct {
+    const int32_t *bias;               /* the bias with the input zero point's share folded in */
+    const int32_t *mult, *shift;       /* m, n */
+    const int32_t *round32, *shift32;  /* the 32-bit form's tables: 2^(n-33), n-32 (requant.h) */
+    int n33;                           /* every shift >= 33: the 32-bit form applies */
+    int32_t zp_y, lo, hi;
+} qrt_channel_requant;
+
 /* ---------------------------------------------------------------- GEMM (gemm.h) */
 
 typedef struct qrt_gemm_ops qrt_gemm_ops;
@@ -99,11 +111,7 @@ typedef struct {
     int64_t panels;                 /* ceil(cout_g / 16) */
     uint8_t pad_u8;                 /* the input zero point, flipped */
     const int8_t *w;                /* [groups][panels][K4/4][16][4] */
-    const int32_t *bias;            /* [groups][panels*16]: bias - (zp_x + 128) * sum_k w */
-    const int32_t *mult, *shift;    /* [groups][panels*16] */
-    const int32_t *round32, *shift32;  /* [groups][panels*16]: 2^(n-33), n-32 (requant.h) */
-    int n33;                        /* every shift >= 33: the 32-bit requantization applies */
-    int32_t zp_y, lo, hi;
+    qrt_channel_requant rq;         /* [groups][panels*16]; bias - (zp_x + 128) * sum_k w */
     int isa, threads;
     const qrt_gemm_ops *ops;        /* the path's functions: qrt_gemm_ops_for(isa), at bind */
 } qrt_gemm;
@@ -142,14 +150,10 @@ typedef struct {
     int64_t taps, pairs, blocks;     /* KH * KW; ceil(taps / 2); ceil(C_out / 32) */
     const int8_t *w;                 /* [taps][C_out] in tap order (scalar path) */
     const int16_t *wp;               /* int16 tap pairs (vector paths): layout.h qrt_dw_packed_at */
-    const int32_t *bias;             /* [blocks * 32]: bias - zp_x * sum_taps w, wrapped */
-    const int32_t *mult, *shift;     /* [blocks * 32] */
-    const int32_t *round32, *shift32;  /* [blocks * 32]: 2^(n-33), n-32 (requant.h) */
-    int n33;                         /* every shift >= 33: the 32-bit requantization applies */
+    qrt_channel_requant rq;          /* [blocks * 32]; bias - zp_x * sum_taps w, wrapped */
     const int8_t *zrow;              /* (OW + 1) * sw * C_out + blocks * 32 bytes of zp_x */
     int8_t *tail;                    /* M = 1: x's bytes from tail_at on, then zeros */
     int64_t tail_at;                 /* first input pixel (in bytes) a block read could overrun */
-    int32_t zp_y, lo, hi;
     int isa, threads;
     const qrt_dw_ops *ops;           /* the path's functions: qrt_dw_ops_for(isa), at bind */
 } qrt_dw;

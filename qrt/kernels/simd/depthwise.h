@@ -65,14 +65,14 @@ static void qrt_dw_pixels_c1__scalar(const qrt_dw *d, const int8_t *const *t, in
     qrt_dw l = *d;  /* a copy the int8 stores cannot alias: no reloads in the loops */
     for (int64_t i = 0; i < count; i++, y += l.C_out) {
         for (int64_t c = 0; c < l.C_out; c++)
-            acc[c] = (uint32_t)l.bias[c];
+            acc[c] = (uint32_t)l.rq.bias[c];
         for (int64_t k = 0; k < l.taps; k++) {
             const int8_t *xs = t[k] + i * step, *ws = l.w + k * l.C_out;
             for (int64_t c = 0; c < l.C_out; c++)  /* unsigned: wraps like the vector paths */
                 acc[c] += (uint32_t)((int32_t)xs[c] * ws[c]);
         }
         for (int64_t c = 0; c < l.C_out; c++)
-            y[c] = qrt_requant_scalar((int32_t)acc[c], l.mult[c], l.shift[c], l.zp_y, l.lo, l.hi);
+            y[c] = qrt_requant_scalar((int32_t)acc[c], l.rq.mult[c], l.rq.shift[c], l.rq.zp_y, l.rq.lo, l.rq.hi);
     }
 }
 
@@ -84,10 +84,10 @@ static void qrt_dw_pixels_c1__scalar(const qrt_dw *d, const int8_t *const *t, in
 /* 8 sums of channels [c, c + 8) to int8 (as int32 lanes): the 32-bit form when it applies. */
 static inline __attribute__((always_inline)) __m256i qrt_dw_requant8_avx2(const qrt_dw *l, __m256i acc,
                                                                          int64_t c) {
-    if (l->n33)
-        return qrt_requant8_avx2_n33(acc, l->bias + c, l->mult + c, l->round32 + c, l->shift32 + c,
-                                     l->zp_y, l->lo, l->hi);
-    return qrt_requant8_avx2(acc, l->bias + c, l->mult + c, l->shift + c, l->zp_y, l->lo, l->hi);
+    if (l->rq.n33)
+        return qrt_requant8_avx2_n33(acc, l->rq.bias + c, l->rq.mult + c, l->rq.round32 + c, l->rq.shift32 + c,
+                                     l->rq.zp_y, l->rq.lo, l->rq.hi);
+    return qrt_requant8_avx2(acc, l->rq.bias + c, l->rq.mult + c, l->rq.shift + c, l->rq.zp_y, l->rq.lo, l->rq.hi);
 }
 
 /* count pixels, 16 channels at a time (half h of a 32-channel block): sums for channels
@@ -140,10 +140,10 @@ static void qrt_dw_pixels_3x3s1_c16__avx2(const qrt_dw *d, const int8_t *const *
         const int16_t *w = l.wp + qrt_dw_packed_at(5, c, 0);
 #define QRT_W(p, hi) _mm256_loadu_si256((const __m256i *)(w + QRT_DW_PAIR_ELEMS * (p) + QRT_DW_HI_ELEMS * (hi)))
         qrt_n33_avx2 t0, t1;
-        if (l.n33) {
-            t0 = qrt_n33_avx2_load(l.bias + c, l.mult + c, l.round32 + c, l.shift32 + c, l.zp_y, l.lo, l.hi);
-            t1 = qrt_n33_avx2_load(l.bias + c + 8, l.mult + c + 8, l.round32 + c + 8, l.shift32 + c + 8,
-                                   l.zp_y, l.lo, l.hi);
+        if (l.rq.n33) {
+            t0 = qrt_n33_avx2_load(l.rq.bias + c, l.rq.mult + c, l.rq.round32 + c, l.rq.shift32 + c, l.rq.zp_y, l.rq.lo, l.rq.hi);
+            t1 = qrt_n33_avx2_load(l.rq.bias + c + 8, l.rq.mult + c + 8, l.rq.round32 + c + 8, l.rq.shift32 + c + 8,
+                                   l.rq.zp_y, l.rq.lo, l.rq.hi);
         }
         __m256i x0 = qrt_dw_load_avx2(r0 + c), x1 = qrt_dw_load_avx2(r1 + c);
         __m256i u0l = _mm256_unpacklo_epi16(x0, x1), u0h = _mm256_unpackhi_epi16(x0, x1);
@@ -170,7 +170,7 @@ static void qrt_dw_pixels_3x3s1_c16__avx2(const qrt_dw *d, const int8_t *const *
             a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(v2l, QRT_W(4, 0)));
             a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(v2h, QRT_W(4, 1)));
             __m256i s0 = _mm256_permute2x128_si256(a0, a1, 0x20), s1 = _mm256_permute2x128_si256(a0, a1, 0x31);
-            if (l.n33)
+            if (l.rq.n33)
                 qrt_store16_avx2(y + i * C + c, qrt_requant8_avx2_n33_with(s0, &t0),
                                  qrt_requant8_avx2_n33_with(s1, &t1), C - c);
             else
@@ -217,12 +217,12 @@ qrt_dw_store_avx512(const qrt_dw *l, __m512i a0, __m512i a1, int64_t c, int8_t *
     const __m512i second = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28,
                                              29, 30, 31);
     int64_t left = l->C_out - c;
-    __m128i v = qrt_requant16_avx512(_mm512_permutex2var_epi32(a0, first, a1), l->bias + c,
-                                     l->mult + c, l->shift + c, l->zp_y, l->lo, l->hi);
+    __m128i v = qrt_requant16_avx512(_mm512_permutex2var_epi32(a0, first, a1), l->rq.bias + c,
+                                     l->rq.mult + c, l->rq.shift + c, l->rq.zp_y, l->rq.lo, l->rq.hi);
     _mm_mask_storeu_epi8(y + c, qrt_dw_mask16(left), v);
     if (left > 16) {
-        v = qrt_requant16_avx512(_mm512_permutex2var_epi32(a0, second, a1), l->bias + c + 16,
-                                 l->mult + c + 16, l->shift + c + 16, l->zp_y, l->lo, l->hi);
+        v = qrt_requant16_avx512(_mm512_permutex2var_epi32(a0, second, a1), l->rq.bias + c + 16,
+                                 l->rq.mult + c + 16, l->rq.shift + c + 16, l->rq.zp_y, l->rq.lo, l->rq.hi);
         _mm_mask_storeu_epi8(y + c + 16, qrt_dw_mask16(left - 16), v);
     }
 }

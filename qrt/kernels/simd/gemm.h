@@ -156,7 +156,7 @@ static void qrt_gemm_ukernel_6x64c4__scalar(const qrt_gemm *g, int64_t np, int64
                                          + a[i][k + 2] * wp[4 * c + 2] + a[i][k + 3] * wp[4 * c + 3]);
             for (int64_t c = p * 16; c < ncols && c < p * 16 + 16; c++)
                 y[i][c] = qrt_requant_scalar((int32_t)(acc[c - p * 16] + (uint32_t)bias[c]), mult[c],
-                                             shift[c], g->zp_y, g->lo, g->hi);
+                                             shift[c], g->rq.zp_y, g->rq.lo, g->rq.hi);
         }
     }
 }
@@ -250,7 +250,7 @@ qrt_gemm_ukernel_mx16c2__avx2_u16s8(const qrt_gemm *g, const int MR, const uint8
                       const int32_t *bias, const int32_t *mult, const int32_t *shift,
                       int8_t *const *y, int64_t col, int64_t ncols) {
     /* the 32-bit requantization tables at the same channel as mult */
-    const int32_t *round32 = g->round32 + (mult - g->mult), *shift32 = g->shift32 + (mult - g->mult);
+    const int32_t *round32 = g->rq.round32 + (mult - g->rq.mult), *shift32 = g->rq.shift32 + (mult - g->rq.mult);
     __m256i acc[6][2];
     const uint16_t *ap[6];
     for (int i = 0; i < MR; i++) {
@@ -268,15 +268,15 @@ qrt_gemm_ukernel_mx16c2__avx2_u16s8(const qrt_gemm *g, const int MR, const uint8
             acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(av, w1));
         }
     }
-    if (g->n33) {  /* the usual case: tables in registers for every row */
-        qrt_n33_avx2 t0 = qrt_n33_avx2_load(bias, mult, round32, shift32, g->zp_y, g->lo, g->hi);
-        qrt_n33_avx2 t1 = qrt_n33_avx2_load(bias + 8, mult + 8, round32 + 8, shift32 + 8, g->zp_y,
-                                            g->lo, g->hi);
+    if (g->rq.n33) {  /* the usual case: tables in registers for every row */
+        qrt_n33_avx2 t0 = qrt_n33_avx2_load(bias, mult, round32, shift32, g->rq.zp_y, g->rq.lo, g->rq.hi);
+        qrt_n33_avx2 t1 = qrt_n33_avx2_load(bias + 8, mult + 8, round32 + 8, shift32 + 8, g->rq.zp_y,
+                                            g->rq.lo, g->rq.hi);
         for (int i = 0; i < MR; i++)
             qrt_store16_avx2(y[i] + col, qrt_requant8_avx2_n33_with(acc[i][0], &t0),
                              qrt_requant8_avx2_n33_with(acc[i][1], &t1), ncols);
     } else {
-        const int32_t zp = g->zp_y, lo = g->lo, hi = g->hi;
+        const int32_t zp = g->rq.zp_y, lo = g->rq.lo, hi = g->rq.hi;
         for (int i = 0; i < MR; i++)  /* channels 0-7, 8-15 (tables padded to whole panels) */
             qrt_store16_avx2(y[i] + col,
                              qrt_requant8_avx2(acc[i][0], bias, mult, shift, zp, lo, hi),
@@ -314,7 +314,7 @@ qrt_gemm_ukernel_6xnpc4__avx512vnni(const qrt_gemm *g, const int np, int64_t mr,
                     const int8_t *w, const int32_t *bias, const int32_t *mult,
                     const int32_t *shift, int8_t *const *y, int64_t ncols) {
     /* the 32-bit requantization tables at the same channel as mult */
-    const int32_t *round32 = g->round32 + (mult - g->mult), *shift32 = g->shift32 + (mult - g->mult);
+    const int32_t *round32 = g->rq.round32 + (mult - g->rq.mult), *shift32 = g->rq.shift32 + (mult - g->rq.mult);
     __m512i acc[QRT_MR][QRT_NP];
     const uint8_t *ap[QRT_MR];
     for (int i = 0; i < QRT_MR; i++)
@@ -342,11 +342,11 @@ qrt_gemm_ukernel_6xnpc4__avx512vnni(const qrt_gemm *g, const int np, int64_t mr,
         for (int i = 0; i < QRT_MR; i++) {
             if (i >= mr)
                 break;
-            __m128i v = g->n33 ? qrt_requant16_avx512_n33(acc[i][j], bias + c0, mult + c0,
-                                                          round32 + c0, shift32 + c0, g->zp_y,
-                                                          g->lo, g->hi)
+            __m128i v = g->rq.n33 ? qrt_requant16_avx512_n33(acc[i][j], bias + c0, mult + c0,
+                                                          round32 + c0, shift32 + c0, g->rq.zp_y,
+                                                          g->rq.lo, g->rq.hi)
                                : qrt_requant16_avx512(acc[i][j], bias + c0, mult + c0,
-                                                      shift + c0, g->zp_y, g->lo, g->hi);
+                                                      shift + c0, g->rq.zp_y, g->rq.lo, g->rq.hi);
             _mm_mask_storeu_epi8(y[i] + c0, keep, v);
         }
     }
@@ -392,7 +392,7 @@ static void qrt_gemm_ukernel_32x32c4__amx(const qrt_gemm *g, const uint8_t *rows
                           const int32_t *bias, const int32_t *mult, const int32_t *shift,
                           int8_t *y, int64_t p0, int64_t p1, int32_t *sums) {
     /* the 32-bit requantization tables at the same channel as mult */
-    const int32_t *round32 = g->round32 + (mult - g->mult), *shift32 = g->shift32 + (mult - g->mult);
+    const int32_t *round32 = g->rq.round32 + (mult - g->rq.mult), *shift32 = g->rq.shift32 + (mult - g->rq.mult);
     const int64_t K4 = g->K4;
     for (int64_t p = p0; p < p1; p += 2) {
         const int two_panels = p + 1 < p1;
@@ -443,11 +443,11 @@ static void qrt_gemm_ukernel_32x32c4__amx(const qrt_gemm *g, const uint8_t *rows
                                                       : (__mmask16)((1u << (g->cout_g - c0)) - 1);
                 for (int64_t r = 0; r < nr; r++) {
                     __m512i acc = _mm512_loadu_si512((const void *)(sums + r * 32 + h * 16));
-                    __m128i v = g->n33 ? qrt_requant16_avx512_n33(acc, bias + c0, mult + c0,
+                    __m128i v = g->rq.n33 ? qrt_requant16_avx512_n33(acc, bias + c0, mult + c0,
                                                                   round32 + c0, shift32 + c0,
-                                                                  g->zp_y, g->lo, g->hi)
+                                                                  g->rq.zp_y, g->rq.lo, g->rq.hi)
                                        : qrt_requant16_avx512(acc, bias + c0, mult + c0,
-                                                              shift + c0, g->zp_y, g->lo, g->hi);
+                                                              shift + c0, g->rq.zp_y, g->rq.lo, g->rq.hi);
                     _mm_mask_storeu_epi8(y + (m + r) * g->C_out + c0, keep, v);
                 }
             }
@@ -513,8 +513,8 @@ static int qrt_gemm_tile(const qrt_gemm *g, const int8_t *x, int8_t *y, int64_t 
     ops->pack_rows(g, x, m0, m1, grp, rows);
     int64_t nch = g->panels * 16;
     const int8_t *wg = g->w + grp * g->panels * qrt_gemm_panel_bytes(g->K4);
-    const int32_t *bias = g->bias + grp * nch, *mult = g->mult + grp * nch,
-                  *shift = g->shift + grp * nch;
+    const int32_t *bias = g->rq.bias + grp * nch, *mult = g->rq.mult + grp * nch,
+                  *shift = g->rq.shift + grp * nch;
     if (ops->block) {
         ops->block(g, rows, m1 - m0, wg, bias, mult, shift, y + m0 * g->C_out + grp * g->cout_g,
                    p0, p1, (int32_t *)(rows + (size_t)padded * row));
