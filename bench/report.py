@@ -38,10 +38,25 @@ def _best_int8_peer(rows: dict):
     return min(timed, key=lambda r: r["median_ms"]) if timed else None
 
 
+def machine_lines(env) -> list:
+    """The CPU, the machine's load during the run and the package versions: three list items."""
+    cpu = env["cpu"]
+    has = {True: "yes", False: "no"}
+    return [
+        f"- CPU: {cpu['model']}, {cpu['cores']} logical cores; AVX-512 VNNI {has[cpu['avx512_vnni']]}, "
+        f"AVX-VNNI {has[cpu['avx_vnni']]}, AMX-INT8 {has[cpu['amx_int8']]}",
+        f"- Load average (1 min) of the machine: {env['load_average_start']:.2f} at the start, "
+        f"{env['load_average_end']:.2f} at the end of the run ({env['total_s']:.0f} s); the run itself "
+        "accounts for 1 to the thread count, more means other work shared the cores, which weighs "
+        "most on the multi-thread figures",
+        f"- qrt {env['qrt']} (ISA path {env['qrt_isa']}), onnxruntime {env['onnxruntime']}, torch {env['torch']}, "
+        f"numpy {env['numpy']}, Python {env['python']}, {env['platform']}",
+    ]
+
+
 def _header(doc) -> list:
     env = doc["environment"]
     cpu = env["cpu"]
-    has = {True: "yes", False: "no"}
     peak = env["int8_peak"]
     peak_line = (f"measured int8 peak ({peak['instruction']}): "
                  + ", ".join(f"{g:.0f} GOPS on {n} thread(s)" for n, g in peak["gops"].items())
@@ -54,18 +69,13 @@ def _header(doc) -> list:
     rule = env["adaptive_rounds"]
     rounds = (f"as many rounds as fit in about {rule['budget_s']:g} s per configuration (between "
               f"{rule['min']} and {rule['max']})" if rule else "a fixed number of rounds per configuration")
+    cpu_line, load_line, versions_line = machine_lines(env)
     lines = [
         "## qrt benchmark" + (" (--quick: smoke run, do not quote)" if env["quick"] else ""), "",
-        f"- CPU: {cpu['model']}, {cpu['cores']} logical cores; AVX-512 VNNI {has[cpu['avx512_vnni']]}, "
-        f"AVX-VNNI {has[cpu['avx_vnni']]}, AMX-INT8 {has[cpu['amx_int8']]}"
-        + (" (a runtime that uses AMX is not bounded by the vpdpbusd peak)" if cpu["amx_int8"] else ""),
+        cpu_line + (" (a runtime that uses AMX is not bounded by the vpdpbusd peak)" if cpu["amx_int8"] else ""),
         f"- {peak_line}",
-        f"- Load average (1 min) of the machine: {env['load_average_start']:.2f} at the start, "
-        f"{env['load_average_end']:.2f} at the end of the run ({env['total_s']:.0f} s); the run itself "
-        "accounts for 1 to the thread count, more means other work shared the cores, which weighs "
-        "most on the multi-thread figures",
-        f"- qrt {env['qrt']} (ISA path {env['qrt_isa']}), onnxruntime {env['onnxruntime']}, torch {env['torch']}, "
-        f"numpy {env['numpy']}, Python {env['python']}, {env['platform']}",
+        load_line,
+        versions_line,
         f"- Method: one process; each configuration (model, threads, batch) runs every runtime once per "
         f"round, in an order rotated each round, on more than one thread with a {env.get('settle_s', 0) * 1e3:g} ms untimed pause before "
         "each call (so that no runtime's spinning worker threads still hold the cores), after "
@@ -177,4 +187,147 @@ def chart(doc, path: str):
     axes[0][0].set_ylabel("median latency, ms (log scale)")
     axes[1][0].set_ylabel("% of the measured int8 peak")
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside upper center", ncols=len(RUNTIMES))
+    fig.savefig(path, dpi=100)
+
+
+# ---------------------------------------------------------------- python -m bench.schemes
+
+def _cos(r) -> str:
+    if "cosine_min" not in r:
+        return ""
+    return f"{r['cosine_min']:.5f} / {r['cosine_mean']:.5f}"
+
+
+def _vs(r) -> str:
+    if "vs_best_peer" not in r:
+        return "no peer" if "median_ms" in r else ""
+    return "best" if r["runtime"] == r["best_peer"] else f"{r['vs_best_peer']:.2f}x"
+
+
+def _last_line(text: str) -> str:
+    return text.strip().splitlines()[-1][:300]
+
+
+def _scheme_header(doc) -> list:
+    env = doc["environment"]
+    rule = env["adaptive_rounds"]
+    rounds = (f"as many rounds as fit in about {rule['budget_s']:g} s per configuration (between "
+              f"{rule['min']} and {rule['max']})" if rule else "a fixed number of rounds per configuration")
+    warmup = next((c["warmup"] for m in doc["models"] for c in m["timings"]), 0)
+    compared = next((r["inputs_compared"] for m in doc["models"] for r in m["runtimes"] if "inputs_compared" in r), 0)
+    lines = ["## qrt quantization schemes" + (" (--quick: smoke run, do not quote)" if env["quick"] else ""), "",
+             *machine_lines(env),
+             f"- Method: one process; each configuration (model, threads, batch) runs every row once per "
+             f"round, in an order rotated each round, on more than one thread with a {env['settle_s'] * 1e3:g} ms "
+             f"untimed pause before each call, after {warmup} warm-up round(s); {rounds}. Times are per call, "
+             "float32 in and float32 out for every row. Every row's model is made from the same float model "
+             f"(random fixed-seed weights); the static schemes calibrate on {env['calib_samples']} random normal "
+             "samples (minmax).",
+             "- vs best peer: the row's median over the median of the fastest peer (a runtime other than "
+             "qrt) of the same scheme family, at that thread count and batch; below 1.00x the row is faster "
+             "than every peer; 'best': the fastest peer itself.",
+             f"- Cosine: of the row's output with the float PyTorch model's, over {compared} random normal "
+             "inputs at batch 1: lowest / mean. File: the model's size on disk (PyTorch int8: its state_dict; "
+             "numpy: the .npz of the float weights).",
+             "- Scheme families: " + "; ".join(f"**{k}**: {v}" for k, v in doc["families"].items()) + ".", ""]
+    return lines
+
+
+def _scheme_targets(doc) -> list:
+    lines = ["### Targets (measured, not asserted)", "",
+             "| target | model | threads | batch | row | ms | reference | ms | ratio | limit | met |",
+             "|---|---|---:|---:|---|---:|---|---:|---:|---:|:---:|"]
+    for t in doc["targets"]:
+        ratio = "" if t["ratio"] is None else f"{t['ratio']:.2f}x"
+        met = "n/a" if t["met"] is None else "yes" if t["met"] else "NO"
+        limit = f"{'<' if t['strict'] else '<='} {t['limit']:g}x"
+        lines.append(f"| {t['text']} | {t['model']} | {t['threads']} | {t['batch']} | {t['row']} | "
+                     f"{_ms(t['row_ms']) or 'failed'} | {t['reference']} | {_ms(t['reference_ms']) or 'failed'} | "
+                     f"{ratio} | {limit} | {met} |")
+    if not doc["targets"]:
+        lines.append("| (no target applies to the models run) | | | | | | | | | | |")
+    return lines + [""]
+
+
+def _scheme_model(doc, m) -> list:
+    shape = "x".join(map(str, m["input_shape"]))
+    configs = m["timings"]
+    lines = [f"### {m['model']}: {m['title']}", "",
+             f"Input {shape}, {m['macs'] / 1e6:.1f} MMAC per batch-1 run (as qrt counts them); prepared in "
+             f"{m['prepare_s']['total']:.1f} s.", "",
+             "| family | runtime | file | cosine lowest / mean | "
+             + " | ".join(f"{c['threads']} thr, batch {c['batch']}: ms | vs best peer" for c in configs) + " |",
+             "|---|---|---:|---:|" + "---:|---:|" * len(configs)]
+    results = [{r["runtime"]: r for r in c["results"]} for c in configs]
+    notes = []
+    for family in doc["families"]:
+        for r in m["runtimes"]:
+            if r["family"] != family:
+                continue
+            cells = []
+            for rows in results:
+                t = rows.get(r["runtime"], {})
+                cells += [_ms(t["median_ms"]), _vs(t)] if "median_ms" in t else ["failed", ""]
+            lines.append(f"| {family} | {r['runtime']} | {_size(r['file_bytes'])} | {_cos(r)} | " + " | ".join(cells) + " |")
+            if r["error"]:
+                notes.append(f"- {r['runtime']}: failed: {_last_line(r['error'])}")
+            elif r.get("qrt_kernels", {}).get("reference"):
+                notes.append(f"- {r['runtime']}: runs the NumPy reference (no compiled kernel) for "
+                             + ", ".join(r["qrt_kernels"]["reference"]))
+        for na in m["not_applicable"]:
+            if na["family"] == family:
+                lines.append(f"| {family} | {na['runtime']} | | | " + " | ".join(["n/a", ""] * len(configs)) + " |")
+                notes.append(f"- {na['runtime']}: n/a, {na['reason']}")
+    for c in configs:
+        notes += [f"- {r['runtime']} at {c['threads']} thread(s): failed to load: {_last_line(r['error'])}"
+                  for r in c["results"] if "error" in r]
+    lines += [""] + (notes + [""] if notes else []) + (["| threads | batch | rounds | runtime | median ms | p10–p90 ms | IQR ms | GOPS |",
+                               "|---:|---:|---:|---|---:|---:|---:|---:|"] if configs else [])
+    for c in configs:
+        for r in c["results"]:
+            if "median_ms" in r:
+                gops = "" if r["gops"] is None else f"{r['gops']:.1f}"
+                lines.append(f"| {c['threads']} | {c['batch']} | {c['rounds']} | {r['runtime']} | "
+                             f"{_ms(r['median_ms'])} | {_ms(r['p10_ms'])}–{_ms(r['p90_ms'])} | {_ms(r['iqr_ms'])} | {gops} |")
+    return lines + [""]
+
+
+def schemes_markdown(doc) -> str:
+    lines = _scheme_header(doc) + _scheme_targets(doc)
+    for m in doc["models"]:
+        lines += _scheme_model(doc, m)
+    return "\n".join(lines)
+
+
+def schemes_chart(doc, path: str):
+    """One panel per model and batch (rows) and thread count (columns): each row's median
+    latency as a horizontal bar, coloured by scheme family, log scale."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    threads = doc["environment"]["threads"]
+    panels = [(m, b) for m in doc["models"] for b in sorted({c["batch"] for c in m["timings"]})]
+    families = list(doc["families"])
+    colour = {f: f"C{i}" for i, f in enumerate(families)}
+    height = sum(0.22 * len(m["runtimes"]) + 0.9 for m, _ in panels) or 2
+    fig = Figure(figsize=(6.5 * len(threads) + 2.5, height + 1), layout="constrained")
+    axes = fig.subplots(max(len(panels), 1), len(threads), squeeze=False,
+                        height_ratios=[len(m["runtimes"]) + 3 for m, _ in panels] or None)
+    for i, (m, batch) in enumerate(panels):
+        names = [r["runtime"] for r in m["runtimes"]]
+        for j, t in enumerate(threads):
+            ax = axes[i][j]
+            c = next((c for c in m["timings"] if c["threads"] == t and c["batch"] == batch), None)
+            rows = {r["runtime"]: r for r in c["results"]} if c else {}
+            ms = [rows.get(n, {}).get("median_ms") or 0 for n in names]
+            ax.barh(range(len(names)), ms, color=[colour[r["family"]] for r in m["runtimes"]])
+            ax.set_yticks(range(len(names)), names if j == 0 else [""] * len(names), fontsize=7)
+            ax.invert_yaxis()
+            if any(ms):
+                ax.set_xscale("log")
+            ax.set_title(f"{m['model']}, batch {batch}, {t} thread(s)", fontsize=9)
+            ax.grid(axis="x", alpha=0.3)
+        axes[i][0].set_xlabel("median latency, ms (log scale; no bar: failed)", fontsize=8)
+    fig.legend([Patch(color=colour[f]) for f in families], families, loc="outside upper center",
+               ncols=min(4, len(families)), fontsize=8)
     fig.savefig(path, dpi=100)

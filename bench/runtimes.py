@@ -12,12 +12,17 @@ ort    (.onnx,)                                        onnxruntime
 torch  (pickled float module,)                         torch (+ the module's own package)
 fx     (pickled float module, int8 FX state_dict)      torch, torch.ao.quantization: PyTorch's
        recipe for an FX model: rebuild it from the float module, then load the int8 state_dict
+dyn    (pickled float module, dynamic int8 state_dict) torch: quantize_dynamic (nn.Linear, qint8
+       weights, x86 engine) on the float module, then the saved state_dict loaded into it
+numpy  (.npz of a fully-connected stack,)              numpy (+ threadpoolctl): the float32 chain
+       x @ w.T + b with ReLU between layers, numpy's BLAS limited to `threads` (process-wide)
 """
 from __future__ import annotations
 
 import numpy as np
 
-LIBRARY = {"qrt": "qrt", "ort": "onnxruntime", "torch": "torch", "fx": "torch"}
+LIBRARY = {"qrt": "qrt", "ort": "onnxruntime", "torch": "torch", "fx": "torch", "dyn": "torch",
+           "numpy": "numpy"}
 
 
 def _qrt(paths, threads, shape):
@@ -95,7 +100,56 @@ def fx_int8(module, example: np.ndarray, calib=()):
         return convert_fx(prepared)
 
 
-_LOADERS = {"qrt": _qrt, "ort": _ort, "torch": _torch, "fx": _fx}
+def dynamic_int8(module):
+    """PyTorch eager dynamic quantization: every nn.Linear with qint8 per-tensor weights, its
+    input quantized per call (x86 engine). PyTorch has no dynamic form for convolutions."""
+    import warnings
+
+    import torch
+    from torch import nn
+
+    torch.backends.quantized.engine = "x86"
+    with warnings.catch_warnings():  # the note that torch.ao.quantization moves to torchao
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(module.eval(), {nn.Linear}, dtype=torch.qint8)
+
+
+def _dyn(paths, threads, shape):
+    q = dynamic_int8(_read_torch(paths[0]))
+    q.load_state_dict(_read_torch(paths[1]))
+    return _torch_fn(q, threads)
+
+
+def save_fc_stack(module, path: str) -> str:
+    """The nn.Linear layers of a fully-connected stack (bench.torch_models.MLP: Linear, ReLU
+    between them) as float32 arrays w0, b0, w1, ... in an .npz, for the numpy runtime."""
+    layers = [m for m in module.modules() if type(m).__name__ == "Linear"]
+    arrays = {}
+    for i, fc in enumerate(layers):
+        arrays[f"w{i}"] = fc.weight.detach().numpy().astype(np.float32)
+        arrays[f"b{i}"] = fc.bias.detach().numpy().astype(np.float32)
+    np.savez(path, **arrays)
+    return path
+
+
+def _numpy(paths, threads, shape):
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(threads, user_api="blas")  # process-wide, like torch.set_num_threads
+    with np.load(paths[0]) as f:
+        layers = [(f[f"w{i}"], f[f"b{i}"]) for i in range(len(f.files) // 2)]
+    last = len(layers) - 1
+
+    def fn(x):
+        for i, (w, b) in enumerate(layers):
+            x = x @ w.T
+            x += b
+            if i < last:
+                np.maximum(x, 0, out=x)
+        return x
+    return fn
+
+
+_LOADERS = {"qrt": _qrt, "ort": _ort, "torch": _torch, "fx": _fx, "dyn": _dyn, "numpy": _numpy}
 
 
 def load(kind: str, paths, threads: int, shape):

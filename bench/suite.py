@@ -11,8 +11,12 @@ calibration samples, makes:
   - ONNX Runtime fp32: the exported .onnx,
   - PyTorch fp32: the pickled module.
 Then it loads each (bench.runtimes, 1 thread) a few times, timing the loads, and runs it once
-on the batch-1 input. An error met while making, loading or running one runtime is recorded
-in its Runtime, not raised.
+on the batch-1 input (and on `checks` more random inputs, for agreement with float). An error
+met while making, loading or running one runtime is recorded in its Runtime, not raised.
+
+Other sets of runtimes (bench.schemes: one per quantization scheme and its peers) come through
+prepare(recipes=...): a function of the Sources (float module, calibration samples, exported
+ONNX file) returning [(label, kind, build_files)]; suite_recipes() is this suite's.
 """
 from __future__ import annotations
 
@@ -42,6 +46,8 @@ class Runtime:
     error: str | None = None        # why it could not be made, loaded or run
     load_ms: list = dataclasses.field(default_factory=list)
     output: np.ndarray | None = None  # on the batch-1 input
+    first_run_ms: float | None = None  # that first call, right after loading
+    check_outputs: list = dataclasses.field(default_factory=list)  # on Prepared.check_x
 
     @property
     def file_bytes(self) -> int | None:
@@ -56,8 +62,22 @@ class Prepared:
     float_out: np.ndarray           # the float PyTorch model's output on x
     macs: int                       # per batch-1 run, as qrt counts them
     qrt_ops: list                   # qrt's operators, by op code
-    runtimes: list                  # [Runtime], in the order of RUNTIMES
+    runtimes: list                  # [Runtime], in the order of RUNTIMES (or of the recipes)
     prep_s: dict                    # seconds per preparation step
+    check_x: list = dataclasses.field(default_factory=list)      # more batch-1 inputs
+    check_float: list = dataclasses.field(default_factory=list)  # the float model's outputs on them
+
+
+@dataclasses.dataclass
+class Sources:
+    """What every runtime's files are made from: the recipes' argument."""
+    name: str
+    entry: Entry
+    module: object                  # the float torch module (copy it before changing it)
+    x: np.ndarray                   # the batch-1 input
+    calib: list                     # calibration samples, batch 1 each
+    onnx_path: str                  # the float model exported to ONNX, weights inline
+    base: str                       # path prefix for the files made from it
 
 
 def describe_error(e: BaseException) -> str:
@@ -117,8 +137,38 @@ def ort_quantize(fp32_path: str, out_path: str, calib: list, fmt: str) -> str:
     return out_path
 
 
-def prepare(name: str, workdir: str, seed: int = 0, load_repeats: int = 5) -> Prepared:
-    """Build, export, convert and quantize one model; load and run every runtime once."""
+def qrt_files(src: Sources, path: str, **scheme) -> tuple:
+    """The .qmodel of qrt.convert (method "minmax", every sample calibrates) with the scheme
+    keywords of qrt.convert (mode, weights, group_size, activations)."""
+    import qrt
+    qrt.convert(src.onnx_path, src.calib, path, method="minmax", show_progress=False, holdout=0.0, **scheme)
+    return (path,)
+
+
+def fx_files(src: Sources) -> tuple:
+    import torch
+    q = fx_int8(copy.deepcopy(src.module), src.x, src.calib)
+    torch.save(q.state_dict(), src.base + ".int8fx.pt")
+    return (src.base + ".fp32.pt", src.base + ".int8fx.pt")
+
+
+def suite_recipes(src: Sources) -> list:
+    """[(label, kind, build_files)] for RUNTIMES, in order."""
+    onnx_path, base, calib = src.onnx_path, src.base, src.calib
+    return [
+        (QRT, "qrt", lambda: qrt_files(src, base + ".qmodel")),
+        (INT8_PEERS[0], "ort", lambda: (ort_quantize(onnx_path, base + ".ort_qoperator.onnx", calib, "qoperator"),)),
+        (INT8_PEERS[1], "ort", lambda: (ort_quantize(onnx_path, base + ".ort_qdq.onnx", calib, "qdq"),)),
+        (INT8_PEERS[2], "fx", lambda: fx_files(src)),
+        (FP32_PEERS[0], "ort", lambda: (onnx_path,)),
+        (FP32_PEERS[1], "torch", lambda: (base + ".fp32.pt",)),
+    ]
+
+
+def prepare(name: str, workdir: str, seed: int = 0, load_repeats: int = 5, recipes=suite_recipes,
+            calib_samples: int = CALIB_SAMPLES, checks: int = 0) -> Prepared:
+    """Build, export, convert and quantize one model; load and run every runtime once (and on
+    `checks` more random inputs)."""
     import qrt
     import torch
 
@@ -126,10 +176,12 @@ def prepare(name: str, workdir: str, seed: int = 0, load_repeats: int = 5) -> Pr
     os.makedirs(workdir, exist_ok=True)
     module, shape = build(name, seed)
     rng = np.random.default_rng(seed + 1)
-    calib = [rng.standard_normal(shape).astype(np.float32) for _ in range(CALIB_SAMPLES)]
+    calib = [rng.standard_normal(shape).astype(np.float32) for _ in range(calib_samples)]
     x = rng.standard_normal(shape).astype(np.float32)
+    check_x = [rng.standard_normal(shape).astype(np.float32) for _ in range(checks)]
     with torch.no_grad():
         float_out = module(torch.from_numpy(x)).numpy()
+        check_float = [module(torch.from_numpy(c)).numpy() for c in check_x]
     base = os.path.join(workdir, name)
     prep_s = {}
 
@@ -143,28 +195,13 @@ def prepare(name: str, workdir: str, seed: int = 0, load_repeats: int = 5) -> Pr
         prep_s[label] = time.perf_counter() - t
         return rt
 
-    def qrt_files():
-        qrt.convert(onnx_path, calib, base + ".qmodel", method="minmax", show_progress=False, holdout=0.0)
-        return (base + ".qmodel",)
-
-    def fx_files():
-        q = fx_int8(copy.deepcopy(module), x, calib)
-        torch.save(q.state_dict(), base + ".int8fx.pt")
-        return (base + ".fp32.pt", base + ".int8fx.pt")
-
     # the float model as ONNX and as a pickled module: the sources of everything else
     t = time.perf_counter()
     onnx_path = export_onnx(module, x, base + ".onnx", dynamic_batch=not entry.single_op)
     torch.save(module, base + ".fp32.pt")
     prep_s["float export"] = time.perf_counter() - t
-    runtimes = [
-        make(QRT, "qrt", qrt_files),
-        make(INT8_PEERS[0], "ort", lambda: (ort_quantize(onnx_path, base + ".ort_qoperator.onnx", calib, "qoperator"),)),
-        make(INT8_PEERS[1], "ort", lambda: (ort_quantize(onnx_path, base + ".ort_qdq.onnx", calib, "qdq"),)),
-        make(INT8_PEERS[2], "fx", fx_files),
-        make(FP32_PEERS[0], "ort", lambda: (onnx_path,)),
-        make(FP32_PEERS[1], "torch", lambda: (base + ".fp32.pt",)),
-    ]
+    src = Sources(name, entry, module, x, calib, onnx_path, base)
+    runtimes = [make(*recipe) for recipe in recipes(src)]
     for rt in runtimes:
         if rt.error:
             continue
@@ -173,12 +210,16 @@ def prepare(name: str, workdir: str, seed: int = 0, load_repeats: int = 5) -> Pr
                 t = time.perf_counter()
                 fn = load(rt.kind, rt.paths, 1, shape)
                 rt.load_ms.append((time.perf_counter() - t) * 1e3)
+            t = time.perf_counter()
             rt.output = np.asarray(fn(x)).reshape(float_out.shape)  # fail here, not while timing
+            rt.first_run_ms = (time.perf_counter() - t) * 1e3
+            rt.check_outputs = [np.asarray(fn(c)).reshape(float_out.shape) for c in check_x]
         except Exception as e:
             rt.error = describe_error(e)
 
     macs, ops = 0, []
-    if not runtimes[0].error:
-        m = qrt.load(runtimes[0].paths[0], threads=1)
+    first = next((rt for rt in runtimes if rt.kind == "qrt" and not rt.error), None)
+    if first is not None:
+        m = qrt.load(first.paths[0], threads=1)
         macs, ops = int(m.macs), [op.opcode.name for op in m.definition.operators]
-    return Prepared(name, entry, x, float_out, macs, ops, runtimes, prep_s)
+    return Prepared(name, entry, x, float_out, macs, ops, runtimes, prep_s, check_x, check_float)

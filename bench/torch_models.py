@@ -1,7 +1,8 @@
 """Float PyTorch models for the benchmark suite: ResNet-18, MobileNetV2 and a small 28x28 CNN
 with random, fixed-seed weights (torchvision is not available, so the well-known shapes are
 defined here), EfficientNet-Lite0 with its ImageNet weights (bench.fixtures.real_models), and
-single convolutions and a GEMM, to compare kernels one shape at a time."""
+single convolutions and a GEMM, to compare kernels one shape at a time, and a fully-connected
+stack (the MLP) for the quantization-scheme comparison of bench.schemes."""
 from __future__ import annotations
 
 import dataclasses
@@ -133,6 +134,25 @@ class MobileNetV2(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
+# ---------------------------------------------------------------- MLP
+
+class MLP(nn.Module):
+    """A fully-connected stack: `layers` nn.Linear of width x width, ReLU between them (not
+    after the last); 1 x width -> 1 x width. At width 1024 and 4 layers, 4.2 MMAC per row."""
+
+    def __init__(self, width: int = 1024, layers: int = 4):
+        super().__init__()
+        self.fc = nn.ModuleList(nn.Linear(width, width) for _ in range(layers))
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        for i, fc in enumerate(self.fc):
+            x = fc(x)
+            if i + 1 < len(self.fc):
+                x = self.relu(x)
+        return x
+
+
 # ---------------------------------------------------------------- the suite
 
 def _efficientnet_lite0():
@@ -147,6 +167,7 @@ class Entry:
     title: str
     single_op: bool = False     # one conv or GEMM: fixed shape, timed at batch 1 only
     pretrained: bool = False    # keeps the weights it comes with
+    in_suite: bool = True       # in `python -m bench`'s default model list
 
 
 MODELS = {
@@ -164,6 +185,10 @@ MODELS = {
                           (1, 144, 56, 56), "depthwise 3x3 56x56x144", single_op=True),
     "gemm1024": Entry(lambda: nn.Sequential(nn.Linear(1024, 1024)), (1024, 1024),
                       "GEMM 1024x1024x1024 (fully connected, 1024 rows)", single_op=True),
+    # the FC stack of bench.schemes (`python -m bench --models mlp` times it too)
+    "mlp": Entry(MLP, (1, 1024), "MLP 4 x Linear 1024->1024, ReLU", in_suite=False),
+    "mlp_small": Entry(lambda: MLP(256, 2), (1, 256), "MLP 2 x Linear 256->256, ReLU (smoke tests)",
+                       in_suite=False),
 }
 
 

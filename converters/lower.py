@@ -1,10 +1,14 @@
 """Lowering: a simplified float IR (ONNX semantics, NCHW) plus quantization parameters for its
-values -> a qrt.format.ModelDefinition (int8, channels-last inside).
+values -> a qrt.format.ModelDefinition (channels-last inside).
 
-Every 4-D value becomes an NHWC tensor; the graph's 4-D inputs and outputs keep the source
-model's NCHW interface through GraphIO.layout. Ops that only move data keep their input's
-quantization (SPEC.md section 3); SOFTMAX outputs get its fixed parameters; a Relu or Clip
-that directly follows an op able to fuse it becomes that op's fused activation.
+Each node computes in the form its scheme gives it (converters/schemes.py): int8 (the
+default), float32 (a float island), weight-only or dynamic. Its tensors are int8 or float32
+accordingly, and where a value crosses from one to the other a QUANTIZE or DEQUANTIZE is
+inserted (once per value and direction). Every 4-D value becomes an NHWC tensor; the graph's
+4-D inputs and outputs keep the source model's NCHW interface through GraphIO.layout. Ops that
+only move data keep their input's quantization (SPEC.md section 3); SOFTMAX outputs get its
+fixed parameters; a Relu or Clip that directly follows an op able to fuse it becomes that op's
+fused activation.
 """
 from __future__ import annotations
 
@@ -15,15 +19,17 @@ from typing import Callable
 import numpy as np
 
 from qrt.format import (
-    Activation, ConcatOptions, Conv2DOptions, DepthwiseConv2DOptions, DType, Layout,
+    Activation, ConcatOptions, Conv2DOptions, DepthwiseConv2DOptions, DType, InputQuantization, Layout,
     LeakyReluOptions, LutOptions, MeanOptions, Metadata, ModelBuilder, OpCode, PadOptions,
-    Pool2DOptions, SoftmaxOptions, TransposeOptions,
+    Pool2DOptions, SoftmaxOptions, TransposeOptions, UnaryFunction, UnaryOptions,
 )
-from qrt.numerics import INT32_MAX, SOFTMAX_OUTPUT, accumulator_bound
+from qrt.format.model import pack_int4
+from qrt.numerics import INT32_MAX, MAX_INT16_MAGNITUDE, SOFTMAX_OUTPUT, accumulator_bound
 
 from . import calibration as C
 from .errors import ConversionError, UnsupportedOpsError
 from .ir import Graph, Node
+from .schemes import DYNAMIC, FLOAT32, INT8, INT16, WEIGHT_ONLY, Scheme, SchemeTable, node_form
 
 TO_NHWC = (0, 2, 3, 1)  # nhwc = nchw.transpose(TO_NHWC)
 TO_NCHW = (0, 3, 1, 2)
@@ -41,6 +47,16 @@ _LUT_FUNCTIONS = {
     "Erf": lambda v, n: _erf(v),
     "Sqrt": lambda v, n: np.sqrt(np.maximum(v, 0.0)),
     "Neg": lambda v, n: -v,
+    "Exp": lambda v, n: np.exp(v),
+    "Log": lambda v, n: np.log(np.maximum(v, np.finfo(np.float64).tiny)),
+    "Abs": lambda v, n: np.abs(v),
+}
+# The same functions in a float island: UNARY computes them in float32 at run time.
+_UNARY_FUNCTIONS = {
+    "Sigmoid": UnaryFunction.SIGMOID, "Tanh": UnaryFunction.TANH, "HardSigmoid": UnaryFunction.HARD_SIGMOID,
+    "HardSwish": UnaryFunction.HARD_SWISH, "SiLU": UnaryFunction.SILU, "Erf": UnaryFunction.ERF,
+    "Sqrt": UnaryFunction.SQRT, "Neg": UnaryFunction.NEG, "Exp": UnaryFunction.EXP, "Log": UnaryFunction.LOG,
+    "Abs": UnaryFunction.ABS,
 }
 
 
@@ -53,17 +69,19 @@ class LoweringRule:
     fusable: bool  # a Relu / Clip right after it becomes its fused activation
     keeps_input_quantization: bool  # moves data only: its output keeps its input's parameters
     fixed_quantization: tuple | None  # (scale, zero point) its output always has
+    int16: bool  # its qrt ops have int16 forms (SPEC.md 4.6)
 
 
 RULES: dict[str, LoweringRule] = {}
 
 
-def lowers(*ops, supports=None, fusable=False, keeps_input_quantization=False, fixed_quantization=None):
+def lowers(*ops, supports=None, fusable=False, keeps_input_quantization=False, fixed_quantization=None,
+           int16=False):
     """Register the decorated Lowering method as the rule of ONNX op types `ops`."""
     def register(fn):
         for op in ops:
             assert op not in RULES, f"two lowering rules for {op}"
-            RULES[op] = LoweringRule(fn, supports, fusable, keeps_input_quantization, fixed_quantization)
+            RULES[op] = LoweringRule(fn, supports, fusable, keeps_input_quantization, fixed_quantization, int16)
         return fn
     return register
 
@@ -79,6 +97,8 @@ class LoweringOptions:
     # Per value: mean over all but the channel axis of the float input of each Conv/Gemm
     # (from calibration), for empirical bias correction; empty: no correction.
     input_means: dict = field(default_factory=dict)
+    # The scheme of each node (default: static int8 everywhere).
+    schemes: SchemeTable = field(default_factory=lambda: SchemeTable(Scheme()))
 
 
 @dataclass
@@ -88,9 +108,10 @@ class _Value:
 
 
 class Lowering:
-    def __init__(self, graph: Graph, qparams: dict, options: LoweringOptions):
+    def __init__(self, graph: Graph, qparams: dict, options: LoweringOptions, qparams16: dict | None = None):
         self.g = graph
         self.qparams = dict(qparams)
+        self.qparams16 = dict(qparams16 or {})  # the values' int16 (scale, 0), for int16 forms
         self.opt = options
         self.b = ModelBuilder(graph.name)
         self.values: dict[str, _Value] = {}
@@ -98,26 +119,49 @@ class Lowering:
         self.producers = graph.producers()
         self.skip: set = set()  # nodes folded into another (activations, SiLU patterns)
         self.fused: dict = {}  # node name/id -> (activation, clip, output value name)
-        self.report: list = []  # (source op, qrt ops) for the conversion report
+        self.report: list = []  # (source op, qrt op, form, node name) for the conversion report
+        self.forms: dict = {}  # node id -> the form it computes in (schemes.py)
+        self.schemes: dict = {}  # node id -> its Scheme
+        self.cur = INT8  # the form of the node being lowered
+        self.scheme = Scheme()  # and its scheme
+        self.converted: dict = {}  # (value name, float?) -> _Value: a value moved across Q/DQ
 
     # ------------------------------------------------------------------ helpers
 
     def shape(self, name: str) -> tuple:
         return tuple(self.g.shapes[name])
 
-    def q(self, name: str) -> tuple:
-        if name not in self.qparams:
+    def q(self, name: str, dtype: DType | None = None) -> tuple:
+        """`name`'s (scale, zero point) as an int8 value or, in the int16 domain (or asked), int16."""
+        table = self.qparams16 if (dtype or self.act_dtype) == DType.INT16 else self.qparams
+        if name not in table:
             raise ConversionError(f"value '{name}' has no quantization parameters (was it calibrated?)")
-        return self.qparams[name]
+        return table[name]
+
+    @property
+    def floating(self) -> bool:
+        """Whether the node being lowered has float32 activations."""
+        return self.cur not in (INT8, INT16)
+
+    @property
+    def act_dtype(self) -> DType:
+        """The dtype of the current node's activations: its domain."""
+        return DType.FLOAT32 if self.floating else DType.INT16 if self.cur == INT16 else DType.INT8
+
+    def new_activation(self, name: str, stored_shape, qp=None) -> int:
+        """A run-time tensor in the current node's domain: int8 or int16 with `name`'s
+        parameters (or qp), or float32."""
+        if self.floating:
+            return self.b.tensor(self._unique(name), DType.FLOAT32, stored_shape)
+        s, z = self.q(name) if qp is None else qp
+        return self.b.tensor(self._unique(name), self.act_dtype, stored_shape, scale=s, zero_point=z)
 
     def act_tensor(self, name: str, shape=None, qp=None) -> _Value:
-        """A new int8 activation tensor for IR value `name` (NHWC when 4-D)."""
+        """A new activation tensor for IR value `name` (NHWC when 4-D), in the current domain."""
         ir_shape = self.shape(name) if shape is None else tuple(shape)
         nhwc = len(ir_shape) == 4
         stored = tuple(ir_shape[i] for i in TO_NHWC) if nhwc else ir_shape
-        s, z = self.q(name) if qp is None else qp
-        idx = self.b.tensor(self._unique(name), DType.INT8, stored, scale=s, zero_point=z)
-        v = _Value(idx, nhwc)
+        v = _Value(self.new_activation(name, stored, qp), nhwc)
         self.values[name] = v
         return v
 
@@ -131,20 +175,49 @@ class Lowering:
         return f"{name}:{k}"
 
     def value(self, name: str) -> _Value:
+        """`name`'s tensor in the current node's domain (through a QUANTIZE or DEQUANTIZE when
+        it was computed in the other one)."""
         if name in self.values:
-            return self.values[name]
+            return self._in_domain(name, self.values[name])
         if name in self.g.constants:
             return self.const_activation(name)
         raise ConversionError(f"value '{name}' is read before it is computed")
 
+    def _in_domain(self, name: str, v: _Value) -> _Value:
+        t = self.b.model.tensors[v.tensor]
+        want = self.act_dtype
+        if t.dtype == want:
+            return v
+        key = (name, want)
+        if key not in self.converted:
+            if want == DType.FLOAT32:
+                idx = self.b.tensor(self._unique(name + ".float"), DType.FLOAT32, t.shape)
+                code, suffix = OpCode.DEQUANTIZE, "dequantize"
+            else:
+                s, z = self.q(name)
+                idx = self.b.tensor(self._unique(f"{name}.{want.name.lower()}"), want, t.shape, scale=s, zero_point=z)
+                code = OpCode.QUANTIZE if t.dtype == DType.FLOAT32 else OpCode.REQUANTIZE
+                suffix = code.name.lower()
+            self.b.op(code, [v.tensor], [idx], name=f"{name}.{suffix}")
+            self.report.append(("", code.name, INT16 if DType.INT16 in (t.dtype, want) else INT8, name))
+            self.converted[key] = _Value(idx, v.nhwc)
+        return self.converted[key]
+
     def const_activation(self, name: str, target_rank: int | None = None) -> _Value:
-        """A float constant used as an activation operand: int8, per tensor, asymmetric."""
+        """A float constant used as an activation operand: int8, per tensor, asymmetric (float32
+        in a float island)."""
         data = np.asarray(self.g.constants[name], dtype=np.float32)
         if target_rank and data.ndim < target_rank:
             data = data.reshape((1,) * (target_rank - data.ndim) + data.shape)
         nhwc = data.ndim == 4
         if nhwc:
             data = data.transpose(TO_NHWC)
+        if self.floating:
+            return _Value(self.b.tensor(self._unique(name), DType.FLOAT32, data.shape, data), nhwc)
+        if self.cur == INT16:
+            s, z = C.int16_qparams(float(data.min()), float(data.max()))
+            qd = np.clip(np.rint(data / s), -32768, 32767).astype(np.int16)
+            return _Value(self.b.tensor(self._unique(name), DType.INT16, qd.shape, qd, scale=s, zero_point=z), nhwc)
         lo, hi = min(float(data.min()), 0.0), max(float(data.max()), 0.0)
         s, z = C.qparams(lo, hi)
         qd = np.clip(np.rint(data / s) + z, -128, 127).astype(np.int8)
@@ -159,12 +232,16 @@ class Lowering:
         act, clip, _ = self.fused.get(id(node), (Activation.NONE, (0.0, 0.0), None))
         return act, clip
 
-    def op(self, code, inputs, outputs, options=None, node: Node | None = None, fuse=False):
+    def op(self, code, inputs, outputs, options=None, node: Node | None = None, fuse=False,
+           input_quantization=InputQuantization.NONE):
         act, clip = self.activation(node) if (fuse and node is not None) else (Activation.NONE, (0.0, 0.0))
         self.b.op(code, [self._idx(i) for i in inputs], [self._idx(o) for o in outputs], options, act, clip,
-                  name=node.name if node is not None else "")
+                  name=node.name if node is not None else "", input_quantization=input_quantization)
         if node is not None:
-            self.report.append((node.op, OpCode(code).name))
+            form = self.cur
+            if form in (WEIGHT_ONLY, DYNAMIC) and code not in (OpCode.CONV_2D, OpCode.FULLY_CONNECTED):
+                form = FLOAT32
+            self.report.append((node.op, OpCode(code).name, form, node.name))
 
     @staticmethod
     def _idx(v):
@@ -178,8 +255,11 @@ class Lowering:
         t = self.b.model.tensors[v.tensor]
         perm = TO_NCHW if v.nhwc else TO_NHWC
         shape = tuple(t.shape[p] for p in perm)
-        s, z = float(t.quant.scale[0]), int(t.quant.zero_point[0])
-        idx = self.b.tensor(self._unique(name + ".t"), DType.INT8, shape, scale=s, zero_point=z)
+        if t.quant is None:
+            idx = self.b.tensor(self._unique(name + ".t"), t.dtype, shape)
+        else:
+            s, z = float(t.quant.scale[0]), int(t.quant.zero_point[0])
+            idx = self.b.tensor(self._unique(name + ".t"), t.dtype, shape, scale=s, zero_point=z)
         self.b.op(OpCode.TRANSPOSE, [v.tensor], [idx], TransposeOptions(perm), name=f"{name}.layout")
         return _Value(idx, not v.nhwc)
 
@@ -235,23 +315,44 @@ class Lowering:
         """Outputs that must keep their input's parameters, or take fixed ones."""
         for n in self.g.nodes:
             rule = RULES[n.op]
-            if rule.keeps_input_quantization and n.inputs[0] in self.qparams:
-                self.qparams[n.outputs[0]] = self.qparams[n.inputs[0]]
+            if rule.keeps_input_quantization:
+                for table in (self.qparams, self.qparams16):
+                    if n.inputs[0] in table:
+                        table[n.outputs[0]] = table[n.inputs[0]]
             elif rule.fixed_quantization is not None:
                 self.qparams[n.outputs[0]] = rule.fixed_quantization
 
     # ------------------------------------------------------------------ lowering
 
+    def plan_forms(self):
+        """Each node's scheme and form (schemes.py)."""
+        table = self.opt.schemes
+        self.forms = node_forms(self.g, table)
+        self.schemes = {id(n): table.scheme(n.name, n.op) for n in self.g.nodes}
+        unused = table.unused()
+        if unused:
+            raise ConversionError(f"scheme overrides match no node of the model: {', '.join(unused)} (keys are "
+                                  f"node names, op types or 're:<pattern>' over node names)")
+
+    def input_form(self, name: str) -> str:
+        """A graph input is float32 when any node that reads it computes in float32, else int16
+        when one computes in int16, else int8."""
+        readers = {self.forms[id(n)] for n in self.consumers.get(name, []) if id(n) not in self.skip}
+        return FLOAT32 if readers - {INT8, INT16} else INT16 if INT16 in readers else INT8
+
     def run(self, metadata: Metadata):
+        self.plan_forms()
         self.check_supported()
         self.plan_fusions()
         self.pin_qparams()
         for name in self.g.inputs:
+            self.cur = self.input_form(name)
             v = self.act_tensor(name)
             self.b.input(name, v.tensor, Layout.NCHW if v.nhwc else Layout.AS_STORED)
         for n in self.g.nodes:
             if id(n) in self.skip:
                 continue
+            self.cur, self.scheme = self.forms[id(n)], self.schemes[id(n)]
             RULES[n.op].lower(self, n)
         for name in self.g.outputs:
             v = self.value(name)
@@ -293,18 +394,40 @@ class Lowering:
         return dict(stride_h=sh, stride_w=sw, pad_top=top, pad_left=left,
                     pad_bottom=bottom + max(need_h, 0), pad_right=right + max(need_w, 0)), (dh, dw)
 
-    def _weights(self, name: str, w: np.ndarray, axis: int):
-        """Symmetric int8 weights and their scales (imported scales win, else per channel/tensor)."""
+    def _weights(self, name: str, w: np.ndarray, axis: int, bias_name: str | None = None, x_name: str | None = None,
+                 reduction: int = 0):
+        """Symmetric int8 weights and their scales (imported scales win, else per channel/tensor).
+        Given the op's input and bias, a channel whose bias cannot be represented next to the
+        accumulator bound (SPEC.md 4.5, 4.6) gets a coarser scale, doubled until it can: such
+        channels are nearly dead (BatchNorm-folded weights of 1e-9 with a bias of 1), and
+        clamping their bias instead would change their output."""
+        imported = False
         if name in self.g.weight_qparams:
             scales, qaxis = self.g.weight_qparams[name]
             scales = np.asarray(scales, np.float32)
-            if scales.size > 1 and qaxis != axis:
-                scales = None
-        else:
-            scales = None
-        if scales is None:
+            imported = scales.size == 1 or qaxis == axis
+        if not imported:
             scales = C.weight_qparams(w, axis, per_channel=self.opt.per_channel)
-        return C.quantize_weights(w, scales, axis), scales
+        wq = C.quantize_weights(w, scales, axis)
+        if x_name is None or imported:
+            return wq, scales
+        channels = w.shape[axis]
+        b = np.zeros(channels) if not bias_name else \
+            np.broadcast_to(np.asarray(self.g.constants[bias_name], np.float64).reshape(-1), (channels,))
+        sx = np.float32(self.q(x_name)[0])
+        for _ in range(64):
+            bq = np.abs(np.rint(b / (sx * np.broadcast_to(scales, (channels,)).astype(np.float32))))
+            if self.cur == INT16:
+                l1 = np.abs(np.moveaxis(wq, axis, 0).astype(np.int64)).reshape(channels, -1).sum(axis=1)
+                over = bq > INT32_MAX - l1 * MAX_INT16_MAGNITUDE
+            else:
+                over = bq > INT32_MAX - accumulator_bound(reduction)
+            if not over.any():
+                break
+            scales = scales.copy()
+            scales[over if scales.size > 1 else 0] *= 2
+            wq = C.quantize_weights(w, scales, axis)
+        return wq, scales
 
     def _bias(self, name: str | None, x_scale: float, w_scales, w_float, w_int, channels: int, reduction: int,
               input_name: str, conv_like: bool):
@@ -323,14 +446,29 @@ class Lowering:
                     (err[g * cout_g:(g + 1) * cout_g].sum(axis=(2, 3)) * m[g]).sum(axis=1) for g in range(groups)])
             else:  # [N_out, K]
                 b = b + err @ mean.astype(np.float64)
-        limit = INT32_MAX - accumulator_bound(reduction)  # the loader's bound (SPEC.md 4.5)
-        bq = np.clip(np.rint(b / s.astype(np.float64)), -limit, limit).astype(np.int32)
-        return bq, s
+        b = np.rint(b / s.astype(np.float64))
+        if self.cur == INT16:  # the per-channel bound of int16 inputs (SPEC.md 4.6)
+            l1 = np.abs(w_int.astype(np.int64)).reshape(channels, -1).sum(axis=1)
+            limit = INT32_MAX - l1 * MAX_INT16_MAGNITUDE
+            self.int16_fits = bool((np.abs(b) <= limit).all())
+        else:
+            limit = INT32_MAX - accumulator_bound(reduction)  # the loader's bound (SPEC.md 4.5)
+        return np.clip(b, -limit, limit).astype(np.int32), s
+
+    def _keep_int16(self, n: Node, w_name: str, w: np.ndarray, bias_name, reduction: int, conv_like: bool) -> bool:
+        """Whether a Conv or Gemm meets int16's accumulator bound (SPEC.md 4.6); if not it is
+        lowered in int8, with REQUANTIZE around it, and the report says so."""
+        wq, ws = self._weights(w_name, w, 0, bias_name, n.inputs[0], reduction)
+        self._bias(bias_name, self.q(n.inputs[0])[0], ws, w, wq, w.shape[0], reduction, n.inputs[0], conv_like)
+        if not self.int16_fits:
+            self.cur = INT8
+            self.report.append((n.op, "(int16 bound: kept in int8)", INT8, n.name))
+        return self.int16_fits
 
     def _conv_supported(self, n: Node) -> bool:
         return len(self.shape(n.inputs[0])) == 4 and n.inputs[1] in self.g.constants
 
-    @lowers("Conv", supports=_conv_supported, fusable=True)
+    @lowers("Conv", supports=_conv_supported, fusable=True, int16=True)
     def lower_Conv(self, n: Node):
         x_name, w_name = n.inputs[0], n.inputs[1]
         w = np.asarray(self.g.constants[w_name], np.float32)  # [M, C/g, KH, KW]
@@ -338,12 +476,22 @@ class Lowering:
         group = int(n.attrs.get("group", 1))
         m, _, kh, kw = w.shape
         win, (dh, dw) = self._window(n, kh, kw)
-        x = self.to_layout(x_name, True)
-        sx = self.q(x_name)[0]
-        wq, ws = self._weights(w_name, w, 0)
         bias_name = n.inputs[2] if len(n.inputs) > 2 and n.inputs[2] else None
-        y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]))
+        if self.cur == INT16:
+            self._keep_int16(n, w_name, w, bias_name, kh * kw * (cin // group), True)
+        x = self.to_layout(x_name, True)
         depthwise = group == cin and group > 1 and m % cin == 0
+        if self.floating:
+            bias = np.zeros(m, np.float32) if bias_name is None else np.asarray(self.g.constants[bias_name], np.float32)
+            if depthwise:  # DEPTHWISE_CONV_2D has a float32 form only among the float ones
+                opts = DepthwiseConv2DOptions(**win, dilation_h=dh, dilation_w=dw, depth_multiplier=m // cin)
+                return self._float_weighted(OpCode.DEPTHWISE_CONV_2D, n, x, w.transpose(1, 2, 3, 0), w_name,
+                                            bias, opts, FLOAT32)
+            opts = Conv2DOptions(**win, dilation_h=dh, dilation_w=dw, groups=group)
+            return self._float_weighted(OpCode.CONV_2D, n, x, w.transpose(0, 2, 3, 1), w_name, bias, opts, self.cur)
+        sx = self.q(x_name)[0]
+        wq, ws = self._weights(w_name, w, 0, bias_name, x_name, kh * kw * (1 if depthwise else cin // group))
+        y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]))
         if depthwise:
             bq, bs = self._bias(bias_name, sx, ws, w, wq, m, kh * kw, x_name, True)
             wt = wq.transpose(1, 2, 3, 0)  # [1, KH, KW, M]
@@ -361,24 +509,79 @@ class Lowering:
 
     def _fully_connected(self, n: Node, x_name: str, w: np.ndarray, w_name: str, bias):
         """w: [N_out, K] float; bias: float array or None."""
+        if self.cur == INT16:
+            b_name = None
+            if bias is not None:
+                b_name = self.g.fresh(w_name + ".bias")
+                self.g.constants[b_name] = np.broadcast_to(np.asarray(bias, np.float32).reshape(-1), (w.shape[0],)).copy()
+            self._keep_int16(Node(n.op, [x_name] + list(n.inputs[1:]), n.outputs, n.attrs, n.name), w_name, w, b_name,
+                             w.shape[1], False)
         x = self.to_layout(x_name, False)
+        if self.floating:
+            b = np.zeros(w.shape[0], np.float32) if bias is None else \
+                np.broadcast_to(np.asarray(bias, np.float32).reshape(-1), (w.shape[0],))
+            return self._float_weighted(OpCode.FULLY_CONNECTED, n, x, w, w_name, b, None, self.cur)
         sx = self.q(x_name)[0]
-        wq, ws = self._weights(w_name, w, 0)
         nout, k = w.shape
         b_name = None
         if bias is not None:
             b_name = self.g.fresh(w_name + ".bias")
             self.g.constants[b_name] = np.broadcast_to(np.asarray(bias, np.float32).reshape(-1), (nout,)).copy()
+        wq, ws = self._weights(w_name, w, 0, b_name, x_name, k)
         bq, bs = self._bias(b_name, sx, ws, w, wq, nout, k, x_name, False)
         y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]))
         wi = self.b.tensor(self._unique(w_name), DType.INT8, wq.shape, wq, scale=ws, axis=0)
         bi = self.b.tensor(self._unique(w_name + ".bias"), DType.INT32, (nout,), bq, scale=bs)
         self.op(OpCode.FULLY_CONNECTED, [x, wi, bi], [y], None, n, fuse=True)
 
+    def _float_weighted(self, code, n: Node, x: _Value, w: np.ndarray, w_name: str, bias: np.ndarray, options,
+                        form: str):
+        """CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED with float32 activations and bias; w
+        in the stored layout (channels first, or last for depthwise). float32 weights, or
+        quantized ones for the weight-only and dynamic forms (per channel, or per group along
+        the stored reduction axis)."""
+        scheme = self.scheme
+        channels = w.shape[3] if code == OpCode.DEPTHWISE_CONV_2D else w.shape[0]
+        w = np.ascontiguousarray(w, np.float32)
+        y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]))
+        bi = self.b.tensor(self._unique(w_name + ".bias"), DType.FLOAT32, (channels,),
+                           np.ascontiguousarray(bias, np.float32))
+        iq = InputQuantization.DYNAMIC_INT8 if form == DYNAMIC else InputQuantization.NONE
+        if form == FLOAT32:
+            wi = self.b.tensor(self._unique(w_name), DType.FLOAT32, w.shape, w)
+        else:
+            int4 = form == WEIGHT_ONLY and scheme.weights == "int4"
+            qmax = C.INT4_QMAX if int4 else C.WEIGHT_QMAX
+            group = scheme.group_size if form == WEIGHT_ONLY else None
+            if group:
+                w2 = w.reshape(channels, -1)
+                scales = C.group_weight_qparams(w2, group, qmax)
+                wq = C.quantize_group_weights(w2, scales, group, qmax).reshape(w.shape)
+            else:
+                scales = C.weight_qparams(w, 0, per_channel=self.opt.per_channel, qmax=qmax)
+                wq = C.quantize_weights(w, scales, 0, qmax)
+            wi = self.b.tensor(self._unique(w_name), DType.INT4 if int4 else DType.INT8, w.shape,
+                               pack_int4(wq) if int4 else wq, scale=scales.reshape(-1), axis=0,
+                               group_size=group or 0)
+            mean = self.opt.input_means.get(n.inputs[0])
+            if mean is not None:  # empirical bias correction: E[(W - W_q s) x] folded into the bias
+                k = wq.size // channels
+                per_k = np.repeat(scales.reshape(channels, -1).astype(np.float64), group or k, axis=1)[:, :k]
+                err = (w.reshape(channels, -1).astype(np.float64) - wq.reshape(channels, -1) * per_k).reshape(w.shape)
+                if code == OpCode.FULLY_CONNECTED:
+                    corr = err @ mean.astype(np.float64)
+                else:  # [C_out, KH, KW, C_in/g]: each output channel reads its group's input channels
+                    cin_g = w.shape[3]
+                    m = mean.astype(np.float64).reshape(-1, cin_g)
+                    cout_g = channels // m.shape[0]
+                    corr = np.einsum("ohwc,oc->o", err, np.repeat(m, cout_g, axis=0))
+                self.b.model.tensors[bi].data = (bias.astype(np.float64) + corr).astype(np.float32)
+        self.op(code, [x, wi, bi], [y], options, n, fuse=True, input_quantization=iq)
+
     def _fc_supported(self, n: Node) -> bool:
         return n.inputs[1] in self.g.constants and (n.op == "MatMul" or not n.attrs.get("transA", 0))
 
-    @lowers("Gemm", supports=_fc_supported, fusable=True)
+    @lowers("Gemm", supports=_fc_supported, fusable=True, int16=True)
     def lower_Gemm(self, n: Node):
         b = np.asarray(self.g.constants[n.inputs[1]], np.float32) * n.attrs.get("alpha", 1.0)
         w = b if n.attrs.get("transB", 0) else b.T
@@ -387,12 +590,12 @@ class Lowering:
             bias = np.asarray(self.g.constants[n.inputs[2]], np.float32) * n.attrs.get("beta", 1.0)
         self._fully_connected(n, n.inputs[0], np.ascontiguousarray(w), n.inputs[1], bias)
 
-    @lowers("MatMul", supports=_fc_supported, fusable=True)
+    @lowers("MatMul", supports=_fc_supported, fusable=True, int16=True)
     def lower_MatMul(self, n: Node):
         b = np.asarray(self.g.constants[n.inputs[1]], np.float32)
         self._fully_connected(n, n.inputs[0], np.ascontiguousarray(b.T), n.inputs[1], None)
 
-    @lowers("BatchNormalization")
+    @lowers("BatchNormalization", int16=True)
     def lower_BatchNormalization(self, n: Node):
         """An unfolded BatchNorm: a 1x1 depthwise convolution (per-channel scale and shift)."""
         gamma, beta, mean, var = (np.asarray(self.g.constants[i], np.float64) for i in n.inputs[1:5])
@@ -429,15 +632,15 @@ class Lowering:
         rank = len(self.shape(n.outputs[0]))
         return all(i in self.g.constants or len(self.shape(i)) == rank for i in n.inputs[:2])
 
-    @lowers("Add", supports=_binary_supported, fusable=True)
+    @lowers("Add", supports=_binary_supported, fusable=True, int16=True)
     def lower_Add(self, n):
         self._binary(n, OpCode.ADD)
 
-    @lowers("Sub", supports=_binary_supported, fusable=True)
+    @lowers("Sub", supports=_binary_supported, fusable=True, int16=True)
     def lower_Sub(self, n):
         self._binary(n, OpCode.SUB)
 
-    @lowers("Mul", supports=_binary_supported, fusable=True)
+    @lowers("Mul", supports=_binary_supported, fusable=True, int16=True)
     def lower_Mul(self, n):
         if "__lut__" in n.attrs:
             return self._lut(n, n.attrs["__lut_input__"], _LUT_FUNCTIONS[n.attrs["__lut__"]], n.attrs["__lut__"])
@@ -462,16 +665,24 @@ class Lowering:
         self._binary(Node("Mul", [n.inputs[0], recip], n.outputs, {}, n.name), OpCode.MUL)
 
     def _requantize(self, n: Node, act=Activation.NONE, clip=(0.0, 0.0)):
+        """A clamp: REQUANTIZE with the activation fused; in a float island MAXIMUM(x, lo) with
+        it fused (MAXIMUM's float32 form clamps like any op's)."""
         x = self.value(n.inputs[0])
         y = self.act_tensor(n.outputs[0])
+        if self.floating:
+            lo = np.zeros((1,) * len(self.shape(n.inputs[0])), np.float32) + np.float32(0.0 if act == Activation.RELU else clip[0])
+            li = self.b.tensor(self._unique(n.outputs[0] + ".lo"), DType.FLOAT32, lo.shape, lo)
+            self.b.op(OpCode.MAXIMUM, [x.tensor, li], [y.tensor], None, act, clip, name=n.name)
+            self.report.append((n.op, "MAXIMUM", FLOAT32, n.name))
+            return
         self.b.op(OpCode.REQUANTIZE, [x.tensor], [y.tensor], None, act, clip, name=n.name)
-        self.report.append((n.op, "REQUANTIZE"))
+        self.report.append((n.op, "REQUANTIZE", INT8, n.name))
 
-    @lowers("Relu")
+    @lowers("Relu", int16=True)
     def lower_Relu(self, n):
         self._requantize(n, Activation.RELU)
 
-    @lowers("Clip")
+    @lowers("Clip", int16=True)
     def lower_Clip(self, n):
         lo, hi = self._clip_bounds(n)
         lo, hi = max(lo, -3.0e38), min(hi, 3.0e38)
@@ -495,7 +706,22 @@ class Lowering:
         self.op(OpCode.PRELU, [x, alpha], [y], None, n)
 
     def _lut(self, n: Node, x_name: str, fn, label: str):
+        """An elementwise function: a 256-entry table (LUT) in int8 (also under int16 schemes:
+        LUT has no int16 form yet); UNARY in a float island."""
+        if self.cur == INT16:
+            self.cur = INT8
         x = self.value(x_name)
+        if self.floating:
+            y = self.act_tensor(n.outputs[0])
+            if label == "Gelu":
+                tanh = n.attrs.get("approximate", "none") in ("tanh", b"tanh")
+                opts = UnaryOptions(UnaryFunction.GELU_TANH if tanh else UnaryFunction.GELU)
+            else:
+                opts = UnaryOptions(_UNARY_FUNCTIONS[label])
+                if label == "HardSigmoid":
+                    opts.alpha, opts.beta = float(n.attrs.get("alpha", 0.2)), float(n.attrs.get("beta", 0.5))
+            self.op(OpCode.UNARY, [x], [y], opts, n)
+            return
         sx, zx = self.q(x_name)
         sy, zy = self.q(n.outputs[0])
         real = np.float64(sx) * (np.arange(-128, 128, dtype=np.float64) - zx)
@@ -504,7 +730,7 @@ class Lowering:
         y = self.act_tensor(n.outputs[0])
         self.op(OpCode.LUT, [x, ti], [y], LutOptions(label), n)
 
-    @lowers("Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Gelu", "Erf", "Sqrt", "Neg")
+    @lowers("Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Gelu", "Erf", "Sqrt", "Neg", "Exp", "Log", "Abs")
     def lower_table(self, n):
         """An elementwise function as a 256-entry table (its float64 math in _LUT_FUNCTIONS)."""
         self._lut(n, n.inputs[0], _LUT_FUNCTIONS[n.op], n.op)
@@ -543,11 +769,11 @@ class Lowering:
     def _pool_supported(self, n: Node) -> bool:
         return list(n.attrs.get("dilations", [1, 1])) == [1, 1] and len(self.shape(n.inputs[0])) == 4
 
-    @lowers("MaxPool", supports=_pool_supported, keeps_input_quantization=True)
+    @lowers("MaxPool", supports=_pool_supported, keeps_input_quantization=True, int16=True)
     def lower_MaxPool(self, n):
         self._pool(n, OpCode.MAX_POOL_2D)
 
-    @lowers("AveragePool", supports=_pool_supported, fusable=True)
+    @lowers("AveragePool", supports=_pool_supported, fusable=True, int16=True)
     def lower_AveragePool(self, n):
         self._pool(n, OpCode.AVERAGE_POOL_2D)
 
@@ -566,11 +792,11 @@ class Lowering:
         y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]))
         self.op(OpCode.MEAN, [x], [y], MeanOptions(stored_axes, bool(keep)), n, fuse=True)
 
-    @lowers("GlobalAveragePool", fusable=True)
+    @lowers("GlobalAveragePool", fusable=True, int16=True)
     def lower_GlobalAveragePool(self, n):
         self._mean(n, (2, 3), True)
 
-    @lowers("ReduceMean", fusable=True)
+    @lowers("ReduceMean", fusable=True, int16=True)
     def lower_ReduceMean(self, n):
         axes = n.attrs.get("axes")
         if axes is None and len(n.inputs) > 1 and n.inputs[1]:
@@ -579,7 +805,7 @@ class Lowering:
             axes = list(range(len(self.shape(n.inputs[0]))))
         self._mean(n, axes, bool(n.attrs.get("keepdims", 1)))
 
-    @lowers("GlobalMaxPool", keeps_input_quantization=True)
+    @lowers("GlobalMaxPool", keeps_input_quantization=True, int16=True)
     def lower_GlobalMaxPool(self, n):
         xs = self.shape(n.inputs[0])
         node = Node("MaxPool", n.inputs, n.outputs, {"kernel_shape": [xs[2], xs[3]]}, n.name)
@@ -587,7 +813,7 @@ class Lowering:
 
     # Data movement -------------------------------------------------------------
 
-    @lowers("Concat")
+    @lowers("Concat", int16=True)
     def lower_Concat(self, n):
         rank = len(self.shape(n.outputs[0]))
         axis = n.attrs.get("axis", 0) % rank
@@ -598,18 +824,17 @@ class Lowering:
         y = self.act_tensor(n.outputs[0])
         self.op(OpCode.CONCAT, ins, [y], ConcatOptions(axis), n)
 
-    @lowers("Reshape", "Flatten", "Squeeze", "Unsqueeze", keeps_input_quantization=True)
+    @lowers("Reshape", "Flatten", "Squeeze", "Unsqueeze", keeps_input_quantization=True, int16=True)
     def lower_reshape(self, n: Node):
         """Element order follows the source model's NCHW layout: go through NCHW when needed."""
         out_shape = self.shape(n.outputs[0])
         src = n.inputs[0]
         in_shape = self.shape(src)
         x = self.value(src)
-        s, z = self.q(src)
         if x.nhwc and in_shape[2] * in_shape[3] != 1 and in_shape[1] != 1:
             x = self.to_layout(src, False)
         if len(out_shape) == 4:
-            mid = self.b.tensor(self._unique(n.outputs[0] + ".nchw"), DType.INT8, out_shape, scale=s, zero_point=z)
+            mid = self.new_activation(n.outputs[0] + ".nchw", out_shape, None if self.floating else self.q(src))
             self.op(OpCode.RESHAPE, [x], [mid], None, n)
             self.values[n.outputs[0]] = _Value(mid, False)
             v = self.to_layout(n.outputs[0], True)
@@ -618,7 +843,7 @@ class Lowering:
             y = self.act_tensor(n.outputs[0])
             self.op(OpCode.RESHAPE, [x], [y], None, n)
 
-    @lowers("Transpose", keeps_input_quantization=True)
+    @lowers("Transpose", keeps_input_quantization=True, int16=True)
     def lower_Transpose(self, n):
         perm = list(n.attrs.get("perm", list(range(len(self.shape(n.inputs[0]))))[::-1]))
         rank = len(perm)
@@ -635,7 +860,7 @@ class Lowering:
             n.inputs[2] in self.g.constants and float(np.asarray(self.g.constants[n.inputs[2]])) == 0.0)
         return n.attrs.get("mode", "constant") in ("constant", b"constant") and value_ok
 
-    @lowers("Pad", supports=_pad_supported, keeps_input_quantization=True)
+    @lowers("Pad", supports=_pad_supported, keeps_input_quantization=True, int16=True)
     def lower_Pad(self, n):
         pads = n.attrs.get("pads")
         if pads is None:
@@ -656,6 +881,16 @@ FOLDED_OPS = {"Identity", "Dropout", "Constant", "Shape", "Gather", "Slice", "Ca
               "ConstantOfShape", "Range", "Expand", "Equal", "Where", "Split"}
 
 
+def node_forms(graph: Graph, table: SchemeTable) -> dict:
+    """node id -> the qrt form it computes in, by its scheme (schemes.node_form)."""
+    forms = {}
+    for n in graph.nodes:
+        weights = len(n.inputs) > 1 and n.inputs[1] in graph.constants
+        rule = RULES.get(n.op)
+        forms[id(n)] = node_form(table.scheme(n.name, n.op), n.op, weights, rule is not None and rule.int16)
+    return forms
+
+
 def quantizable(op: str) -> bool:
     """Whether an ONNX op type has an int8 form here (or disappears before lowering)."""
     return op in RULES or op in FOLDED_OPS
@@ -667,8 +902,10 @@ def check_quantizable(graph: Graph):
     Lowering(graph, {}, LoweringOptions()).check_supported()
 
 
-def lower(graph: Graph, qparams: dict, options: LoweringOptions | None = None, metadata: Metadata | None = None):
-    """(qrt.format.ModelDefinition, [(source op, qrt op)]) for a simplified, shape-inferred graph."""
-    low = Lowering(graph, qparams, options or LoweringOptions())
+def lower(graph: Graph, qparams: dict, options: LoweringOptions | None = None, metadata: Metadata | None = None,
+          qparams16: dict | None = None):
+    """(qrt.format.ModelDefinition, [(source op, qrt op, form, node name)]) for a simplified,
+    shape-inferred graph; qparams16: each value's int16 parameters, for int16 schemes."""
+    low = Lowering(graph, qparams, options or LoweringOptions(), qparams16)
     model = low.run(metadata or Metadata())
     return model, low.report

@@ -5,6 +5,7 @@ samples.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import resource
 import time
@@ -22,8 +23,9 @@ from . import data as D
 from .errors import ConversionError
 from .float_exec import run_graph
 from .ir import Graph
-from .lower import LoweringOptions, check_quantizable, lower, quantizable
+from .lower import LoweringOptions, check_quantizable, lower, node_forms, quantizable
 from .passes import simplify
+from .schemes import INT8, INT16, Scheme, SchemeTable
 
 
 @dataclass
@@ -53,23 +55,30 @@ class Report:
     peak_rss_mb: float = 0.0  # the whole process, PyTorch included when it was used
     calibration_peak_mb: float = 0.0  # memory the calibration passes allocated at most
     float_accuracy: float | None = None
-    int8_accuracy: float | None = None
+    int8_accuracy: float | None = None  # the converted model's (whatever its scheme)
+    scheme: str = "static, int8 weights, int8 asymmetric activations"
+    forms: dict = field(default_factory=dict)  # form (int8, float32, weight-only, dynamic) -> qrt ops
+    float_ops: list = field(default_factory=list)  # "name (qrt op, form)" of every op with float32 activations
 
     def __str__(self) -> str:
         lines = [f"converted {self.source} -> {self.output}",
                  "  ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.source_ops.items())),
                  "  qrt ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.qrt_ops.items())),
+                 f"  scheme: {self.scheme}; forms: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.forms.items())),
                  f"  calibration: {self.method}" + (f" ({', '.join(f'{k} {v}' for k, v in sorted(self.methods_chosen.items()))})" if self.methods_chosen else "")
                  + f", {'per-channel' if self.per_channel else 'per-tensor'} weights"
                  + (", bias correction" if self.bias_correction else "")
                  + f", {self.calibration_samples} samples ({self.holdout_samples} held back for this report)",
-                 f"  size: {self.float_bytes / 1e6:.2f} MB float32 -> {self.int8_bytes / 1e6:.2f} MB int8 "
+                 f"  size: {self.float_bytes / 1e6:.2f} MB float32 -> {self.int8_bytes / 1e6:.2f} MB .qmodel "
                  f"({self.float_bytes / max(self.int8_bytes, 1):.1f}x smaller)"]
+        if self.float_ops:
+            shown = ", ".join(self.float_ops[:12]) + (f", ... ({len(self.float_ops)} in all)" if len(self.float_ops) > 12 else "")
+            lines.append(f"  float32 ops: {shown}")
         for a in self.agreement:
             top = f", top-1 agreement {100 * a.top1_agreement:.1f} %" if a.top1_agreement is not None else ""
             lines.append(f"  output '{a.name}': SQNR {a.sqnr_db:.1f} dB, cosine {a.cosine:.4f}{top}")
         if self.float_accuracy is not None:
-            lines.append(f"  accuracy: float {100 * self.float_accuracy:.2f} %, int8 {100 * self.int8_accuracy:.2f} %")
+            lines.append(f"  accuracy: float {100 * self.float_accuracy:.2f} %, qrt {100 * self.int8_accuracy:.2f} %")
         lines.append(f"  took {self.seconds:.1f} s; calibration peaked at {self.calibration_peak_mb:.0f} MB "
                      f"(process peak {self.peak_rss_mb:.0f} MB)")
         return "\n".join(lines)
@@ -173,10 +182,24 @@ def _agreement(name: str, ref: np.ndarray, got: np.ndarray) -> OutputAgreement:
     return OutputAgreement(name, float(sqnr), cos, top1)
 
 
+def _plan(graph: Graph, table: SchemeTable, integer_only: bool) -> dict:
+    """node id -> form; refuses float forms under integer_only."""
+    forms = node_forms(graph, table)
+    if integer_only:
+        floats = [f"{n.name or n.op} ({n.op})" for n in graph.nodes if forms[id(n)] not in (INT8, INT16)]
+        if floats:
+            raise ConversionError(f"integer_only: {len(floats)} node(s) would compute in float32 by the schemes "
+                                  f"asked for: {', '.join(floats[:10])}{' ...' if len(floats) > 10 else ''}; drop "
+                                  f"--integer-only or the float/dynamic/weight-only schemes")
+    return forms
+
+
 def convert(model, calibration, out_path, *, method: str = "auto", per_channel: bool = True,
-            bias_correction: bool = False, example_inputs=None, limit: int = 100, holdout: float = 0.2,
+            bias_correction: bool | None = None, example_inputs=None, limit: int = 100, holdout: float = 0.2,
             preprocess=None, labels=None, show_progress: bool | None = None, metadata: dict | None = None,
-            trust_source: bool = False) -> Report:
+            trust_source: bool = False, mode: str = "static", weights: str = "int8", group_size: int | None = None,
+            activations: str = "int8", symmetric_activations: bool = False, float_ops=None, overrides=None,
+            integer_only: bool = False) -> Report:
     """Quantize a float model after training and write it as .qmodel. Returns a Report.
 
     model: an .onnx or .pt2 path, an onnx.ModelProto, or a torch.nn.Module (with example_inputs).
@@ -184,13 +207,26 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
     of images (with preprocess=qrt.converters.data.ImagePreprocess(...)); `limit` samples are used.
     labels: optional class indices of the held-back samples, to report accuracy.
     trust_source: allow loading a .pt2 file, which unpickles (only for files you made).
+    bias_correction: fold the expected error of the quantized weights into the biases; None
+    (default): only where weights are int4, whose rounding error is large (on the MNIST CNN at
+    int4, group 128, it is the difference between -1.1 and -0.5 points).
+    The scheme (converters/schemes.py): mode "static" | "dynamic" | "weight-only" | "float";
+    weights "int8" | "int4" and group_size (weight-only); activations "int8";
+    symmetric_activations (zero points 0); float_ops: node names or op types kept in float32;
+    overrides: per-layer schemes, a dict or a JSON file; integer_only: refuse any float32 op.
     """
     if method not in C.METHODS:
         raise ConversionError(f"unknown calibration method '{method}'; choose one of {', '.join(C.METHODS)}")
+    default = Scheme(mode=mode, weights=weights, group_size=group_size, activations=activations,
+                     symmetric_activations=symmetric_activations)
     start = time.perf_counter()
     out_path = _check_output_path(os.fspath(out_path), model)
     graph, source_name, source_bytes = load_source(model, example_inputs, trust_source)
     graph = simplify(graph)
+    table = SchemeTable(default, overrides, float_ops)
+    forms = _plan(graph, table, integer_only)
+    if bias_correction is None:
+        bias_correction = default.weights == "int4" or any(o.get("weights") == "int4" for o in table.overrides.values())
     check_quantizable(graph)  # before calibration is spent on a model that cannot be lowered
     progress = (lambda it, desc: D.progress(it, total=None, desc=desc, force=show_progress))
 
@@ -208,19 +244,28 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
     else:
         tracemalloc.start()
     try:
-        _stats_pass(graph, calib, stats, means, histogram=False, progress=progress)
-        for st in stats.values():
-            st.finish_ranges()
-        _stats_pass(graph, calib, stats, None, histogram=True, progress=progress)
+        integer = any(f in (INT8, INT16) for f in forms.values())  # ranges: for integer values only
+        if integer or means is not None:
+            _stats_pass(graph, calib, stats, means, histogram=False, progress=progress)
+            for st in stats.values():
+                st.finish_ranges()
+        if integer:
+            _stats_pass(graph, calib, stats, None, histogram=True, progress=progress)
+        else:
+            stats.clear()
         calibration_peak = tracemalloc.get_traced_memory()[1]
     finally:
         if not tracing:
             tracemalloc.stop()
 
+    producers = graph.producers()
     qparams, chosen = {}, {}
+    qparams16 = {name: C.int16_qparams(st.min, st.max) for name, st in stats.items()}
     for name, st in stats.items():
         lo, hi, used = C.choose_range(st, method)
-        qparams[name] = C.qparams(lo, hi)
+        p = producers.get(name)
+        symmetric = (table.scheme(p.name, p.op) if p is not None else default).symmetric_activations
+        qparams[name] = C.symmetric_qparams(lo, hi) if symmetric else C.qparams(lo, hi)
         chosen[used] = chosen.get(used, 0) + 1
     qparams.update(graph.fixed_qparams)
     input_means = {k: v[0] / v[1] for k, v in (means or {}).items() if v[1]}
@@ -231,15 +276,22 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
                                                               "bias_correction": str(bias_correction).lower()}),
                   properties=dict(metadata or {}))
     float_bytes = len(source_bytes) if source_bytes else graph.parameter_bytes()
-    qmodel, lowered = lower(graph, qparams, LoweringOptions(per_channel=per_channel, input_means=input_means), md)
+    md.calibration.settings["scheme"] = default.describe()
+    if table.overrides:
+        md.calibration.settings["overrides"] = json.dumps(table.overrides, sort_keys=True)
+    qmodel, lowered = lower(graph, qparams, LoweringOptions(per_channel=per_channel, input_means=input_means,
+                                                            schemes=table), md, qparams16)
     size = qrt.write_model(qmodel, out_path)
 
     report = Report(source=source_name, output=out_path, method=method, per_channel=per_channel,
                     bias_correction=bias_correction, calibration_samples=len(calib), holdout_samples=len(held),
                     source_ops=graph.op_counts(), qrt_ops={}, float_bytes=float_bytes, int8_bytes=size,
-                    methods_chosen=chosen if method == "auto" else {})
-    for _, code in lowered:
+                    methods_chosen=chosen if method == "auto" else {}, scheme=default.describe())
+    for _, code, form, name in lowered:
         report.qrt_ops[code] = report.qrt_ops.get(code, 0) + 1
+        report.forms[form] = report.forms.get(form, 0) + 1
+        if form not in (INT8, INT16):
+            report.float_ops.append(f"{name or code} ({code}, {form})")
     evaluate(report, graph, out_path, held or calib[-1:], labels)
     report.seconds = time.perf_counter() - start
     report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

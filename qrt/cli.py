@@ -63,9 +63,13 @@ def _convert(args) -> int:
     if args.image_size:
         from .converters.data import ImagePreprocess
         preprocess = ImagePreprocess(size=tuple(args.image_size), mean=args.mean, std=args.std, scale=args.pixel_scale)
+    float_ops = [k.strip() for k in args.float_ops.split(",") if k.strip()] if args.float_ops else None
     report = convert(args.source, args.calib, args.output, method=args.method, per_channel=not args.per_tensor,
                      bias_correction=args.bias_correction, limit=args.limit, preprocess=preprocess,
-                     trust_source=args.trust_source, show_progress=None if not args.quiet else False)
+                     trust_source=args.trust_source, show_progress=None if not args.quiet else False,
+                     mode=args.mode, weights=args.weights, group_size=args.group_size,
+                     activations=args.activations, symmetric_activations=args.symmetric_activations,
+                     float_ops=float_ops, overrides=args.overrides, integer_only=args.integer_only)
     print(report)
     return 0
 
@@ -184,7 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
                "  mse             the clip with the least expected quantization error\n"
                "  aciq            analytic clip for a Laplace or Gaussian fit (Banner et al. 2019)\n"
                "  auto            per tensor, the method with the best signal-to-quantization-noise ratio\n\n"
-               "example:\n  qrt convert model.onnx --calib samples.npy -o model.qmodel")
+               "schemes (--mode):\n"
+               "  static       int8 activations with calibrated ranges, integer arithmetic (default)\n"
+               "  dynamic      Conv/Gemm/MatMul quantize their input per row at run time (int8\n"
+               "               weights, float32 output); the other ops compute in float32\n"
+               "  weight-only  int8 or int4 weights (--weights, --group-size), float32 activations\n"
+               "               and arithmetic; for size rather than integer speed\n"
+               "  float        everything float32 (a reference point)\n"
+               "Float32 appears only where asked (--float-ops, --overrides, the modes above); the\n"
+               "report names every float32 op, and --integer-only refuses any.\n\n"
+               "examples:\n  qrt convert model.onnx --calib samples.npy -o model.qmodel\n"
+               "  qrt convert model.onnx --calib samples.npy -o model.qmodel --float-ops Softmax,head.fc\n"
+               "  qrt convert model.onnx --calib samples.npy -o small.qmodel --mode weight-only --weights int4 --group-size 32")
     p.add_argument("source", help=".onnx model (or .pt2 torch.export program with --trust-source)")
     p.add_argument("-o", "--output", required=True, help="the .qmodel to write (never the source)")
     p.add_argument("--calib", required=True,
@@ -194,8 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=("auto", "minmax", "moving_average", "percentile", "entropy", "mse", "aciq"),
                    help="how activation ranges are chosen (default: auto)")
     p.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor instead of per channel")
-    p.add_argument("--bias-correction", action="store_true",
-                   help="fold the expected error of quantized weights into the biases (empirical bias correction)")
+    p.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
+                   help="fold the expected error of quantized weights into the biases (empirical bias "
+                        "correction); default: on for int4 weights only")
     p.add_argument("--limit", type=int, default=100, help="calibration samples to use (default 100)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
                    help="for a folder of images: resize the shorter side and center-crop to H x W")
@@ -204,6 +220,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-scale", type=float, default=1 / 255, help="pixels are multiplied by this first (default 1/255)")
     p.add_argument("--trust-source", action="store_true",
                    help="allow a .pt2 source: torch.export.load unpickles, so only for files you made")
+    p.add_argument("--mode", default="static", choices=("static", "dynamic", "weight-only", "float"),
+                   help="quantization scheme (default: static; see below)")
+    p.add_argument("--weights", default="int8", choices=("int8", "int4"),
+                   help="weight precision (int4: --mode weight-only; default int8)")
+    p.add_argument("--group-size", type=_at_least(1), default=None, metavar="N",
+                   help="weight scales per group of N values along the reduction axis instead of per "
+                        "channel (--mode weight-only), e.g. 32, 64 or 128")
+    p.add_argument("--activations", default="int8", choices=("int8", "int16"),
+                   help="activation precision (default int8); int16: 16-bit symmetric activations with "
+                        "int8 weights wherever the op has that form (convolutions, fully connected, add, "
+                        "mean, reshapes), int8 elsewhere")
+    p.add_argument("--symmetric-activations", action="store_true",
+                   help="activation zero points 0 (ranges symmetric about 0) instead of asymmetric")
+    p.add_argument("--float-ops", metavar="TYPE_OR_NAME,...",
+                   help="keep these op types (e.g. Softmax) or node names in float32")
+    p.add_argument("--overrides", metavar="FILE",
+                   help="per-layer schemes: a JSON file mapping a node name, op type or 're:<pattern>' "
+                        "to scheme fields, e.g. {\"fc1\": {\"mode\": \"float\"}}")
+    p.add_argument("--integer-only", action="store_true",
+                   help="refuse any op that would compute in float32")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_convert)
 

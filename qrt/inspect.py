@@ -12,6 +12,8 @@ def _quant(t) -> str:
     q = t.quant
     if q is None:
         return ""
+    if q.per_group:
+        return f"per-group[{q.group_size}] x{q.scale.size} s {q.scale.min():.3g}..{q.scale.max():.3g}"
     if q.per_channel:
         return f"per-channel[{q.scale.size}] axis {q.axis} s {q.scale.min():.3g}..{q.scale.max():.3g}"
     return f"s {float(q.scale[0]):.4g} zp {int(q.zero_point[0])}"
@@ -37,7 +39,7 @@ def _options(op) -> str:
 
 def summary(model: ModelDefinition, path: str | None = None) -> dict:
     """Everything `qrt inspect` shows, as plain JSON-able data."""
-    from .ops import op_macs
+    from .ops import op_form, op_macs
     from .runtime.arena import plan_arena
 
     def io(ios):
@@ -51,8 +53,12 @@ def summary(model: ModelDefinition, path: str | None = None) -> dict:
     for i, op in enumerate(model.operators):
         consts = [model.tensors[t] for t in op.inputs if model.tensors[t].data is not None]
         outs = [model.tensors[t] for t in op.outputs]
+        weights = [model.tensors[t] for t in op.inputs[1:2] if model.tensors[t].data is not None]
         ops.append({
             "index": i, "name": op.name, "op": op.opcode.name, "version": op.version,
+            "form": op_form(model, i).name,
+            "weights": "" if not weights else weights[0].dtype.name.lower() + (
+                f"/g{weights[0].quant.group_size}" if weights[0].quant is not None and weights[0].quant.per_group else ""),
             "inputs": [model.tensors[t].name for t in op.inputs],
             "input_shapes": [list(model.tensors[t].shape) for t in op.inputs if model.tensors[t].data is None],
             "output": outs[0].name, "output_shape": list(outs[0].shape), "output_dtype": outs[0].dtype.name,
@@ -69,6 +75,8 @@ def summary(model: ModelDefinition, path: str | None = None) -> dict:
         "tensors": len(model.tensors),
         "constant_bytes": sum(t.data.nbytes for t in model.tensors if t.data is not None),
         "macs": sum(o["macs"] for o in ops),
+        "float_ops": [f"{o['index']} {o['name'] or o['op']} ({o['op']}, {o['form']})" for o in ops
+                      if o["form"] != "int8"],
         "arena_bytes": arena.size, "unshared_activation_bytes": arena.naive_size,
         "metadata": md,
     }
@@ -86,16 +94,19 @@ def render(s: dict) -> str:
            f"format revision {s['format_version']}, needs qrt >= {s['min_runtime_version']}, "
            f"numerics rule {s['numerics_version']}" + (f", name '{s['name']}'" if s["name"] else ""),
            f"{s['macs']:,} MACs per batch; activation arena {s['arena_bytes']:,} bytes "
-           f"({s['unshared_activation_bytes']:,} without sharing)", ""]
+           f"({s['unshared_activation_bytes']:,} without sharing)",
+           (f"float32 activations in {len(s['float_ops'])} operator(s): " + ", ".join(s["float_ops"]))
+           if s["float_ops"] else "integer-only: every operator computes on int8 activations", ""]
     for kind in ("inputs", "outputs"):
         rows = [[g["name"], g["dtype"], "x".join(map(str, g["shape"])), g["layout"],
                  "" if g["scale"] is None else f"{g['scale']:.6g}", "" if g["zero_point"] is None else g["zero_point"]]
                 for g in s[kind]]
         out += [kind.capitalize(), _table(["name", "dtype", "shape", "layout", "scale", "zero_point"], rows), ""]
-    rows = [[o["index"], o["name"], o["op"], " ".join("x".join(map(str, sh)) for sh in o["input_shapes"]),
+    rows = [[o["index"], o["name"], o["op"], o["form"], " ".join("x".join(map(str, sh)) for sh in o["input_shapes"]),
              "x".join(map(str, o["output_shape"])), o["output_dtype"], o["output_quant"],
-             o["weight_bytes"] or "", f"{o['macs']:,}" if o["macs"] else "", o["options"]] for o in s["operators"]]
-    out += ["Operators", _table(["#", "name", "op", "in", "out", "dtype", "quantization", "weights", "MACs",
+             f"{o['weight_bytes']} {o['weights']}" if o["weight_bytes"] else "", f"{o['macs']:,}" if o["macs"] else "",
+             o["options"]] for o in s["operators"]]
+    out += ["Operators", _table(["#", "name", "op", "form", "in", "out", "dtype", "quantization", "weights", "MACs",
                                  "options"], rows), ""]
     md = s["metadata"]
     rows = [[k, v] for k, v in md.items() if k not in ("calibration", "properties") and v]

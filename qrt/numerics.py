@@ -27,8 +27,13 @@ INT32_MAX = 2**31 - 1
 MAX_INPUT_MAGNITUDE = 255  # largest |x - zero_point| of an int8 activation
 MAX_WEIGHT_MAGNITUDE = 127  # largest |w| of an int8 weight (-128 is not allowed)
 
+# int16 activations (SPEC.md section 4.6): symmetric, so |x| <= 2**15; the int32 accumulator of
+# a weighted op is bounded per output channel by sum_k |w[c, k]| x MAX_INT16_MAGNITUDE + |bias[c]|.
+MAX_INT16_MAGNITUDE = 32768
+
 # Constants of single ops that the verifier, the references, the kernels and the converters share.
 ADD_LEFT_SHIFT = 20  # headroom bits of ADD/SUB operands (|x - zp| << 20 < 2**28)
+ADD_LEFT_SHIFT_16 = 15  # the same for int16 operands (|x| << 15 <= 2**30)
 SOFTMAX_EXP_BITS = 23  # SOFTMAX's exp table entries are round(exp(-beta * s * d) * 2**23)
 SOFTMAX_OUTPUT = (1.0 / 256.0, -128)  # the fixed (scale, zero_point) of SOFTMAX outputs
 
@@ -37,6 +42,12 @@ def accumulator_bound(reduction: int, max_bias: int = 0) -> int:
     """The largest |int32 accumulator| a reduction of `reduction` int8 products plus a bias of
     magnitude <= max_bias can reach; a model is valid only if it is <= INT32_MAX."""
     return reduction * MAX_INPUT_MAGNITUDE * MAX_WEIGHT_MAGNITUDE + max_bias
+
+
+def int16_accumulator_bound(weight_l1: np.ndarray, bias) -> np.ndarray:
+    """Per output channel, the largest |int32 accumulator| of int16 inputs: sum_k |w[c, k]|
+    x 2**15 + |bias[c]|; a model is valid only if every one is <= INT32_MAX."""
+    return np.asarray(weight_l1, np.int64) * MAX_INT16_MAGNITUDE + np.abs(np.asarray(bias, np.int64))
 
 
 def quantize_multipliers(reals) -> tuple[np.ndarray, np.ndarray]:

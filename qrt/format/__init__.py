@@ -9,15 +9,16 @@ from their modules (or as qrt.read_model, qrt.write_model, qrt.verify_model, qrt
 """
 from .model import (
     Activation, Calibration, ConcatOptions, Conv2DOptions, DepthwiseConv2DOptions, DType,
-    GraphIO, Layout, LeakyReluOptions, LutOptions, MeanOptions, Metadata, ModelDefinition, OpCode,
-    Operator, PadOptions, Pool2DOptions, Quantization, SoftmaxOptions, Tensor, TransposeOptions,
+    GraphIO, InputQuantization, Layout, LeakyReluOptions, LutOptions, MeanOptions, Metadata, ModelDefinition,
+    OpCode, Operator, PadOptions, Pool2DOptions, Quantization, SoftmaxOptions, Tensor, TransposeOptions,
+    UnaryFunction, UnaryOptions,
 )
 from .builder import ModelBuilder
 from .versions import FORMAT_VERSION, NUMERICS_VERSION
 
 __all__ = [
     "Activation", "Calibration", "ConcatOptions", "Conv2DOptions", "DepthwiseConv2DOptions",
-    "DType", "GraphIO", "Layout", "LeakyReluOptions", "LutOptions", "MeanOptions", "Metadata",
+    "DType", "GraphIO", "InputQuantization", "Layout", "LeakyReluOptions", "LutOptions", "MeanOptions", "Metadata",
     "ModelDefinition", "OpCode", "Operator", "PadOptions", "Pool2DOptions", "Quantization", "SoftmaxOptions",
-    "Tensor", "TransposeOptions", "ModelBuilder", "FORMAT_VERSION", "NUMERICS_VERSION",
+    "Tensor", "TransposeOptions", "UnaryFunction", "UnaryOptions", "ModelBuilder", "FORMAT_VERSION", "NUMERICS_VERSION",
 ]

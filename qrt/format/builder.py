@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .model import (
-    NUMPY_DTYPE, Activation, DType, GraphIO, Layout, Metadata, ModelDefinition, OpCode, Operator,
+    NUMPY_DTYPE, Activation, DType, GraphIO, InputQuantization, Layout, Metadata, ModelDefinition, OpCode, Operator,
     Quantization, Tensor,
 )
 
@@ -14,9 +14,10 @@ class ModelBuilder:
         self.model = ModelDefinition(tensors=[], operators=[], inputs=[], outputs=[], name=name)
 
     def tensor(self, name: str, dtype: DType, shape, data=None, scale=None, zero_point=0,
-               axis: int = 0) -> int:
-        """Add a tensor (a constant when `data` is given); returns its index. `scale` (scalar or
-        per-channel sequence) adds quantization with `zero_point` along `axis`."""
+               axis: int = 0, group_size: int = 0) -> int:
+        """Add a tensor (a constant when `data` is given; INT4 data packed, two per byte); returns
+        its index. `scale` (scalar, per-channel or per-group sequence) adds quantization with
+        `zero_point` along `axis`, per group of `group_size` when > 0."""
         dtype = DType(dtype)
         if data is not None and dtype != DType.INT4:
             data = np.ascontiguousarray(data, dtype=NUMPY_DTYPE[dtype]).reshape(shape)
@@ -24,14 +25,15 @@ class ModelBuilder:
         if scale is not None:
             scale = np.atleast_1d(np.asarray(scale, dtype=np.float32))
             zp = np.broadcast_to(np.asarray(zero_point, dtype=np.int32), scale.shape)
-            quant = Quantization(scale, zp, axis)
+            quant = Quantization(scale, zp, axis, group_size)
         self.model.tensors.append(Tensor(name, dtype, tuple(shape), data, quant))
         return len(self.model.tensors) - 1
 
     def op(self, opcode: OpCode, inputs, outputs, options=None, activation=Activation.NONE,
-           clip=(0.0, 0.0), name: str = "") -> int:
+           clip=(0.0, 0.0), name: str = "", input_quantization=InputQuantization.NONE) -> int:
         self.model.operators.append(Operator(OpCode(opcode), tuple(inputs), tuple(outputs), options,
-                                             Activation(activation), clip[0], clip[1], name))
+                                             Activation(activation), clip[0], clip[1], name,
+                                             input_quantization=InputQuantization(input_quantization)))
         return len(self.model.operators) - 1
 
     def input(self, name: str, tensor: int, layout: Layout = Layout.AS_STORED):

@@ -76,6 +76,7 @@ QUANTIZATION = Table("Quantization", (
     ("scale", Vector(F32), None),
     ("zero_point", Vector(I32), None),
     ("quantized_dimension", I32, 0),
+    ("group_size", I32, 0),
 ))
 
 BUFFER = Struct("Buffer", (("offset", U64), ("size", U64)))
@@ -119,6 +120,7 @@ TRANSPOSE_OPTIONS = Table("TransposeOptions", (("perm", Vector(I32), None),))
 LEAKY_RELU_OPTIONS = Table("LeakyReluOptions", (("alpha", F32, 0.0),))
 SOFTMAX_OPTIONS = Table("SoftmaxOptions", (("axis", I32, -1), ("beta", F32, 1.0)))
 LUT_OPTIONS = Table("LutOptions", (("function", STRING, None),))
+UNARY_OPTIONS = Table("UnaryOptions", (("function", I8, 0), ("alpha", F32, 0.2), ("beta", F32, 0.5)))
 
 OP_OPTIONS = Union("OpOptions", (
     CONV_2D_OPTIONS,
@@ -131,6 +133,7 @@ OP_OPTIONS = Union("OpOptions", (
     LEAKY_RELU_OPTIONS,
     SOFTMAX_OPTIONS,
     LUT_OPTIONS,
+    UNARY_OPTIONS,
 ))
 
 OPERATOR = Table("Operator", (
@@ -143,6 +146,7 @@ OPERATOR = Table("Operator", (
     ("clip_min", F32, 0.0),
     ("clip_max", F32, 0.0),
     ("name", STRING, None),
+    ("input_quantization", I8, 0),
 ))
 
 GRAPH_IO = Table("GraphIO", (

@@ -56,6 +56,29 @@ class OpCode(IntEnum):
     REQUANTIZE = 19
     MAXIMUM = 20
     MINIMUM = 21
+    UNARY = 22
+
+
+class InputQuantization(IntEnum):
+    """How CONV_2D / FULLY_CONNECTED with float32 activations and quantized weights compute."""
+    NONE = 0  # float32 arithmetic, weights dequantized in the kernel (weight-only)
+    DYNAMIC_INT8 = 1  # input quantized to int8 per row at run time; integer arithmetic
+
+
+class UnaryFunction(IntEnum):
+    SIGMOID = 0
+    TANH = 1
+    HARD_SIGMOID = 2
+    HARD_SWISH = 3
+    SILU = 4
+    GELU = 5
+    GELU_TANH = 6
+    ERF = 7
+    SQRT = 8
+    NEG = 9
+    EXP = 10
+    LOG = 11
+    ABS = 12
 
 
 # numpy dtype of each DType's elements (INT4 is stored packed, as raw bytes).
@@ -79,6 +102,23 @@ QUANT_RANGE = {
 }
 
 
+def pack_int4(values) -> np.ndarray:
+    """int values in [-8, 7] -> bytes, two per byte, the lower-indexed value in the low nibble."""
+    v = np.asarray(values).reshape(-1).astype(np.uint8) & 0x0F
+    if v.size % 2:
+        v = np.append(v, np.uint8(0))
+    return (v[0::2] | (v[1::2] << 4)).astype(np.uint8)
+
+
+def unpack_int4(data: np.ndarray, numel: int) -> np.ndarray:
+    """The int8 values of `numel` packed INT4 elements (sign-extended nibbles)."""
+    b = np.asarray(data, np.uint8).reshape(-1)
+    v = np.empty(b.size * 2, np.int8)
+    v[0::2] = (b << 4).view(np.int8) >> 4
+    v[1::2] = b.view(np.int8) >> 4
+    return v[:numel]
+
+
 def buffer_nbytes(dtype: DType, numel: int) -> int:
     """Bytes a constant tensor of `numel` elements occupies in the data segment."""
     if dtype == DType.INT4:
@@ -88,11 +128,13 @@ def buffer_nbytes(dtype: DType, numel: int) -> int:
 
 @dataclass(eq=False)
 class Quantization:
-    """real = scale * (q - zero_point); per tensor (one entry) or per channel along `axis`."""
+    """real = scale * (q - zero_point); per tensor (one entry), per channel along `axis`, or per
+    group of `group_size` values along the reduction axis (scale[c * groups + g])."""
 
     scale: np.ndarray
     zero_point: np.ndarray
     axis: int = 0  # schema: quantized_dimension
+    group_size: int = 0  # > 0: per group (weights of CONV_2D and FULLY_CONNECTED)
 
     def __post_init__(self):
         self.scale = np.atleast_1d(np.asarray(self.scale, dtype=np.float32))
@@ -100,7 +142,12 @@ class Quantization:
 
     @property
     def per_channel(self) -> bool:
+        """More than one scale: per channel or per group."""
         return self.scale.size > 1
+
+    @property
+    def per_group(self) -> bool:
+        return self.group_size > 0
 
 
 @dataclass(eq=False)
@@ -203,6 +250,13 @@ class LutOptions:
     function: str = ""
 
 
+@dataclass
+class UnaryOptions:
+    function: int = UnaryFunction.SIGMOID  # a UnaryFunction; checked by the verifier
+    alpha: float = 0.2  # HARD_SIGMOID only
+    beta: float = 0.5
+
+
 # Union member order of OpOptions in the schema: the type code of options class i is i + 1.
 OPTIONS_TYPES = (
     Conv2DOptions,
@@ -215,6 +269,7 @@ OPTIONS_TYPES = (
     LeakyReluOptions,
     SoftmaxOptions,
     LutOptions,
+    UnaryOptions,
 )
 
 
@@ -229,6 +284,7 @@ class Operator:
     clip_max: float = 0.0
     name: str = ""
     version: int = 1
+    input_quantization: InputQuantization = InputQuantization.NONE
 
     def __post_init__(self):
         self.inputs = tuple(int(i) for i in self.inputs)

@@ -62,6 +62,37 @@ class OpCode(object):
     REQUANTIZE = 19
     MAXIMUM = 20
     MINIMUM = 21
+    # Revision 3: an elementwise function computed in float32 (no integer form).
+    UNARY = 22
+
+
+# How an operator with float32 activations and quantized weights (CONV_2D, FULLY_CONNECTED)
+# computes. Revision 3.
+class InputQuantization(object):
+    # float32 arithmetic on the weights dequantized in the kernel (weight-only quantization).
+    NONE = 0
+    # The input quantized to int8 at run time, per row, from its own range; integer arithmetic.
+    DYNAMIC_INT8 = 1
+
+
+# UNARY's function. Revision 3.
+class UnaryFunction(object):
+    SIGMOID = 0
+    TANH = 1
+    # max(0, min(1, alpha * x + beta))
+    HARD_SIGMOID = 2
+    HARD_SWISH = 3
+    SILU = 4
+    # x * Phi(x), Phi the normal distribution function (erf form)
+    GELU = 5
+    # 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))
+    GELU_TANH = 6
+    ERF = 7
+    SQRT = 8
+    NEG = 9
+    EXP = 10
+    LOG = 11
+    ABS = 12
 
 
 class OpOptions(object):
@@ -76,6 +107,7 @@ class OpOptions(object):
     LeakyReluOptions = 8
     SoftmaxOptions = 9
     LutOptions = 10
+    UnaryOptions = 11
 
 def OpOptionsCreator(unionType, table):
     from flatbuffers.table import Table
@@ -101,11 +133,13 @@ def OpOptionsCreator(unionType, table):
         return SoftmaxOptionsT.InitFromBuf(table.Bytes, table.Pos)
     if unionType == OpOptions.LutOptions:
         return LutOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions.UnaryOptions:
+        return UnaryOptionsT.InitFromBuf(table.Bytes, table.Pos)
     return None
 
 
 # Real value = scale * (q - zero_point). One entry: per tensor. Several: per channel,
-# one per index of dimension quantized_dimension.
+# one per index of dimension quantized_dimension; or per group (group_size > 0).
 class Quantization(object):
     __slots__ = ['_tab']
 
@@ -189,8 +223,19 @@ class Quantization(object):
             return self._tab.Get(flatbuffers.number_types.Int32Flags, o + self._tab.Pos)
         return 0
 
+    # Revision 3. > 0: per group. The weights' reduction axis (every dimension but
+    # quantized_dimension = 0, flattened in storage order) is cut into blocks of group_size
+    # values, the last one possibly shorter; scale[c * groups + g] belongs to channel c,
+    # block g. 0: per tensor or per channel.
+    # Quantization
+    def GroupSize(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, o + self._tab.Pos)
+        return 0
+
 def QuantizationStart(builder):
-    builder.StartObject(3)
+    builder.StartObject(4)
 
 def QuantizationAddScale(builder, scale):
     builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(scale), 0)
@@ -206,6 +251,9 @@ def QuantizationStartZeroPointVector(builder, numElems):
 
 def QuantizationAddQuantizedDimension(builder, quantizedDimension):
     builder.PrependInt32Slot(2, quantizedDimension, 0)
+
+def QuantizationAddGroupSize(builder, groupSize):
+    builder.PrependInt32Slot(3, groupSize, 0)
 
 def QuantizationEnd(builder):
     return builder.EndObject()
@@ -224,10 +272,12 @@ class QuantizationT(object):
         scale = None,
         zeroPoint = None,
         quantizedDimension = 0,
+        groupSize = 0,
     ):
         self.scale = scale  # type: Optional[List[float]]
         self.zeroPoint = zeroPoint  # type: Optional[List[int]]
         self.quantizedDimension = quantizedDimension  # type: int
+        self.groupSize = groupSize  # type: int
 
     @classmethod
     def InitFromBuf(cls, buf, pos):
@@ -265,6 +315,7 @@ class QuantizationT(object):
             else:
                 self.zeroPoint = quantization.ZeroPointAsNumpy()
         self.quantizedDimension = quantization.QuantizedDimension()
+        self.groupSize = quantization.GroupSize()
 
     # QuantizationT
     def Pack(self, builder):
@@ -290,6 +341,7 @@ class QuantizationT(object):
         if self.zeroPoint is not None:
             QuantizationAddZeroPoint(builder, zeroPoint)
         QuantizationAddQuantizedDimension(builder, self.quantizedDimension)
+        QuantizationAddGroupSize(builder, self.groupSize)
         quantization = QuantizationEnd(builder)
         return quantization
 
@@ -1844,6 +1896,116 @@ class LutOptionsT(object):
         return lutOptions
 
 
+# Revision 3.
+class UnaryOptions(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = UnaryOptions()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsUnaryOptions(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def UnaryOptionsBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x51\x4D\x44\x4C", size_prefixed=size_prefixed)
+
+    # UnaryOptions
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # UnaryOptions
+    def Function(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int8Flags, o + self._tab.Pos)
+        return 0
+
+    # HARD_SIGMOID's alpha and beta; ignored by the others.
+    # UnaryOptions
+    def Alpha(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
+        return 0.2
+
+    # UnaryOptions
+    def Beta(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
+        return 0.5
+
+def UnaryOptionsStart(builder):
+    builder.StartObject(3)
+
+def UnaryOptionsAddFunction(builder, function):
+    builder.PrependInt8Slot(0, function, 0)
+
+def UnaryOptionsAddAlpha(builder, alpha):
+    builder.PrependFloat32Slot(1, alpha, 0.2)
+
+def UnaryOptionsAddBeta(builder, beta):
+    builder.PrependFloat32Slot(2, beta, 0.5)
+
+def UnaryOptionsEnd(builder):
+    return builder.EndObject()
+
+
+
+class UnaryOptionsT(object):
+
+    # UnaryOptionsT
+    def __init__(
+        self,
+        function = 0,
+        alpha = 0.2,
+        beta = 0.5,
+    ):
+        self.function = function  # type: int
+        self.alpha = alpha  # type: float
+        self.beta = beta  # type: float
+
+    @classmethod
+    def InitFromBuf(cls, buf, pos):
+        unaryOptions = UnaryOptions()
+        unaryOptions.Init(buf, pos)
+        return cls.InitFromObj(unaryOptions)
+
+    @classmethod
+    def InitFromPackedBuf(cls, buf, pos=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, pos)
+        return cls.InitFromBuf(buf, pos+n)
+
+    @classmethod
+    def InitFromObj(cls, unaryOptions):
+        x = UnaryOptionsT()
+        x._UnPack(unaryOptions)
+        return x
+
+    # UnaryOptionsT
+    def _UnPack(self, unaryOptions):
+        if unaryOptions is None:
+            return
+        self.function = unaryOptions.Function()
+        self.alpha = unaryOptions.Alpha()
+        self.beta = unaryOptions.Beta()
+
+    # UnaryOptionsT
+    def Pack(self, builder):
+        UnaryOptionsStart(builder)
+        UnaryOptionsAddFunction(builder, self.function)
+        UnaryOptionsAddAlpha(builder, self.alpha)
+        UnaryOptionsAddBeta(builder, self.beta)
+        unaryOptions = UnaryOptionsEnd(builder)
+        return unaryOptions
+
+
 class Operator(object):
     __slots__ = ['_tab']
 
@@ -1980,8 +2142,16 @@ class Operator(object):
             return self._tab.String(o + self._tab.Pos)
         return None
 
+    # Revision 3.
+    # Operator
+    def InputQuantization(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int8Flags, o + self._tab.Pos)
+        return 0
+
 def OperatorStart(builder):
-    builder.StartObject(10)
+    builder.StartObject(11)
 
 def OperatorAddOpcode(builder, opcode):
     builder.PrependInt32Slot(0, opcode, 0)
@@ -2019,6 +2189,9 @@ def OperatorAddClipMax(builder, clipMax):
 def OperatorAddName(builder, name):
     builder.PrependUOffsetTRelativeSlot(9, flatbuffers.number_types.UOffsetTFlags.py_type(name), 0)
 
+def OperatorAddInputQuantization(builder, inputQuantization):
+    builder.PrependInt8Slot(10, inputQuantization, 0)
+
 def OperatorEnd(builder):
     return builder.EndObject()
 
@@ -2043,17 +2216,19 @@ class OperatorT(object):
         clipMin = 0.0,
         clipMax = 0.0,
         name = None,
+        inputQuantization = 0,
     ):
         self.opcode = opcode  # type: int
         self.version = version  # type: int
         self.inputs = inputs  # type: Optional[List[int]]
         self.outputs = outputs  # type: Optional[List[int]]
         self.optionsType = optionsType  # type: int
-        self.options = options  # type: Union[None, 'Conv2DOptionsT', 'DepthwiseConv2DOptionsT', 'Pool2DOptionsT', 'ConcatOptionsT', 'MeanOptionsT', 'PadOptionsT', 'TransposeOptionsT', 'LeakyReluOptionsT', 'SoftmaxOptionsT', 'LutOptionsT']
+        self.options = options  # type: Union[None, 'Conv2DOptionsT', 'DepthwiseConv2DOptionsT', 'Pool2DOptionsT', 'ConcatOptionsT', 'MeanOptionsT', 'PadOptionsT', 'TransposeOptionsT', 'LeakyReluOptionsT', 'SoftmaxOptionsT', 'LutOptionsT', 'UnaryOptionsT']
         self.activation = activation  # type: int
         self.clipMin = clipMin  # type: float
         self.clipMax = clipMax  # type: float
         self.name = name  # type: Optional[str]
+        self.inputQuantization = inputQuantization  # type: int
 
     @classmethod
     def InitFromBuf(cls, buf, pos):
@@ -2098,6 +2273,7 @@ class OperatorT(object):
         self.clipMin = operator.ClipMin()
         self.clipMax = operator.ClipMax()
         self.name = operator.Name()
+        self.inputQuantization = operator.InputQuantization()
 
     # OperatorT
     def Pack(self, builder):
@@ -2136,6 +2312,7 @@ class OperatorT(object):
         OperatorAddClipMax(builder, self.clipMax)
         if self.name is not None:
             OperatorAddName(builder, name)
+        OperatorAddInputQuantization(builder, self.inputQuantization)
         operator = OperatorEnd(builder)
         return operator
 

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import ModelFormatError, UnsupportedModelError
 from . import layout as L
 from .model import (
-    NUMPY_DTYPE, OPTIONS_TYPES, Activation, Calibration, DType, GraphIO, Layout, Metadata,
+    NUMPY_DTYPE, OPTIONS_TYPES, Activation, InputQuantization, Calibration, DType, GraphIO, Layout, Metadata,
     ModelDefinition, Operator, Quantization, Tensor, buffer_nbytes,
 )
 from .verify import check_shape, verify_model
@@ -223,7 +223,7 @@ def _tensor(i: int, t: dict, buffers, filebuf) -> Tensor:
     if q is not None:
         quant = Quantization(q["scale"] if q["scale"] is not None else [],
                              q["zero_point"] if q["zero_point"] is not None else [],
-                             q["quantized_dimension"])
+                             q["quantized_dimension"], q["group_size"])
     data = None
     b = t["buffer"]
     if b != 0:
@@ -263,6 +263,7 @@ def _operator(i: int, o: dict) -> Operator:
         clip_max=o["clip_max"],
         name=o["name"] or "",
         version=o["version"],
+        input_quantization=_enum(InputQuantization, o["input_quantization"], where + " input_quantization"),
     )
 
 

@@ -58,7 +58,18 @@ def _check_tensor(where: str, t: Tensor):
         i = int(np.argmax(out))
         fail(where, f"zero_point[{i}] = {int(q.zero_point[i])} is outside the {t.dtype.name} "
                     f"range [{lo}, {hi}]")
-    if n > 1:
+    if q.group_size < 0:
+        fail(where, f"group_size {q.group_size} is negative")
+    if q.group_size > 0:
+        if t.dtype not in (DType.INT8, DType.INT4) or len(t.shape) < 2 or q.axis != 0:
+            fail(where, f"per-group quantization needs INT8 or INT4 weights of rank >= 2 with their "
+                        f"channels in quantized_dimension 0, not {t.dtype.name} {t.shape} along {q.axis}")
+        k = t.numel // t.shape[0]
+        groups = -(-k // q.group_size)
+        if n != t.shape[0] * groups:
+            fail(where, f"{n} per-group scales; {t.shape[0]} channels x {groups} groups of {q.group_size} "
+                        f"(reduction {k}) need {t.shape[0] * groups}")
+    elif n > 1:
         if not 0 <= q.axis < len(t.shape):
             fail(where, f"quantized_dimension {q.axis} is not a dimension of shape {t.shape}")
         if t.shape[q.axis] != n:

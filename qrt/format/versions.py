@@ -7,8 +7,9 @@ import re
 from .._version import __version__
 
 # Revision of schema/qmodel.fbs. Bump it whenever a field, enum value or op is added.
-# 2: MAXIMUM, MINIMUM.
-FORMAT_VERSION = 2
+# 2: MAXIMUM, MINIMUM. 3: per-group quantization, float32 and hybrid forms (weight-only,
+# dynamic), UNARY.
+FORMAT_VERSION = 3
 # Revision of the numerics rule (SPEC.md section 4).
 NUMERICS_VERSION = 1
 

@@ -68,7 +68,7 @@ def _flatbuffer(model: ModelDefinition, spans, buffer_of) -> bytes:
         if t.quant is not None:
             q = gen.QuantizationT(scale=t.quant.scale.astype("<f4"),
                                   zeroPoint=t.quant.zero_point.astype("<i4"),
-                                  quantizedDimension=t.quant.axis)
+                                  quantizedDimension=t.quant.axis, groupSize=t.quant.group_size)
         tensors.append(gen.TensorT(name=t.name, dtype=int(t.dtype), shape=list(t.shape),
                                    buffer=buffer_of.get(i, 0), quantization=q))
     operators = []
@@ -79,7 +79,8 @@ def _flatbuffer(model: ModelDefinition, spans, buffer_of) -> bytes:
         operators.append(gen.OperatorT(
             opcode=int(op.opcode), version=op.version, inputs=list(op.inputs), outputs=list(op.outputs),
             optionsType=options_type, options=options, activation=int(op.activation),
-            clipMin=op.clip_min, clipMax=op.clip_max, name=op.name or None))
+            clipMin=op.clip_min, clipMax=op.clip_max, name=op.name or None,
+            inputQuantization=int(op.input_quantization)))
     md = model.metadata
     calibration = None
     if md.calibration is not None:

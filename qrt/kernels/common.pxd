@@ -2,12 +2,14 @@
 """What the elementwise, data-movement and SOFTMAX kernels (elementwise.pyx, movement.pyx,
 softmax.pyx) share at bind time: flat views of the inputs and output, the shape, dtype,
 zero-point and (multiplier, shift) checks, the named-path check of single-path ops, and the
-256-entry rescale table (REQUANTIZE, MAXIMUM/MINIMUM, CONCAT) with the loop that applies one.
+256-entry rescale table (REQUANTIZE, MAXIMUM/MINIMUM, CONCAT) with the loop that applies one;
+and what the int16 forms (SPEC.md 4.6) of REQUANTIZE, CONCAT and the pools share: the element
+types as fused types, the requantization into int16 and the rescale of int16 values.
 
 Inline functions only, so no module is built from this file; cimport them with
 `from qrt.kernels.common cimport _flat_in, ...`. A .pxd holds no module-level imports, so the
 functions that call NumPy or qrt.kernels.isa import it themselves (bind time only)."""
-from libc.stdint cimport INT32_MAX, int8_t, int32_t, int64_t, uint8_t
+from libc.stdint cimport INT32_MAX, int8_t, int16_t, int32_t, int64_t, uint8_t
 
 from qrt.kernels.numerics cimport requantize_one, rounding_shift
 
@@ -138,3 +140,90 @@ cdef inline int _rescale_table(object q, bint in_signed, uint8_t* table) except 
             w = rounding_shift(v, m, n) + zy
             table[k] = <uint8_t>(lo if w < lo else (hi if w > hi else w))
     return 0
+
+
+# ---------------------------------------------------------------------------- int16 forms
+
+ctypedef fused act_t:
+    # the activations of the integer forms: int8 (the int8 form) or int16 (the int16 form)
+    int8_t
+    int16_t
+
+
+ctypedef fused rescaled_t:
+    # what a rescale of int16 values writes: REQUANTIZE's int8, uint8 or int16, CONCAT's int16
+    int8_t
+    uint8_t
+    int16_t
+
+
+cdef struct Rescale16:
+    # y = clamp(zy + rounding_shift(x - zx, m, n), lo, hi), checked by _rescale16_params
+    int64_t zx, m, n, zy, lo, hi
+
+
+cdef inline int64_t _clamp64(int64_t v, int64_t lo, int64_t hi) noexcept nogil:
+    v = lo if v < lo else v
+    return hi if v > hi else v
+
+
+cdef inline int16_t _requant16(int64_t acc, int64_t m, int64_t n, int64_t zp, int64_t lo,
+                               int64_t hi) noexcept nogil:
+    """SPEC.md 4.2 into int16: clamp(zp + rounding_shift(acc, m, n), lo, hi), exact in 64 bits
+    for |acc| <= 2^31 (the binding keeps [lo, hi] inside int16)."""
+    return <int16_t>_clamp64(rounding_shift(acc, m, n) + zp, lo, hi)
+
+
+cdef inline void _rescale16(const int16_t* x, rescaled_t* y, Py_ssize_t count,
+                            const Rescale16* r) noexcept nogil:
+    """y[i] = clamp(zy + rounding_shift(x[i] - zx, m, n), lo, hi) for int16 x: |x - zx| <= 65535,
+    so every step is exact in 64 bits."""
+    cdef Py_ssize_t i
+    cdef int64_t zx = r.zx, m = r.m, n = r.n, zy = r.zy, lo = r.lo, hi = r.hi  # y may alias r
+    for i in range(count):
+        y[i] = <rescaled_t>_clamp64(rounding_shift(x[i] - zx, m, n) + zy, lo, hi)
+
+
+cdef inline int _check_clamp(object lo, object hi, object dtype) except -1:
+    """[lo, hi] must lie inside dtype's range (so that a clamped value is stored exactly)."""
+    import numpy as np
+    info = np.iinfo(dtype)
+    if not (info.min <= lo <= hi <= info.max):
+        raise ValueError(f"clamp range [{lo}, {hi}] must lie inside the {np.dtype(dtype)} range "
+                         f"[{info.min}, {info.max}]")
+    return 0
+
+
+cdef inline int _check_zp_in(object zp, object dtype, str what) except -1:
+    import numpy as np
+    info = np.iinfo(dtype)
+    if not (info.min <= zp <= info.max):
+        raise ValueError(f"{what} {zp} must lie in [{info.min}, {info.max}] ({np.dtype(dtype)})")
+    return 0
+
+
+cdef inline int _rescale16_params(object q, object in_dtype, object out_dtype, Rescale16* r) except -1:
+    """One RescaleParams (REQUANTIZE, a CONCAT input) for an input of in_dtype and an output of
+    out_dtype (int8, uint8 or int16 each), checked so that every step is exact in 64 bits: one
+    multiplier in [0, 2^31) with a shift in [1, 62], the input zero point in its dtype's range,
+    [lo, hi] inside the output's, the output zero point in int32."""
+    out = q.out
+    cdef const int32_t[::1] mv = out.multiplier
+    cdef const int32_t[::1] nv = out.shift
+    if mv.shape[0] != 1 or nv.shape[0] != 1:
+        raise ValueError(f"requantization needs one multiplier and shift, got {mv.shape[0]} and {nv.shape[0]}")
+    _check_mn(mv[0], nv[0], False, "requantization")
+    _check_clamp(out.lo, out.hi, out_dtype)
+    _check_zp32(out.zero_point, "output zero point")
+    _check_zp_in(q.input_zero_point, in_dtype, "input zero point")
+    r.zx, r.m, r.n, r.zy, r.lo, r.hi = q.input_zero_point, mv[0], nv[0], out.zero_point, out.lo, out.hi
+    return 0
+
+
+cdef inline void _rescale_table16(const Rescale16* r, bint in_signed, int16_t* table) noexcept:
+    """table[byte of x] = the rescale of an int8 (in_signed) or uint8 x into int16."""
+    cdef int k
+    cdef int64_t v
+    for k in range(256):
+        v = (<int8_t><uint8_t>k if in_signed else k) - r.zx
+        table[k] = <int16_t>_clamp64(rounding_shift(v, r.m, r.n) + r.zy, r.lo, r.hi)

@@ -22,15 +22,22 @@ ADD/SUB and MUL run simd/eltwise.h: 64-bit vector lanes on avx512vnni and amx, l
 `threads`; so do QUANTIZE and DEQUANTIZE (AVX2 and up; with nchw=True they also change the
 layout, as the graph boundary needs); the other ops take `isa` and `threads` and ignore them (a
 named path is still checked).
+
+The int16 forms (SPEC.md 4.6; "add_int16", "mul_int16", "requantize_int16") share the broadcast
+walk. ADD/SUB and MUL of int16 operands compute every element with the same integer formulas
+in 64 bits (simd/eltwise.h qrt_add16_row, qrt_mul16_row: 8 lanes at a time on avx2, avx512vnni
+and amx, long same-shape rows over `threads`); REQUANTIZE from int8/uint8 to int16 goes through
+a 256-entry table, from int16 element by element (common.pxd _rescale16).
 """
 import numpy as np
 
-from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t
 from libc.string cimport memmove
 
 from qrt.kernels.common cimport (
-    MAX_RANK, _apply_table, _check_dtype, _check_isa, _check_mn, _check_rank, _check_same_shape,
-    _check_zp8, _check_zp32, _flat, _flat_in, _flat_out, _in_bytes, _out_bytes, _rescale_table,
+    MAX_RANK, Rescale16, _apply_table, _check_clamp, _check_dtype, _check_isa, _check_mn, _check_rank,
+    _check_same_shape, _check_zp8, _check_zp32, _check_zp_in, _flat, _flat_in, _flat_out, _in_bytes,
+    _out_bytes, _rescale16, _rescale16_params, _rescale_table, _rescale_table16,
 )
 from qrt.kernels.numerics cimport check_requant, requantize_one, rounding_shift
 from qrt.kernels.plan cimport Step
@@ -38,7 +45,10 @@ from qrt.kernels.plan cimport Step
 from qrt import numerics
 from qrt.kernels import Kernel, isa as _isa
 
-from qrt.kernels.isa cimport qrt_add_run, qrt_eltwise_ops_for, qrt_mul_run, qrt_quant_run
+from qrt.kernels.isa cimport (
+    qrt_add16_row, qrt_add16_run, qrt_add_run, qrt_eltwise_ops_for, qrt_mul16_row, qrt_mul16_run, qrt_mul_run,
+    qrt_quant_run,
+)
 from qrt.kernels.simd_eltwise cimport (
     qrt_add, qrt_add_row, qrt_eltwise_ops, qrt_mul, qrt_mul_row, qrt_quant,
 )
@@ -50,6 +60,7 @@ cdef enum:
     TABLE_MIN = 256
 
 cdef int ADD_LEFT_SHIFT = numerics.ADD_LEFT_SHIFT
+cdef int ADD_LEFT_SHIFT_16 = numerics.ADD_LEFT_SHIFT_16
 cdef int64_t INT32_MAX = numerics.INT32_MAX
 
 
@@ -188,30 +199,42 @@ cdef class _BinaryStep(Step):
     cdef uint8_t table[256]
 
 
-cdef int _bind_binary(_BinaryStep s, Operands* v, ins, out, za, zb) except -1:
-    """Shapes, dtypes and zero points of ADD/SUB, MUL, MAXIMUM/MINIMUM; the pointers, walk and mode."""
-    a, b = ins[0], ins[1]
-    af, bf, of = _flat_in(a, "input a"), _flat_in(b, "input b"), _flat_out(out)
-    cdef const int8_t[::1] av = af
-    cdef const int8_t[::1] bv = bf
-    cdef int8_t[::1] ov = of
-    _broadcast(a.shape, b.shape, out.shape, &s.bc)
-    _check_zp8(za, "input a zero point")
-    _check_zp8(zb, "input b zero point")
-    s.keep = (a, b, out)
-    s.n = ov.shape[0]
+cdef int _bind_operands(_BinaryStep s, ins, out, object dtype, bint tables, const uint8_t** a,
+                        const uint8_t** b, uint8_t** o) except -1:
+    """Shapes and dtypes of a binary op's operands (all three of `dtype`); the walk, the mode
+    (the table modes only if `tables`: int8 operands) and the addresses (unset when empty)."""
+    x, w = ins[0], ins[1]
+    af, bf, of = _flat_in(x, "input a"), _flat_in(w, "input b"), _flat_out(out)
+    _check_dtype(x, dtype, "input a")
+    _check_dtype(w, dtype, "input b")
+    _check_dtype(out, dtype, "out")
+    _broadcast(x.shape, w.shape, out.shape, &s.bc)
+    s.keep = (x, w, out)
+    s.n = of.shape[0]
     if s.n == 0:
         s.mode = BIN_EMPTY
         return 0
-    v.a, v.b, v.o = &av[0], &bv[0], &ov[0]
+    a[0], b[0], o[0] = _in_bytes(x, "input a"), _in_bytes(w, "input b"), _out_bytes(out)
     if _contiguous(&s.bc):
         s.mode = BIN_ROW
-    elif bv.shape[0] == 1 and av.shape[0] == s.n and s.n > TABLE_MIN:
+    elif tables and bf.shape[0] == 1 and af.shape[0] == s.n and s.n > TABLE_MIN:
         s.mode = BIN_TABLE_A
-    elif av.shape[0] == 1 and bv.shape[0] == s.n and s.n > TABLE_MIN:
+    elif tables and af.shape[0] == 1 and bf.shape[0] == s.n and s.n > TABLE_MIN:
         s.mode = BIN_TABLE_B
     else:
         s.mode = BIN_DRIVE
+    return 0
+
+
+cdef int _bind_binary(_BinaryStep s, Operands* v, ins, out, za, zb) except -1:
+    """Shapes, dtypes and zero points of int8 ADD/SUB, MUL, MAXIMUM/MINIMUM; the pointers, walk and mode."""
+    cdef const uint8_t* a = NULL
+    cdef const uint8_t* b = NULL
+    cdef uint8_t* o = NULL
+    _bind_operands(s, ins, out, np.int8, True, &a, &b, &o)
+    _check_zp8(za, "input a zero point")
+    _check_zp8(zb, "input b zero point")
+    v.a, v.b, v.o = <const int8_t*>a, <const int8_t*>b, <int8_t*>o
     return 0
 
 
@@ -375,6 +398,137 @@ def mul(ins, p, out, isa=None, threads=1):
     bind_mul(ins, p, out, isa, threads)()
 
 
+# ---------------------------------------------------------------------------- int16 ADD / SUB / MUL
+
+# The int16 form (SPEC.md 4.6): int16 operands and output. No tables (an operand has 65536
+# values): the rows of simd/eltwise.h compute every element, the path's vector code on
+# contiguous rows (same shapes: split over `threads`), the scalar rule on strided ones.
+
+cdef struct Operands16:
+    const int16_t* a
+    const int16_t* b
+    int16_t* o
+
+
+cdef struct Add16Ctx:
+    Operands16 v
+    qrt_add q
+
+
+cdef struct Mul16Ctx:
+    Operands16 v
+    qrt_mul q
+
+
+cdef void _add16_row(void* c, Py_ssize_t ia, Py_ssize_t sa, Py_ssize_t ib, Py_ssize_t sb,
+                     Py_ssize_t io, Py_ssize_t n) noexcept nogil:
+    cdef Add16Ctx* ctx = <Add16Ctx*>c
+    qrt_add16_row(&ctx.q, ctx.v.a + ia, sa, ctx.v.b + ib, sb, ctx.v.o + io, n)
+
+
+cdef void _mul16_row(void* c, Py_ssize_t ia, Py_ssize_t sa, Py_ssize_t ib, Py_ssize_t sb,
+                     Py_ssize_t io, Py_ssize_t n) noexcept nogil:
+    cdef Mul16Ctx* ctx = <Mul16Ctx*>c
+    qrt_mul16_row(&ctx.q, ctx.v.a + ia, sa, ctx.v.b + ib, sb, ctx.v.o + io, n)
+
+
+cdef class Add16Step(_BinaryStep):
+    cdef Add16Ctx ctx
+
+    cdef int run(self) noexcept nogil:
+        if self.mode == BIN_ROW:
+            qrt_add16_run(&self.ctx.q, self.ctx.v.a, self.ctx.v.b, self.ctx.v.o, self.n)
+        elif self.mode == BIN_DRIVE:
+            _drive(&self.bc, _add16_row, &self.ctx)
+        return 0
+
+
+cdef class Mul16Step(_BinaryStep):
+    cdef Mul16Ctx ctx
+
+    cdef int run(self) noexcept nogil:
+        if self.mode == BIN_ROW:
+            qrt_mul16_run(&self.ctx.q, self.ctx.v.a, self.ctx.v.b, self.ctx.v.o, self.n)
+        elif self.mode == BIN_DRIVE:
+            _drive(&self.bc, _mul16_row, &self.ctx)
+        return 0
+
+
+cdef int64_t _span16(object zp, str what) except -1:
+    """The largest |x - zp| of an int16 x, for a zero point that must lie in int16."""
+    _check_zp_in(zp, np.int16, what)
+    return max(32767 - zp, zp + 32768)
+
+
+cdef int _bind16(_BinaryStep s, Operands16* v, ins, out, r, isa, threads, int* path, int* count,
+                 const qrt_eltwise_ops** ops) except -1:
+    """What int16 ADD/SUB and MUL share: operands, walk, mode, the output requantization (one
+    multiplier; [lo, hi] inside int16), the path and the thread count."""
+    cdef const uint8_t* a = NULL
+    cdef const uint8_t* b = NULL
+    cdef uint8_t* o = NULL
+    _bind_operands(s, ins, out, np.int16, False, &a, &b, &o)
+    v.a, v.b, v.o = <const int16_t*>a, <const int16_t*>b, <int16_t*>o
+    if len(r.multiplier) != 1 or len(r.shift) != 1:
+        raise ValueError(f"requantization needs one multiplier and shift, got {len(r.multiplier)} and {len(r.shift)}")
+    _check_mn(r.multiplier[0], r.shift[0], False, "output requantization")
+    _check_clamp(r.lo, r.hi, np.int16)
+    _check_zp32(r.zero_point, "output zero point")
+    _bind_path(isa, threads, path, count, ops)
+    return 0
+
+
+def bind_add_int16(ins, p, out, isa=None, threads=1):
+    """ADD and SUB (p.subtract) of int16 activations as a Step: p.left_shift must be 15
+    (ADD_LEFT_SHIFT_16) and the operand factors <= 1/2, as prepare makes them; then every
+    intermediate is exact (simd/eltwise.h). Reference: qrt/ops/add.py."""
+    cdef Add16Step s = Add16Step.__new__(Add16Step)
+    cdef qrt_add* q = &s.ctx.q
+    _bind16(s, &s.ctx.v, ins, out, p.out, isa, threads, &q.isa, &q.threads, &q.ops)
+    _span16(p.a_zero_point, "input a zero point")
+    _span16(p.b_zero_point, "input b zero point")
+    if p.left_shift != ADD_LEFT_SHIFT_16:
+        raise ValueError(f"int16 operands are shifted left by {ADD_LEFT_SHIFT_16} bits, not {p.left_shift}")
+    _check_mn(p.a_multiplier, p.a_shift, False, "input a rescale")
+    _check_mn(p.b_multiplier, p.b_shift, False, "input b rescale")
+    for m, n in ((p.a_multiplier, p.a_shift), (p.b_multiplier, p.b_shift)):
+        if n < 31 or 2 * m > 2**n:  # factor m / 2^n <= 1/2: |a' + b'| < 2^31
+            raise ValueError(f"operand rescale (multiplier {m}, shift {n}) must be a factor <= 1/2 "
+                             "with a shift >= 31")
+    r = p.out
+    q.za, q.zb, q.ma, q.mb = p.a_zero_point, p.b_zero_point, p.a_multiplier, p.b_multiplier
+    q.ka, q.kb = p.a_shift - ADD_LEFT_SHIFT_16, p.b_shift - ADD_LEFT_SHIFT_16
+    q.sign = -1 if p.subtract else 1
+    q.m, q.n, q.zp, q.lo, q.hi = r.multiplier[0], r.shift[0], r.zero_point, r.lo, r.hi
+    return s
+
+
+def add_int16(ins, p, out, isa=None, threads=1):
+    """int16 ADD and SUB once: bind and run (see bind_add_int16)."""
+    bind_add_int16(ins, p, out, isa, threads)()
+
+
+def bind_mul_int16(ins, p, out, isa=None, threads=1):
+    """MUL of int16 activations as a Step: the zero points must keep every product
+    (a - zp_a) * (b - zp_b) in int32 (zero points 0, as SPEC.md 4.6 has them: at most 2^30).
+    Reference: qrt/ops/mul.py."""
+    cdef Mul16Step s = Mul16Step.__new__(Mul16Step)
+    cdef qrt_mul* q = &s.ctx.q
+    _bind16(s, &s.ctx.v, ins, out, p.out, isa, threads, &q.isa, &q.threads, &q.ops)
+    span = _span16(p.a_zero_point, "input a zero point") * _span16(p.b_zero_point, "input b zero point")
+    if span > INT32_MAX:
+        raise ValueError(f"zero points {p.a_zero_point}, {p.b_zero_point} let a product reach {span} > 2^31 - 1")
+    r = p.out
+    q.za, q.zb = p.a_zero_point, p.b_zero_point
+    q.m, q.n, q.zp, q.lo, q.hi = r.multiplier[0], r.shift[0], r.zero_point, r.lo, r.hi
+    return s
+
+
+def mul_int16(ins, p, out, isa=None, threads=1):
+    """int16 MUL once: bind and run (see bind_mul_int16)."""
+    bind_mul_int16(ins, p, out, isa, threads)()
+
+
 # ---------------------------------------------------------------------------- MAXIMUM / MINIMUM
 
 cdef struct ExtremumCtx:
@@ -484,6 +638,90 @@ def bind_requantize(ins, p, out, isa=None, threads=1):
 def requantize(ins, p, out, isa=None, threads=1):
     """REQUANTIZE once: bind and run (see bind_requantize)."""
     bind_requantize(ins, p, out, isa, threads)()
+
+
+# The int16 form of REQUANTIZE (either side int16): an int8 or uint8 input through a 256-entry
+# table of int16 results; an int16 input rescaled element by element (common.pxd _rescale16).
+cdef enum Requant16Mode:
+    RQ16_COPY  # identity: the same dtype, scale and zero point, no clamp
+    RQ16_TABLE  # int8 / uint8 -> int16
+    RQ16_TO_INT8  # int16 -> int8
+    RQ16_TO_UINT8  # int16 -> uint8
+    RQ16_TO_INT16  # int16 -> int16
+
+
+cdef class Requantize16Step(Step):
+    cdef const uint8_t* x
+    cdef uint8_t* o
+    cdef Py_ssize_t n, nbytes  # elements, output bytes
+    cdef Requant16Mode mode
+    cdef Rescale16 r
+    cdef int16_t table[256]  # RQ16_TABLE: by the byte of x
+
+    cdef int run(self) noexcept nogil:
+        cdef const int16_t* t = self.table  # locals: int16 stores may alias the table
+        cdef const uint8_t* x = self.x
+        cdef int16_t* o16 = <int16_t*>self.o
+        cdef Py_ssize_t i
+        if self.n == 0:
+            return 0
+        if self.mode == RQ16_COPY:
+            memmove(self.o, self.x, self.nbytes)
+        elif self.mode == RQ16_TABLE:
+            for i in range(self.n):
+                o16[i] = t[x[i]]
+        elif self.mode == RQ16_TO_INT8:
+            _rescale16(<const int16_t*>x, <int8_t*>self.o, self.n, &self.r)
+        elif self.mode == RQ16_TO_UINT8:
+            _rescale16(<const int16_t*>x, <uint8_t*>self.o, self.n, &self.r)
+        else:
+            _rescale16(<const int16_t*>x, o16, self.n, &self.r)
+        return 0
+
+
+cdef object _requant_dtype(object a, str what):
+    _flat_in(a, what)  # an array (ValueError otherwise)
+    dt = a.dtype
+    if dt != np.int8 and dt != np.uint8 and dt != np.int16:
+        raise ValueError(f"{what} has dtype {dt}; expected int8, uint8 or int16")
+    return dt
+
+
+def bind_requantize_int16(ins, p, out, isa=None, threads=1):
+    """REQUANTIZE (p: RescaleParams) with an int16 input or output as a Step: int8, uint8 or
+    int16 in and out (8-bit on both sides is bind_requantize's). Reference:
+    qrt/ops/requantize.py."""
+    x = ins[0]
+    din, dout = _requant_dtype(x, "input"), _requant_dtype(out, "out")
+    if din != np.int16 and dout != np.int16:
+        return bind_requantize(ins, p, out, isa, threads)
+    cdef Requantize16Step s = Requantize16Step.__new__(Requantize16Step)
+    _check_same_shape(x, out, "input")
+    s.x, s.o = _in_bytes(x, "input"), _out_bytes(out)
+    s.n, s.nbytes = out.size, out.nbytes
+    _check_isa(isa)
+    s.keep = (x, out)
+    if p.identity:
+        if din != dout:
+            raise ValueError(f"an identity requantization copies; input {din} and out {dout} differ")
+        s.mode = RQ16_COPY
+        return s
+    _rescale16_params(p, din, dout, &s.r)
+    if din != np.int16:
+        _rescale_table16(&s.r, din == np.int8, s.table)
+        s.mode = RQ16_TABLE
+    elif dout == np.int8:
+        s.mode = RQ16_TO_INT8
+    elif dout == np.uint8:
+        s.mode = RQ16_TO_UINT8
+    else:
+        s.mode = RQ16_TO_INT16
+    return s
+
+
+def requantize_int16(ins, p, out, isa=None, threads=1):
+    """int16 REQUANTIZE once: bind and run (see bind_requantize_int16)."""
+    bind_requantize_int16(ins, p, out, isa, threads)()
 
 
 # ---------------------------------------------------------------------------- LEAKY_RELU / PRELU
@@ -785,6 +1023,9 @@ KERNELS = {
     "mul": Kernel(mul, bind_mul),
     "maximum": Kernel(maximum, bind_maximum),
     "requantize": Kernel(requantize, bind_requantize),
+    "add_int16": Kernel(add_int16, bind_add_int16),
+    "mul_int16": Kernel(mul_int16, bind_mul_int16),
+    "requantize_int16": Kernel(requantize_int16, bind_requantize_int16),
     "slope": Kernel(slope, bind_slope),
     "lut": Kernel(lut, bind_lut),
     "quantize": Kernel(quantize, bind_quantize),

@@ -10,6 +10,10 @@ Each op is used in three steps:
       shape checked, raw pointers kept;
   step.run()   every inference, no Python, no allocation once warm.
 conv_2d(ins, p, out) and fully_connected(ins, p, out) do all three, for tests and tools.
+
+The int16 form (SPEC.md 4.6: int16 x and y with zero point 0, int8 weights) is the same GEMM in
+its int16 mode (simd/gemm.h qrt_gemm_int16_ops_for): conv_2d_int16, fully_connected_int16 and
+their pack_ and bind_ functions, with the int8 form's parameters (the Requant's dtype int16).
 """
 import numpy as np
 
@@ -22,22 +26,25 @@ from qrt.kernels import Kernel, geometry, isa as _isa
 from qrt.kernels.requantize import tables32
 
 
-from qrt.kernels.isa cimport qrt_gemm_ops_for, qrt_gemm_run
+from qrt.kernels.isa cimport qrt_gemm_int16_ops_for, qrt_gemm_ops_for, qrt_gemm_run
 from qrt.kernels.simd_gemm cimport QRT_PANEL, qrt_gemm, qrt_gemm_ops, qrt_gemm_pack_weights
 
 
 
 class PackedGemm:
     """Weights and per-channel tables in the kernel's layout (simd/layout.h, for the path's
-    qrt_gemm_ops: k per channel group and K's alignment)."""
+    qrt_gemm_ops: k per channel group and K's alignment). requant None: for the int32 mode
+    (qrt_gemm.y32, dynamic.pyx), the requantization tables zero; `sums` keeps the weight sums
+    [groups, panels * 16]. int16: for the int16 mode (zp_x 0; the bias is just the bias)."""
 
-    def __init__(self, w, bias, zp_x, requant, groups, isa):
+    def __init__(self, w, bias, zp_x, requant, groups, isa, int16=False):
         w = np.asarray(w, np.int8)
         c_out, k = w.shape[0], int(np.prod(w.shape[1:]))
         cout_g = c_out // groups
         self.groups, self.cout_g, self.k = groups, cout_g, k
         self.isa = isa
-        cdef const qrt_gemm_ops* ops = qrt_gemm_ops_for(isa)
+        self.int16 = bool(int16)
+        cdef const qrt_gemm_ops* ops = qrt_gemm_int16_ops_for(isa) if int16 else qrt_gemm_ops_for(isa)
         align = ops.k_align  # AMX tiles hold 64 k per row
         self.k4 = max(-(-k // align) * align, align)
         self.panels = -(-cout_g // QRT_PANEL)
@@ -50,14 +57,21 @@ class PackedGemm:
         b[:, :cout_g] = np.asarray(bias, np.int64).reshape(groups, cout_g)
         # Activations are read as x + 128 and the padding as zp_x + 128: subtract both from
         # the bias once. int32 wraps like the reference's accumulator (see simd/gemm.h).
-        b -= (int(zp_x) + 128) * sums
+        # The int16 mode reads x as it is (zp_x = 0) and pads with 0: the bias as it is.
+        if not self.int16:
+            b -= (int(zp_x) + 128) * sums
         self.bias = ((b + 2**31) % 2**32 - 2**31).astype(np.int32)
+        self.sums = sums
+        self.pad_u8 = 0 if self.int16 else (int(zp_x) + 128) & 0xFF
+        if requant is None:
+            self.mult = self.shift = self.round32 = self.shift32 = np.zeros((groups, nch), np.int32)
+            self.n33 = False
+            return
         self.mult = self._per_channel(requant.multiplier, groups, cout_g, nch, 0)
         self.shift = self._per_channel(requant.shift, groups, cout_g, nch, 1)
         # Shifts >= 33 everywhere: the 32-bit requantization of simd/requant.h applies.
         self.n33, self.round32, self.shift32 = tables32(
             self.shift, np.arange(nch)[None, :] < cout_g, requant.zero_point)
-        self.pad_u8 = (int(zp_x) + 128) & 0xFF
 
     @staticmethod
     def _per_channel(values, groups, cout_g, nch, fill):
@@ -88,9 +102,10 @@ cdef class GemmStep(Step):
         return _isa.NAMES[self.g.isa]
 
 
-cdef _check_constants(ins, p, Py_ssize_t channels):
+cdef _check_constants(ins, p, Py_ssize_t channels, bint int16=False):
     """Weights int8, bias int32 [channels], requantization int32 and in range: ValueError
-    (numpy buffer mismatches included) otherwise."""
+    (numpy buffer mismatches included) otherwise. int16: the int16 form's, whose input and
+    output zero points are 0 and whose clamp range lies inside int16."""
     w = ins[1]
     if not isinstance(w, np.ndarray) or w.dtype != np.int8:
         raise ValueError(f"weights must be an int8 array, not {getattr(w, 'dtype', type(w))}")
@@ -100,7 +115,17 @@ cdef _check_constants(ins, p, Py_ssize_t channels):
     r = p.out
     cdef const int32_t[::1] mult = r.multiplier
     cdef const int32_t[::1] shift = r.shift
-    check_requant(mult, shift, channels, r.zero_point, r.lo, r.hi)
+    if not int16:
+        check_requant(mult, shift, channels, r.zero_point, r.lo, r.hi)
+        return
+    # the same checks with int16's clamp range (check_requant's is int8's): its multipliers and
+    # shifts with an int8-range stand-in, then the bounds
+    check_requant(mult, shift, channels, 0, -128, 127)
+    if not (-32768 <= r.lo <= r.hi <= 32767):
+        raise ValueError(f"clamp range [{r.lo}, {r.hi}] must lie inside [-32768, 32767]")
+    if r.zero_point != 0 or p.input_zero_point != 0:
+        raise ValueError(f"int16 activations are symmetric: zero points must be 0 (input "
+                         f"{p.input_zero_point}, output {r.zero_point})")
 
 
 cdef _array(a, dtype, name):
@@ -110,6 +135,7 @@ cdef _array(a, dtype, name):
 
 
 cdef GemmStep _bind(x, y, packed, p, geometry_, isa, threads):
+    """x and y int8, or int16 for weights packed for the int16 mode (seen as their bytes)."""
     cdef GemmStep s = GemmStep.__new__(GemmStep)
     cdef const int8_t[::1] wv = packed.w.reshape(-1)
     cdef const int32_t[::1] bv = packed.bias.reshape(-1)
@@ -117,12 +143,17 @@ cdef GemmStep _bind(x, y, packed, p, geometry_, isa, threads):
     cdef const int32_t[::1] nv = packed.shift.reshape(-1)
     cdef const int32_t[::1] rv = packed.round32.reshape(-1)
     cdef const int32_t[::1] sv = packed.shift32.reshape(-1)
-    cdef const int8_t[::1] xv = x.reshape(-1)
-    cdef int8_t[::1] yv = y.reshape(-1)
+    dtype = np.int16 if packed.int16 else np.int8
+    if x.dtype != dtype or y.dtype != dtype:
+        raise ValueError(f"weights were packed for {np.dtype(dtype).name} activations; x is "
+                         f"{x.dtype}, out {y.dtype}")
+    cdef const int8_t[::1] xv = x.reshape(-1).view(np.int8)
+    cdef int8_t[::1] yv = y.reshape(-1).view(np.int8)
     (s.g.N, s.g.H, s.g.W, s.g.C_in, s.g.OH, s.g.OW, s.g.C_out, s.g.KH, s.g.KW, s.g.sh, s.g.sw,
      s.g.dh, s.g.dw, s.g.top, s.g.left) = geometry_
     s.g.groups, s.g.cin_g, s.g.cout_g = packed.groups, s.g.C_in // packed.groups, packed.cout_g
     s.g.K4, s.g.panels, s.g.pad_u8 = packed.k4, packed.panels, packed.pad_u8
+    s.g.pad_n, s.g.y32 = NULL, NULL  # one zero point, int8 output
     s.g.w, s.g.rq.bias, s.g.rq.mult, s.g.rq.shift = &wv[0], &bv[0], &mv[0], &nv[0]
     s.g.rq.round32, s.g.rq.shift32, s.g.rq.n33 = &rv[0], &sv[0], packed.n33
     r = p.out
@@ -130,7 +161,7 @@ cdef GemmStep _bind(x, y, packed, p, geometry_, isa, threads):
     s.g.isa = _isa.resolve(isa)
     if s.g.isa != packed.isa:
         raise ValueError(f"weights were packed for the {_isa.NAMES[packed.isa]} path, not {_isa.NAMES[s.g.isa]}")
-    s.g.ops = qrt_gemm_ops_for(s.g.isa)
+    s.g.ops = qrt_gemm_int16_ops_for(s.g.isa) if packed.int16 else qrt_gemm_ops_for(s.g.isa)
     s.g.threads = max(1, int(threads))
     s.x = &xv[0] if xv.shape[0] else NULL
     s.y = &yv[0] if yv.shape[0] else NULL
@@ -140,22 +171,24 @@ cdef GemmStep _bind(x, y, packed, p, geometry_, isa, threads):
 
 # ------------------------------------------------------------------------------ CONV_2D
 
-def pack_conv_2d(ins, p, isa=None):
+def pack_conv_2d(ins, p, isa=None, int16=False):
     """ins = [x, w [C_out, KH, KW, C_in/groups], bias [C_out]] -> PackedGemm."""
     geometry.check_inputs(ins)
     w, bias = ins[1], ins[2]
     if w.ndim != 4 or p.groups < 1 or w.shape[0] % p.groups:
         raise ValueError(f"weights {tuple(w.shape)} must be [C_out, KH, KW, C_in/groups] with "
                          f"C_out divisible by groups = {p.groups}")
-    _check_constants(ins, p, w.shape[0])
-    return PackedGemm(w, bias, p.input_zero_point, p.out, p.groups, _isa.resolve(isa))
+    _check_constants(ins, p, w.shape[0], int16)
+    return PackedGemm(w, bias, p.input_zero_point, p.out, p.groups, _isa.resolve(isa), int16)
 
 
-def bind_conv_2d(ins, p, out, isa=None, threads=1, packed=None):
-    """CONV_2D as a Step: ins = [x [N,H,W,C_in], w [C_out,KH,KW,C_in/groups], bias [C_out]]."""
+def bind_conv_2d(ins, p, out, isa=None, threads=1, packed=None, int16=False):
+    """CONV_2D as a Step: ins = [x [N,H,W,C_in], w [C_out,KH,KW,C_in/groups], bias [C_out]].
+    int16: the int16 form (x and out int16)."""
     geometry.check_inputs(ins)
-    x = _array(ins[0], np.int8, "x")
-    y = _array(out, np.int8, "out")
+    dtype = np.int16 if int16 else np.int8
+    x = _array(ins[0], dtype, "x")
+    y = _array(out, dtype, "out")
     w = ins[1]
     if x.ndim != 4 or w.ndim != 4 or y.ndim != 4:
         raise ValueError("x, w and out must be 4-D (NHWC; w is [C_out, KH, KW, C_in/groups])")
@@ -166,9 +199,11 @@ def bind_conv_2d(ins, p, out, isa=None, threads=1, packed=None):
         raise ValueError(f"groups = {groups} does not fit input channels {C_in}, output channels "
                          f"{C_out} and weights {tuple(w.shape)}")
     OH, OW = geometry.conv_output(p, (N, H, W), (KH, KW), C_out, ins[2].shape[0], y.shape)
-    _check_constants(ins, p, C_out)
+    _check_constants(ins, p, C_out, int16)
     if packed is None:
-        packed = pack_conv_2d(ins, p, isa)
+        packed = pack_conv_2d(ins, p, isa, int16)
+    elif packed.int16 != bool(int16):
+        raise ValueError("weights were packed for the other form (int8 / int16)")
     sh, sw, dh, dw, top, left, _, _ = geometry.window(p)
     return _bind(x, y, packed, p, (N, H, W, C_in, OH, OW, C_out, KH, KW, sh, sw, dh, dw, top, left),
                  isa, threads)
@@ -179,26 +214,43 @@ def conv_2d(ins, p, out, isa=None, threads=1):
     bind_conv_2d(ins, p, out, isa, threads)()
 
 
+def pack_conv_2d_int16(ins, p, isa=None):
+    """The int16 form's pack_conv_2d."""
+    return pack_conv_2d(ins, p, isa, int16=True)
+
+
+def bind_conv_2d_int16(ins, p, out, isa=None, threads=1, packed=None):
+    """The int16 form's bind_conv_2d: x [N,H,W,C_in] and out int16, zero points 0."""
+    return bind_conv_2d(ins, p, out, isa, threads, packed, int16=True)
+
+
+def conv_2d_int16(ins, p, out, isa=None, threads=1):
+    """The int16 form's CONV_2D once: bind and run."""
+    bind_conv_2d_int16(ins, p, out, isa, threads)()
+
+
 # ------------------------------------------------------------------------------ FULLY_CONNECTED
 
-def pack_fully_connected(ins, p, isa=None):
+def pack_fully_connected(ins, p, isa=None, int16=False):
     """ins = [x, w [N_out, K], bias [N_out]] -> PackedGemm."""
     geometry.check_inputs(ins)
     w, bias = ins[1], ins[2]
     if w.ndim != 2:
         raise ValueError(f"weights {tuple(w.shape)} must be [N_out, K]")
-    _check_constants(ins, p, w.shape[0])
+    _check_constants(ins, p, w.shape[0], int16)
     if not (-128 <= p.input_zero_point <= 127):
         raise ValueError(f"input zero point {p.input_zero_point} must lie in [-128, 127]")
-    return PackedGemm(w, bias, p.input_zero_point, p.out, 1, _isa.resolve(isa))
+    return PackedGemm(w, bias, p.input_zero_point, p.out, 1, _isa.resolve(isa), int16)
 
 
-def bind_fully_connected(ins, p, out, isa=None, threads=1, packed=None):
+def bind_fully_connected(ins, p, out, isa=None, threads=1, packed=None, int16=False):
     """FULLY_CONNECTED as a Step: ins = [x [..., K], w [N_out, K], bias [N_out]]; the rows of x
-    are the GEMM's rows (a 1x1 convolution over a [rows, 1, 1, K] image)."""
+    are the GEMM's rows (a 1x1 convolution over a [rows, 1, 1, K] image). int16: the int16
+    form (x and out int16)."""
     geometry.check_inputs(ins)
-    x = _array(ins[0], np.int8, "x")
-    y = _array(out, np.int8, "out")
+    dtype = np.int16 if int16 else np.int8
+    x = _array(ins[0], dtype, "x")
+    y = _array(out, dtype, "out")
     w, bias = ins[1], ins[2]
     if x.ndim < 1:
         raise ValueError("x must have rank >= 1 (its last dimension is reduced)")
@@ -213,11 +265,13 @@ def bind_fully_connected(ins, p, out, isa=None, threads=1, packed=None):
     if y.shape != lead + (N_out,):
         raise ValueError(f"output has shape {y.shape}; expected {lead + (N_out,)}")
     rows = int(np.prod(lead, dtype=np.int64))
-    _check_constants(ins, p, N_out)
+    _check_constants(ins, p, N_out, int16)
     if not (-128 <= p.input_zero_point <= 127):
         raise ValueError(f"input zero point {p.input_zero_point} must lie in [-128, 127]")
     if packed is None:
-        packed = pack_fully_connected(ins, p, isa)
+        packed = pack_fully_connected(ins, p, isa, int16)
+    elif packed.int16 != bool(int16):
+        raise ValueError("weights were packed for the other form (int8 / int16)")
     return _bind(x, y, packed, p, (rows, 1, 1, K, 1, 1, N_out, 1, 1, 1, 1, 1, 1, 0, 0), isa, threads)
 
 
@@ -226,7 +280,25 @@ def fully_connected(ins, p, out, isa=None, threads=1):
     bind_fully_connected(ins, p, out, isa, threads)()
 
 
+def pack_fully_connected_int16(ins, p, isa=None):
+    """The int16 form's pack_fully_connected."""
+    return pack_fully_connected(ins, p, isa, int16=True)
+
+
+def bind_fully_connected_int16(ins, p, out, isa=None, threads=1, packed=None):
+    """The int16 form's bind_fully_connected: x [..., K] and out int16, zero points 0."""
+    return bind_fully_connected(ins, p, out, isa, threads, packed, int16=True)
+
+
+def fully_connected_int16(ins, p, out, isa=None, threads=1):
+    """The int16 form's FULLY_CONNECTED once: bind and run."""
+    bind_fully_connected_int16(ins, p, out, isa, threads)()
+
+
 KERNELS = {
     "conv_2d": Kernel(conv_2d, bind_conv_2d, pack_conv_2d),
     "fully_connected": Kernel(fully_connected, bind_fully_connected, pack_fully_connected),
+    "conv_2d_int16": Kernel(conv_2d_int16, bind_conv_2d_int16, pack_conv_2d_int16),
+    "fully_connected_int16": Kernel(fully_connected_int16, bind_fully_connected_int16,
+                                    pack_fully_connected_int16),
 }

@@ -1,7 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Data-movement kernels: CONCAT, PAD, TRANSPOSE, RESHAPE. Each output element is an input
 element (CONCAT: through its input's 256-entry rescale table when the quantizations differ) or
-PAD's fill; no arithmetic at run time.
+PAD's fill; no arithmetic at run time, except in the int16 form of CONCAT (SPEC.md 4.6), which
+rescales an int16 input element by element (common.pxd _rescale16). PAD's int16 form is PAD's
+copy plan with int16 checked.
 
 Each op is used in two steps, as in qrt/kernels/elementwise.pyx: bind_NAME(ins, p, out,
 isa=None, threads=1) -> Step checks shapes, dtypes and parameters once (ValueError), keeps raw
@@ -15,12 +17,12 @@ The bind-time helpers (flat views, checks, the rescale table) are common.pxd's.
 import numpy as np
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int8_t, int16_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove, memset
 
 from qrt.kernels.common cimport (
-    MAX_RANK, _apply_table, _check_isa, _check_rank, _flat_in, _flat_out, _in_bytes, _out_bytes,
-    _rescale_table,
+    MAX_RANK, Rescale16, _apply_table, _check_dtype, _check_isa, _check_rank, _check_zp_in, _flat_in,
+    _flat_out, _in_bytes, _out_bytes, _rescale16, _rescale16_params, _rescale_table,
 )
 from qrt.kernels.plan cimport Step
 
@@ -32,7 +34,9 @@ from qrt.kernels import Kernel
 cdef struct ConcatPart:
     const uint8_t* src
     Py_ssize_t chunk  # bytes per outer index: the input's extent along the axis times inner
-    const uint8_t* table  # NULL: a copy
+    const uint8_t* table  # int8: NULL, a copy
+    bint rescale  # int16: rescaled by r, else a copy
+    Rescale16 r
 
 
 cdef class ConcatStep(Step):
@@ -49,22 +53,23 @@ cdef class ConcatStep(Step):
         for k in range(self.count):
             part = &self.parts[k]
             for o in range(self.outer):
-                if part.table == NULL:
-                    memcpy(self.o + offset + o * self.total_chunk, part.src + o * part.chunk, part.chunk)
-                else:
+                if part.table != NULL:
                     _apply_table(part.table, part.src + o * part.chunk,
                                  self.o + offset + o * self.total_chunk, part.chunk)
+                elif part.rescale:
+                    _rescale16(<const int16_t*>(part.src + o * part.chunk),
+                               <int16_t*>(self.o + offset + o * self.total_chunk), part.chunk // 2, &part.r)
+                else:
+                    memcpy(self.o + offset + o * self.total_chunk, part.src + o * part.chunk, part.chunk)
             offset += part.chunk
         return 0
 
 
-def bind_concat(ins, p, out, isa=None, threads=1):
-    """CONCAT along p.axis as a Step, each input re-expressed in the output's quantization
-    (identity inputs copied). Reference: qrt/ops/concat.py."""
+cdef ConcatStep _bind_concat(ins, p, out, isa, object dtype):
     cdef ConcatStep s = ConcatStep.__new__(ConcatStep)
-    cdef Py_ssize_t axis, rank, k, inner
-    cdef const int8_t[::1] xv
-    cdef int8_t[::1] ov
+    cdef Py_ssize_t axis, rank, k, inner, isz
+    cdef const uint8_t[::1] xv
+    cdef uint8_t[::1] ov
     cdef uint8_t[:, ::1] tables
     oshape = out.shape
     rank = len(oshape)
@@ -73,16 +78,19 @@ def bind_concat(ins, p, out, isa=None, threads=1):
         raise ValueError(f"axis {axis} is out of range for out of rank {rank}")
     if len(ins) == 0 or len(ins) != len(p.inputs):
         raise ValueError(f"{len(ins)} inputs but parameters for {len(p.inputs)}")
-    ov = _flat_out(out)
+    ov = _flat_out(out).view(np.uint8)
+    _check_dtype(out, dtype, "out")
+    isz = out.dtype.itemsize
     total = 0
     flats = []
     for k in range(len(ins)):
         x = ins[k]
+        flats.append(_flat_in(x, f"input {k}").view(np.uint8))
+        _check_dtype(x, dtype, f"input {k}")
         sh = x.shape
         if len(sh) != rank or sh[:axis] != oshape[:axis] or sh[axis + 1:] != oshape[axis + 1:]:
             raise ValueError(f"input {k} has shape {sh}; it must match out {oshape} except on axis {axis}")
         total += sh[axis]
-        flats.append(_flat_in(x, f"input {k}"))
     if total != oshape[axis]:
         raise ValueError(f"inputs add up to {total} along axis {axis}, out has {oshape[axis]}")
     s.outer = 1
@@ -91,7 +99,7 @@ def bind_concat(ins, p, out, isa=None, threads=1):
     inner = 1
     for k in range(axis + 1, rank):
         inner *= oshape[k]
-    s.total_chunk = oshape[axis] * inner
+    s.total_chunk = oshape[axis] * inner * isz
     s.o = <uint8_t*>&ov[0] if ov.shape[0] else NULL
     table_arr = np.empty((len(ins), 256), np.uint8)
     tables = table_arr
@@ -102,20 +110,43 @@ def bind_concat(ins, p, out, isa=None, threads=1):
     for k in range(len(ins)):
         xv = flats[k]
         s.parts[k].src = <const uint8_t*>&xv[0] if xv.shape[0] else NULL
-        s.parts[k].chunk = ins[k].shape[axis] * inner
+        s.parts[k].chunk = ins[k].shape[axis] * inner * isz
         s.parts[k].table = NULL
+        s.parts[k].rescale = False
         q = p.inputs[k]
-        if not q.identity:
+        if q.identity:
+            continue
+        if isz == 1:
             _rescale_table(q, True, &tables[k, 0])
             s.parts[k].table = &tables[k, 0]
+        else:
+            _rescale16_params(q, np.int16, np.int16, &s.parts[k].r)
+            s.parts[k].rescale = True
     _check_isa(isa)
     s.keep = (list(ins), out, table_arr)
     return s
 
 
+def bind_concat(ins, p, out, isa=None, threads=1):
+    """CONCAT along p.axis as a Step, each input re-expressed in the output's quantization
+    (identity inputs copied). Reference: qrt/ops/concat.py."""
+    return _bind_concat(ins, p, out, isa, np.int8)
+
+
 def concat(ins, p, out, isa=None, threads=1):
     """CONCAT once: bind and run (see bind_concat)."""
     bind_concat(ins, p, out, isa, threads)()
+
+
+def bind_concat_int16(ins, p, out, isa=None, threads=1):
+    """CONCAT of int16 activations as a Step: identity inputs copied, the others rescaled into
+    the output's quantization element by element. Reference: qrt/ops/concat.py."""
+    return _bind_concat(ins, p, out, isa, np.int16)
+
+
+def concat_int16(ins, p, out, isa=None, threads=1):
+    """int16 CONCAT once: bind and run (see bind_concat_int16)."""
+    bind_concat_int16(ins, p, out, isa, threads)()
 
 
 # ---------------------------------------------------------------------------- PAD
@@ -228,6 +259,23 @@ def bind_pad(ins, p, out, isa=None, threads=1):
 def pad(ins, p, out, isa=None, threads=1):
     """PAD once: bind and run (see bind_pad)."""
     bind_pad(ins, p, out, isa, threads)()
+
+
+def bind_pad_int16(ins, p, out, isa=None, threads=1):
+    """PAD of an int16 activation as a Step: bind_pad's copy plan, with x and out int16 and the
+    fill (the zero point) in int16's range checked. Reference: qrt/ops/pad.py."""
+    x = ins[0]
+    _flat_in(x, "input")
+    _flat_out(out)
+    _check_dtype(x, np.int16, "input")
+    _check_dtype(out, np.int16, "out")
+    _check_zp_in(p.zero_point, np.int16, "zero point (the fill)")
+    return bind_pad(ins, p, out, isa, threads)
+
+
+def pad_int16(ins, p, out, isa=None, threads=1):
+    """int16 PAD once: bind and run (see bind_pad_int16)."""
+    bind_pad_int16(ins, p, out, isa, threads)()
 
 
 # ---------------------------------------------------------------------------- TRANSPOSE
@@ -447,6 +495,8 @@ def reshape(ins, p, out, isa=None, threads=1):
 KERNELS = {
     "concat": Kernel(concat, bind_concat),
     "pad": Kernel(pad, bind_pad),
+    "concat_int16": Kernel(concat_int16, bind_concat_int16),
+    "pad_int16": Kernel(pad_int16, bind_pad_int16),
     "transpose": Kernel(transpose, bind_transpose),
     "reshape": Kernel(reshape, bind_reshape),
 }

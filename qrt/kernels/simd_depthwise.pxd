@@ -1,7 +1,7 @@
 # cython: language_level=3
 """DEPTHWISE_CONV_2D for Cython: its struct (simd/api.h) and its packed-weight layout
-(simd/layout.h). The path's code, qrt_dw_ops_for and qrt_dw_run, is compiled once in
-qrt.kernels.isa and cimported from there (isa.pxd)."""
+(simd/layout.h). The path's code, qrt_dw_ops_for (qrt_dw_int16_ops_for for the int16 form) and
+qrt_dw_run, is compiled once in qrt.kernels.isa and cimported from there (isa.pxd)."""
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t
 
 from qrt.kernels.simd_requant cimport qrt_channel_requant

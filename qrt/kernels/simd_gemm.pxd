@@ -9,13 +9,15 @@ from qrt.kernels.simd_requant cimport qrt_channel_requant
 cdef extern from "simd/api.h":
     ctypedef struct qrt_gemm_ops:
         int64_t mr
-        int es, kg, k_align
+        int es, kg, k_align, xs
     ctypedef struct qrt_gemm:
         int64_t N, H, W, C_in, OH, OW, C_out, KH, KW, sh, sw, dh, dw, top, left
         int64_t groups, cin_g, cout_g, K4, panels
         uint8_t pad_u8
+        const uint8_t* pad_n  # NULL, or a flipped zero point per image (dynamic.h)
         const int8_t* w
         qrt_channel_requant rq
+        int32_t* y32  # NULL, or the int32 mode's output (dynamic.h)
         int isa, threads
         const qrt_gemm_ops* ops
 

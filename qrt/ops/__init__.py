@@ -14,11 +14,11 @@ import math
 
 from .._version import __version__
 from ..errors import InvalidModelError, UnsupportedModelError
-from ..format.model import Activation, DType, ModelDefinition, OpCode
+from ..format.model import Activation, DType, InputQuantization, ModelDefinition, OpCode
 from ..format.versions import BASE_SINCE, parse_version
 from .add import ADD
 from .average_pool_2d import AVERAGE_POOL_2D
-from .base import Check, OpDef
+from .base import DYNAMIC, WEIGHT_ONLY, Check, Form, OpDef
 from .concat import CONCAT
 from .conv_2d import CONV_2D
 from .depthwise_conv_2d import DEPTHWISE_CONV_2D
@@ -39,12 +39,16 @@ from .reshape import RESHAPE
 from .softmax import SOFTMAX
 from .sub import SUB
 from .transpose import TRANSPOSE
+from .unary import UNARY
 
 OPS: dict[OpCode, OpDef] = {d.opcode: d for d in (
     CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, SUB, MUL, CONCAT, MAX_POOL_2D, AVERAGE_POOL_2D,
     MEAN, PAD, RESHAPE, TRANSPOSE, LEAKY_RELU, PRELU, LUT, SOFTMAX, QUANTIZE, DEQUANTIZE, REQUANTIZE,
-    MAXIMUM, MINIMUM,
+    MAXIMUM, MINIMUM, UNARY,
 )}
+
+# Releases of the format's features that are not ops (each op's form has its own `since`).
+PER_GROUP_SINCE = "0.3.0"
 
 
 def check_op_version(model: ModelDefinition, index: int):
@@ -63,9 +67,24 @@ def check_op_version(model: ModelDefinition, index: int):
             f"not know; the file needs a newer qrt (pip install -U qrt)")
 
 
+def op_form(model: ModelDefinition, index: int) -> Form:
+    """The form (integer, float32, weight-only, dynamic) operator `index` computes in."""
+    op = model.operators[index]
+    return OPS[op.opcode].form(model, index)
+
+
 def min_runtime_version(model: ModelDefinition) -> str:
-    """The lowest qrt release that can run `model` (every op it uses)."""
-    return max([BASE_SINCE] + [OPS[op.opcode].since for op in model.operators], key=parse_version)
+    """The lowest qrt release that can run `model`: every op and form it uses, and per-group
+    quantization (files that use none of the newer features keep the older number)."""
+    needs = [BASE_SINCE] + [OPS[op.opcode].since for op in model.operators]
+    for i in range(len(model.operators)):
+        try:
+            needs.append(op_form(model, i).since)
+        except (IndexError, InvalidModelError):  # an invalid operator: the verifier reports it
+            pass
+    if any(t.quant is not None and t.quant.per_group for t in model.tensors):
+        needs.append(PER_GROUP_SINCE)
+    return max(needs, key=parse_version)
 
 
 def verify_operator(model: ModelDefinition, index: int):
@@ -74,14 +93,23 @@ def verify_operator(model: ModelDefinition, index: int):
     op = model.operators[index]
     d = OPS[op.opcode]
     c = Check(model, index)
-    for t in op.inputs + op.outputs:
-        if model.tensors[t].dtype == DType.INT4:
-            c.fail(f"{c.label(model.tensors[t])} is INT4, which no operator of this format revision reads or writes")
     lo, hi = d.inputs
     if not lo <= len(op.inputs) <= hi:
         c.fail(f"has {len(op.inputs)} inputs; expected {lo if lo == hi else f'at least {lo}'}")
     if len(op.outputs) != d.outputs:
         c.fail(f"has {len(op.outputs)} outputs; expected {d.outputs}")
+    form = d.form(model, index)
+    c.form = form.name
+    for k, t in enumerate(op.inputs + op.outputs):
+        # INT4 is only ever weights (input 1) of a form that unpacks them
+        if model.tensors[t].dtype == DType.INT4 and not (k == 1 and form.name == WEIGHT_ONLY):
+            c.fail(f"{c.label(model.tensors[t])} is INT4, which {op.opcode.name} reads only as the weights "
+                   f"of its weight-only form")
+    if op.input_quantization not in InputQuantization._value2member_map_:
+        c.fail(f"input_quantization {int(op.input_quantization)} is unknown")
+    if op.input_quantization != InputQuantization.NONE and form.name != DYNAMIC:
+        c.fail(f"input_quantization {InputQuantization(op.input_quantization).name} applies only to CONV_2D "
+               f"and FULLY_CONNECTED with float32 activations and int8 weights (the dynamic form)")
     if op.activation != Activation.NONE:
         if not d.fused_activation:
             c.fail(f"cannot fuse activation {Activation(op.activation).name}")
@@ -89,7 +117,7 @@ def verify_operator(model: ModelDefinition, index: int):
                 math.isfinite(op.clip_min) and math.isfinite(op.clip_max) and op.clip_min <= op.clip_max):
             c.fail(f"clip range [{op.clip_min}, {op.clip_max}] must be finite with min <= max")
     c.options = _options(c, d)
-    d.verify(c)
+    form.verify(c)
 
 
 def _options(c: Check, d: OpDef):
@@ -118,13 +146,14 @@ def prepare_op(model: ModelDefinition, index: int):
     operator when its scales cannot be expressed (a multiplier too large, say)."""
     op = model.operators[index]
     d = OPS[op.opcode]
+    form = d.form(model, index)
     if op.options is None and d.options is not None:
         op = dataclasses.replace(op, options=d.options())
     try:
-        return d.prepare(model, op)
+        return form.prepare(model, op)
     except InvalidModelError as e:
         raise InvalidModelError(f"{model.operator_label(index)}: {e}") from None
 
 
-__all__ = ["OPS", "OpDef", "Check", "check_op_version", "verify_operator", "prepare_op", "min_runtime_version",
-           "op_macs"]
+__all__ = ["OPS", "OpDef", "Form", "Check", "check_op_version", "verify_operator", "prepare_op", "op_form",
+           "min_runtime_version", "op_macs"]

@@ -1,14 +1,15 @@
 """AVERAGE_POOL_2D (SPEC.md section 2.13.7; 2.14): sum (x - zp_x) over each window / count, count
 the window area or its non-padded positions, the 1/count folded into the multiplier (one
-rounding). Compiled kernel: qrt/kernels/pool.pyx average_pool_2d."""
+rounding). Compiled kernel: qrt/kernels/pool.pyx average_pool_2d. Its float32 form (float32 x
+and y) runs in NumPy, summing in float64 rounded once to float32."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..format.model import OpCode, Pool2DOptions
 from ..numerics import requantize
-from .base import OpDef, requant, scale
-from .max_pool_2d import PoolParams, pool_params, verify_pool
+from .base import FLOAT32, INT16, Form, OpDef, float_clamp, requant, scale
+from .max_pool_2d import FloatPoolParams, PoolParams, pool_params, prepare_float, verify_pool
 from .window import windows
 
 
@@ -31,8 +32,26 @@ def reference(ins, p: PoolParams) -> np.ndarray:
         ones = np.ones((1,) + x.shape[1:3] + (1,), np.int64)
         count = np.broadcast_to(windows(ones, p.kernel, p.stride, (1, 1), p.pads, 0).sum(axis=(3, 4)), total.shape)
     r = p.out
-    return requantize(total, r.multiplier[count - 1], r.shift[count - 1], r.zero_point, r.lo, r.hi).astype(np.int8)
+    return requantize(total, r.multiplier[count - 1], r.shift[count - 1], r.zero_point, r.lo, r.hi).astype(r.dtype)
+
+
+def reference_float(ins, p: FloatPoolParams) -> np.ndarray:
+    """The window sums (padding 0) in float64, one tap at a time, / count, rounded once."""
+    x = ins[0]
+    win = windows(x, p.kernel, p.stride, (1, 1), p.pads, 0)
+    total = np.zeros(win.shape[:3] + win.shape[5:], np.float64)
+    for i in range(p.kernel[0]):
+        for j in range(p.kernel[1]):
+            total += win[:, :, :, i, j, :]
+    if p.count_include_pad:
+        count = p.kernel[0] * p.kernel[1]
+    else:  # the non-padded positions of each window: [1, OH, OW, 1]
+        ones = np.ones((1,) + x.shape[1:3] + (1,), np.float64)
+        count = windows(ones, p.kernel, p.stride, (1, 1), p.pads, 0).sum(axis=(3, 4))
+    return float_clamp((total / count).astype(np.float32), p.bounds)
 
 
 AVERAGE_POOL_2D = OpDef(OpCode.AVERAGE_POOL_2D, (1, 1), 1, True, Pool2DOptions, verify_pool, prepare,
-                        reference, "average_pool_2d")
+                        reference, "average_pool_2d",
+                        forms=(Form(FLOAT32, verify_pool, prepare_float, reference_float, None, "0.3.0"),
+                               Form(INT16, verify_pool, prepare, reference, "average_pool_2d_int16", "0.3.0")))

@@ -1,6 +1,6 @@
 """CONCAT (SPEC.md section 2.13.5): int8 activations joined along `axis`, each input rescaled to
 the output's scale and zero point (a plain copy where they already match). Compiled kernel:
-qrt/kernels/movement.pyx concat."""
+qrt/kernels/movement.pyx concat. Its float32 form (float32 inputs and y) is np.concatenate."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..format.model import ConcatOptions, OpCode
-from .base import ANY, Check, OpDef, rescale, rescale_reference
+from .base import ANY, FLOAT32, INT16, Check, Form, OpDef, rescale, rescale_reference
 
 
 @dataclass
@@ -41,7 +41,19 @@ def verify(c: Check):
 
 
 def reference(ins, p: ConcatParams) -> np.ndarray:
-    return np.concatenate([rescale_reference(x, q) for x, q in zip(ins, p.inputs)], axis=p.axis).astype(np.int8)
+    dtype = p.inputs[0].out.dtype
+    return np.concatenate([rescale_reference(x, q) for x, q in zip(ins, p.inputs)], axis=p.axis).astype(dtype)
 
 
-CONCAT = OpDef(OpCode.CONCAT, (1, ANY), 1, False, ConcatOptions, verify, prepare, reference, "concat")
+def prepare_float(model, op) -> int:
+    """The axis, in [0, rank)."""
+    return op.options.axis % len(model.tensors[op.outputs[0]].shape)
+
+
+def reference_float(ins, axis: int) -> np.ndarray:
+    return np.concatenate(ins, axis=axis)
+
+
+CONCAT = OpDef(OpCode.CONCAT, (1, ANY), 1, False, ConcatOptions, verify, prepare, reference, "concat",
+               forms=(Form(FLOAT32, verify, prepare_float, reference_float, None, "0.3.0"),
+                      Form(INT16, verify, prepare, reference, "concat_int16", "0.3.0")))

@@ -1,6 +1,8 @@
 """CONV_2D (SPEC.md section 2.13.1): x [N, H, W, C_in] int8, weights [C_out, KH, KW, C_in / groups]
 int8 symmetric (per tensor or per output channel), bias [C_out] int32 -> y [N, OH, OW, C_out].
-Compiled kernel: qrt/kernels/gemm.pyx conv_2d."""
+Compiled kernel: qrt/kernels/gemm.pyx conv_2d. Its float32, weight-only and dynamic forms
+(float32 x, y and bias) follow qrt/ops/hybrid.py; compiled kernels: qrt/kernels/weight_only.pyx,
+dynamic.pyx."""
 from __future__ import annotations
 
 import math
@@ -9,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..format.model import Conv2DOptions, OpCode
-from .base import Check, OpDef, Requant, requant, requantize_to, scale, zero_point
+from . import hybrid as H
+from .base import DYNAMIC, FLOAT32, INT16, WEIGHT_ONLY, Check, Form, OpDef, Requant, requant, requantize_to, scale, zero_point
 from .window import check_spatial_output, check_window, windows
 
 
@@ -81,5 +84,72 @@ def gemm_macs(model, op) -> int:
     return model.tensors[op.outputs[0]].numel * math.prod(model.tensors[op.inputs[1]].shape[1:])
 
 
+# ---------------------------------------------------------------------------- float32 activations
+
+@dataclass
+class HybridConvParams:
+    window: ConvParams  # stride, dilation, pads, groups (its zero point and Requant unused)
+    hybrid: H.HybridParams
+
+
+def hybrid_conv_params(model, op, form: str) -> HybridConvParams:
+    o = op.options
+    win = ConvParams((o.stride_h, o.stride_w), (o.dilation_h, o.dilation_w),
+                     (o.pad_top, o.pad_left, o.pad_bottom, o.pad_right), o.groups, 0, None)
+    return HybridConvParams(win, H.hybrid_params(model, op, form))
+
+
+def _grouped(x, w_rows, p: ConvParams, kernel: tuple, matmul):
+    """matmul(patches [M, KH*KW*cin_g], weight rows of group g, g) per group, into [N, OH, OW, C_out]:
+    the im2col of x (padding 0) in (kh, kw, c) order, the weights' storage order."""
+    kh, kw = kernel
+    win = windows(x, (kh, kw), p.stride, p.dilation, p.pads, 0)
+    n, oh, ow = win.shape[:3]
+    cin_g = x.shape[3] // p.groups
+    outs = []
+    for g in range(p.groups):
+        patch = win[..., g * cin_g:(g + 1) * cin_g].reshape(n * oh * ow, kh * kw * cin_g)
+        outs.append(matmul(patch, g))
+    return np.concatenate(outs, axis=1).reshape(n, oh, ow, -1)
+
+
+def reference_float(ins, p: HybridConvParams) -> np.ndarray:
+    x, w, bias = ins
+    cout_g = w.shape[0] // p.window.groups
+    w2 = w.reshape(w.shape[0], -1)
+    y = _grouped(x, w2, p.window, w.shape[1:3], lambda a, g: a @ w2[g * cout_g:(g + 1) * cout_g].T)
+    return H.finish(y + bias, p.hybrid)
+
+
+def reference_weight_only(ins, p: HybridConvParams) -> np.ndarray:
+    x, w, bias = ins
+    qw = p.hybrid.weights
+    wd = H.dequantize_weights(w, qw)
+    cout_g = qw.channels // p.window.groups
+    y = _grouped(x, wd, p.window, qw.shape[1:3], lambda a, g: H.ordered_matmul(
+        a, wd[g * cout_g:(g + 1) * cout_g], bias[g * cout_g:(g + 1) * cout_g]))
+    return H.finish(y, p.hybrid)
+
+
+def reference_dynamic(ins, p: HybridConvParams) -> np.ndarray:
+    """Each image quantized on its own (quantize_rows); padding is real 0 (q = zp)."""
+    x, w, bias = ins
+    qw = p.hybrid.weights
+    q, s, zp = H.quantize_rows(x.reshape(x.shape[0], -1))
+    xs = q.reshape(x.shape).astype(np.int64) - zp.reshape(-1, 1, 1, 1)
+    wi = H.weight_values(w, qw).astype(np.int64)
+    cout_g = qw.channels // p.window.groups
+    acc = _grouped(xs, wi, p.window, qw.shape[1:3], lambda a, g: a @ wi[g * cout_g:(g + 1) * cout_g].T)
+    return H.finish(H.dequantize_sums(acc, s, qw.scales[:, 0], bias), p.hybrid)
+
+
+def _form(name, reference, kernel):
+    return Form(name, verify, lambda model, op: hybrid_conv_params(model, op, name), reference, kernel, "0.3.0")
+
+
 CONV_2D = OpDef(OpCode.CONV_2D, (3, 3), 1, True, Conv2DOptions, verify, conv_params, reference, "conv_2d",
-                macs=gemm_macs)
+                macs=gemm_macs, select=H.select, forms=(
+                    _form(FLOAT32, reference_float, None),
+                    _form(WEIGHT_ONLY, reference_weight_only, "conv_2d_weight_only"),
+                    _form(DYNAMIC, reference_dynamic, "conv_2d_dynamic"),
+                    Form(INT16, verify, conv_params, reference, "conv_2d_int16", "0.3.0")))

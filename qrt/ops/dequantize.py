@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..format.model import DType, OpCode, Tensor
-from .base import Check, OpDef, scale, zero_point
+from .base import Check, OpDef, conversion, scale, zero_point
 from .quantize import BOUNDARY_DTYPES
 
 
@@ -38,4 +38,5 @@ def reference(ins, p: DequantizeParams) -> np.ndarray:
     return p.scale * (ins[0].astype(np.int32) - p.zero_point).astype(np.float32)
 
 
-DEQUANTIZE = OpDef(OpCode.DEQUANTIZE, (1, 1), 1, False, None, verify, prepare, reference, "dequantize")
+DEQUANTIZE = OpDef(OpCode.DEQUANTIZE, (1, 1), 1, False, None, verify, prepare, reference, "dequantize",
+                    select=conversion)

@@ -1,5 +1,8 @@
 """FULLY_CONNECTED (SPEC.md section 2.13.3): x [..., K] int8, weights [N_out, K] int8 symmetric,
-bias [N_out] int32 -> y [..., N_out]. Compiled kernel: qrt/kernels/gemm.pyx fully_connected."""
+bias [N_out] int32 -> y [..., N_out]. Compiled kernel: qrt/kernels/gemm.pyx fully_connected.
+Its float32, weight-only and dynamic forms (float32 x, y and bias) follow qrt/ops/hybrid.py;
+compiled kernels: qrt/kernels/weight_only.pyx,
+dynamic.pyx."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..format.model import OpCode
-from .base import Check, OpDef, Requant, requant, requantize_to, zero_point
+from . import hybrid as H
+from .base import DYNAMIC, FLOAT32, INT16, WEIGHT_ONLY, Check, Form, OpDef, Requant, requant, requantize_to, zero_point
 from .conv_2d import channel_multipliers, gemm_macs
 
 
@@ -42,5 +46,36 @@ def reference(ins, p: FullyConnectedParams) -> np.ndarray:
     return requantize_to(acc, p.out)
 
 
+# ---------------------------------------------------------------------------- float32 activations
+
+def reference_float(ins, p: H.HybridParams) -> np.ndarray:
+    x, w, bias = ins
+    x2 = x.reshape(-1, x.shape[-1])
+    return H.finish((x2 @ w.T + bias).reshape(x.shape[:-1] + (w.shape[0],)), p)
+
+
+def reference_weight_only(ins, p: H.HybridParams) -> np.ndarray:
+    x, w, bias = ins
+    x2 = x.reshape(-1, x.shape[-1])
+    y = H.ordered_matmul(x2, H.dequantize_weights(w, p.weights), bias)
+    return H.finish(y.reshape(x.shape[:-1] + (p.weights.channels,)), p)
+
+
+def reference_dynamic(ins, p: H.HybridParams) -> np.ndarray:
+    x, w, bias = ins
+    q, s, zp = H.quantize_rows(x.reshape(-1, x.shape[-1]))
+    acc = (q.astype(np.int64) - zp[:, None]) @ H.weight_values(w, p.weights).astype(np.int64).T
+    y = H.dequantize_sums(acc, s, p.weights.scales[:, 0], bias)
+    return H.finish(y.reshape(x.shape[:-1] + (p.weights.channels,)), p)
+
+
+def _form(name, reference, kernel):
+    return Form(name, verify, lambda model, op: H.hybrid_params(model, op, name), reference, kernel, "0.3.0")
+
+
 FULLY_CONNECTED = OpDef(OpCode.FULLY_CONNECTED, (3, 3), 1, True, None, verify, prepare, reference,
-                        "fully_connected", macs=gemm_macs)
+                        "fully_connected", macs=gemm_macs, select=H.select, forms=(
+                            _form(FLOAT32, reference_float, None),
+                            _form(WEIGHT_ONLY, reference_weight_only, "fully_connected_weight_only"),
+                            _form(DYNAMIC, reference_dynamic, "fully_connected_dynamic"),
+                            Form(INT16, verify, prepare, reference, "fully_connected_int16", "0.3.0")))

@@ -1,7 +1,8 @@
 """LEAKY_RELU (SPEC.md section 2.13.12; 2.14): y = zp_y + rounding_shift(x - zp_x, m, n), with
 (m, n) the positive slope for x >= zp_x and alpha's (signed) slope below. PRELU
 (qrt/ops/prelu.py) is the same with alpha per element. Compiled kernel:
-qrt/kernels/elementwise.pyx slope (both ops)."""
+qrt/kernels/elementwise.pyx slope (both ops). Its float32 form (float32 x and y) is
+where(x >= 0, x, alpha * x) in NumPy (slope_float, PRELU's too)."""
 from __future__ import annotations
 
 import math
@@ -11,7 +12,7 @@ import numpy as np
 
 from ..format.model import LeakyReluOptions, OpCode
 from ..numerics import quantize_multiplier, quantize_signed_multiplier, rounding_shift
-from .base import Check, OpDef, scale, zero_point
+from .base import FLOAT32, Check, Form, OpDef, scale, zero_point
 
 
 @dataclass
@@ -53,4 +54,25 @@ def reference(ins, p: SlopeParams) -> np.ndarray:
     return np.clip(np.where(v >= 0, pos, neg) + p.out_zero_point, -128, 127).astype(np.int8)
 
 
-LEAKY_RELU = OpDef(OpCode.LEAKY_RELU, (1, 1), 1, False, LeakyReluOptions, verify, prepare, reference, "slope")
+# ---------------------------------------------------------------------------- float32 form
+
+@dataclass
+class FloatSlopeParams:
+    alpha: np.float32  # the option, rounded to float32 as the file stores it
+
+
+def prepare_float(model, op) -> FloatSlopeParams:
+    return FloatSlopeParams(np.float32(op.options.alpha))
+
+
+def slope_float(x: np.ndarray, alpha) -> np.ndarray:
+    """x where x >= 0, else alpha * x (float32; NaN stays NaN)."""
+    return np.where(x >= 0, x, x * alpha)
+
+
+def reference_float(ins, p: FloatSlopeParams) -> np.ndarray:
+    return slope_float(ins[0], p.alpha)
+
+
+LEAKY_RELU = OpDef(OpCode.LEAKY_RELU, (1, 1), 1, False, LeakyReluOptions, verify, prepare, reference, "slope",
+                   forms=(Form(FLOAT32, verify, prepare_float, reference_float, None, "0.3.0"),))

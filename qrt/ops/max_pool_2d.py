@@ -1,6 +1,7 @@
 """MAX_POOL_2D (SPEC.md section 2.13.6): the largest int8 of each window; padding never wins, and
 the output keeps the input's quantization. Shares PoolParams and the checks with
-AVERAGE_POOL_2D (qrt/ops/average_pool_2d.py). Compiled kernel: qrt/kernels/pool.pyx max_pool_2d."""
+AVERAGE_POOL_2D (qrt/ops/average_pool_2d.py). Compiled kernel: qrt/kernels/pool.pyx max_pool_2d.
+Its float32 form (float32 x and y) runs in NumPy, padding -inf."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..format.model import QUANT_RANGE, OpCode, Pool2DOptions
-from .base import Check, OpDef, Requant, zero_point
+from .base import FLOAT32, INT16, Check, Form, OpDef, Requant, float_bounds, zero_point
 from .window import check_spatial_output, windows
 
 
@@ -35,6 +36,23 @@ def prepare(model, op) -> PoolParams:
     return pool_params(model, op, unused)
 
 
+@dataclass
+class FloatPoolParams:
+    """The float32 forms of MAX_POOL_2D and AVERAGE_POOL_2D."""
+    kernel: tuple  # (h, w)
+    stride: tuple  # (h, w)
+    pads: tuple  # (top, left, bottom, right)
+    count_include_pad: bool
+    bounds: tuple  # the fused activation's real range (AVERAGE_POOL_2D; MAX_POOL_2D has none)
+
+
+def prepare_float(model, op) -> FloatPoolParams:
+    o = op.options
+    return FloatPoolParams((o.kernel_h, o.kernel_w), (o.stride_h, o.stride_w),
+                           (o.pad_top, o.pad_left, o.pad_bottom, o.pad_right), o.count_include_pad,
+                           float_bounds(op))
+
+
 def verify_pool(c: Check):
     x, y = c.input(0), c.output()
     o = c.options
@@ -56,10 +74,23 @@ def verify(c: Check):
 
 
 def reference(ins, p: PoolParams) -> np.ndarray:
-    """Padding never wins: it is filled below the int8 range."""
-    win = windows(ins[0].astype(np.int16), p.kernel, p.stride, (1, 1), p.pads, -129)
-    return win.max(axis=(3, 4)).astype(np.int8)
+    """Padding never wins: it is filled below the input dtype's range."""
+    x = ins[0]
+    win = windows(x.astype(np.int32), p.kernel, p.stride, (1, 1), p.pads, int(np.iinfo(x.dtype).min) - 1)
+    return win.max(axis=(3, 4)).astype(x.dtype)
+
+
+def reference_float(ins, p: FloatPoolParams) -> np.ndarray:
+    """The max over each window's taps, one tap at a time; padding is -inf (never wins)."""
+    win = windows(ins[0], p.kernel, p.stride, (1, 1), p.pads, -np.inf)
+    y = win[:, :, :, 0, 0, :].copy()
+    for i in range(p.kernel[0]):
+        for j in range(p.kernel[1]):
+            if i or j:
+                np.maximum(y, win[:, :, :, i, j, :], out=y)
+    return y
 
 
 MAX_POOL_2D = OpDef(OpCode.MAX_POOL_2D, (1, 1), 1, False, Pool2DOptions, verify, prepare, reference,
-                    "max_pool_2d")
+                    "max_pool_2d", forms=(Form(FLOAT32, verify, prepare_float, reference_float, None, "0.3.0"),
+                                          Form(INT16, verify, prepare, reference, "max_pool_2d_int16", "0.3.0")))

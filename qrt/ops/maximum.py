@@ -2,7 +2,8 @@
 Each operand is first re-expressed in y's scale and zero point (one rounding, clamped to the
 fused activation's range), then the larger taken: rescaling is monotonic, so this is the max of
 the real values up to that one rounding. MINIMUM (qrt/ops/minimum.py) takes the smaller.
-Compiled kernel: qrt/kernels/elementwise.pyx maximum."""
+Compiled kernel: qrt/kernels/elementwise.pyx maximum. Its float32 form is ADD's (np.maximum;
+qrt/ops/add.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..format.model import OpCode
-from .add import verify_binary
+from .add import FLOAT_FORM, verify_binary
 from .base import OpDef, RescaleParams, rescale, rescale_reference
 
 
@@ -32,4 +33,4 @@ def reference(ins, p: ExtremumParams) -> np.ndarray:
 
 
 MAXIMUM = OpDef(OpCode.MAXIMUM, (2, 2), 1, True, None, verify_binary, prepare, reference, "maximum",
-                since="0.2.0")
+                since="0.2.0", forms=(FLOAT_FORM,))

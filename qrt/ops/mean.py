@@ -1,5 +1,6 @@
 """MEAN (SPEC.md section 2.13.8): the average of int8 activations over `axes`, with the 1/count
-folded into one multiplier. Compiled kernel: qrt/kernels/pool.pyx mean."""
+folded into one multiplier. Compiled kernel: qrt/kernels/pool.pyx mean. Its float32 form (float32 x
+and y) averages in float64, rounded once to float32."""
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..format.model import MeanOptions, OpCode
-from .base import Check, OpDef, RescaleParams, requantize_to, rescale
+from .base import FLOAT32, INT16, Check, Form, OpDef, RescaleParams, float_bounds, float_clamp, requantize_to, rescale
 
 
 @dataclass
@@ -45,4 +46,24 @@ def reference(ins, p: MeanParams) -> np.ndarray:
     return requantize_to(total, p.rescale.out).reshape(total.shape)
 
 
-MEAN = OpDef(OpCode.MEAN, (1, 1), 1, True, MeanOptions, verify, prepare, reference, "mean")
+@dataclass
+class FloatMeanParams:
+    axes: tuple
+    keep_dims: bool
+    bounds: tuple  # the fused activation's real range
+
+
+def prepare_float(model, op) -> FloatMeanParams:
+    rank = len(model.tensors[op.inputs[0]].shape)
+    return FloatMeanParams(tuple(sorted({a % rank for a in op.options.axes})), op.options.keep_dims,
+                           float_bounds(op))
+
+
+def reference_float(ins, p: FloatMeanParams) -> np.ndarray:
+    y = ins[0].mean(axis=p.axes, dtype=np.float64, keepdims=p.keep_dims)
+    return float_clamp(np.asarray(y, np.float32), p.bounds)
+
+
+MEAN = OpDef(OpCode.MEAN, (1, 1), 1, True, MeanOptions, verify, prepare, reference, "mean",
+             forms=(Form(FLOAT32, verify, prepare_float, reference_float, None, "0.3.0"),
+                    Form(INT16, verify, prepare, reference, "mean_int16", "0.3.0")))

@@ -1,6 +1,6 @@
 """MUL (SPEC.md section 2.13.4; 2.14): y = a * b of int8 activations, broadcasting; the product of
 the zero-point-free operands requantized with s_a * s_b / s_y. Compiled kernel:
-qrt/kernels/elementwise.pyx mul."""
+qrt/kernels/elementwise.pyx mul. Its float32 form is ADD's (np.multiply; qrt/ops/add.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..format.model import OpCode
-from .add import verify_binary
-from .base import OpDef, Requant, requant, requantize_to, scale, zero_point
+from .add import FLOAT_FORM, verify_binary
+from .base import INT16, Form, OpDef, Requant, requant, requantize_to, scale, zero_point
 
 
 @dataclass
@@ -30,4 +30,5 @@ def reference(ins, p: MulParams) -> np.ndarray:
     return requantize_to(acc, p.out)
 
 
-MUL = OpDef(OpCode.MUL, (2, 2), 1, True, None, verify_binary, prepare, reference, "mul")
+MUL = OpDef(OpCode.MUL, (2, 2), 1, True, None, verify_binary, prepare, reference, "mul",
+            forms=(FLOAT_FORM, Form(INT16, verify_binary, prepare, reference, "mul_int16", "0.3.0")))

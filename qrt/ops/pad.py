@@ -1,5 +1,6 @@
 """PAD (SPEC.md section 2.13.9): pads begins then ends per dimension, filled with the zero point
-(real 0); the output keeps the input's quantization. Compiled kernel: qrt/kernels/movement.pyx pad."""
+(real 0); the output keeps the input's quantization. Compiled kernel: qrt/kernels/movement.pyx pad.
+Its float32 form (float32 x and y) pads with 0.0 in NumPy."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..format.model import OpCode, PadOptions
-from .base import Check, OpDef, zero_point
+from .base import FLOAT32, INT16, Check, Form, OpDef, zero_point
 
 
 @dataclass
@@ -43,4 +44,14 @@ def reference(ins, p: PadParams) -> np.ndarray:
     return np.pad(x, [(p.pads[i], p.pads[rank + i]) for i in range(rank)], constant_values=p.zero_point)
 
 
-PAD = OpDef(OpCode.PAD, (1, 1), 1, False, PadOptions, verify, prepare, reference, "pad")
+def reference_float(ins, p: PadParams) -> np.ndarray:
+    """p from prepare: its fill is 0 for a tensor without quantization."""
+    x = ins[0]
+    if x.ndim == 0:
+        return x.copy()
+    return np.pad(x, [(p.pads[i], p.pads[x.ndim + i]) for i in range(x.ndim)])
+
+
+PAD = OpDef(OpCode.PAD, (1, 1), 1, False, PadOptions, verify, prepare, reference, "pad",
+            forms=(Form(FLOAT32, verify, prepare, reference_float, None, "0.3.0"),
+                   Form(INT16, verify, prepare, reference, "pad_int16", "0.3.0")))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..format.model import QUANT_RANGE, DType, OpCode, Tensor
-from .base import Check, OpDef, scale, zero_point
+from .base import Check, OpDef, conversion, scale, zero_point
 
 BOUNDARY_DTYPES = (DType.INT8, DType.UINT8, DType.INT16)  # integer sides of QUANTIZE / DEQUANTIZE
 
@@ -45,4 +45,5 @@ def reference(ins, p: QuantizeParams) -> np.ndarray:
     return q.astype(np.int64) + p.zero_point
 
 
-QUANTIZE = OpDef(OpCode.QUANTIZE, (1, 1), 1, False, None, verify, prepare, reference, "quantize")
+QUANTIZE = OpDef(OpCode.QUANTIZE, (1, 1), 1, False, None, verify, prepare, reference, "quantize",
+                  select=conversion)

@@ -1,9 +1,10 @@
 """RESHAPE (SPEC.md section 2.13.10): the same elements in the output's shape; quantization kept.
-Compiled kernel: qrt/kernels/movement.pyx reshape (a copy, or nothing when the arena aliases)."""
+Compiled kernel: qrt/kernels/movement.pyx reshape (a copy, or nothing when the arena aliases).
+Its float32 and int16 forms are the same copy: RESHAPE has moved tensors of any dtype since 0.1.0."""
 from __future__ import annotations
 
 from ..format.model import OpCode
-from .base import Check, OpDef, no_params
+from .base import FLOAT32, INT16, Check, Form, OpDef, no_params
 
 
 def verify(c: Check):
@@ -18,4 +19,6 @@ def reference(ins, p):
     return ins[0]
 
 
-RESHAPE = OpDef(OpCode.RESHAPE, (1, 1), 1, False, None, verify, no_params, reference, "reshape")
+RESHAPE = OpDef(OpCode.RESHAPE, (1, 1), 1, False, None, verify, no_params, reference, "reshape",
+                forms=(Form(FLOAT32, verify, no_params, reference, "reshape", "0.1.0"),
+                       Form(INT16, verify, no_params, reference, "reshape", "0.1.0")))

@@ -1,11 +1,12 @@
 """TRANSPOSE (SPEC.md section 2.13.11): y = x.transpose(perm); quantization kept. Compiled kernel:
-qrt/kernels/movement.pyx transpose."""
+qrt/kernels/movement.pyx transpose. Its float32 and int16 forms are the same: TRANSPOSE has moved
+tensors of any dtype since 0.1.0."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..format.model import OpCode, TransposeOptions
-from .base import Check, OpDef
+from .base import FLOAT32, INT16, Check, Form, OpDef
 
 
 @dataclass
@@ -33,4 +34,6 @@ def reference(ins, p: TransposeParams):
     return ins[0].transpose(p.perm)
 
 
-TRANSPOSE = OpDef(OpCode.TRANSPOSE, (1, 1), 1, False, TransposeOptions, verify, prepare, reference, "transpose")
+TRANSPOSE = OpDef(OpCode.TRANSPOSE, (1, 1), 1, False, TransposeOptions, verify, prepare, reference, "transpose",
+                  forms=(Form(FLOAT32, verify, prepare, reference, "transpose", "0.1.0"),
+                         Form(INT16, verify, prepare, reference, "transpose", "0.1.0")))

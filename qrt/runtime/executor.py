@@ -25,7 +25,7 @@ from ..format.reader import read_model, release_pages
 from .arena import plan_arena
 from ..kernels import isa as _isa
 from ..kernels.plan import Plan
-from ..ops import op_macs, prepare_op
+from ..ops import Form, op_form, op_macs, prepare_op
 from ..ops.dequantize import dequantize_params
 from ..ops.quantize import quantize_params
 from .kernel_sets import DEFAULT_KERNELS, KERNEL_SETS
@@ -45,6 +45,7 @@ class IOInfo:
 @dataclass
 class _PreparedOp:
     opcode: OpCode
+    form: Form  # which of the op's forms (integer, float32, weight-only, dynamic) it runs
     inputs: tuple
     output: int
     params: object
@@ -80,8 +81,8 @@ class Model:
         except ValueError as e:
             raise InputError(str(e)) from None
         self.threads = _threads(threads)
-        self._ops = [_PreparedOp(op.opcode, op.inputs, op.outputs[0], prepare_op(m, i))
-                       for i, op in enumerate(m.operators)]
+        self._ops = [_PreparedOp(op.opcode, op_form(m, i), op.inputs, op.outputs[0], prepare_op(m, i))
+                     for i, op in enumerate(m.operators)]
         self._arena = plan_arena(m)
         self._local = threading.local()
         self._constants = {i: t.data for i, t in enumerate(m.tensors) if t.data is not None}
@@ -90,7 +91,7 @@ class Model:
         self._packed = []
         for s in self._ops:
             ins = [self._constants.get(t) for t in s.inputs]
-            self._packed.append(self.kernels.pack(s.opcode, ins, s.params, self.isa))
+            self._packed.append(self.kernels.pack(s.form, ins, s.params, self.isa))
             release_pages(ins)
         # Graph-boundary conversions of quantized inputs and outputs.
         self._boundary = {g.tensor: (quantize_params(m.tensors[g.tensor]), dequantize_params(m.tensors[g.tensor]))
@@ -190,7 +191,7 @@ class Model:
                 self._local.fast = None
             constants = self._constants
             self._local.plan = Plan([
-                self.kernels.step(s.opcode, [views[t] if t in views else constants[t] for t in s.inputs],
+                self.kernels.step(s.form, [views[t] if t in views else constants[t] for t in s.inputs],
                                   s.params, views[s.output], self.isa, self.threads, packed)
                 for s, packed in zip(self._ops, self._packed)])
             self._local.views = views

@@ -1,7 +1,8 @@
 """Kernel sets: how each op of qrt.ops.OPS runs, looked up by its OpDef.
 
-"reference" runs each op's NumPy reference (qrt/ops/<op>.py); "fast" runs its compiled kernel
-(qrt/kernels/, OpDef.kernel in the kernel modules' KERNELS), bit-exact with it. QRT_KERNELS or
+"reference" runs each operator's form's NumPy reference (qrt/ops/<op>.py); "fast" runs its
+compiled kernel (qrt/kernels/, Form.kernel in the kernel modules' KERNELS), bit-exact with it,
+or the reference where a form has none (the float32 forms, NumPy already). QRT_KERNELS or
 qrt.load(kernels=...) chooses. Both give, per operator: pack (once at load: weights into the
 kernel's layout), step (once per thread arena: the op bound to its buffers, a Step of the
 compiled plan) and conversion (the graph boundary's QUANTIZE / DEQUANTIZE).
@@ -10,27 +11,37 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import Kernel, depthwise, elementwise, gemm, movement, pool, softmax
+from ..kernels import Kernel, depthwise, dynamic, elementwise, gemm, movement, pool, softmax, weight_only
 from ..kernels.plan import PyStep
-from ..ops import OPS
+from ..ops import Form
 from ..ops.dequantize import DEQUANTIZE
 from ..ops.quantize import QUANTIZE
 
 COMPILED: dict[str, Kernel] = {
     **gemm.KERNELS, **depthwise.KERNELS, **pool.KERNELS, **elementwise.KERNELS, **movement.KERNELS,
-    **softmax.KERNELS,
+    **softmax.KERNELS, **weight_only.KERNELS, **dynamic.KERNELS,
 }
+
+
+def _reference_step(form: Form, ins, params, out):
+    reference = form.reference
+
+    def run(ins, p, out):
+        out[...] = reference(ins, p).reshape(out.shape)
+    return PyStep(run, ins, params, out)
 
 
 class FastKernels:
     name = "fast"
 
-    def pack(self, opcode, ins, params, isa):
-        pack = COMPILED[OPS[opcode].kernel].pack
+    def pack(self, form: Form, ins, params, isa):
+        pack = None if form.kernel is None else COMPILED[form.kernel].pack
         return None if pack is None else pack(ins, params, isa=isa)
 
-    def step(self, opcode, ins, params, out, isa, threads, packed=None):
-        k = COMPILED[OPS[opcode].kernel]
+    def step(self, form: Form, ins, params, out, isa, threads, packed=None):
+        if form.kernel is None:
+            return _reference_step(form, ins, params, out)
+        k = COMPILED[form.kernel]
         if k.pack is not None:
             return k.bind(ins, params, out, isa=isa, threads=threads, packed=packed)
         return k.bind(ins, params, out, isa=isa, threads=threads)
@@ -45,15 +56,11 @@ class FastKernels:
 class ReferenceKernels:
     name = "reference"
 
-    def pack(self, opcode, ins, params, isa):
+    def pack(self, form: Form, ins, params, isa):
         return None
 
-    def step(self, opcode, ins, params, out, isa, threads, packed=None):
-        reference = OPS[opcode].reference
-
-        def run(ins, p, out):
-            out[...] = reference(ins, p).reshape(out.shape)
-        return PyStep(run, ins, params, out)
+    def step(self, form: Form, ins, params, out, isa, threads, packed=None):
+        return _reference_step(form, ins, params, out)
 
     def conversion(self, quantize, x, params, out, nchw, isa=None, threads=1):
         return _ReferenceConversion(quantize, x, params, out, nchw)

@@ -25,9 +25,9 @@ from qrt.converters import calibration as C  # noqa: E402
 from qrt.cli import main as cli_main  # noqa: E402
 
 from bench.fixtures import real_models as R  # noqa: E402
+from tests.converters.conftest import CALIB, Trained  # noqa: E402
 from qrt.converters.torch_frontend import EXPORTER_LOGGERS, quiet_export  # noqa: E402
 
-CALIB = 100  # calibration samples (the converter's default limit)
 HOLDOUT = 0.2  # the converter's default held-back fraction
 TOLERANCE = 0.01  # int8 accuracy within 1 point of float
 MIN_FLOAT_ACCURACY = {"digits": 0.96, "mnist": 0.94}
@@ -40,16 +40,6 @@ MIN_COSINE = {"moving_average": 0.98}
 TORCH_METHODS = ("auto", "minmax")  # each PyTorch-route conversion exports again (~2 s)
 
 RESULTS: list = []  # (dataset, route, variant, float acc, int8 acc), printed at the end
-
-
-class Trained:
-    def __init__(self, name, model, x_train, y_train, x_test, y_test):
-        self.name = name
-        self.model = model
-        self.x_train, self.y_train, self.x_test, self.y_test = x_train, y_train, x_test, y_test
-        self.calib = x_train[:CALIB]
-        self.float_accuracy = R.float_accuracy(model, x_test, y_test)
-        self.onnx_path = None
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -76,27 +66,6 @@ def _print_results():
             lines.append(f"{d:8} {route:8} {m:32} {100 * f:6.2f}% {100 * q:6.2f}% {100 * (q - f):+6.2f}")
         print("\n" + "\n".join(lines))
 
-
-def _train(name, tmp_path_factory):
-    train = {"digits": R.train_digits_cnn, "mnist": R.train_mnist_cnn}[name]
-    t = Trained(name, *train(seed=0))
-    t.onnx_path = R.export_onnx(t.model, t.x_train[:1], tmp_path_factory.mktemp(name) / f"{name}.onnx")
-    return t
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return _train("digits", tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def mnist(tmp_path_factory):
-    return _train("mnist", tmp_path_factory)
-
-
-@pytest.fixture(params=["digits", pytest.param("mnist", marks=pytest.mark.slow)])  # mnist: `make test` only
-def trained(request):
-    return request.getfixturevalue(request.param)
 
 
 def _layer_parameters(model) -> int:
@@ -327,7 +296,8 @@ def test_cli_convert_and_run(digits, tmp_path, capsys):
     assert any(ln.strip().startswith("qrt ops:") and "CONV_2D x2" in ln and "FULLY_CONNECTED x1" in ln
                for ln in lines), text.out
     assert any("calibration: percentile, per-channel weights, 80 samples (20 held back" in ln for ln in lines), text.out
-    assert any(ln.strip().startswith("size:") and "int8" in ln for ln in lines), text.out
+    assert any(ln.strip().startswith("size:") and ".qmodel" in ln for ln in lines), text.out
+    assert any(ln.strip().startswith("scheme: static, int8 weights") and "int8 x" in ln for ln in lines), text.out
     assert any(ln.strip().startswith("output 'linear': SQNR") and "top-1 agreement" in ln for ln in lines), text.out
     assert text.err == ""  # --quiet: no progress bars, and nothing else either
     assert out.exists()

@@ -30,6 +30,7 @@ from qrt.format import (
     Activation, ConcatOptions, Conv2DOptions, DType, GraphIO, MeanOptions, ModelBuilder, OpCode,
     PadOptions, Pool2DOptions, Quantization, Tensor, TransposeOptions,
 )
+from qrt.format.model import OPTIONS_TYPES
 from tests.format.corrupt import (
     GRAPH_IO_SLOTS, MODEL_SLOTS, OPERATOR_SLOTS, TENSOR_SLOTS, Patcher, unverified_bytes,
 )
@@ -501,8 +502,10 @@ def _binary_cases():
     @case
     def unknown_options_type(p):
         o = p.operator("conv")
-        p.put(p.field(o, OPERATOR_SLOTS, "options_type"), "<B", 11, old=1)
-        return UnsupportedModelError, rf"^Model\.operators\[{oi(m, 'conv')}\]\.options: OpOptions type 11 is unknown to qrt {QRT}; the file needs a newer qrt"
+        first_unknown = len(OPTIONS_TYPES) + 1
+        p.put(p.field(o, OPERATOR_SLOTS, "options_type"), "<B", first_unknown, old=1)
+        return UnsupportedModelError, (rf"^Model\.operators\[{oi(m, 'conv')}\]\.options: OpOptions type "
+                                       rf"{first_unknown} is unknown to qrt {QRT}; the file needs a newer qrt")
 
     @case
     def unknown_options_type_255(p):
@@ -538,7 +541,15 @@ def test_unknown_layout():
 
 # ------------------------------------------------------------------------------ versions
 
-@pytest.mark.parametrize("version", ["0.2.1", "0.3.0", "1.0.0", "999999.0.0"])
+def _next(kind: int) -> str:
+    """The running qrt's version with its patch (2) or minor (1) number raised."""
+    v = list(qrt.format.versions.RUNTIME_VERSION)
+    v[kind] += 1
+    v[kind + 1:] = [0] * (2 - kind)
+    return ".".join(map(str, v))
+
+
+@pytest.mark.parametrize("version", [_next(2), _next(1), "1.0.0", "999999.0.0"])
 def test_min_runtime_version_newer(version):
     data = unverified_bytes(all_ops_model(), min_runtime_version=lambda m: version)
     raises(UnsupportedModelError,

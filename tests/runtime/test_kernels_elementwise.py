@@ -27,7 +27,7 @@ from qrt.kernels import isa as ISA
 from qrt.kernels.plan import PyStep
 from qrt.runtime.kernel_sets import COMPILED, KERNEL_SETS
 from qrt import verify_model
-from qrt.ops import OPS, prepare_op
+from qrt.ops import OPS, op_form, prepare_op
 from qrt.ops.pad import PadParams
 from bench.fixtures.sample_models import all_ops_model
 
@@ -790,7 +790,7 @@ def test_every_op_binds_a_compiled_step_and_checks_the_isa_name():
         y = model.tensors[op.outputs[0]]
         out = np.zeros(y.shape, NUMPY_DTYPE[y.dtype])
         for isa in ISA.supported():
-            assert not isinstance(KERNEL_SETS["fast"].step(op.opcode, ins, p, out, isa, 2), PyStep)
+            assert not isinstance(KERNEL_SETS["fast"].step(op_form(model, i), ins, p, out, isa, 2), PyStep)
         with pytest.raises(ValueError, match="instruction-set path"):
             BIND[op.opcode](ins, p, out, isa="sse9")
     assert seen == set(KERNEL)

@@ -32,7 +32,7 @@ from qrt.kernels import pool
 from qrt.kernels.plan import PyStep
 from qrt.runtime.kernel_sets import KERNEL_SETS
 from qrt import verify_model
-from qrt.ops import OPS, prepare_op
+from qrt.ops import OPS, op_form, prepare_op
 from bench.fixtures.sample_models import all_ops_model
 
 KERNELS = {op: pool.KERNELS[OPS[op].kernel].run for op in (OpCode.MAX_POOL_2D, OpCode.AVERAGE_POOL_2D, OpCode.MEAN)}
@@ -414,7 +414,7 @@ def test_every_op_binds_a_compiled_step_and_checks_the_isa_name():
         x = np.zeros(model.tensors[op.inputs[0]].shape, np.int8)
         out = np.zeros(model.tensors[op.outputs[0]].shape, NUMPY_DTYPE[model.tensors[op.outputs[0]].dtype])
         for isa in ISA.supported():
-            assert not isinstance(KERNEL_SETS["fast"].step(op.opcode, [x], p, out, isa, 2), PyStep)
+            assert not isinstance(KERNEL_SETS["fast"].step(op_form(model, i), [x], p, out, isa, 2), PyStep)
         with pytest.raises(ValueError, match="instruction-set path"):
             BIND[op.opcode]([x], p, out, isa="sse9")
     assert seen == set(KERNELS)

@@ -109,13 +109,22 @@ typedef struct {
     int64_t groups, cin_g, cout_g;  /* per group: cin_g inputs, cout_g outputs */
     int64_t K4;                     /* KH*KW*cin_g rounded up to a multiple of 4 */
     int64_t panels;                 /* ceil(cout_g / 16) */
-    uint8_t pad_u8;                 /* the input zero point, flipped */
+    uint8_t pad_u8;                 /* the input zero point, flipped (int16 mode: 0) */
+    const uint8_t *pad_n;           /* NULL, or one flipped zero point per image instead of
+                                     * pad_u8 (the dynamic form's, dynamic.h) */
     const int8_t *w;                /* [groups][panels][K4/4][16][4] */
     qrt_channel_requant rq;         /* [groups][panels*16]; bias - (zp_x + 128) * sum_k w */
+    int32_t *y32;                   /* NULL: requantize to int8 into y; else the int32 mode:
+                                     * each micro-kernel stores its sums + rq.bias (wrapping)
+                                     * here, [N*OH*OW][C_out], y unused, rq's tables unread */
     int isa, threads;
     const qrt_gemm_ops *ops;        /* the path's functions: qrt_gemm_ops_for(isa), at bind */
 } qrt_gemm;
 
+/* In the int32 mode (y32 set) the y row pointers a micro-kernel or block gets point into y32,
+ * cast to int8_t *: the kernel casts them back (int32_t *)(void *). The int16 mode (ops from
+ * qrt_gemm_int16_ops_for: int16 x and y, zero point 0, SPEC.md 4.6) does the same with x, the
+ * rows (packed as int16) and y, which are int16_t; its rq.bias is the bias, its pad_u8 0. */
 typedef void (*qrt_gemm_pack_rows_fn)(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
                                       int64_t grp, uint8_t *dst);
 /* np panels (<= QRT_NP) x mr rows (<= QRT_MR) of sums, requantized into y[i] + 0 .. ncols. */
@@ -133,11 +142,52 @@ typedef void (*qrt_gemm_block_fn)(const qrt_gemm *g, const uint8_t *rows, int64_
 struct qrt_gemm_ops {
     qrt_gemm_pack_rows_fn pack_rows;  /* im2col rows, flipped to unsigned */
     qrt_gemm_ukernel_fn ukernel;      /* QRT_MR x QRT_NP panels per call; NULL: block */
+    qrt_gemm_ukernel_fn ukernel32;    /* the int32 mode's (y32), where compiled apart; NULL: ukernel */
     qrt_gemm_block_fn block;          /* or a whole block per call (AMX) */
     int64_t mr;                       /* rows per micro-kernel call */
     int es;                           /* bytes per packed k of a row */
     int kg;                           /* k per channel in the packed weights (layout.h) */
     int k_align;                      /* K4: K rounded up to a multiple of this */
+    int xs;                           /* bytes per element of x and y: 1 (int8), 2 (the int16
+                                       * mode: qrt_gemm_int16_ops_for's tables, gemm.h) */
+};
+
+/* ------------------------------ CONV_2D, FULLY_CONNECTED with dynamic inputs (dynamic.h) */
+
+typedef struct qrt_dynamic_ops qrt_dynamic_ops;
+
+/* Float32 x and y, int8 weights: each row quantized from its own range, the int8 GEMM's int32
+ * mode for the sums, a float epilogue (qrt/ops/hybrid.py, the dynamic form). */
+typedef struct {
+    qrt_gemm g;                /* int32 mode (g.y32: y's memory), weights packed with bias 0 and
+                                * zp_x = -128; g.pad_n = pads (CONV_2D) */
+    int64_t rows;              /* rows quantized on their own: FC's rows, CONV_2D's images */
+    int64_t row_len;           /* floats per row: K, or H * W * C_in */
+    int64_t out_rows;          /* GEMM output rows per row: 1, or OH * OW */
+    int64_t C_out;
+    int64_t chunk, chunks;     /* a row's range is found in chunks of `chunk` floats */
+    const int32_t *wsum;       /* [C_out] sum_k w[c, k] */
+    const float *s_w, *bias;   /* [C_out] */
+    float lo, hi;              /* the fused activation's clamp */
+    int8_t *q;                 /* [rows][row_len]: the rows quantized (buffers made at bind) */
+    float *s;                  /* [rows] */
+    int32_t *zp;               /* [rows] */
+    uint8_t *pads;             /* [rows] zp + 128; 0 for a non-finite row (see dynamic.h) */
+    float *range;              /* [rows * chunks][2] min, max per chunk (min NaN: a NaN seen) */
+    int isa, threads;
+    const qrt_dynamic_ops *ops;  /* the path's functions: qrt_dynamic_ops_for(isa), at bind */
+} qrt_dynamic;
+
+/* What differs between the paths, chosen once per bound op (qrt_dynamic_ops_for). */
+struct qrt_dynamic_ops {
+    /* min and max of x[0, n) without its NaNs (+inf, -inf if none); nonzero if it has one */
+    int (*range)(const float *x, int64_t n, float *mn, float *mx);
+    /* q[i] = fmin(fmax(rint(x[i] / s) + zp, -128), 127) */
+    void (*quantize)(const float *x, int64_t n, float s, float zp, int8_t *q);
+    /* In place: y[c] holds the int32 sum S; y[c] = clamp(float32(S - zc * wsum[c]) *
+     * (s_x * s_w[c]) + bias[c], lo, hi), int32 wrapping, each float step rounded */
+    void (*dequantize)(float *y, int64_t n, float s_x, int32_t zc, const int32_t *wsum,
+                       const float *s_w, const float *bias, float lo, float hi);
 };
 
 /* ------------------------------------------------------- DEPTHWISE_CONV_2D (depthwise.h) */
@@ -151,11 +201,13 @@ typedef struct {
     const int8_t *w;                 /* [taps][C_out] in tap order (scalar path) */
     const int16_t *wp;               /* int16 tap pairs (vector paths): layout.h qrt_dw_packed_at */
     qrt_channel_requant rq;          /* [blocks * 32]; bias - zp_x * sum_taps w, wrapped */
-    const int8_t *zrow;              /* (OW + 1) * sw * C_out + blocks * 32 bytes of zp_x */
-    int8_t *tail;                    /* M = 1: x's bytes from tail_at on, then zeros */
-    int64_t tail_at;                 /* first input pixel (in bytes) a block read could overrun */
+    const int8_t *zrow;              /* (OW + 1) * sw * C_out + blocks * 32 elements of zp_x */
+    int8_t *tail;                    /* M = 1: x's elements from tail_at on, then zeros */
+    int64_t tail_at;                 /* first input pixel (in elements) a block read could overrun */
     int isa, threads;
-    const qrt_dw_ops *ops;           /* the path's functions: qrt_dw_ops_for(isa), at bind */
+    const qrt_dw_ops *ops;           /* the path's functions: qrt_dw_ops_for(isa), at bind, or
+                                      * qrt_dw_int16_ops_for(isa) (the int16 mode: x, y, zrow
+                                      * and tail int16, zp_x 0; the pointers cast to int8_t *) */
 } qrt_dw;
 
 /* ---------------------------------------------------------------- elementwise (eltwise.h) */

@@ -477,4 +477,198 @@ static int qrt_quant_run(const qrt_quant *q, const void *x, void *y, int quantiz
     return rc < 0 ? rc : bad;
 }
 
+/* ---------------------------------------------------------------- int16 ADD/SUB and MUL */
+
+/* The int16 form (SPEC.md 4.6) of ADD/SUB and MUL, in the same structs (qrt_add's tables are
+ * unused): int16 operands and output, any int16 zero points the binding checked.
+ * ADD/SUB: a' = rs((a - zp_a) << 15, m_a, n_a) = rs(a - zp_a, m_a, k_a), k_a = n_a - 15 (the
+ *   same integer: n_a >= 31, so dividing v*m_a*2^15 + 2^(n_a-1) and 2^n_a by 2^15 leaves
+ *   both integers); b' likewise, negated for SUB; y = clamp(zp + rs(a' + b', m, n), lo, hi).
+ *   The binding keeps the operand factors m_a / 2^n_a <= 1/2, so |a'|, |b'| <= |v| * 2^14 + 1,
+ *   |v| <= 65535, and the sum fits int32: every step is exact in 64 bits.
+ * MUL: y = clamp(zp + rs((a - zp_a) * (b - zp_b), m, n), lo, hi); the binding keeps the product
+ *   in int32.
+ * Vector paths take 8 elements at a time in 64-bit lanes (avx512vnni, and amx; avx2 as even
+ * and odd 32-bit lanes); the scalar rule does the rest and every strided (broadcast) row. The
+ * row dispatch is by p->isa: the path table of api.h has no int16 entries. */
+
+static inline int16_t qrt_add16_one(int32_t a, int32_t b, int32_t za, int32_t zb, int32_t ma,
+                                    int32_t mb, int32_t ka, int32_t kb, int subtract, int32_t m,
+                                    int32_t n, int32_t zp, int32_t lo, int32_t hi) {
+    int64_t va = qrt_rounding_shift(a - za, ma, ka), vb = qrt_rounding_shift(b - zb, mb, kb);
+    int64_t v = qrt_rounding_shift(subtract ? va - vb : va + vb, m, n) + zp;
+    v = v < lo ? lo : v;
+    v = v > hi ? hi : v;
+    return (int16_t)v;
+}
+
+static inline int16_t qrt_mul16_one(int32_t a, int32_t b, int32_t za, int32_t zb, int32_t m,
+                                    int32_t n, int32_t zp, int32_t lo, int32_t hi) {
+    int64_t v = qrt_rounding_shift((int64_t)(a - za) * (b - zb), m, n) + zp;
+    v = v < lo ? lo : v;
+    v = v > hi ? hi : v;
+    return (int16_t)v;
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+
+/* rs(v, m, k) per 64-bit lane, v in the low 32 bits (signed), m >= 0 and k as 64-bit lanes. */
+static inline __attribute__((always_inline)) __m256i qrt_rs64_avx2(__m256i v, __m256i m, __m256i k) {
+    const __m256i one = _mm256_set1_epi64x(1);
+    __m256i half = _mm256_sllv_epi64(one, _mm256_sub_epi64(k, one));
+    return qrt_sra64_avx2(_mm256_add_epi64(_mm256_mul_epi32(v, m), half), k);
+}
+
+/* 8 int16 at p as int32 lanes minus the zero point. */
+static inline __attribute__((always_inline)) __m256i qrt_centered16_avx2(const int16_t *p, __m256i zp) {
+    return _mm256_sub_epi32(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)p)), zp);
+}
+
+/* Requantized even lanes (int64, in the low 32 bits of each 64-bit lane) and odd lanes, as 8
+ * int16 in order at y. */
+static inline __attribute__((always_inline)) void qrt_store16x8_avx2(int16_t *y, __m256i even, __m256i odd) {
+    __m256i v = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+    _mm_storeu_si128((__m128i *)y, _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
+}
+
+static int64_t qrt_add16_row_c8__avx2(const qrt_add *p, const int16_t *a, const int16_t *b, int16_t *y,
+                                      int64_t count) {
+    const __m256i za = _mm256_set1_epi32(p->za), zb = _mm256_set1_epi32(p->zb);
+    const __m256i ma = _mm256_set1_epi64x(p->ma), mb = _mm256_set1_epi64x(p->mb);
+    const __m256i ka = _mm256_set1_epi64x(p->ka), kb = _mm256_set1_epi64x(p->kb);
+    const __m256i m = _mm256_set1_epi64x(p->m), n = _mm256_set1_epi64x(p->n);
+    const __m256i zp = _mm256_set1_epi64x(p->zp), lo = _mm256_set1_epi64x(p->lo);
+    const __m256i hi = _mm256_set1_epi64x(p->hi);
+    const int subtract = p->sign < 0;
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m256i va = qrt_centered16_avx2(a + i, za), vb = qrt_centered16_avx2(b + i, zb);
+        __m256i s[2];
+        for (int h = 0; h < 2; h++, va = _mm256_srli_epi64(va, 32), vb = _mm256_srli_epi64(vb, 32)) {
+            __m256i ra = qrt_rs64_avx2(va, ma, ka), rb = qrt_rs64_avx2(vb, mb, kb);
+            s[h] = qrt_requant_lanes_avx2(subtract ? _mm256_sub_epi64(ra, rb) : _mm256_add_epi64(ra, rb),
+                                          m, n, zp, lo, hi);
+        }
+        qrt_store16x8_avx2(y + i, s[0], s[1]);
+    }
+    return i;
+}
+
+static int64_t qrt_mul16_row_c8__avx2(const qrt_mul *p, const int16_t *a, const int16_t *b, int16_t *y,
+                                      int64_t count) {
+    const __m256i za = _mm256_set1_epi32(p->za), zb = _mm256_set1_epi32(p->zb);
+    const __m256i m = _mm256_set1_epi64x(p->m), n = _mm256_set1_epi64x(p->n);
+    const __m256i zp = _mm256_set1_epi64x(p->zp), lo = _mm256_set1_epi64x(p->lo);
+    const __m256i hi = _mm256_set1_epi64x(p->hi);
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m256i prod = _mm256_mullo_epi32(qrt_centered16_avx2(a + i, za), qrt_centered16_avx2(b + i, zb));
+        qrt_store16x8_avx2(y + i, qrt_requant_lanes_avx2(prod, m, n, zp, lo, hi),
+                           qrt_requant_lanes_avx2(_mm256_srli_epi64(prod, 32), m, n, zp, lo, hi));
+    }
+    return i;
+}
+
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+
+static inline __attribute__((always_inline)) __m512i qrt_load16x64_avx512(const int16_t *p) {
+    return _mm512_cvtepi16_epi64(_mm_loadu_si128((const __m128i *)p));
+}
+
+static int64_t qrt_add16_row_c8__avx512vnni(const qrt_add *p, const int16_t *a, const int16_t *b,
+                                            int16_t *y, int64_t count) {
+    const __m512i za = _mm512_set1_epi64(p->za), zb = _mm512_set1_epi64(p->zb);
+    const __m512i ma = _mm512_set1_epi64(p->ma), mb = _mm512_set1_epi64(p->mb);
+    const __m512i ka = _mm512_set1_epi64(p->ka), kb = _mm512_set1_epi64(p->kb);
+    const __m512i m = _mm512_set1_epi64(p->m), n = _mm512_set1_epi64(p->n);
+    const __m512i zp = _mm512_set1_epi64(p->zp), lo = _mm512_set1_epi64(p->lo);
+    const __m512i hi = _mm512_set1_epi64(p->hi);
+    const int subtract = p->sign < 0;
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m512i va = qrt_rs64_avx512(_mm512_sub_epi64(qrt_load16x64_avx512(a + i), za), ma, ka);
+        __m512i vb = qrt_rs64_avx512(_mm512_sub_epi64(qrt_load16x64_avx512(b + i), zb), mb, kb);
+        __m512i s = subtract ? _mm512_sub_epi64(va, vb) : _mm512_add_epi64(va, vb);
+        _mm_storeu_si128((__m128i *)(y + i),
+                         _mm512_cvtepi64_epi16(qrt_requant_lanes_avx512(s, m, n, zp, lo, hi)));
+    }
+    return i;
+}
+
+static int64_t qrt_mul16_row_c8__avx512vnni(const qrt_mul *p, const int16_t *a, const int16_t *b,
+                                            int16_t *y, int64_t count) {
+    const __m512i za = _mm512_set1_epi64(p->za), zb = _mm512_set1_epi64(p->zb);
+    const __m512i m = _mm512_set1_epi64(p->m), n = _mm512_set1_epi64(p->n);
+    const __m512i zp = _mm512_set1_epi64(p->zp), lo = _mm512_set1_epi64(p->lo);
+    const __m512i hi = _mm512_set1_epi64(p->hi);
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m512i va = _mm512_sub_epi64(qrt_load16x64_avx512(a + i), za);
+        __m512i vb = _mm512_sub_epi64(qrt_load16x64_avx512(b + i), zb);
+        _mm_storeu_si128((__m128i *)(y + i), _mm512_cvtepi64_epi16(qrt_requant_lanes_avx512(
+                                                  _mm512_mul_epi32(va, vb), m, n, zp, lo, hi)));
+    }
+    return i;
+}
+
+#pragma GCC pop_options
+
+/* One row: element i of y from a[i * sa] and b[i * sb] (strides in elements; 0 broadcasts one
+ * value). Contiguous rows take the path's vector code first. */
+static void qrt_add16_row(const qrt_add *p, const int16_t *a, int64_t sa, const int16_t *b, int64_t sb,
+                          int16_t *y, int64_t count) {
+    int64_t i = 0;
+    if (sa == 1 && sb == 1) {
+        if (p->isa >= QRT_AVX512VNNI)
+            i = qrt_add16_row_c8__avx512vnni(p, a, b, y, count);
+        else if (p->isa == QRT_AVX2)
+            i = qrt_add16_row_c8__avx2(p, a, b, y, count);
+    }
+    /* locals: the stores to y could otherwise make the compiler reload p's fields */
+    const int32_t za = p->za, zb = p->zb, ma = p->ma, mb = p->mb, ka = p->ka, kb = p->kb;
+    const int32_t m = p->m, n = p->n, zp = p->zp, lo = p->lo, hi = p->hi;
+    const int subtract = p->sign < 0;
+    for (; i < count; i++)
+        y[i] = qrt_add16_one(a[i * sa], b[i * sb], za, zb, ma, mb, ka, kb, subtract, m, n, zp, lo, hi);
+}
+
+static void qrt_mul16_row(const qrt_mul *p, const int16_t *a, int64_t sa, const int16_t *b, int64_t sb,
+                          int16_t *y, int64_t count) {
+    int64_t i = 0;
+    if (sa == 1 && sb == 1) {
+        if (p->isa >= QRT_AVX512VNNI)
+            i = qrt_mul16_row_c8__avx512vnni(p, a, b, y, count);
+        else if (p->isa == QRT_AVX2)
+            i = qrt_mul16_row_c8__avx2(p, a, b, y, count);
+    }
+    const int32_t za = p->za, zb = p->zb, m = p->m, n = p->n, zp = p->zp, lo = p->lo, hi = p->hi;
+    for (; i < count; i++)
+        y[i] = qrt_mul16_one(a[i * sa], b[i * sb], za, zb, m, n, zp, lo, hi);
+}
+
+/* Same-shape operands, long rows split over p->threads as qrt_add_run does. */
+static void qrt_add16_run(const qrt_add *p, const int16_t *a, const int16_t *b, int16_t *y,
+                          int64_t count) {
+    int parts = qrt_binary_parts(p->threads, count);
+#pragma omp parallel for schedule(static) num_threads(parts) if (parts > 1)
+    for (int t = 0; t < parts; t++) {
+        int64_t i0 = qrt_binary_start(t, parts, count), i1 = qrt_binary_start(t + 1, parts, count);
+        qrt_add16_row(p, a + i0, 1, b + i0, 1, y + i0, i1 - i0);
+    }
+}
+
+static void qrt_mul16_run(const qrt_mul *p, const int16_t *a, const int16_t *b, int16_t *y,
+                          int64_t count) {
+    int parts = qrt_binary_parts(p->threads, count);
+#pragma omp parallel for schedule(static) num_threads(parts) if (parts > 1)
+    for (int t = 0; t < parts; t++) {
+        int64_t i0 = qrt_binary_start(t, parts, count), i1 = qrt_binary_start(t + 1, parts, count);
+        qrt_mul16_row(p, a + i0, 1, b + i0, 1, y + i0, i1 - i0);
+    }
+}
+
 #endif

@@ -16,7 +16,16 @@
  *     the whole K (AVX2: 6 rows x 1 panel; AMX: 32 rows x 2 panels in four tiles, K padded to
  *     64), then adds the prepared bias (bias - (zp_x + 128) * sum_k w: the flip and the zero
  *     point cost nothing at run time), requantizes exactly as SPEC.md 4.2 (requant.h), clamps
- *     and stores int8.
+ *     and stores int8. In the int32 mode (qrt_gemm.y32 set: the dynamic form, dynamic.h) it
+ *     stores the int32 sums plus that bias instead, and rows may have a zero point, the
+ *     padding's byte, per image (qrt_gemm.pad_n).
+ *   - the int16 mode (the int16 form, SPEC.md 4.6: ops from qrt_gemm_int16_ops_for) is the same
+ *     driver over int16 x and y: rows packed as int16 as they are (zero point 0: no flip, the
+ *     padding 0, the bias just the bias), weights in the kg = 2 pair layout on every path,
+ *     micro-kernels that multiply int16 pairs (AVX2 the same vpmaddwd loop; AVX-512 vpdpwssd,
+ *     the weights widened in the register; AMX machines run that one) and epilogues that
+ *     requantize the same way and store int16. The loader's per-channel bound keeps the int32
+ *     sums exact.
  * Integer sums wrap modulo 2^32 exactly as the reference's int32 does, so the flip and the
  * compensation give identical results.
  * Threads split blocks of output pixels (or, when there are too few, panels of channels); each
@@ -36,6 +45,10 @@
 #define QRT_NP 4          /* panels of QRT_PANEL channels per micro-kernel call */
 _Static_assert(QRT_PANEL == 16, "the vector micro-kernels hold one panel per 512 bits of int32");
 #define QRT_BLOCK_BYTES (192 * 1024)  /* packed rows per block: stays in L2 */
+
+/* What a micro-kernel's epilogue stores (a constant in each compiled copy): int8, the int32
+ * mode's sums (qrt_gemm.y32), or the int16 mode's int16 (qrt_gemm_int16_ops_for). */
+enum { QRT_GEMM_OUT_S8 = 0, QRT_GEMM_OUT_S32 = 1, QRT_GEMM_OUT_S16 = 2 };
 
 /* dst = src ^ 0x80 (int8 -> uint8 + 128), and a fill: portable and AVX-512 forms, so the
  * packing below can be compiled for both (short spans: masked vectors, no calls). */
@@ -78,16 +91,18 @@ typedef void (*qrt_fill_fn)(uint8_t *, uint8_t, int64_t);
 
 /* The im2col rows of output pixels [m0, m1), group grp, flipped to unsigned: K4 bytes each,
  * one after another at dst. Taps of one kernel row that lie inside the input with dilation 1
- * are contiguous in NHWC and copied as one span. */
+ * are contiguous in NHWC and copied as one span. xs: bytes per element of x (2: the int16
+ * mode, whose `flip` copies int16 as they are and whose `fill` writes zeros, es = 2). */
 static inline __attribute__((always_inline)) void
 qrt_gemm_pack_rows_with(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1, int64_t grp,
-                        uint8_t *dst, const int es, const qrt_flip_fn flip, const qrt_fill_fn fill) {
+                        uint8_t *dst, const int es, const qrt_flip_fn flip, const qrt_fill_fn fill,
+                        const int xs) {
     const int64_t cin = g->cin_g, K = g->KH * g->KW * cin, row = g->K4 * es;
-    const int8_t *end = x + g->N * g->H * g->W * g->C_in;  /* flip may read up to here */
+    const int8_t *end = x + g->N * g->H * g->W * g->C_in * xs;  /* flip may read up to here */
     if (g->KH == 1 && g->KW == 1 && g->sh == 1 && g->sw == 1 && g->top == 0 && g->left == 0
         && g->OH == g->H && g->OW == g->W) {  /* 1x1 over every pixel: rows are pixels */
         for (int64_t m = m0; m < m1; m++, dst += row) {
-            flip(dst, x + m * g->C_in + grp * cin, cin, end);
+            flip(dst, x + (m * g->C_in + grp * cin) * xs, cin, end);
             fill(dst + cin * es, 0, g->K4 - cin);
         }
         return;
@@ -95,25 +110,26 @@ qrt_gemm_pack_rows_with(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t 
     int64_t per_image = g->OH * g->OW;
     int64_t n = m0 / per_image, r = m0 - n * per_image;
     int64_t oh = r / g->OW, ow = r - oh * g->OW;
+    uint8_t pad = g->pad_n ? g->pad_n[n] : g->pad_u8;  /* per image in the dynamic form */
     for (int64_t m = m0; m < m1; m++, dst += row) {
         int64_t ih0 = oh * g->sh - g->top, iw0 = ow * g->sw - g->left, k = 0;
         int64_t iw_last = iw0 + (g->KW - 1) * g->dw;
-        const int8_t *image = x + n * g->H * g->W * g->C_in + grp * cin;
+        const int8_t *image = x + (n * g->H * g->W * g->C_in + grp * cin) * xs;
         for (int64_t kh = 0; kh < g->KH; kh++) {
             int64_t ih = ih0 + kh * g->dh;
             if (ih < 0 || ih >= g->H) {
-                fill(dst + k * es, g->pad_u8, g->KW * cin);
+                fill(dst + k * es, pad, g->KW * cin);
                 k += g->KW * cin;
             } else if (g->dw == 1 && iw0 >= 0 && iw_last < g->W && cin == g->C_in) {
-                flip(dst + k * es, image + (ih * g->W + iw0) * g->C_in, g->KW * cin, end);
+                flip(dst + k * es, image + (ih * g->W + iw0) * g->C_in * xs, g->KW * cin, end);
                 k += g->KW * cin;
             } else {
                 for (int64_t kw = 0; kw < g->KW; kw++, k += cin) {
                     int64_t iw = iw0 + kw * g->dw;
                     if (iw < 0 || iw >= g->W)
-                        fill(dst + k * es, g->pad_u8, cin);
+                        fill(dst + k * es, pad, cin);
                     else
-                        flip(dst + k * es, image + (ih * g->W + iw) * g->C_in, cin, end);
+                        flip(dst + k * es, image + (ih * g->W + iw) * g->C_in * xs, cin, end);
                 }
             }
         }
@@ -123,6 +139,8 @@ qrt_gemm_pack_rows_with(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t 
             if (++oh == g->OH) {
                 oh = 0;
                 n++;
+                if (g->pad_n && m + 1 < m1)
+                    pad = g->pad_n[n];
             }
         }
     }
@@ -130,14 +148,61 @@ qrt_gemm_pack_rows_with(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t 
 
 static void qrt_gemm_pack_rows_u8__scalar(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
                                      int64_t grp, uint8_t *dst) {
-    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, 1, qrt_flip_u8__scalar, qrt_fill_u8__scalar);
+    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, 1, qrt_flip_u8__scalar, qrt_fill_u8__scalar, 1);
 }
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl")
 static void qrt_gemm_pack_rows_u8__avx512(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
                                       int64_t grp, uint8_t *dst) {
-    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, 1, qrt_flip_u8__avx512, qrt_fill_u8__avx512);
+    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, 1, qrt_flip_u8__avx512, qrt_fill_u8__avx512, 1);
+}
+#pragma GCC pop_options
+
+/* The int16 mode's rows (SPEC.md 4.6): x is int16 with zero point 0, copied as it is (the
+ * micro-kernels multiply signed int16: no flip, no compensation), the padding and K's tail 0.
+ * n counts int16; `v`, the padding byte, is 0 in this mode (pad_u8) and not read. */
+static inline __attribute__((always_inline)) void qrt_copy_s16__scalar(uint8_t *dst, const int8_t *src,
+                                                                  int64_t n, const int8_t *end) {
+    (void)end;
+    memcpy(dst, src, (size_t)n * sizeof(int16_t));
+}
+
+static inline __attribute__((always_inline)) void qrt_zero_s16__scalar(uint8_t *dst, uint8_t v, int64_t n) {
+    (void)v;
+    memset(dst, 0, (size_t)n * sizeof(int16_t));
+}
+
+static void qrt_gemm_pack_rows_s16__scalar(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
+                                           int64_t grp, uint8_t *dst) {
+    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, 2, qrt_copy_s16__scalar, qrt_zero_s16__scalar, 2);
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl")
+static inline __attribute__((always_inline)) void qrt_copy_s16__avx512(uint8_t *dst, const int8_t *src,
+                                                                  int64_t n, const int8_t *end) {
+    (void)end;
+    for (; n >= 32; n -= 32, src += 64, dst += 64)
+        _mm512_storeu_si512((void *)dst, _mm512_loadu_si512((const void *)src));
+    if (n > 0) {
+        __mmask32 k = (1u << n) - 1;  /* 0 < n < 32 */
+        _mm512_mask_storeu_epi16(dst, k, _mm512_maskz_loadu_epi16(k, src));
+    }
+}
+
+static inline __attribute__((always_inline)) void qrt_zero_s16__avx512(uint8_t *dst, uint8_t v, int64_t n) {
+    (void)v;
+    const __m512i zero = _mm512_setzero_si512();
+    for (; n >= 32; n -= 32, dst += 64)
+        _mm512_storeu_si512((void *)dst, zero);
+    if (n > 0)
+        _mm512_mask_storeu_epi16(dst, (__mmask32)((1u << n) - 1), zero);
+}
+
+static void qrt_gemm_pack_rows_s16__avx512(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
+                                           int64_t grp, uint8_t *dst) {
+    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, 2, qrt_copy_s16__avx512, qrt_zero_s16__avx512, 2);
 }
 #pragma GCC pop_options
 
@@ -154,9 +219,38 @@ static void qrt_gemm_ukernel_6x64c4__scalar(const qrt_gemm *g, int64_t np, int64
                 for (int c = 0; c < 16; c++)
                     acc[c] += (uint32_t)(a[i][k] * wp[4 * c] + a[i][k + 1] * wp[4 * c + 1]
                                          + a[i][k + 2] * wp[4 * c + 2] + a[i][k + 3] * wp[4 * c + 3]);
+            if (g->y32) {  /* the int32 mode: the sums + bias */
+                int32_t *yi = (int32_t *)(void *)y[i];
+                for (int64_t c = p * 16; c < ncols && c < p * 16 + 16; c++)
+                    yi[c] = (int32_t)(acc[c - p * 16] + (uint32_t)bias[c]);
+                continue;
+            }
             for (int64_t c = p * 16; c < ncols && c < p * 16 + 16; c++)
                 y[i][c] = qrt_requant_scalar((int32_t)(acc[c - p * 16] + (uint32_t)bias[c]), mult[c],
                                              shift[c], g->rq.zp_y, g->rq.lo, g->rq.hi);
+        }
+    }
+}
+
+/* The int16 mode: int16 rows x panels [K4/2][16][2] int8 (kg = 2), requantized to int16. The
+ * sums are exact in int32 under the loader's bound (SPEC.md 4.6); they are taken modulo 2^32
+ * all the same, as the vector paths do. */
+static void qrt_gemm_ukernel_6x64c2__scalar_s16(const qrt_gemm *g, int64_t np, int64_t mr,
+                                                const uint8_t *const *a, const int8_t *w,
+                                                const int32_t *bias, const int32_t *mult,
+                                                const int32_t *shift, int8_t *const *y, int64_t ncols) {
+    for (int64_t i = 0; i < mr; i++) {
+        const int16_t *ai = (const int16_t *)(const void *)a[i];
+        int16_t *yi = (int16_t *)(void *)y[i];
+        for (int64_t p = 0; p < np && p * 16 < ncols; p++) {
+            const int8_t *wp = w + p * qrt_gemm_panel_bytes(g->K4);
+            uint32_t acc[16] = {0};
+            for (int64_t k = 0; k < g->K4; k += 2, wp += 32)
+                for (int c = 0; c < 16; c++)
+                    acc[c] += (uint32_t)(ai[k] * wp[2 * c] + ai[k + 1] * wp[2 * c + 1]);
+            for (int64_t c = p * 16; c < ncols && c < p * 16 + 16; c++)
+                yi[c] = qrt_requant_select_s16((int32_t)(acc[c - p * 16] + (uint32_t)bias[c]), mult[c],
+                                               shift[c], g->rq.zp_y, g->rq.lo, g->rq.hi);
         }
     }
 }
@@ -191,7 +285,20 @@ static inline __attribute__((always_inline)) void qrt_fill_u16__avx2(uint8_t *ds
 
 static void qrt_gemm_pack_rows_u16__avx2(const qrt_gemm *g, const int8_t *x, int64_t m0, int64_t m1,
                                     int64_t grp, uint8_t *dst) {
-    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, 2, qrt_flip_u16__avx2, qrt_fill_u16__avx2);
+    qrt_gemm_pack_rows_with(g, x, m0, m1, grp, dst, 2, qrt_flip_u16__avx2, qrt_fill_u16__avx2, 1);
+}
+
+/* 16 int32 at y (two vectors): count of them (all 16 when count >= 16). The int32 mode. */
+static inline __attribute__((always_inline)) void qrt_store16_i32_avx2(int32_t *y, __m256i v0, __m256i v1,
+                                                                      int64_t count) {
+    if (count >= 16) {
+        _mm256_storeu_si256((__m256i *)y, v0);
+        _mm256_storeu_si256((__m256i *)(y + 8), v1);
+        return;
+    }
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_maskstore_epi32(y, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)count), lane), v0);
+    _mm256_maskstore_epi32(y + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)count - 8), lane), v1);
 }
 
 /* The k loop of 6 rows in assembly: the 12 sums, 2 weight vectors, the broadcast and the
@@ -244,11 +351,14 @@ qrt_gemm_kloop_6x16c2__avx2_asm(const uint16_t *const *ap, const int8_t *w, int6
  * is broadcast to every 32-bit lane and vpmaddwd with the pairs of 8 channels leaves one sum
  * per channel, so the 12 sums need no reduction at the end. 12 sums + 2 weight vectors + a
  * broadcast fit the 16 ymm registers; the operations per step are 2 widenings of weights and
- * MR x 2 (vpmaddwd + vpaddd): with MR = 6 nearly all of them are the multiply-adds. */
+ * MR x 2 (vpmaddwd + vpaddd): with MR = 6 nearly all of them are the multiply-adds.
+ * The int16 mode (out = QRT_GEMM_OUT_S16) runs the same loop on int16 rows: vpmaddwd is a
+ * signed multiply, the uint16 rows of x + 128 are its special case; a pair's sum
+ * (|.| <= 2 * 2^15 * 127) cannot saturate. */
 static inline __attribute__((always_inline)) void
 qrt_gemm_ukernel_mx16c2__avx2_u16s8(const qrt_gemm *g, const int MR, const uint8_t *const *a, const int8_t *w,
                       const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                      int8_t *const *y, int64_t col, int64_t ncols) {
+                      int8_t *const *y, int64_t col, int64_t ncols, const int out) {
     /* the 32-bit requantization tables at the same channel as mult */
     const int32_t *round32 = g->rq.round32 + (mult - g->rq.mult), *shift32 = g->rq.shift32 + (mult - g->rq.mult);
     __m256i acc[6][2];
@@ -268,38 +378,80 @@ qrt_gemm_ukernel_mx16c2__avx2_u16s8(const qrt_gemm *g, const int MR, const uint8
             acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(av, w1));
         }
     }
+    if (out == QRT_GEMM_OUT_S32) {  /* the int32 mode: the sums + bias */
+        const __m256i b0 = _mm256_loadu_si256((const __m256i *)bias);
+        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(bias + 8));
+        for (int i = 0; i < MR; i++)
+            qrt_store16_i32_avx2((int32_t *)(void *)y[i] + col, _mm256_add_epi32(acc[i][0], b0),
+                                 _mm256_add_epi32(acc[i][1], b1), ncols);
+        return;
+    }
     if (g->rq.n33) {  /* the usual case: tables in registers for every row */
         qrt_n33_avx2 t0 = qrt_n33_avx2_load(bias, mult, round32, shift32, g->rq.zp_y, g->rq.lo, g->rq.hi);
         qrt_n33_avx2 t1 = qrt_n33_avx2_load(bias + 8, mult + 8, round32 + 8, shift32 + 8, g->rq.zp_y,
                                             g->rq.lo, g->rq.hi);
-        for (int i = 0; i < MR; i++)
-            qrt_store16_avx2(y[i] + col, qrt_requant8_avx2_n33_with(acc[i][0], &t0),
-                             qrt_requant8_avx2_n33_with(acc[i][1], &t1), ncols);
+        for (int i = 0; i < MR; i++) {
+            if (out == QRT_GEMM_OUT_S16)
+                qrt_store16_s16_avx2((int16_t *)(void *)y[i] + col, qrt_requant8_avx2_n33_with(acc[i][0], &t0),
+                                     qrt_requant8_avx2_n33_with(acc[i][1], &t1), ncols);
+            else
+                qrt_store16_avx2(y[i] + col, qrt_requant8_avx2_n33_with(acc[i][0], &t0),
+                                 qrt_requant8_avx2_n33_with(acc[i][1], &t1), ncols);
+        }
     } else {
         const int32_t zp = g->rq.zp_y, lo = g->rq.lo, hi = g->rq.hi;
-        for (int i = 0; i < MR; i++)  /* channels 0-7, 8-15 (tables padded to whole panels) */
-            qrt_store16_avx2(y[i] + col,
-                             qrt_requant8_avx2(acc[i][0], bias, mult, shift, zp, lo, hi),
-                             qrt_requant8_avx2(acc[i][1], bias + 8, mult + 8, shift + 8, zp, lo, hi),
-                             ncols);
+        for (int i = 0; i < MR; i++) {  /* channels 0-7, 8-15 (tables padded to whole panels) */
+            if (out == QRT_GEMM_OUT_S16)
+                qrt_store16_s16_avx2((int16_t *)(void *)y[i] + col,
+                                     qrt_requant8_avx2(acc[i][0], bias, mult, shift, zp, lo, hi),
+                                     qrt_requant8_avx2(acc[i][1], bias + 8, mult + 8, shift + 8, zp, lo, hi),
+                                     ncols);
+            else
+                qrt_store16_avx2(y[i] + col,
+                                 qrt_requant8_avx2(acc[i][0], bias, mult, shift, zp, lo, hi),
+                                 qrt_requant8_avx2(acc[i][1], bias + 8, mult + 8, shift + 8, zp, lo, hi),
+                                 ncols);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void
+qrt_gemm_ukernel_6x16c2__avx2_with(const qrt_gemm *g, int64_t np, int64_t mr, const uint8_t *const *a,
+                                   const int8_t *w, const int32_t *bias, const int32_t *mult,
+                                   const int32_t *shift, int8_t *const *y, int64_t ncols, const int out) {
+    for (int64_t p = 0; p < np && p * 16 < ncols; p++) {
+        int64_t c0 = p * 16, n = ncols - c0;
+        const int8_t *wp = w + p * qrt_gemm_panel_bytes(g->K4);
+        switch (mr) {  /* the row count a constant in each copy: the sums stay in registers */
+        case 1: qrt_gemm_ukernel_mx16c2__avx2_u16s8(g, 1, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n, out); break;
+        case 2: qrt_gemm_ukernel_mx16c2__avx2_u16s8(g, 2, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n, out); break;
+        case 3: qrt_gemm_ukernel_mx16c2__avx2_u16s8(g, 3, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n, out); break;
+        case 4: qrt_gemm_ukernel_mx16c2__avx2_u16s8(g, 4, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n, out); break;
+        case 5: qrt_gemm_ukernel_mx16c2__avx2_u16s8(g, 5, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n, out); break;
+        default: qrt_gemm_ukernel_mx16c2__avx2_u16s8(g, 6, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n, out); break;
+        }
     }
 }
 
 static void qrt_gemm_ukernel_6x16c2__avx2_u16s8(const qrt_gemm *g, int64_t np, int64_t mr, const uint8_t *const *a,
                              const int8_t *w, const int32_t *bias, const int32_t *mult,
                              const int32_t *shift, int8_t *const *y, int64_t ncols) {
-    for (int64_t p = 0; p < np && p * 16 < ncols; p++) {
-        int64_t c0 = p * 16, n = ncols - c0;
-        const int8_t *wp = w + p * qrt_gemm_panel_bytes(g->K4);
-        switch (mr) {  /* the row count a constant in each copy: the sums stay in registers */
-        case 1: qrt_gemm_ukernel_mx16c2__avx2_u16s8(g, 1, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
-        case 2: qrt_gemm_ukernel_mx16c2__avx2_u16s8(g, 2, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
-        case 3: qrt_gemm_ukernel_mx16c2__avx2_u16s8(g, 3, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
-        case 4: qrt_gemm_ukernel_mx16c2__avx2_u16s8(g, 4, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
-        case 5: qrt_gemm_ukernel_mx16c2__avx2_u16s8(g, 5, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
-        default: qrt_gemm_ukernel_mx16c2__avx2_u16s8(g, 6, a, wp, bias + c0, mult + c0, shift + c0, y, c0, n); break;
-        }
-    }
+    qrt_gemm_ukernel_6x16c2__avx2_with(g, np, mr, a, w, bias, mult, shift, y, ncols, QRT_GEMM_OUT_S8);
+}
+
+/* The int32 mode's copy (qrt_gemm_ops.ukernel32), compiled apart: one body with both epilogues
+ * costs the 4-row copy its registers (sums spilled: 4 rows of K = N = 1024, 56 -> 104 us). */
+static void qrt_gemm_ukernel_6x16c2__avx2_u16s8_i32(const qrt_gemm *g, int64_t np, int64_t mr, const uint8_t *const *a,
+                                                    const int8_t *w, const int32_t *bias, const int32_t *mult,
+                                                    const int32_t *shift, int8_t *const *y, int64_t ncols) {
+    qrt_gemm_ukernel_6x16c2__avx2_with(g, np, mr, a, w, bias, mult, shift, y, ncols, QRT_GEMM_OUT_S32);
+}
+
+/* The int16 mode's copy (qrt_gemm_int16_ops_for): int16 rows, int16 outputs. */
+static void qrt_gemm_ukernel_6x16c2__avx2_s16s8(const qrt_gemm *g, int64_t np, int64_t mr, const uint8_t *const *a,
+                                                const int8_t *w, const int32_t *bias, const int32_t *mult,
+                                                const int32_t *shift, int8_t *const *y, int64_t ncols) {
+    qrt_gemm_ukernel_6x16c2__avx2_with(g, np, mr, a, w, bias, mult, shift, y, ncols, QRT_GEMM_OUT_S16);
 }
 
 #pragma GCC pop_options
@@ -333,6 +485,22 @@ qrt_gemm_ukernel_6xnpc4__avx512vnni(const qrt_gemm *g, const int np, int64_t mr,
                 acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], av, b[j]);
         }
     }
+    if (g->y32) {  /* the int32 mode: the sums + bias */
+        for (int j = 0; j < np; j++) {
+            int64_t c0 = j * 16;
+            if (c0 >= ncols)
+                break;
+            __mmask16 keep = ncols - c0 >= 16 ? (__mmask16)0xFFFF
+                                              : (__mmask16)((1u << (ncols - c0)) - 1);
+            const __m512i b = _mm512_loadu_si512((const void *)(bias + c0));
+            for (int i = 0; i < QRT_MR; i++) {
+                if (i >= mr)
+                    break;
+                _mm512_mask_storeu_epi32((int32_t *)(void *)y[i] + c0, keep, _mm512_add_epi32(acc[i][j], b));
+            }
+        }
+        return;
+    }
     for (int j = 0; j < np; j++) {
         int64_t c0 = j * 16;
         if (c0 >= ncols)
@@ -360,6 +528,182 @@ static void qrt_gemm_ukernel_6x64c4__avx512vnni(const qrt_gemm *g, int64_t np, i
     case 2: qrt_gemm_ukernel_6xnpc4__avx512vnni(g, 2, mr, a, w, bias, mult, shift, y, ncols); break;
     case 3: qrt_gemm_ukernel_6xnpc4__avx512vnni(g, 3, mr, a, w, bias, mult, shift, y, ncols); break;
     default: qrt_gemm_ukernel_6xnpc4__avx512vnni(g, 4, mr, a, w, bias, mult, shift, y, ncols); break;
+    }
+}
+
+/* The int16 mode's k loop of 6 rows x NP panels in assembly, as the AVX2 path's: given the
+ * loop in intrinsics, gcc keeps a copy of every sum on the stack (a store per multiply-add).
+ * Sums: row i, panel j in zmm(4i + j), from zero, stored to acc[i][j] at the end; zmm24-27 a
+ * step's weights widened to int16 (one vpmovsxbw per panel, shared by the 6 rows), zmm28 a
+ * row's pair of int16 broadcast. k counts bytes of an int16 row (4 per step of 2 k); a panel
+ * advances 32 bytes per step, 8 x k. */
+#define QRT_S16_W(J, W) "vpmovsxbw (%[" W "],%[k],8), %%zmm2" J "\n\t"
+#define QRT_S16_WS_1 QRT_S16_W("4", "w0")
+#define QRT_S16_WS_2 QRT_S16_WS_1 QRT_S16_W("5", "w1")
+#define QRT_S16_WS_3 QRT_S16_WS_2 QRT_S16_W("6", "w2")
+#define QRT_S16_WS_4 QRT_S16_WS_3 QRT_S16_W("7", "w3")
+#define QRT_S16_DP(W, C) "vpdpwssd %%zmm2" W ", %%zmm28, %%zmm" C "\n\t"
+#define QRT_S16_DPS_1(C0, C1, C2, C3) QRT_S16_DP("4", C0)
+#define QRT_S16_DPS_2(C0, C1, C2, C3) QRT_S16_DPS_1(C0, C1, C2, C3) QRT_S16_DP("5", C1)
+#define QRT_S16_DPS_3(C0, C1, C2, C3) QRT_S16_DPS_2(C0, C1, C2, C3) QRT_S16_DP("6", C2)
+#define QRT_S16_DPS_4(C0, C1, C2, C3) QRT_S16_DPS_3(C0, C1, C2, C3) QRT_S16_DP("7", C3)
+#define QRT_S16_ROW(NP, A, C0, C1, C2, C3) \
+    "vpbroadcastd (%[" A "],%[k]), %%zmm28\n\t" QRT_S16_DPS_##NP(C0, C1, C2, C3)
+#define QRT_S16_ZERO(C) "vpxord %%zmm" C ", %%zmm" C ", %%zmm" C "\n\t"
+#define QRT_S16_ZS_1(C0, C1, C2, C3) QRT_S16_ZERO(C0)
+#define QRT_S16_ZS_2(C0, C1, C2, C3) QRT_S16_ZS_1(C0, C1, C2, C3) QRT_S16_ZERO(C1)
+#define QRT_S16_ZS_3(C0, C1, C2, C3) QRT_S16_ZS_2(C0, C1, C2, C3) QRT_S16_ZERO(C2)
+#define QRT_S16_ZS_4(C0, C1, C2, C3) QRT_S16_ZS_3(C0, C1, C2, C3) QRT_S16_ZERO(C3)
+#define QRT_S16_ST(C, AT) "vmovdqu64 %%zmm" C ", " AT "(%[acc])\n\t"
+#define QRT_S16_STS_1(C0, C1, C2, C3, A0, A1, A2, A3) QRT_S16_ST(C0, A0)
+#define QRT_S16_STS_2(C0, C1, C2, C3, A0, A1, A2, A3) QRT_S16_STS_1(C0, C1, C2, C3, A0, A1, A2, A3) QRT_S16_ST(C1, A1)
+#define QRT_S16_STS_3(C0, C1, C2, C3, A0, A1, A2, A3) QRT_S16_STS_2(C0, C1, C2, C3, A0, A1, A2, A3) QRT_S16_ST(C2, A2)
+#define QRT_S16_STS_4(C0, C1, C2, C3, A0, A1, A2, A3) QRT_S16_STS_3(C0, C1, C2, C3, A0, A1, A2, A3) QRT_S16_ST(C3, A3)
+/* acc[i][j] is at (4i + j) * 64 bytes (QRT_NP = 4) */
+#define QRT_S16_KLOOP(NP)                                                                        \
+static inline __attribute__((always_inline)) void                                               \
+qrt_gemm_kloop_6x##NP##c2__avx512vnni_s16_asm(const int16_t *const *ap, const int8_t *w,         \
+                                              int64_t wstride, int64_t K4, __m512i acc[6][4]) {  \
+    int64_t k = 0;                                                                               \
+    __asm__ volatile(                                                                            \
+        QRT_S16_ZS_##NP("0", "1", "2", "3") QRT_S16_ZS_##NP("4", "5", "6", "7")                  \
+        QRT_S16_ZS_##NP("8", "9", "10", "11") QRT_S16_ZS_##NP("12", "13", "14", "15")            \
+        QRT_S16_ZS_##NP("16", "17", "18", "19") QRT_S16_ZS_##NP("20", "21", "22", "23")          \
+        ".p2align 4\n\t"                                                                         \
+        "1:\n\t"                                                                                 \
+        QRT_S16_WS_##NP                                                                          \
+        QRT_S16_ROW(NP, "a0", "0", "1", "2", "3") QRT_S16_ROW(NP, "a1", "4", "5", "6", "7")      \
+        QRT_S16_ROW(NP, "a2", "8", "9", "10", "11") QRT_S16_ROW(NP, "a3", "12", "13", "14", "15") \
+        QRT_S16_ROW(NP, "a4", "16", "17", "18", "19") QRT_S16_ROW(NP, "a5", "20", "21", "22", "23") \
+        "add $4, %[k]\n\t"                                                                       \
+        "cmp %[n], %[k]\n\t"                                                                     \
+        "jb 1b\n\t"                                                                              \
+        QRT_S16_STS_##NP("0", "1", "2", "3", "0", "64", "128", "192")                           \
+        QRT_S16_STS_##NP("4", "5", "6", "7", "256", "320", "384", "448")                        \
+        QRT_S16_STS_##NP("8", "9", "10", "11", "512", "576", "640", "704")                      \
+        QRT_S16_STS_##NP("12", "13", "14", "15", "768", "832", "896", "960")                    \
+        QRT_S16_STS_##NP("16", "17", "18", "19", "1024", "1088", "1152", "1216")                \
+        QRT_S16_STS_##NP("20", "21", "22", "23", "1280", "1344", "1408", "1472")                \
+        : [k] "+r"(k)                                                                            \
+        : [a0] "r"(ap[0]), [a1] "r"(ap[1]), [a2] "r"(ap[2]), [a3] "r"(ap[3]), [a4] "r"(ap[4]),   \
+          [a5] "r"(ap[5]), [w0] "r"(w), [w1] "r"(NP > 1 ? w + wstride : w),                    \
+          [w2] "r"(NP > 2 ? w + 2 * wstride : w), [w3] "r"(NP > 3 ? w + 3 * wstride : w),        \
+          [n] "r"(K4 * 2) /* K4 >= 2: at least one step */,                                      \
+          [acc] "r"(&acc[0][0])                                                                  \
+        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",        \
+          "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18",       \
+          "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27",       \
+          "xmm28", "cc", "memory");                                                              \
+}
+QRT_S16_KLOOP(1)
+QRT_S16_KLOOP(2)
+QRT_S16_KLOOP(3)
+QRT_S16_KLOOP(4)
+#undef QRT_S16_KLOOP
+#undef QRT_S16_STS_1
+#undef QRT_S16_STS_2
+#undef QRT_S16_STS_3
+#undef QRT_S16_STS_4
+#undef QRT_S16_ST
+#undef QRT_S16_ZS_1
+#undef QRT_S16_ZS_2
+#undef QRT_S16_ZS_3
+#undef QRT_S16_ZS_4
+#undef QRT_S16_ZERO
+#undef QRT_S16_ROW
+#undef QRT_S16_DPS_1
+#undef QRT_S16_DPS_2
+#undef QRT_S16_DPS_3
+#undef QRT_S16_DPS_4
+#undef QRT_S16_DP
+#undef QRT_S16_WS_1
+#undef QRT_S16_WS_2
+#undef QRT_S16_WS_3
+#undef QRT_S16_WS_4
+#undef QRT_S16_W
+
+/* The int16 mode: MR int16 rows x np panels [K4/2][16][2] int8 (kg = 2, the AVX2 layout),
+ * vpdpwssd: a row's pair of int16 broadcast to every 32-bit lane times a panel's pairs widened
+ * to int16 in the register (one vpmovsxbw per panel and step, shared by the rows), 2 k per
+ * step where vpdpbusd does 4. Exact: the sums fit int32 (SPEC.md 4.6); vpdpwssd does not
+ * saturate. A copy per row count (MR) and panel count (np): no row computed in vain; 6 rows
+ * run the loop above. */
+static inline __attribute__((always_inline)) void
+qrt_gemm_ukernel_mxnpc2__avx512vnni_s16(const qrt_gemm *g, const int MR, const int np,
+                                        const uint8_t *const *a, const int8_t *w, const int32_t *bias,
+                                        const int32_t *mult, const int32_t *shift, int8_t *const *y,
+                                        int64_t ncols) {
+    const int32_t *round32 = g->rq.round32 + (mult - g->rq.mult), *shift32 = g->rq.shift32 + (mult - g->rq.mult);
+    __m512i acc[QRT_MR][QRT_NP];
+    const int16_t *ap[QRT_MR];
+    for (int i = 0; i < MR; i++)
+        ap[i] = (const int16_t *)(const void *)a[i];
+    int64_t wstride = qrt_gemm_panel_bytes(g->K4);
+    if (MR == 6) {
+        switch (np) {
+        case 1: qrt_gemm_kloop_6x1c2__avx512vnni_s16_asm(ap, w, wstride, g->K4, acc); break;
+        case 2: qrt_gemm_kloop_6x2c2__avx512vnni_s16_asm(ap, w, wstride, g->K4, acc); break;
+        case 3: qrt_gemm_kloop_6x3c2__avx512vnni_s16_asm(ap, w, wstride, g->K4, acc); break;
+        default: qrt_gemm_kloop_6x4c2__avx512vnni_s16_asm(ap, w, wstride, g->K4, acc); break;
+        }
+    } else {
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < np; j++)
+            acc[i][j] = _mm512_setzero_si512();
+    for (int64_t k = 0; k < g->K4; k += 2) {
+        __m512i b[QRT_NP];
+        for (int j = 0; j < np; j++)
+            b[j] = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(w + j * wstride + k * 16)));
+        for (int i = 0; i < MR; i++) {
+            int32_t pair;
+            memcpy(&pair, ap[i] + k, sizeof pair);
+            __m512i av = _mm512_set1_epi32(pair);
+            for (int j = 0; j < np; j++)
+                acc[i][j] = _mm512_dpwssd_epi32(acc[i][j], av, b[j]);
+        }
+    }
+    }
+    for (int j = 0; j < np; j++) {
+        int64_t c0 = j * 16;
+        if (c0 >= ncols)
+            break;
+        __mmask16 keep = ncols - c0 >= 16 ? (__mmask16)0xFFFF
+                                          : (__mmask16)((1u << (ncols - c0)) - 1);
+        for (int i = 0; i < MR; i++) {
+            __m256i v = g->rq.n33 ? qrt_requant16_avx512_n33_s16(acc[i][j], bias + c0, mult + c0,
+                                                              round32 + c0, shift32 + c0, g->rq.zp_y,
+                                                              g->rq.lo, g->rq.hi)
+                                  : qrt_requant16_avx512_s16(acc[i][j], bias + c0, mult + c0,
+                                                             shift + c0, g->rq.zp_y, g->rq.lo, g->rq.hi);
+            _mm256_mask_storeu_epi16((int16_t *)(void *)y[i] + c0, keep, v);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void
+qrt_gemm_ukernel_6xnpc2__avx512vnni_s16(const qrt_gemm *g, const int np, int64_t mr,
+                                        const uint8_t *const *a, const int8_t *w, const int32_t *bias,
+                                        const int32_t *mult, const int32_t *shift, int8_t *const *y,
+                                        int64_t ncols) {
+    switch (mr) {
+    case 1: qrt_gemm_ukernel_mxnpc2__avx512vnni_s16(g, 1, np, a, w, bias, mult, shift, y, ncols); break;
+    case 2: qrt_gemm_ukernel_mxnpc2__avx512vnni_s16(g, 2, np, a, w, bias, mult, shift, y, ncols); break;
+    case 3: qrt_gemm_ukernel_mxnpc2__avx512vnni_s16(g, 3, np, a, w, bias, mult, shift, y, ncols); break;
+    case 4: qrt_gemm_ukernel_mxnpc2__avx512vnni_s16(g, 4, np, a, w, bias, mult, shift, y, ncols); break;
+    case 5: qrt_gemm_ukernel_mxnpc2__avx512vnni_s16(g, 5, np, a, w, bias, mult, shift, y, ncols); break;
+    default: qrt_gemm_ukernel_mxnpc2__avx512vnni_s16(g, 6, np, a, w, bias, mult, shift, y, ncols); break;
+    }
+}
+
+static void qrt_gemm_ukernel_6x64c2__avx512vnni_s16(const qrt_gemm *g, int64_t np, int64_t mr,
+                                                    const uint8_t *const *a, const int8_t *w,
+                                                    const int32_t *bias, const int32_t *mult,
+                                                    const int32_t *shift, int8_t *const *y, int64_t ncols) {
+    switch (np) {
+    case 1: qrt_gemm_ukernel_6xnpc2__avx512vnni_s16(g, 1, mr, a, w, bias, mult, shift, y, ncols); break;
+    case 2: qrt_gemm_ukernel_6xnpc2__avx512vnni_s16(g, 2, mr, a, w, bias, mult, shift, y, ncols); break;
+    case 3: qrt_gemm_ukernel_6xnpc2__avx512vnni_s16(g, 3, mr, a, w, bias, mult, shift, y, ncols); break;
+    default: qrt_gemm_ukernel_6xnpc2__avx512vnni_s16(g, 4, mr, a, w, bias, mult, shift, y, ncols); break;
     }
 }
 
@@ -441,6 +785,13 @@ static void qrt_gemm_ukernel_32x32c4__amx(const qrt_gemm *g, const uint8_t *rows
                     break;
                 __mmask16 keep = g->cout_g - c0 >= 16 ? (__mmask16)0xFFFF
                                                       : (__mmask16)((1u << (g->cout_g - c0)) - 1);
+                if (g->y32) {  /* the int32 mode: the sums + bias */
+                    const __m512i b = _mm512_loadu_si512((const void *)(bias + c0));
+                    for (int64_t r = 0; r < nr; r++)
+                        _mm512_mask_storeu_epi32((int32_t *)(void *)y + (m + r) * g->C_out + c0, keep,
+                                                 _mm512_add_epi32(_mm512_loadu_si512((const void *)(sums + r * 32 + h * 16)), b));
+                    continue;
+                }
                 for (int64_t r = 0; r < nr; r++) {
                     __m512i acc = _mm512_loadu_si512((const void *)(sums + r * 32 + h * 16));
                     __m128i v = g->rq.n33 ? qrt_requant16_avx512_n33(acc, bias + c0, mult + c0,
@@ -471,20 +822,44 @@ static void qrt_gemm_block_32x32c4__amx(const qrt_gemm *g, const uint8_t *rows, 
 
 /* ---------------------------------------------------------------- the path's functions */
 
+/* The int16 mode (SPEC.md 4.6: int16 x with zero point 0, int8 weights, int16 y): the same
+ * driver with int16 rows (es = 2, copied without a flip, padding 0), the weights in the kg = 2
+ * pair layout on every path, and epilogues that store int16. AMX has no int16 tiles: its
+ * machines run the AVX-512 VNNI kernel. There is no int32 mode here (y32 stays NULL). */
+static inline const qrt_gemm_ops *qrt_gemm_int16_ops_for(int isa) {
+    static const qrt_gemm_ops ops[] = {
+        [QRT_SCALAR] = {.pack_rows = qrt_gemm_pack_rows_s16__scalar,
+                        .ukernel = qrt_gemm_ukernel_6x64c2__scalar_s16, .mr = QRT_MR, .es = 2,
+                        .kg = 2, .k_align = 2, .xs = 2},
+        [QRT_AVX2] = {.pack_rows = qrt_gemm_pack_rows_s16__scalar,
+                      .ukernel = qrt_gemm_ukernel_6x16c2__avx2_s16s8, .mr = QRT_MR, .es = 2,
+                      .kg = 2, .k_align = 2, .xs = 2},
+        [QRT_AVX512VNNI] = {.pack_rows = qrt_gemm_pack_rows_s16__avx512,
+                            .ukernel = qrt_gemm_ukernel_6x64c2__avx512vnni_s16, .mr = QRT_MR,
+                            .es = 2, .kg = 2, .k_align = 2, .xs = 2},
+        [QRT_AMX] = {.pack_rows = qrt_gemm_pack_rows_s16__avx512,
+                     .ukernel = qrt_gemm_ukernel_6x64c2__avx512vnni_s16, .mr = QRT_MR, .es = 2,
+                     .kg = 2, .k_align = 2, .xs = 2},
+    };
+    return &ops[isa >= QRT_SCALAR && isa <= QRT_AMX ? isa : QRT_SCALAR];
+}
+
+/* The int8 form's (and its int32 mode's, dynamic.h). */
 static inline const qrt_gemm_ops *qrt_gemm_ops_for(int isa) {
     static const qrt_gemm_ops ops[] = {
         [QRT_SCALAR] = {.pack_rows = qrt_gemm_pack_rows_u8__scalar,
                         .ukernel = qrt_gemm_ukernel_6x64c4__scalar, .mr = QRT_MR, .es = 1,
-                        .kg = 4, .k_align = 4},
+                        .kg = 4, .k_align = 4, .xs = 1},
         [QRT_AVX2] = {.pack_rows = qrt_gemm_pack_rows_u16__avx2,
-                      .ukernel = qrt_gemm_ukernel_6x16c2__avx2_u16s8, .mr = QRT_MR, .es = 2,
-                      .kg = 2, .k_align = 4},
+                      .ukernel = qrt_gemm_ukernel_6x16c2__avx2_u16s8,
+                      .ukernel32 = qrt_gemm_ukernel_6x16c2__avx2_u16s8_i32, .mr = QRT_MR, .es = 2,
+                      .kg = 2, .k_align = 4, .xs = 1},
         [QRT_AVX512VNNI] = {.pack_rows = qrt_gemm_pack_rows_u8__avx512,
                             .ukernel = qrt_gemm_ukernel_6x64c4__avx512vnni, .mr = QRT_MR, .es = 1,
-                            .kg = 4, .k_align = 4},
+                            .kg = 4, .k_align = 4, .xs = 1},
         [QRT_AMX] = {.pack_rows = qrt_gemm_pack_rows_u8__avx512,
                      .block = qrt_gemm_block_32x32c4__amx, .mr = 32, .es = 1, .kg = 4,
-                     .k_align = 64},
+                     .k_align = 64, .xs = 1},
     };
     return &ops[isa >= QRT_SCALAR && isa <= QRT_AMX ? isa : QRT_SCALAR];
 }
@@ -516,11 +891,13 @@ static int qrt_gemm_tile(const qrt_gemm *g, const int8_t *x, int8_t *y, int64_t 
     const int32_t *bias = g->rq.bias + grp * nch, *mult = g->rq.mult + grp * nch,
                   *shift = g->rq.shift + grp * nch;
     if (ops->block) {
-        ops->block(g, rows, m1 - m0, wg, bias, mult, shift, y + m0 * g->C_out + grp * g->cout_g,
-                   p0, p1, (int32_t *)(rows + (size_t)padded * row));
+        int64_t at = m0 * g->C_out + grp * g->cout_g;
+        ops->block(g, rows, m1 - m0, wg, bias, mult, shift,
+                   g->y32 ? (int8_t *)(void *)(g->y32 + at) : y + at * ops->xs, p0, p1,
+                   (int32_t *)(rows + (size_t)padded * row));
         return 0;
     }
-    const qrt_gemm_ukernel_fn uk = ops->ukernel;
+    const qrt_gemm_ukernel_fn uk = g->y32 && ops->ukernel32 ? ops->ukernel32 : ops->ukernel;
     for (int64_t p = p0; p < p1; p += QRT_NP) {
         int64_t np = p1 - p < QRT_NP ? p1 - p : QRT_NP;
         int64_t c0 = p * 16;
@@ -530,8 +907,10 @@ static int qrt_gemm_tile(const qrt_gemm *g, const int8_t *x, int8_t *y, int64_t 
             const uint8_t *a[QRT_MR];
             int8_t *yr[QRT_MR];
             for (int64_t i = 0; i < mr; i++) {
+                int64_t at = (m + i) * g->C_out + grp * g->cout_g + c0;
                 a[i] = rows + (m - m0 + i) * row;
-                yr[i] = y + (m + i) * g->C_out + grp * g->cout_g + c0;
+                /* int32 mode: into y32; int16 mode: 2 bytes per output */
+                yr[i] = g->y32 ? (int8_t *)(void *)(g->y32 + at) : y + at * ops->xs;
             }
             uk(g, np, mr, a, wg + p * qrt_gemm_panel_bytes(g->K4), bias + c0, mult + c0, shift + c0, yr, ncols);
         }

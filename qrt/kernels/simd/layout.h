@@ -16,8 +16,9 @@
 /* A group's weights [cout_g][K] packed as [panel][K4 / kg][QRT_PANEL][kg] int8: kg consecutive
  * k of the panel's channels per QRT_PANEL * kg bytes, zeros where a channel or k is padding.
  * kg is 4 for vpdpbusd and AMX's tdpbusd (a 64-byte vector holds 4 k of 16 channels) and 2 for
- * the AVX2 path's vpmaddwd (gemm.h qrt_gemm_ops .kg); K4 is K rounded up to the path's
- * .k_align (4, AMX 64). Byte offset of weight (channel c, k) in the group's panels: */
+ * the AVX2 path's vpmaddwd and for the int16 mode on every path (pairs of int16 x, vpmaddwd or
+ * vpdpwssd; gemm.h qrt_gemm_ops .kg); K4 is K rounded up to the path's .k_align (4, AMX 64, the
+ * int16 mode 2). Byte offset of weight (channel c, k) in the group's panels: */
 static inline int64_t qrt_gemm_packed_at(int64_t K4, int64_t kg, int64_t c, int64_t k) {
     return ((c / QRT_PANEL) * K4 + (k - k % kg)) * QRT_PANEL + (c % QRT_PANEL) * kg + k % kg;
 }
@@ -70,8 +71,9 @@ static inline void qrt_gemm_pack_weights(const int8_t *w, int64_t rows, int64_t 
 
 /* ---------------------------------------------------------------- DEPTHWISE_CONV_2D (depthwise.h) */
 
-/* Channels per block: the vector paths take 32 channels at a time (x widened to int16: one
- * 512-bit vector, or two 256-bit ones). Per-channel tables and tap reads cover whole blocks. */
+/* Channels per block: the vector paths take 32 channels at a time (x as int16, widened from
+ * int8 or, in the int16 mode, loaded as it is: one 512-bit vector, or two 256-bit ones; the same
+ * packed weights serve both). Per-channel tables and tap reads cover whole blocks. */
 #define QRT_DW_BLOCK 32
 
 /* The weights [taps][C_out] int8 (taps in the kernels' order, depthwise.h qrt_dw_taps; a dummy

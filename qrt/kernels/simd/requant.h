@@ -1,4 +1,5 @@
-/* Requantization of int32 sums to int8 (SPEC.md 4.2), on every path:
+/* Requantization of int32 sums to int8 (SPEC.md 4.2), or to int16 (the *_s16 forms, int16
+ * outputs: SPEC.md 4.6), on every path:
  *   y = clamp(zp + ((acc * m + 2^(n-1)) >> n), lo, hi)
  * with the product, rounding and shift in 64 bits and the clamp before narrowing, so no
  * intermediate can wrap (1 <= n <= 62, 0 <= m < 2^31: |acc * m| + 2^(n-1) < 2^63).
@@ -12,6 +13,16 @@
 #include <immintrin.h>
 #include "isa.h"
 #include "api.h"  /* the structs, the rule and the dispatch the Cython modules see */
+
+/* The rule into int16 (int16 outputs, SPEC.md 4.6: [lo, hi] inside [-32768, 32767]), the clamp
+ * as two selects like qrt_requant_select. The vector int16 forms are the *_s16 ones below. */
+static inline int16_t qrt_requant_select_s16(int32_t acc, int32_t m, int32_t n, int32_t zp, int32_t lo,
+                                             int32_t hi) {
+    int64_t v = qrt_rounding_shift(acc, m, n) + zp;
+    v = v < lo ? lo : v;
+    v = v > hi ? hi : v;
+    return (int16_t)v;
+}
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
@@ -131,6 +142,20 @@ static inline __attribute__((always_inline)) void qrt_store16_avx2(int8_t *y, __
     }
 }
 
+/* The same into 16 int16 at y (int16 outputs, [lo, hi] inside int16): count of them. */
+static inline __attribute__((always_inline)) void qrt_store16_s16_avx2(int16_t *y, __m256i v0, __m256i v1,
+                                                                      int64_t count) {
+    __m256i w = _mm256_packs_epi32(v0, v1);   /* v0 0-3, v1 0-3 | v0 4-7, v1 4-7 */
+    w = _mm256_permute4x64_epi64(w, 0xD8);    /* v0 0-7 | v1 0-7 */
+    if (count >= 16) {
+        _mm256_storeu_si256((__m256i *)y, w);
+    } else {
+        int16_t t[16];
+        _mm256_storeu_si256((__m256i *)t, w);
+        memcpy(y, t, (size_t)count * sizeof(int16_t));
+    }
+}
+
 #pragma GCC pop_options
 
 #pragma GCC push_options
@@ -145,10 +170,11 @@ qrt_requant_lanes_avx512(__m512i acc, __m512i m, __m512i n, __m512i zp, __m512i 
     return _mm512_min_epi64(_mm512_max_epi64(v, lo), hi);
 }
 
-/* 16 int32 sums + bias -> 16 int8 results. */
-static inline __attribute__((always_inline)) __m128i
-qrt_requant16_avx512(__m512i acc, const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                     int32_t zp, int32_t lo, int32_t hi) {
+/* 16 int32 sums + bias -> 16 results requantized and clamped to [lo, hi], as int32 lanes: the
+ * int8 and int16 forms below narrow them. */
+static inline __attribute__((always_inline)) __m512i
+qrt_requant16_avx512_lanes(__m512i acc, const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                           int32_t zp, int32_t lo, int32_t hi) {
     const __m512i low = _mm512_set1_epi64(0xFFFFFFFF);
     __m512i zpv = _mm512_set1_epi64(zp), lov = _mm512_set1_epi64(lo), hiv = _mm512_set1_epi64(hi);
     acc = _mm512_add_epi32(acc, _mm512_loadu_si512((const void *)bias));
@@ -157,14 +183,28 @@ qrt_requant16_avx512(__m512i acc, const int32_t *bias, const int32_t *mult, cons
     __m512i even = qrt_requant_lanes_avx512(acc, m, _mm512_and_si512(n, low), zpv, lov, hiv);
     __m512i odd = qrt_requant_lanes_avx512(_mm512_srli_epi64(acc, 32), _mm512_srli_epi64(m, 32),
                                            _mm512_srli_epi64(n, 32), zpv, lov, hiv);
-    return _mm512_cvtepi32_epi8(_mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32)));
+    return _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
 }
 
-/* 16 lanes of qrt_requant8_avx2_n33 (see there). */
+/* 16 int32 sums + bias -> 16 int8 results. */
 static inline __attribute__((always_inline)) __m128i
-qrt_requant16_avx512_n33(__m512i acc, const int32_t *bias, const int32_t *mult,
-                         const int32_t *round32, const int32_t *shift32, int32_t zp, int32_t lo,
-                         int32_t hi) {
+qrt_requant16_avx512(__m512i acc, const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                     int32_t zp, int32_t lo, int32_t hi) {
+    return _mm512_cvtepi32_epi8(qrt_requant16_avx512_lanes(acc, bias, mult, shift, zp, lo, hi));
+}
+
+/* The same into 16 int16 results ([lo, hi] inside int16: the narrowing keeps them). */
+static inline __attribute__((always_inline)) __m256i
+qrt_requant16_avx512_s16(__m512i acc, const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                         int32_t zp, int32_t lo, int32_t hi) {
+    return _mm512_cvtepi32_epi16(qrt_requant16_avx512_lanes(acc, bias, mult, shift, zp, lo, hi));
+}
+
+/* 16 lanes of qrt_requant8_avx2_n33 (see there), as int32 lanes. */
+static inline __attribute__((always_inline)) __m512i
+qrt_requant16_avx512_n33_lanes(__m512i acc, const int32_t *bias, const int32_t *mult,
+                               const int32_t *round32, const int32_t *shift32, int32_t zp, int32_t lo,
+                               int32_t hi) {
     acc = _mm512_add_epi32(acc, _mm512_loadu_si512((const void *)bias));
     __m512i m = _mm512_loadu_si512((const void *)mult);
     __m512i even = _mm512_mul_epi32(acc, m);
@@ -173,7 +213,23 @@ qrt_requant16_avx512_n33(__m512i acc, const int32_t *bias, const int32_t *mult,
     top = _mm512_add_epi32(top, _mm512_loadu_si512((const void *)round32));
     __m512i v = _mm512_srav_epi32(top, _mm512_loadu_si512((const void *)shift32));
     v = _mm512_min_epi32(_mm512_max_epi32(v, _mm512_set1_epi32(lo - zp)), _mm512_set1_epi32(hi - zp));
-    return _mm512_cvtepi32_epi8(_mm512_add_epi32(v, _mm512_set1_epi32(zp)));
+    return _mm512_add_epi32(v, _mm512_set1_epi32(zp));
+}
+
+/* 16 lanes of qrt_requant8_avx2_n33 into int8. */
+static inline __attribute__((always_inline)) __m128i
+qrt_requant16_avx512_n33(__m512i acc, const int32_t *bias, const int32_t *mult,
+                         const int32_t *round32, const int32_t *shift32, int32_t zp, int32_t lo,
+                         int32_t hi) {
+    return _mm512_cvtepi32_epi8(qrt_requant16_avx512_n33_lanes(acc, bias, mult, round32, shift32, zp, lo, hi));
+}
+
+/* The same into int16. */
+static inline __attribute__((always_inline)) __m256i
+qrt_requant16_avx512_n33_s16(__m512i acc, const int32_t *bias, const int32_t *mult,
+                             const int32_t *round32, const int32_t *shift32, int32_t zp, int32_t lo,
+                             int32_t hi) {
+    return _mm512_cvtepi32_epi16(qrt_requant16_avx512_n33_lanes(acc, bias, mult, round32, shift32, zp, lo, hi));
 }
 
 #pragma GCC pop_options

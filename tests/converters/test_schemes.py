@@ -1,0 +1,174 @@
+"""Quantization schemes through the converter (converters/schemes.py, SPEC.md section 3.2): the
+modes, int4 and per-group weights, symmetric activations, float islands by op type, name or
+pattern, per-layer overrides from a dict or a JSON file, integer_only, and what the report,
+the file and `qrt inspect` say about them. Real trained models (tests/converters/conftest.py):
+every scheme is judged by its accuracy on the held-out split against the float model."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import qrt
+from qrt.cli import main as cli_main
+from qrt.converters.errors import ConversionError
+from qrt.format import DType, InputQuantization, OpCode
+from qrt.inspect import inspect_file
+from qrt.ops import op_form
+
+
+def _accuracy(path, t) -> float:
+    y = qrt.load(path).run(t.x_test)
+    return float(np.mean(y.argmax(1) == t.y_test))
+
+
+def _convert(t, tmp_path, name="out", **kw):
+    out = tmp_path / f"{name}.qmodel"
+    report = qrt.convert(t.onnx_path, t.calib, out, show_progress=False, **kw)
+    return out, report
+
+
+def _forms(path) -> list:
+    m = qrt.read_model(path)
+    return [(op.opcode.name, op_form(m, i).name) for i, op in enumerate(m.operators)]
+
+
+# ---------------------------------------------------------------------------- modes on real models
+
+# mode and weights -> the most accuracy it may lose against float (points of the test split)
+MODES = {
+    "float": (dict(mode="float"), 0.0),
+    "dynamic": (dict(mode="dynamic"), 0.003),
+    "weight-only int8": (dict(mode="weight-only"), 0.003),
+    "weight-only int4 g32": (dict(mode="weight-only", weights="int4", group_size=32), 0.01),
+    "weight-only int4 g128": (dict(mode="weight-only", weights="int4", group_size=128), 0.01),
+}
+
+
+@pytest.mark.parametrize("variant", list(MODES))
+def test_modes_keep_accuracy(trained, variant, tmp_path):
+    kw, loss = MODES[variant]
+    out, report = _convert(trained, tmp_path, **kw)
+    acc = _accuracy(out, trained)
+    assert acc >= trained.float_accuracy - loss - 1e-9, f"{variant}: {acc:.4f} vs float {trained.float_accuracy:.4f}"
+    forms = _forms(out)
+    weighted = [f for op, f in forms if op in ("CONV_2D", "FULLY_CONNECTED")]
+    expect = {"float": "float32", "dynamic": "dynamic"}.get(kw["mode"], "weight-only")
+    assert weighted and set(weighted) == {expect}, forms
+    # nothing is integer in these modes: every op is named as float32 by the report and inspect
+    assert {f for _, f in forms} <= {"float32", "dynamic", "weight-only"}
+    assert len(report.float_ops) == len(forms)
+    assert len(inspect_file(str(out))["float_ops"]) == len(forms)
+    assert qrt.read_model(out).min_runtime_version == "0.3.0"
+    a = report.agreement[0]
+    assert a.cosine > (0.999 if kw["mode"] == "float" else 0.99), a
+
+
+def test_int4_weights_are_packed_and_small(mnist, tmp_path):
+    """int4 per group of 128: the weight bytes, scales included, are at most 0.6x int8's."""
+    out8, _ = _convert(mnist, tmp_path, "int8", mode="weight-only")
+    out4, _ = _convert(mnist, tmp_path, "int4", mode="weight-only", weights="int4", group_size=128)
+
+    def weight_bytes(path):
+        m = qrt.read_model(path)
+        total = 0
+        for op in m.operators:
+            if op.opcode in (OpCode.CONV_2D, OpCode.FULLY_CONNECTED):
+                w = m.tensors[op.inputs[1]]
+                total += w.data.nbytes + w.quant.scale.nbytes
+        return total
+
+    m4 = qrt.read_model(out4)
+    ws = [m4.tensors[op.inputs[1]] for op in m4.operators if op.opcode in (OpCode.CONV_2D, OpCode.FULLY_CONNECTED)]
+    assert all(w.dtype == DType.INT4 and w.quant.group_size == 128 for w in ws)
+    ratio = weight_bytes(out4) / weight_bytes(out8)
+    assert ratio <= 0.6, ratio
+
+
+def test_static_int8_stays_integer_only_and_old(digits, tmp_path):
+    out, report = _convert(digits, tmp_path)
+    assert {f for _, f in _forms(out)} == {"int8"}
+    assert report.float_ops == [] and report.forms == {"int8": len(_forms(out))}
+    assert qrt.read_model(out).min_runtime_version == "0.1.0"  # no 0.3.0 feature used
+    assert inspect_file(str(out))["float_ops"] == []
+
+
+def test_symmetric_activations(digits, tmp_path):
+    out, report = _convert(digits, tmp_path, symmetric_activations=True)
+    m = qrt.read_model(out)
+    acts = [t for t in m.tensors if t.data is None and t.quant is not None]
+    assert acts and all(int(t.quant.zero_point[0]) == 0 for t in acts)
+    assert "symmetric" in report.scheme
+    assert _accuracy(out, digits) >= digits.float_accuracy - 0.01
+
+
+# ---------------------------------------------------------------------------- float islands
+
+def test_float_ops_by_type_make_an_island(digits, tmp_path):
+    out, report = _convert(digits, tmp_path, float_ops=["Gemm"])
+    forms = _forms(out)
+    assert ("FULLY_CONNECTED", "float32") in forms
+    assert ("DEQUANTIZE", "int8") in forms  # the int8 value entering the island
+    assert [f for op, f in forms if op == "CONV_2D"] == ["int8", "int8"]
+    assert len(report.float_ops) == 1 and "FULLY_CONNECTED" in report.float_ops[0]
+    assert _accuracy(out, digits) >= digits.float_accuracy - 0.01
+    with pytest.raises(ConversionError, match="integer_only: 1 node"):
+        _convert(digits, tmp_path, "refused", float_ops=["Gemm"], integer_only=True)
+
+
+def test_overrides_by_name_type_and_pattern(digits, tmp_path):
+    m = qrt.read_model(_convert(digits, tmp_path, "plain")[0])
+    convs = [op.name for op in m.operators if op.opcode == OpCode.CONV_2D]
+    overrides = {convs[0]: {"mode": "float"},
+                 "re:linear": {"mode": "dynamic"}}
+    path = tmp_path / "overrides.json"
+    path.write_text(json.dumps(overrides))
+    for given in (overrides, str(path)):
+        out, report = _convert(digits, tmp_path, "over", overrides=given)
+        d = qrt.read_model(out)
+        by_name = {op.name: (op, op_form(d, i).name) for i, op in enumerate(d.operators)}
+        assert by_name[convs[0]][1] == "float32" and by_name[convs[1]][1] == "int8"
+        fc = [(op, f) for op, f in by_name.values() if op.opcode == OpCode.FULLY_CONNECTED]
+        assert len(fc) == 1 and fc[0][1] == "dynamic"
+        assert fc[0][0].input_quantization == InputQuantization.DYNAMIC_INT8
+        assert _accuracy(out, digits) >= digits.float_accuracy - 0.01
+        assert json.loads(d.metadata.calibration.settings["overrides"]) == overrides
+
+
+def test_bad_schemes_are_refused_clearly(digits, tmp_path):
+    with pytest.raises(ConversionError, match="int4 and per-group weights need mode 'weight-only'"):
+        _convert(digits, tmp_path, weights="int4")
+    with pytest.raises(ConversionError, match="unknown mode 'fast'"):
+        _convert(digits, tmp_path, mode="fast")
+    with pytest.raises(ConversionError, match="match no node of the model: no_such_layer"):
+        _convert(digits, tmp_path, overrides={"no_such_layer": {"mode": "float"}})
+    with pytest.raises(ConversionError, match="unknown field"):
+        _convert(digits, tmp_path, overrides={"Conv": {"bits": 4}})
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConversionError, match="not valid JSON"):
+        _convert(digits, tmp_path, overrides=str(bad))
+    with pytest.raises(ConversionError, match="bad regular expression"):
+        _convert(digits, tmp_path, overrides={"re:(": {"mode": "float"}})
+    assert not (tmp_path / "out.qmodel").exists()  # nothing half-written
+
+
+def test_cli_schemes(digits, tmp_path, capsys):
+    out = tmp_path / "cli.qmodel"
+    calib = tmp_path / "calib.npy"
+    np.save(calib, digits.calib)
+    rc = cli_main(["convert", str(digits.onnx_path), "--calib", str(calib), "-o", str(out), "--quiet",
+                   "--mode", "weight-only", "--weights", "int4", "--group-size", "32"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "scheme: weight-only, int4 per group of 32 weights" in text and "float32 ops:" in text
+    assert cli_main(["inspect", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "float32 activations in" in shown and "int4/g32" in shown and "weight-only" in shown
+    rc = cli_main(["convert", str(digits.onnx_path), "--calib", str(calib), "-o", str(tmp_path / "x.qmodel"),
+                   "--quiet", "--float-ops", "Softmax,Gemm", "--integer-only"])
+    assert rc != 0
+    assert "integer_only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse refuses what it does not offer
+        cli_main(["convert", str(digits.onnx_path), "--calib", str(calib), "-o", str(out), "--activations", "int4"])
