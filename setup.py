@@ -10,7 +10,7 @@ editable installs alike. There is no top-level `converters` package.
 
 The extensions are built without debug information and stripped (QRT_DEBUG=1 keeps both), and
 the install carries no kernel sources (.pyx, .pxd, the generated .c, simd/*.h): the runtime
-installs in about 2.5 MB instead of 24."""
+installs in about 2.7 MB instead of 24."""
 import os
 from pathlib import Path
 
@@ -37,10 +37,16 @@ extensions = [
     )
     for pyx in sorted(Path("qrt/kernels").glob("*.pyx"))
 ]
+# Cython's own support code (memoryviews, argument parsing, ...) once, in one module the others
+# import, rather than a copy in each: about 1.3 MB less installed.
+SHARED = "qrt.kernels._cython"
+extensions.append(Extension(SHARED, sources=[], extra_compile_args=["-O2"] + ([] if debug else ["-g0"]),
+                            extra_link_args=[] if debug else ["-s"]))
 
 setup(
     packages=packages,
     package_dir={"qrt.converters": "converters"},
     exclude_package_data={"qrt.kernels": ["*.c", "*.pyx", "*.pxd", "simd/*.h"]},
-    ext_modules=cythonize(extensions, compiler_directives={"language_level": "3"}),
+    ext_modules=cythonize(extensions, compiler_directives={"language_level": "3"},
+                          shared_utility_qualified_name=SHARED),
 )

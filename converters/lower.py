@@ -24,7 +24,7 @@ from qrt.format import (
     Pool2DOptions, SoftmaxOptions, TransposeOptions, UnaryFunction, UnaryOptions,
 )
 from qrt.format.model import pack_int4
-from qrt.numerics import INT32_MAX, MAX_INT16_MAGNITUDE, SOFTMAX_OUTPUT, accumulator_bound
+from qrt.numerics import INT32_MAX, SOFTMAX_OUTPUT, accumulator_bound, int16_accumulator_bound
 
 from . import calibration as C
 from .errors import ConversionError, UnsupportedOpsError
@@ -99,6 +99,9 @@ class LoweringOptions:
     input_means: dict = field(default_factory=dict)
     # The scheme of each node (default: static int8 everywhere).
     schemes: SchemeTable = field(default_factory=lambda: SchemeTable(Scheme()))
+    # Bias correction (input_means) only for int4 weights, whose rounding error is large: the
+    # converter's default; False when the user asked for it everywhere.
+    correct_int4_only: bool = False
 
 
 @dataclass
@@ -120,6 +123,7 @@ class Lowering:
         self.skip: set = set()  # nodes folded into another (activations, SiLU patterns)
         self.fused: dict = {}  # node name/id -> (activation, clip, output value name)
         self.report: list = []  # (source op, qrt op, form, node name) for the conversion report
+        self.notes: list = []  # where a node's scheme could not be followed, and what was done instead
         self.forms: dict = {}  # node id -> the form it computes in (schemes.py)
         self.schemes: dict = {}  # node id -> its Scheme
         self.cur = INT8  # the form of the node being lowered
@@ -354,8 +358,8 @@ class Lowering:
                 continue
             self.cur, self.scheme = self.forms[id(n)], self.schemes[id(n)]
             RULES[n.op].lower(self, n)
-        for name in self.g.outputs:
-            v = self.value(name)
+        for name in self.g.outputs:  # as computed, in their producer's domain
+            v = self.values[name] if name in self.values else self.value(name)
             self.b.output(name, v.tensor, Layout.NCHW if v.nhwc else Layout.AS_STORED)
         return self.b.build(metadata)
 
@@ -400,7 +404,8 @@ class Lowering:
         Given the op's input and bias, a channel whose bias cannot be represented next to the
         accumulator bound (SPEC.md 4.5, 4.6) gets a coarser scale, doubled until it can: such
         channels are nearly dead (BatchNorm-folded weights of 1e-9 with a bias of 1), and
-        clamping their bias instead would change their output."""
+        clamping their bias instead would change their output. Weights that break the bound
+        on their own are left as they are (_keep_int16 keeps such a layer in int8)."""
         imported = False
         if name in self.g.weight_qparams:
             scales, qaxis = self.g.weight_qparams[name]
@@ -411,17 +416,13 @@ class Lowering:
         wq = C.quantize_weights(w, scales, axis)
         if x_name is None or imported:
             return wq, scales
-        channels = w.shape[axis]
-        b = np.zeros(channels) if not bias_name else \
-            np.broadcast_to(np.asarray(self.g.constants[bias_name], np.float64).reshape(-1), (channels,))
+        b = self._bias_values(bias_name, w.shape[axis])
         sx = np.float32(self.q(x_name)[0])
         for _ in range(64):
-            bq = np.abs(np.rint(b / (sx * np.broadcast_to(scales, (channels,)).astype(np.float32))))
-            if self.cur == INT16:
-                l1 = np.abs(np.moveaxis(wq, axis, 0).astype(np.int64)).reshape(channels, -1).sum(axis=1)
-                over = bq > INT32_MAX - l1 * MAX_INT16_MAGNITUDE
-            else:
-                over = bq > INT32_MAX - accumulator_bound(reduction)
+            room = self._headroom(wq, axis, reduction)
+            if (room < 0).any():
+                break
+            over = np.abs(np.rint(b / (sx * np.broadcast_to(scales, b.shape).astype(np.float32)))) > room
             if not over.any():
                 break
             scales = scales.copy()
@@ -429,41 +430,50 @@ class Lowering:
             wq = C.quantize_weights(w, scales, axis)
         return wq, scales
 
+    def _bias_values(self, name: str | None, channels: int) -> np.ndarray:
+        """The float bias per output channel (0 without one), float64."""
+        if not name:
+            return np.zeros(channels)
+        return np.broadcast_to(np.asarray(self.g.constants[name], np.float64).reshape(-1), (channels,)).copy()
+
+    def _headroom(self, wq: np.ndarray, axis: int, reduction: int) -> np.ndarray:
+        """Per output channel, the largest |int32 bias| the accumulator bound of the current
+        domain leaves: SPEC.md 4.5 for int8, 4.6 (from the weights themselves) for int16."""
+        channels = wq.shape[axis]
+        if self.cur == INT16:
+            l1 = np.abs(np.moveaxis(wq, axis, 0).astype(np.int64)).reshape(channels, -1).sum(axis=1)
+            return INT32_MAX - int16_accumulator_bound(l1, 0)
+        return np.full(channels, INT32_MAX - accumulator_bound(reduction), np.int64)
+
     def _bias(self, name: str | None, x_scale: float, w_scales, w_float, w_int, channels: int, reduction: int,
               input_name: str, conv_like: bool):
+        """int32 bias at scale s_x * s_w[c] (and that scale), clamped to the accumulator bound;
+        w_float, w_int in the source layout, channels first."""
         s = np.float32(x_scale) * np.broadcast_to(w_scales, (channels,)).astype(np.float32)
-        b = np.zeros(channels, np.float64) if not name else np.asarray(self.g.constants[name], np.float64).reshape(-1)
-        b = np.broadcast_to(b, (channels,)).astype(np.float64)
-        mean = self.opt.input_means.get(input_name)
+        b = self._bias_values(name, channels)
+        mean = None if self.opt.correct_int4_only else self.opt.input_means.get(input_name)
         if mean is not None:  # empirical bias correction: E[(W - W_q s_w) x] folded into the bias
             deq = w_int.astype(np.float64) * np.broadcast_to(w_scales, (channels,)).reshape((-1,) + (1,) * (w_float.ndim - 1))
-            err = (w_float.astype(np.float64) - deq)
-            if conv_like:  # [C_out, C_in/g, KH, KW] (grouped: input channel block per group)
-                groups = mean.size // err.shape[1]
-                m = mean.reshape(groups, err.shape[1])
-                cout_g = channels // groups
-                b = b + np.concatenate([
-                    (err[g * cout_g:(g + 1) * cout_g].sum(axis=(2, 3)) * m[g]).sum(axis=1) for g in range(groups)])
-            else:  # [N_out, K]
-                b = b + err @ mean.astype(np.float64)
-        b = np.rint(b / s.astype(np.float64))
-        if self.cur == INT16:  # the per-channel bound of int16 inputs (SPEC.md 4.6)
-            l1 = np.abs(w_int.astype(np.int64)).reshape(channels, -1).sum(axis=1)
-            limit = INT32_MAX - l1 * MAX_INT16_MAGNITUDE
-            self.int16_fits = bool((np.abs(b) <= limit).all())
-        else:
-            limit = INT32_MAX - accumulator_bound(reduction)  # the loader's bound (SPEC.md 4.5)
-        return np.clip(b, -limit, limit).astype(np.int32), s
+            b = b + bias_correction(w_float.astype(np.float64) - deq, mean, conv_like)
+        room = self._headroom(w_int, 0, reduction)
+        if (room < 0).any():
+            raise ConversionError(f"{input_name}: a reduction of {reduction} can overflow the int32 accumulator "
+                                  f"(SPEC.md section 4.5)")
+        return np.clip(np.rint(b / s.astype(np.float64)), -room, room).astype(np.int32), s
 
-    def _keep_int16(self, n: Node, w_name: str, w: np.ndarray, bias_name, reduction: int, conv_like: bool) -> bool:
+    def _keep_int16(self, n: Node, w_name: str, w: np.ndarray, bias_name, reduction: int) -> bool:
         """Whether a Conv or Gemm meets int16's accumulator bound (SPEC.md 4.6); if not it is
         lowered in int8, with REQUANTIZE around it, and the report says so."""
-        wq, ws = self._weights(w_name, w, 0, bias_name, n.inputs[0], reduction)
-        self._bias(bias_name, self.q(n.inputs[0])[0], ws, w, wq, w.shape[0], reduction, n.inputs[0], conv_like)
-        if not self.int16_fits:
+        x_name = n.inputs[0]
+        wq, ws = self._weights(w_name, w, 0, bias_name, x_name, reduction)
+        room = self._headroom(wq, 0, reduction)
+        b = self._bias_values(bias_name, w.shape[0])
+        s = np.float32(self.q(x_name)[0]) * np.broadcast_to(ws, b.shape).astype(np.float32)
+        fits = bool((room >= 0).all() and (np.abs(np.rint(b / s)) <= room).all())
+        if not fits:
             self.cur = INT8
-            self.report.append((n.op, "(int16 bound: kept in int8)", INT8, n.name))
-        return self.int16_fits
+            self.notes.append(f"{n.name or n.op} ({n.op}): kept in int8, its weights break int16's accumulator bound")
+        return fits
 
     def _conv_supported(self, n: Node) -> bool:
         return len(self.shape(n.inputs[0])) == 4 and n.inputs[1] in self.g.constants
@@ -478,7 +488,7 @@ class Lowering:
         win, (dh, dw) = self._window(n, kh, kw)
         bias_name = n.inputs[2] if len(n.inputs) > 2 and n.inputs[2] else None
         if self.cur == INT16:
-            self._keep_int16(n, w_name, w, bias_name, kh * kw * (cin // group), True)
+            self._keep_int16(n, w_name, w, bias_name, kh * kw * (cin // group))
         x = self.to_layout(x_name, True)
         depthwise = group == cin and group > 1 and m % cin == 0
         if self.floating:
@@ -509,24 +519,18 @@ class Lowering:
 
     def _fully_connected(self, n: Node, x_name: str, w: np.ndarray, w_name: str, bias):
         """w: [N_out, K] float; bias: float array or None."""
-        if self.cur == INT16:
-            b_name = None
-            if bias is not None:
-                b_name = self.g.fresh(w_name + ".bias")
-                self.g.constants[b_name] = np.broadcast_to(np.asarray(bias, np.float32).reshape(-1), (w.shape[0],)).copy()
-            self._keep_int16(Node(n.op, [x_name] + list(n.inputs[1:]), n.outputs, n.attrs, n.name), w_name, w, b_name,
-                             w.shape[1], False)
-        x = self.to_layout(x_name, False)
-        if self.floating:
-            b = np.zeros(w.shape[0], np.float32) if bias is None else \
-                np.broadcast_to(np.asarray(bias, np.float32).reshape(-1), (w.shape[0],))
-            return self._float_weighted(OpCode.FULLY_CONNECTED, n, x, w, w_name, b, None, self.cur)
-        sx = self.q(x_name)[0]
         nout, k = w.shape
         b_name = None
         if bias is not None:
             b_name = self.g.fresh(w_name + ".bias")
             self.g.constants[b_name] = np.broadcast_to(np.asarray(bias, np.float32).reshape(-1), (nout,)).copy()
+        if self.cur == INT16:
+            self._keep_int16(Node(n.op, [x_name] + list(n.inputs[1:]), n.outputs, n.attrs, n.name), w_name, w, b_name, k)
+        x = self.to_layout(x_name, False)
+        if self.floating:
+            return self._float_weighted(OpCode.FULLY_CONNECTED, n, x, w, w_name, self._bias_values(b_name, nout),
+                                        None, self.cur)
+        sx = self.q(x_name)[0]
         wq, ws = self._weights(w_name, w, 0, b_name, x_name, k)
         bq, bs = self._bias(b_name, sx, ws, w, wq, nout, k, x_name, False)
         y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]))
@@ -546,6 +550,9 @@ class Lowering:
         y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]))
         bi = self.b.tensor(self._unique(w_name + ".bias"), DType.FLOAT32, (channels,),
                            np.ascontiguousarray(bias, np.float32))
+        if form == DYNAMIC and accumulator_bound(w.size // channels) > INT32_MAX:
+            form = WEIGHT_ONLY  # too long a reduction for int32 sums of int8 products
+            self.notes.append(f"{n.name or n.op} ({n.op}): weight-only, its reduction is too long for dynamic int8")
         iq = InputQuantization.DYNAMIC_INT8 if form == DYNAMIC else InputQuantization.NONE
         if form == FLOAT32:
             wi = self.b.tensor(self._unique(w_name), DType.FLOAT32, w.shape, w)
@@ -563,18 +570,14 @@ class Lowering:
             wi = self.b.tensor(self._unique(w_name), DType.INT4 if int4 else DType.INT8, w.shape,
                                pack_int4(wq) if int4 else wq, scale=scales.reshape(-1), axis=0,
                                group_size=group or 0)
-            mean = self.opt.input_means.get(n.inputs[0])
+            mean = self.opt.input_means.get(n.inputs[0]) if int4 or not self.opt.correct_int4_only else None
             if mean is not None:  # empirical bias correction: E[(W - W_q s) x] folded into the bias
                 k = wq.size // channels
                 per_k = np.repeat(scales.reshape(channels, -1).astype(np.float64), group or k, axis=1)[:, :k]
                 err = (w.reshape(channels, -1).astype(np.float64) - wq.reshape(channels, -1) * per_k).reshape(w.shape)
-                if code == OpCode.FULLY_CONNECTED:
-                    corr = err @ mean.astype(np.float64)
-                else:  # [C_out, KH, KW, C_in/g]: each output channel reads its group's input channels
-                    cin_g = w.shape[3]
-                    m = mean.astype(np.float64).reshape(-1, cin_g)
-                    cout_g = channels // m.shape[0]
-                    corr = np.einsum("ohwc,oc->o", err, np.repeat(m, cout_g, axis=0))
+                if code == OpCode.CONV_2D:  # stored [C_out, KH, KW, C_in/g] -> the source's [C_out, C_in/g, KH, KW]
+                    err = err.transpose(0, 3, 1, 2)
+                corr = bias_correction(err, mean, code == OpCode.CONV_2D)
                 self.b.model.tensors[bi].data = (bias.astype(np.float64) + corr).astype(np.float32)
         self.op(code, [x, wi, bi], [y], options, n, fuse=True, input_quantization=iq)
 
@@ -881,6 +884,18 @@ FOLDED_OPS = {"Identity", "Dropout", "Constant", "Shape", "Gather", "Slice", "Ca
               "ConstantOfShape", "Range", "Expand", "Equal", "Where", "Split"}
 
 
+def bias_correction(err: np.ndarray, mean: np.ndarray, conv_like: bool) -> np.ndarray:
+    """E[err x] per output channel: err = W - dequantized W in the source layout ([C_out, C_in/g,
+    KH, KW], or [N_out, K]), mean the calibration mean of each input channel (or of x)."""
+    mean = mean.astype(np.float64)
+    if not conv_like:
+        return err @ mean
+    groups = mean.size // err.shape[1]
+    cout_g = err.shape[0] // groups
+    m = np.repeat(mean.reshape(groups, err.shape[1]), cout_g, axis=0)  # each output channel's inputs
+    return (err.sum(axis=(2, 3)) * m).sum(axis=1)
+
+
 def node_forms(graph: Graph, table: SchemeTable) -> dict:
     """node id -> the qrt form it computes in, by its scheme (schemes.node_form)."""
     forms = {}
@@ -904,8 +919,9 @@ def check_quantizable(graph: Graph):
 
 def lower(graph: Graph, qparams: dict, options: LoweringOptions | None = None, metadata: Metadata | None = None,
           qparams16: dict | None = None):
-    """(qrt.format.ModelDefinition, [(source op, qrt op, form, node name)]) for a simplified,
-    shape-inferred graph; qparams16: each value's int16 parameters, for int16 schemes."""
+    """(qrt.format.ModelDefinition, [(source op, qrt op, form, node name)], [notes]) for a
+    simplified, shape-inferred graph; qparams16: each value's int16 parameters, for int16
+    schemes; the notes say where a node's scheme could not be followed."""
     low = Lowering(graph, qparams, options or LoweringOptions(), qparams16)
     model = low.run(metadata or Metadata())
-    return model, low.report
+    return model, low.report, low.notes

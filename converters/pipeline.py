@@ -59,6 +59,7 @@ class Report:
     scheme: str = "static, int8 weights, int8 asymmetric activations"
     forms: dict = field(default_factory=dict)  # form (int8, float32, weight-only, dynamic) -> qrt ops
     float_ops: list = field(default_factory=list)  # "name (qrt op, form)" of every op with float32 activations
+    notes: list = field(default_factory=list)  # where a layer's scheme could not be followed, and why
 
     def __str__(self) -> str:
         lines = [f"converted {self.source} -> {self.output}",
@@ -74,6 +75,7 @@ class Report:
         if self.float_ops:
             shown = ", ".join(self.float_ops[:12]) + (f", ... ({len(self.float_ops)} in all)" if len(self.float_ops) > 12 else "")
             lines.append(f"  float32 ops: {shown}")
+        lines += [f"  note: {note}" for note in self.notes]
         for a in self.agreement:
             top = f", top-1 agreement {100 * a.top1_agreement:.1f} %" if a.top1_agreement is not None else ""
             lines.append(f"  output '{a.name}': SQNR {a.sqnr_db:.1f} dB, cosine {a.cosine:.4f}{top}")
@@ -225,6 +227,7 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
     graph = simplify(graph)
     table = SchemeTable(default, overrides, float_ops)
     forms = _plan(graph, table, integer_only)
+    int4_only = bias_correction is None  # by default only int4 weights are corrected
     if bias_correction is None:
         bias_correction = default.weights == "int4" or any(o.get("weights") == "int4" for o in table.overrides.values())
     check_quantizable(graph)  # before calibration is spent on a model that cannot be lowered
@@ -273,20 +276,22 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
     md = Metadata(producer="qrt convert", producer_version=qrt.__version__, source_file=os.path.basename(source_name),
                   source_sha256=hashlib.sha256(source_bytes).hexdigest() if source_bytes else "",
                   calibration=Calibration(method, len(calib), {"per_channel": str(per_channel).lower(),
-                                                              "bias_correction": str(bias_correction).lower()}),
+                                                              "bias_correction": ("int4 weights" if int4_only and bias_correction
+                                                                                  else str(bias_correction).lower())}),
                   properties=dict(metadata or {}))
     float_bytes = len(source_bytes) if source_bytes else graph.parameter_bytes()
     md.calibration.settings["scheme"] = default.describe()
     if table.overrides:
         md.calibration.settings["overrides"] = json.dumps(table.overrides, sort_keys=True)
-    qmodel, lowered = lower(graph, qparams, LoweringOptions(per_channel=per_channel, input_means=input_means,
-                                                            schemes=table), md, qparams16)
+    qmodel, lowered, notes = lower(graph, qparams, LoweringOptions(per_channel=per_channel, input_means=input_means,
+                                                            schemes=table, correct_int4_only=int4_only),
+                            md, qparams16)
     size = qrt.write_model(qmodel, out_path)
 
     report = Report(source=source_name, output=out_path, method=method, per_channel=per_channel,
                     bias_correction=bias_correction, calibration_samples=len(calib), holdout_samples=len(held),
                     source_ops=graph.op_counts(), qrt_ops={}, float_bytes=float_bytes, int8_bytes=size,
-                    methods_chosen=chosen if method == "auto" else {}, scheme=default.describe())
+                    methods_chosen=chosen if method == "auto" else {}, scheme=default.describe(), notes=notes)
     for _, code, form, name in lowered:
         report.qrt_ops[code] = report.qrt_ops.get(code, 0) + 1
         report.forms[form] = report.forms.get(form, 0) + 1

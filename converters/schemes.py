@@ -118,7 +118,7 @@ def load_overrides(overrides) -> dict:
                 re.compile(key[3:])
             except re.error as e:
                 raise ConversionError(f"override '{key}': bad regular expression: {e}") from None
-        out[str(key)] = fields
+        out[str(key)] = dict(fields)
     return out
 
 
@@ -143,7 +143,11 @@ class SchemeTable:
         if key is None:
             return self.default
         self.used.add(key)
-        return dataclasses.replace(self.default, **self.overrides[key])
+        fields = dict(self.overrides[key])
+        if fields.get("mode", self.default.mode) != "weight-only":  # int4 and groups are weight-only's
+            fields.setdefault("weights", "int8")
+            fields.setdefault("group_size", None)
+        return dataclasses.replace(self.default, **fields)
 
     def unused(self) -> list:
         return [k for k in self.overrides if k not in self.used]

@@ -76,7 +76,7 @@ def summary(model: ModelDefinition, path: str | None = None) -> dict:
         "constant_bytes": sum(t.data.nbytes for t in model.tensors if t.data is not None),
         "macs": sum(o["macs"] for o in ops),
         "float_ops": [f"{o['index']} {o['name'] or o['op']} ({o['op']}, {o['form']})" for o in ops
-                      if o["form"] != "int8"],
+                      if o["form"] not in ("int8", "int16")],
         "arena_bytes": arena.size, "unshared_activation_bytes": arena.naive_size,
         "metadata": md,
     }
@@ -96,7 +96,7 @@ def render(s: dict) -> str:
            f"{s['macs']:,} MACs per batch; activation arena {s['arena_bytes']:,} bytes "
            f"({s['unshared_activation_bytes']:,} without sharing)",
            (f"float32 activations in {len(s['float_ops'])} operator(s): " + ", ".join(s["float_ops"]))
-           if s["float_ops"] else "integer-only: every operator computes on int8 activations", ""]
+           if s["float_ops"] else "integer-only: every operator computes on integer activations", ""]
     for kind in ("inputs", "outputs"):
         rows = [[g["name"], g["dtype"], "x".join(map(str, g["shape"])), g["layout"],
                  "" if g["scale"] is None else f"{g['scale']:.6g}", "" if g["zero_point"] is None else g["zero_point"]]

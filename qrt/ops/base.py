@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InvalidModelError
-from ..format.model import QUANT_RANGE, Activation, DType, ModelDefinition, OpCode, Operator, Tensor
+from ..format.model import QUANT_RANGE, Activation, DType, ModelDefinition, OpCode, Operator, Tensor, unpack_int4
 from ..numerics import (
     INT32_MAX, MAX_INPUT_MAGNITUDE, MAX_INT16_MAGNITUDE, MAX_WEIGHT_MAGNITUDE, accumulator_bound,
     int16_accumulator_bound, quantize_multipliers, requantize,
@@ -178,7 +178,7 @@ class Check:
                       f"expected dimension {channel_axis} (the output channels)")
         if w.dtype == DType.INT8 and w.data.size and int(w.data.min()) < -MAX_WEIGHT_MAGNITUDE:
             self.fail(f"weights {self.label(w)} contain -128; int8 weights must lie in [-127, 127]")
-        if w.dtype == DType.INT4 and (((w.data & 0x0F) == 8) | ((w.data >> 4) == 8)).any():
+        if w.dtype == DType.INT4 and (unpack_int4(w.data, w.numel) == -8).any():
             self.fail(f"weights {self.label(w)} contain -8; int4 weights must lie in [-7, 7]")
 
     def bias(self, b: Tensor, x: Tensor, w: Tensor, channels: int, reduction: int, channel_axis: int = 0):
@@ -283,7 +283,7 @@ class Requant:
     zero_point: int
     lo: int
     hi: int
-    dtype: type = np.int8  # the output's: np.int8, or np.int16 for int16 outputs
+    dtype: type = np.int8  # the output's numpy dtype: int8, uint8 or int16
 
 
 def activation_range(activation: Activation, clip_min: float, clip_max: float) -> tuple[float, float]:
@@ -325,7 +325,7 @@ def requant(real_multipliers, y: Tensor, op: Operator | None = None) -> Requant:
     m, n = quantize_multipliers(real_multipliers)
     lo_hi = clamp_bounds(y, op.activation, op.clip_min, op.clip_max) if op else QUANT_RANGE[y.dtype]
     return Requant(m.astype(np.int32), n.astype(np.int32), zero_point(y), *lo_hi,
-                   np.int16 if y.dtype == DType.INT16 else np.int8)
+                   {DType.INT16: np.int16, DType.UINT8: np.uint8}.get(y.dtype, np.int8))
 
 
 def requantize_to(acc, r: Requant, dtype=None) -> np.ndarray:

@@ -72,7 +72,7 @@ class Model:
             self._path = os.path.abspath(os.fspath(source))
             self._identity = _file_identity(os.stat(self._path))
             self._digest = None  # the file's SHA-256, taken when the model is first pickled
-        name = kernels or os.environ.get("QRT_KERNELS", DEFAULT_KERNELS)
+        name = kernels or os.environ.get("QRT_KERNELS") or DEFAULT_KERNELS
         if name not in KERNEL_SETS:
             raise InputError(f"unknown kernel set '{name}'; choose one of {sorted(KERNEL_SETS)}")
         self.kernels = KERNEL_SETS[name]

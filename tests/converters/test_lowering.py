@@ -72,27 +72,42 @@ CASES = {
 }
 
 
-def _convert(module, tmp_path, name):
+def _convert(module, tmp_path, name, **scheme):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((40, 3, 8, 8)).astype(np.float32)
     path = tmp_path / f"{name}.qmodel"
     report = qrt.convert(module, x[:30], path, example_inputs=torch.tensor(x[:1]), method="minmax",
-                         show_progress=False)
+                         show_progress=False, **scheme)
     return x, path, report
 
 
+# Every case in every domain the lowering has: int8, int16 (with int8 where an op has no int16
+# form), float32 islands, and the float-activation modes around quantized Conv / Gemm.
+SCHEMES = {
+    "int8": ({}, 0.99),
+    "int16": ({"activations": "int16"}, 0.999),
+    "float": ({"mode": "float"}, 0.99999),
+    "dynamic": ({"mode": "dynamic"}, 0.995),
+    "int4 g32": ({"mode": "weight-only", "weights": "int4", "group_size": 32}, 0.97),
+}
+
+
+@pytest.mark.parametrize("scheme", [s if s in ("int8", "int16") else pytest.param(s, marks=pytest.mark.slow)
+                                    for s in SCHEMES])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_op_lowering_tracks_float(name, tmp_path):
+def test_op_lowering_tracks_float(name, scheme, tmp_path):
     torch.manual_seed(0)
     module = Block(CASES[name]).eval()
-    x, path, report = _convert(module, tmp_path, name)
+    kw, min_cos = SCHEMES[scheme]
+    x, path, report = _convert(module, tmp_path, name, **kw)
     m = qrt.load(path)
     want = module(torch.tensor(x[30:])).detach().numpy()
     got = m.run(x[30:])
     assert got.shape == want.shape
     cos = float(np.sum(want * got) / (np.linalg.norm(want) * np.linalg.norm(got)))
-    assert cos > 0.99, (name, cos, report.qrt_ops)
+    assert cos > min_cos, (name, scheme, cos, report.qrt_ops, report.forms)
+    assert np.array_equal(got, qrt.load(path, kernels="reference").run(x[30:]))
 
 
 def test_prelu_and_unfolded_batchnorm(tmp_path):

@@ -172,3 +172,85 @@ def test_cli_schemes(digits, tmp_path, capsys):
     assert "integer_only" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse refuses what it does not offer
         cli_main(["convert", str(digits.onnx_path), "--calib", str(calib), "-o", str(out), "--activations", "int4"])
+
+
+# ---------------------------------------------------------------------------- int16 and edge cases
+
+def _onnx(tmp_path, nodes, inputs, outputs, initializers, name="m"):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        nodes, name, [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in initializers.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_int16_keeps_a_layer_in_int8_where_the_bound_fails(tmp_path):
+    """A Gemm whose weights alone break int16's bound (sum |w| x 2^15 > 2^31) stays int8 with
+    its weights as int8 would have them; the next one, which fits, is int16."""
+    from onnx import helper
+
+    rng = np.random.default_rng(3)
+    k = 4096
+    w1 = rng.standard_normal((k, 16)).astype(np.float32)  # MatMul: [K, N]; sum |q| ~ 25 K per channel
+    w2 = rng.standard_normal((16, 8)).astype(np.float32) * 0.1
+    path = _onnx(tmp_path, [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+                            helper.make_node("MatMul", ["r", "w2"], ["y"])],
+                 [("x", [1, k])], [("y", [1, 8])], {"w1": w1, "w2": w2})
+    calib = rng.standard_normal((40, k)).astype(np.float32)
+    out16, report = _convert_path(path, calib, tmp_path / "i16.qmodel", activations="int16")
+    out8, _ = _convert_path(path, calib, tmp_path / "i8.qmodel")
+    m16, m8 = qrt.read_model(out16), qrt.read_model(out8)
+    fcs16 = [(op, op_form(m16, i).name) for i, op in enumerate(m16.operators) if op.opcode == OpCode.FULLY_CONNECTED]
+    assert [f for _, f in fcs16] == ["int8", "int16"], fcs16
+    w16 = m16.tensors[fcs16[0][0].inputs[1]]
+    w8 = next(m8.tensors[op.inputs[1]] for op in m8.operators if op.opcode == OpCode.FULLY_CONNECTED)
+    assert np.array_equal(w16.quant.scale, w8.quant.scale) and np.array_equal(w16.data, w8.data)
+    assert len(report.notes) == 1 and "kept in int8" in report.notes[0] and "note: " in str(report)
+    assert any(op.opcode == OpCode.REQUANTIZE for op in m16.operators)  # int8 -> int16 between them
+    x = calib[:5]
+    assert np.array_equal(qrt.load(out16).run(x), qrt.load(out16, kernels="reference").run(x))
+
+
+def _convert_path(path, calib, out, **kw):
+    report = qrt.convert(path, calib, out, show_progress=False, **kw)
+    return out, report
+
+
+def test_outputs_keep_the_domain_they_were_computed_in(tmp_path):
+    """Two outputs: logits from a float island (Gemm kept in float32) and probabilities from an
+    int8 Softmax lowered after it: the logits stay float32 (not quantized on the way out)."""
+    from onnx import helper
+
+    rng = np.random.default_rng(4)
+    path = _onnx(tmp_path, [helper.make_node("Gemm", ["x", "w", "b"], ["logits"], transB=1),
+                            helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)],
+                 [("x", [1, 32])], [("logits", [1, 10]), ("probs", [1, 10])],
+                 {"w": rng.standard_normal((10, 32)), "b": rng.standard_normal(10)})
+    calib = rng.standard_normal((40, 32)).astype(np.float32)
+    out, _ = _convert_path(path, calib, tmp_path / "two.qmodel", float_ops=["Gemm"])
+    m = qrt.read_model(out)
+    dtypes = {g.name: m.tensors[g.tensor].dtype for g in m.outputs}
+    assert dtypes == {"logits": DType.FLOAT32, "probs": DType.INT8}
+    x = calib[:1]
+    logits = qrt.load(out).run(x)["logits"]
+    import onnx.reference
+
+    want = onnx.reference.ReferenceEvaluator(path).run(None, {"x": x})[0]
+    np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+
+
+def test_override_back_to_static_under_an_int4_default(digits, tmp_path):
+    m = qrt.read_model(_convert(digits, tmp_path, "plain")[0])
+    fc = next(op.name for op in m.operators if op.opcode == OpCode.FULLY_CONNECTED)
+    out, _ = _convert(digits, tmp_path, "mixed", mode="weight-only", weights="int4", group_size=32,
+                      overrides={fc: {"mode": "static"}})
+    d = qrt.read_model(out)
+    forms = {op.name: op_form(d, i).name for i, op in enumerate(d.operators)}
+    assert forms[fc] == "int8"
+    assert _accuracy(out, digits) >= digits.float_accuracy - 0.01
