@@ -8,6 +8,11 @@ The converters live in the top-level folder converters/ (the repository's layout
 the subpackage qrt.converters: package_dir maps the one onto the other, for wheels and for
 editable installs alike. There is no top-level `converters` package.
 
+Every module is compiled with -ffp-contract=off: gcc never fuses a multiplication and an
+addition into one FMA (its default, -ffp-contract=fast, does wherever the target has FMA: the
+AVX2 and AVX-512 functions), so that the float kernels (simd/weight_only.h, dynamic.h, eltwise.h's
+QUANTIZE/DEQUANTIZE) round every product and sum as their NumPy references do.
+
 The extensions are built without debug information and stripped (QRT_DEBUG=1 keeps both), and
 the install carries no kernel sources (.pyx, .pxd, the generated .c, simd/*.h): the runtime
 installs in about 2.7 MB instead of 24."""
@@ -25,13 +30,14 @@ packages = find_namespace_packages(include=["qrt", "qrt.*"], exclude=["qrt.kerne
 
 headers = [str(h) for h in sorted(Path("qrt/kernels/simd").glob("*.h"))]
 debug = os.environ.get("QRT_DEBUG") == "1"
+cflags = ["-ffp-contract=off"] + ([] if debug else ["-g0"])  # every module's (see the top)
 extensions = [
     Extension(
         f"qrt.kernels.{pyx.stem}",
         [str(pyx)],
         include_dirs=[np.get_include(), "qrt/kernels"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=["-O3", "-fopenmp"] + ([] if debug else ["-g0"]),
+        extra_compile_args=["-O3", "-fopenmp"] + cflags,
         extra_link_args=["-fopenmp"] + ([] if debug else ["-s"]),
         depends=headers,
     )
@@ -40,7 +46,7 @@ extensions = [
 # Cython's own support code (memoryviews, argument parsing, ...) once, in one module the others
 # import, rather than a copy in each: about 1.3 MB less installed.
 SHARED = "qrt.kernels._cython"
-extensions.append(Extension(SHARED, sources=[], extra_compile_args=["-O2"] + ([] if debug else ["-g0"]),
+extensions.append(Extension(SHARED, sources=[], extra_compile_args=["-O2"] + cflags,
                             extra_link_args=[] if debug else ["-s"]))
 
 setup(

@@ -97,8 +97,9 @@ cdef class DepthwiseStep(Step):
 
 
 cdef _check_requant(r, Py_ssize_t channels, bint int16):
-    """numerics.pxd check_requant of Requant r (its arrays, zero point and clamp), with the
-    clamp inside int16 instead of int8 for the int16 form."""
+    """numerics.pxd check_requant of Requant r (its arrays, zero point and clamp); for the int16
+    form the clamp inside int16 instead of int8 and the output zero point 0 (SPEC.md 4.6, as
+    the int16 GEMM's bind requires)."""
     cdef const int32_t[::1] mult = r.multiplier
     cdef const int32_t[::1] shift = r.shift
     if not int16:
@@ -106,7 +107,10 @@ cdef _check_requant(r, Py_ssize_t channels, bint int16):
         return
     if not (-32768 <= r.lo <= r.hi <= 32767):
         raise ValueError(f"clamp range [{r.lo}, {r.hi}] must lie inside [-32768, 32767]")
-    check_requant(mult, shift, channels, r.zero_point, 0, 0)  # the clamp is checked above
+    check_requant(mult, shift, channels, 0, 0, 0)  # the clamp is checked above, the zero point below
+    if r.zero_point != 0:
+        raise ValueError(f"output zero point {r.zero_point} must be 0: int16 activations are "
+                         f"symmetric (SPEC.md 4.6)")
 
 
 cdef _check_constants(ins, p, Py_ssize_t channels, bint int16):

@@ -43,6 +43,7 @@ from qrt.kernels.numerics cimport check_requant, requantize_one, rounding_shift
 from qrt.kernels.plan cimport Step
 
 from qrt import numerics
+from qrt.ops.lut import INT16_TABLE
 from qrt.kernels import Kernel, isa as _isa
 
 from qrt.kernels.isa cimport (
@@ -876,6 +877,55 @@ def lut(ins, p, out, isa=None, threads=1):
     bind_lut(ins, p, out, isa, threads)()
 
 
+cdef class Lut16Step(Step):
+    cdef const int16_t* x
+    cdef const int16_t* t  # INT16_TABLE entries, 128 inputs apart
+    cdef int16_t* o
+    cdef Py_ssize_t n
+
+    cdef int run(self) noexcept nogil:
+        cdef const int16_t* x = self.x  # locals: a store may alias any field of self
+        cdef const int16_t* t = self.t
+        cdef int16_t* o = self.o
+        cdef Py_ssize_t i
+        cdef int32_t u, j, a
+        for i in range(self.n):
+            u = <int32_t>x[i] + 32768
+            j = u >> 7
+            a = t[j]
+            o[i] = <int16_t>(a + ((((<int32_t>t[j + 1]) - a) * (u & 127) + 64) >> 7))
+        return 0
+
+
+def bind_lut_int16(ins, p, out, isa=None, threads=1):
+    """LUT's int16 form as a Step: the 513-entry table ins[1] interpolated linearly, 128 inputs
+    between entries (an arithmetic shift: |t[j+1] - t[j]| * 127 < 2^23). Reference:
+    qrt/ops/lut.py reference_int16."""
+    cdef Lut16Step s = Lut16Step.__new__(Lut16Step)
+    x, t = ins[0], ins[1]
+    _check_same_shape(x, out, "input")
+    if t.shape != (INT16_TABLE,):
+        raise ValueError(f"the table has shape {t.shape}; expected ({INT16_TABLE},)")
+    for a, what in ((x, "input"), (t, "table"), (out, "output")):
+        if np.asarray(a).dtype != np.int16:
+            raise ValueError(f"the {what} must be int16, got {np.asarray(a).dtype}")
+    xf, tf, of = _flat_in(x, "input"), _flat_in(t, "table"), _flat_out(out)
+    cdef const int16_t[::1] xv = xf
+    cdef const int16_t[::1] tv = tf
+    cdef int16_t[::1] ov = of
+    _check_isa(isa)
+    s.n = ov.shape[0]
+    if s.n:
+        s.x, s.t, s.o = &xv[0], &tv[0], &ov[0]
+    s.keep = (x, t, out)
+    return s
+
+
+def lut_int16(ins, p, out, isa=None, threads=1):
+    """LUT's int16 form once: bind and run (see bind_lut_int16)."""
+    bind_lut_int16(ins, p, out, isa, threads)()
+
+
 # ---------------------------------------------------------------------------- QUANTIZE / DEQUANTIZE
 
 # dtype -> (kind as in simd/eltwise.h, lowest, highest): QUANTIZE's outputs, DEQUANTIZE's inputs
@@ -1028,6 +1078,7 @@ KERNELS = {
     "requantize_int16": Kernel(requantize_int16, bind_requantize_int16),
     "slope": Kernel(slope, bind_slope),
     "lut": Kernel(lut, bind_lut),
+    "lut_int16": Kernel(lut_int16, bind_lut_int16),
     "quantize": Kernel(quantize, bind_quantize),
     "dequantize": Kernel(dequantize, bind_dequantize),
 }

@@ -1,5 +1,6 @@
 """Checks the compiled conv-like kernels run once, when a step is bound (never per run):
-window arithmetic of SPEC.md 2.13, kernel, bias and output shapes, zero points."""
+window arithmetic of SPEC.md 2.13, kernel, bias and output shapes, zero points, and the params
+of the float-activation forms (qrt/ops/hybrid.py)."""
 from __future__ import annotations
 
 from qrt.ops.window import out_size
@@ -38,3 +39,23 @@ def conv_output(p, nhw: tuple, kernel: tuple, c_out: int, bias_len: int, y_shape
     if not (-128 <= p.input_zero_point <= 127):
         raise ValueError(f"input zero point {p.input_zero_point} must lie in [-128, 127]")
     return oh, ow
+
+
+def hybrid(p, form: str) -> tuple:
+    """(HybridParams, QuantizedWeights) of FULLY_CONNECTED's params, or of CONV_2D's
+    HybridConvParams, of the form `form` (qrt/ops/base.py WEIGHT_ONLY, DYNAMIC): ValueError for
+    params of another form or without quantized weights."""
+    h = getattr(p, "hybrid", p)
+    qw = getattr(h, "weights", None)
+    if getattr(h, "form", None) != form or qw is None or not hasattr(h, "bounds"):
+        raise ValueError(f"params must be the {form} form's (HybridParams with quantized weights), "
+                         f"not {getattr(h, 'form', None) or type(h).__name__}'s")
+    return h, qw
+
+
+def hybrid_window(p):
+    """The window (ConvParams) of CONV_2D's HybridConvParams: ValueError for other params."""
+    win = getattr(p, "window", None)
+    if win is None:
+        raise ValueError(f"params must be CONV_2D's (HybridConvParams), not {type(p).__name__}")
+    return win

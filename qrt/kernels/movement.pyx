@@ -319,29 +319,32 @@ cdef enum:
     TILE = 32
 
 
+cdef inline Py_ssize_t _c_stride(const Py_ssize_t* shape, Py_ssize_t nd, Py_ssize_t k) noexcept nogil:
+    """Dimension k's element stride in C order over shape[:nd]: the product of the sizes after it."""
+    cdef Py_ssize_t r = 1, i
+    for i in range(k + 1, nd):
+        r *= shape[i]
+    return r
+
+
 cdef void _permute_tiled(const elem_t* src, elem_t* dst, Py_ssize_t nd, const Py_ssize_t* shape,
                          const Py_ssize_t* stride, Py_ssize_t j) noexcept nogil:
     """As _permute, when dimension j (< nd - 1) is the one src walks with stride 1: the
     (j, last) planes go in TILE x TILE blocks, so that both sides stay in cache."""
     cdef Py_ssize_t last = nd - 1, k, m = 0, r, rows = 1, jb, je, lb, le, jj, ll
-    cdef Py_ssize_t so = 0, do = 0, s = stride[last], nj = shape[j], nl = shape[last], dj
-    cdef Py_ssize_t dstride[MAX_RANK]
+    cdef Py_ssize_t so = 0, do = 0, s = stride[last], nj = shape[j], nl = shape[last]
+    cdef Py_ssize_t dj = _c_stride(shape, nd, j)  # dst is in C order over shape
     cdef Py_ssize_t oshape[MAX_RANK]
     cdef Py_ssize_t osrc[MAX_RANK]
     cdef Py_ssize_t odst[MAX_RANK]
     cdef Py_ssize_t idx[MAX_RANK]
     cdef const elem_t* sp
     cdef elem_t* dp
-    r = 1
-    for k in range(last, -1, -1):
-        dstride[k] = r
-        r *= shape[k]
-    dj = dstride[j]
-    for k in range(last):
+    for k in range(last):  # the odometer over the dimensions other than j and last
         if k != j:
             oshape[m] = shape[k]
             osrc[m] = stride[k]
-            odst[m] = dstride[k]
+            odst[m] = _c_stride(shape, nd, k)
             idx[m] = 0
             rows *= shape[k]
             m += 1

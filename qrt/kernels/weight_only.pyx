@@ -20,6 +20,7 @@ from qrt.kernels.plan cimport Step
 
 from qrt.kernels import Kernel, geometry, isa as _isa
 from qrt.ops import hybrid as H
+from qrt.ops.base import WEIGHT_ONLY
 
 from qrt.kernels.isa cimport qrt_weight_only_ops_for, qrt_weight_only_run
 from qrt.kernels.simd_weight_only cimport QRT_WO_PANEL, qrt_weight_only
@@ -96,12 +97,8 @@ cdef _array(a, dtype, name):
 
 
 def _hybrid(p):
-    """The HybridParams of FULLY_CONNECTED's params or of CONV_2D's HybridConvParams."""
-    h = getattr(p, "hybrid", p)
-    qw = getattr(h, "weights", None)
-    if qw is None or not hasattr(h, "bounds"):
-        raise ValueError("params must be the weight-only form's (HybridParams with quantized weights)")
-    return h, qw
+    """(HybridParams, QuantizedWeights) of the weight-only form's params: ValueError otherwise."""
+    return geometry.hybrid(p, WEIGHT_ONLY)
 
 
 def _check_constants(ins, qw, shape):
@@ -211,18 +208,11 @@ def fully_connected(ins, p, out, isa=None, threads=1):
 
 # ------------------------------------------------------------------------------ CONV_2D
 
-def _window(p):
-    win = getattr(p, "window", None)
-    if win is None:
-        raise ValueError("params must be the weight-only CONV_2D's (HybridConvParams)")
-    return win
-
-
 def pack_conv_2d(ins, p, isa=None):
     """ins = [x, w [C_out, KH, KW, C_in/groups] (int8, or int4 packed bytes), bias [C_out]]
     -> PackedWeightOnly."""
     h, qw = _hybrid(p)
-    win = _window(p)
+    win = geometry.hybrid_window(p)
     if len(qw.shape) != 4 or win.groups < 1 or qw.shape[0] % win.groups:
         raise ValueError(f"weights {tuple(qw.shape)} must be [C_out, KH, KW, C_in/groups] with "
                          f"C_out divisible by groups = {win.groups}")
@@ -234,7 +224,7 @@ def bind_conv_2d(ins, p, out, isa=None, threads=1, packed=None):
     """CONV_2D as a Step: ins = [x [N,H,W,C_in] float32, w [C_out,KH,KW,C_in/groups],
     bias [C_out] float32], out [N,OH,OW,C_out] float32."""
     h, qw = _hybrid(p)
-    win = _window(p)
+    win = geometry.hybrid_window(p)
     geometry.check_inputs(ins)
     x = _array(ins[0], np.float32, "x")
     y = _array(out, np.float32, "out")

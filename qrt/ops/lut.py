@@ -1,21 +1,26 @@
 """LUT (SPEC.md section 2.13.14): y = table[x + 128], the table a 256-entry int8 constant made at
 conversion (sigmoid, tanh, GELU, ...; LutOptions.function names it). Compiled kernel:
-qrt/kernels/elementwise.pyx lut."""
+qrt/kernels/elementwise.pyx lut. Its int16 form (SPEC.md 4.6) interpolates a 513-entry int16
+table linearly between its entries, 128 input steps apart; compiled kernel lut_int16."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..format.model import DType, LutOptions, OpCode
-from .base import Check, OpDef, no_params
+from .base import INT16, Check, Form, OpDef, no_params
+
+INT16_TABLE = 513  # entries of the int16 form's table: the inputs -32768 + 128 i, i = 0 .. 512
+INT16_STEP_BITS = 7  # 128 inputs between entries
 
 
 def verify(c: Check):
     c.elementwise()
     table = c.input(1)
     c.constant(table)
-    c.dtype(table, DType.INT8)
-    if table.shape != (256,):
-        c.fail(f"table {c.label(table)} has shape {table.shape}; expected (256,)")
+    dtype, size = (DType.INT16, INT16_TABLE) if c.form == INT16 else (DType.INT8, 256)
+    c.dtype(table, dtype)
+    if table.shape != (size,):
+        c.fail(f"table {c.label(table)} has shape {table.shape}; expected ({size},)")
 
 
 def reference(ins, p) -> np.ndarray:
@@ -23,4 +28,15 @@ def reference(ins, p) -> np.ndarray:
     return table[x.astype(np.int64) + 128]
 
 
-LUT = OpDef(OpCode.LUT, (2, 2), 1, False, LutOptions, verify, no_params, reference, "lut")
+def reference_int16(ins, p) -> np.ndarray:
+    """u = x + 32768, j = u >> 7, r = u & 127: y = t[j] + ((t[j+1] - t[j]) * r + 64) >> 7,
+    exact in int32 (floor shift) and always between t[j] and t[j+1]."""
+    x, table = ins
+    u = x.astype(np.int32) + 32768
+    j, r = u >> INT16_STEP_BITS, u & ((1 << INT16_STEP_BITS) - 1)
+    t = table.astype(np.int32)
+    return (t[j] + (((t[j + 1] - t[j]) * r + (1 << (INT16_STEP_BITS - 1))) >> INT16_STEP_BITS)).astype(np.int16)
+
+
+LUT = OpDef(OpCode.LUT, (2, 2), 1, False, LutOptions, verify, no_params, reference, "lut",
+            forms=(Form(INT16, verify, no_params, reference_int16, "lut_int16", "0.3.0"),))

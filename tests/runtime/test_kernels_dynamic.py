@@ -9,6 +9,7 @@ conv windows (stride, dilation, asymmetric padding, groups), images whose zero p
 and a case where a fused multiply-add would round differently."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import warnings
 
@@ -19,10 +20,11 @@ import qrt
 from qrt.format import Activation, Conv2DOptions, DType, InputQuantization, ModelBuilder, OpCode
 from qrt.format.writer import to_bytes
 from qrt.kernels import isa as ISA
-from qrt.kernels.dynamic import (KERNELS, bind_conv_2d_dynamic, bind_fully_connected_dynamic,
+from qrt.kernels.dynamic import (KERNELS, PackedDynamic, bind_conv_2d_dynamic, bind_fully_connected_dynamic,
                                  pack_conv_2d_dynamic, pack_fully_connected_dynamic)
 from qrt.ops import op_form, prepare_op
 from qrt.ops import hybrid as H
+from qrt.ops.base import WEIGHT_ONLY
 
 PATHS = ISA.supported()
 ACTIVATIONS = {"none": (Activation.NONE, (0.0, 0.0)), "relu": (Activation.RELU, (0.0, 0.0)),
@@ -331,13 +333,19 @@ def test_models_fast_equals_reference(isa):
 
 # ------------------------------------------------------------------------------ checks at bind
 
+def fc_case(rng, shape=(8, 12), rows=3):
+    """A prepared FULLY_CONNECTED of weights `shape` and its buffers: (ins, p, x, out)."""
+    w, sc = _weights(rng, shape)
+    bias = rng.standard_normal(shape[0]).astype(np.float32)
+    _, ins, p = prepared(fc_model((rows, shape[1]), w, sc, bias))
+    x = rng.standard_normal((rows, shape[1])).astype(np.float32)
+    return ins, p, x, np.empty((rows, shape[0]), np.float32)
+
+
 def test_bind_refuses_wrong_inputs():
     rng = np.random.default_rng(9)
-    w, sc = _weights(rng, (8, 12))
-    bias = rng.standard_normal(8).astype(np.float32)
-    form, ins, p = prepared(fc_model((3, 12), w, sc, bias))
-    x = rng.standard_normal((3, 12)).astype(np.float32)
-    out = np.empty((3, 8), np.float32)
+    ins, p, x, out = fc_case(rng)
+    bias = ins[2]
     bind = bind_fully_connected_dynamic
     with pytest.raises(ValueError, match="x must be a C-contiguous float32"):
         bind([x.astype(np.float64), ins[1], ins[2]], p, out)
@@ -368,6 +376,79 @@ def test_bind_refuses_wrong_inputs():
     with pytest.raises(ValueError, match="groups"):
         bind_conv_2d_dynamic([rng.standard_normal((1, 5, 5, 6)).astype(np.float32)] + cins[1:], cp,
                              np.empty((1, 3, 3, 6), np.float32))
+
+
+def test_params_other_than_per_channel_int8_are_refused():
+    """Only int8 weights with one scale per channel (or per tensor) and params of the dynamic form
+    are taken, at pack and at bind: per-group scales would otherwise silently give every channel
+    its first group's scale; int4, mis-shaped weights and the weight-only form's params are
+    another op's."""
+    rng = np.random.default_rng(13)
+    ins, p, x, out = fc_case(rng)
+    w, bias = ins[1], ins[2]
+    qw = p.weights
+    per_group = dataclasses.replace(p, weights=dataclasses.replace(
+        qw, scales=np.repeat(qw.scales, 2, axis=1) * np.float32([1, 2]), group_size=6))
+    bad = {
+        "per group": (per_group, "per-tensor or per-channel"),
+        "int4": (dataclasses.replace(p, weights=dataclasses.replace(qw, int4=True)), "do not describe"),
+        "shape": (dataclasses.replace(p, weights=dataclasses.replace(qw, shape=(8, 3, 4))), "do not describe"),
+        "scales float64": (dataclasses.replace(p, weights=dataclasses.replace(
+            qw, scales=qw.scales.astype(np.float64))), "per-tensor or per-channel"),
+        "weight-only form": (dataclasses.replace(p, form=WEIGHT_ONLY), "dynamic form"),
+        "no weights": (dataclasses.replace(p, weights=None), "dynamic form"),
+    }
+    for name, (params, match) in bad.items():
+        with pytest.raises(ValueError, match=match):
+            pack_fully_connected_dynamic([x] + ins[1:], params)
+        with pytest.raises(ValueError, match=match):
+            bind_fully_connected_dynamic([x] + ins[1:], params, out)
+        with pytest.raises(ValueError, match=match):  # a bound step checks its params too
+            bind_fully_connected_dynamic([x] + ins[1:], params, out,
+                                         packed=pack_fully_connected_dynamic([x] + ins[1:], p))
+    with pytest.raises(ValueError, match="per-tensor or per-channel"):
+        PackedDynamic(w, bias, per_group.weights, 1, ISA.resolve())
+    # CONV_2D alike: per-group params, and FULLY_CONNECTED's params without a window
+    wc, scc = _weights(rng, (6, 3, 3, 2))
+    cform, cins, cp = prepared(conv_model((1, 5, 5, 2), wc, scc, bias[:6]))
+    xc = rng.standard_normal((1, 5, 5, 2)).astype(np.float32)
+    cqw = cp.hybrid.weights
+    cp_group = dataclasses.replace(cp, hybrid=dataclasses.replace(cp.hybrid, weights=dataclasses.replace(
+        cqw, scales=np.repeat(cqw.scales, 2, axis=1), group_size=9)))
+    with pytest.raises(ValueError, match="per-tensor or per-channel"):
+        pack_conv_2d_dynamic([xc] + cins[1:], cp_group)
+    with pytest.raises(ValueError, match="per-tensor or per-channel"):
+        bind_conv_2d_dynamic([xc] + cins[1:], cp_group, np.empty((1, 3, 3, 6), np.float32))
+    with pytest.raises(ValueError, match="HybridConvParams"):
+        bind_conv_2d_dynamic([xc] + cins[1:], cp.hybrid, np.empty((1, 3, 3, 6), np.float32))
+
+
+def test_bind_refuses_packs_of_another_op():
+    """A pack made for other weights (K, C_out, groups) or another path, or not a PackedDynamic,
+    is refused at bind: its panels, sums, scales and bias would be read by this op's sizes."""
+    rng = np.random.default_rng(14)
+    ins, p, x, out = fc_case(rng)
+    bias = ins[2]
+    bind_fully_connected_dynamic([x] + ins[1:], p, out, packed=pack_fully_connected_dynamic([x] + ins[1:], p))()
+    for shape in ((8, 10), (6, 12), (16, 12), (8, 40)):
+        oins, op, _, _ = fc_case(rng, shape)
+        other = pack_fully_connected_dynamic([None] + oins[1:], op)
+        with pytest.raises(ValueError, match="another op"):
+            bind_fully_connected_dynamic([x] + ins[1:], p, out, packed=other)
+    from qrt.kernels import weight_only as WO
+    wo = dataclasses.replace(p, form=WEIGHT_ONLY)
+    with pytest.raises(ValueError, match="PackedDynamic"):
+        bind_fully_connected_dynamic([x] + ins[1:], p, out, packed=WO.pack_fully_connected([x] + ins[1:], wo))
+    # CONV_2D: the same weights packed for groups 1, bound with groups 2 (cout_g differs)
+    wc, scc = _weights(rng, (6, 3, 3, 2))
+    cform, cins, cp = prepared(conv_model((1, 5, 5, 4), wc, scc, bias[:6], groups=2))
+    _, cins1, cp1 = prepared(conv_model((1, 5, 5, 2), wc, scc, bias[:6], groups=1))
+    xc = rng.standard_normal((1, 5, 5, 4)).astype(np.float32)
+    yc = np.empty((1, 3, 3, 6), np.float32)
+    with pytest.raises(ValueError, match="another op"):
+        bind_conv_2d_dynamic([xc] + cins[1:], cp, yc, packed=pack_conv_2d_dynamic([None] + cins1[1:], cp1))
+    bind_conv_2d_dynamic([xc] + cins[1:], cp, yc, packed=pack_conv_2d_dynamic([None] + cins[1:], cp))()
+    assert same(yc, reference(cform, xc, cins, cp))
 
 
 def test_reduction_that_could_overflow_is_refused():

@@ -13,23 +13,25 @@ data at bind time or left over from an earlier run goes unnoticed. Same-shape AD
 every byte pair on every instruction-set path and thread count. Bad shapes raise ValueError."""
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 import pytest
 
 from qrt.format import (
-    Activation, ConcatOptions, DType, LeakyReluOptions, LutOptions, ModelBuilder, OpCode,
+    Activation, ConcatOptions, DType, LeakyReluOptions, LutOptions, OpCode,
     PadOptions, SoftmaxOptions, TransposeOptions,
 )
 from qrt.format.model import NUMPY_DTYPE, QUANT_RANGE
 from qrt.kernels import isa as ISA
 from qrt.kernels.plan import PyStep
 from qrt.runtime.kernel_sets import COMPILED, KERNEL_SETS
-from qrt import verify_model
 from qrt.ops import OPS, op_form, prepare_op
 from qrt.ops.pad import PadParams
 from bench.fixtures.sample_models import all_ops_model
+from tests.runtime.helpers import (Spec, assert_refused, broadcast_partner, inputs_of, one_op, rand_activation,
+                                   rand_scale, rand_shape)
 
 KERNEL = {op: COMPILED[OPS[op].kernel].run for op in (
     OpCode.ADD, OpCode.SUB, OpCode.MUL, OpCode.MAXIMUM, OpCode.MINIMUM, OpCode.REQUANTIZE, OpCode.CONCAT, OpCode.LEAKY_RELU, OpCode.PRELU,
@@ -38,30 +40,6 @@ BIND = {op: COMPILED[OPS[op].kernel].bind for op in KERNEL}
 
 
 # ---------------------------------------------------------------------------- helpers
-
-class Spec:
-    """One tensor of a one-op model: shape, dtype, quantization and (for constants) data."""
-
-    def __init__(self, shape, dtype=DType.INT8, scale=None, zp=0, data=None):
-        self.shape, self.dtype, self.scale, self.zp, self.data = tuple(shape), DType(dtype), scale, zp, data
-
-
-def one_op(opcode, inputs, output, options=None, activation=Activation.NONE, clip=(0.0, 0.0)):
-    b = ModelBuilder("one_op")
-    ids = []
-    for k, s in enumerate(inputs):
-        kw = {} if s.scale is None else {"scale": s.scale, "zero_point": s.zp}
-        ids.append(b.tensor(f"in{k}", s.dtype, s.shape, s.data, **kw))
-        if s.data is None:
-            b.input(f"in{k}", ids[-1])
-    kw = {} if output.scale is None else {"scale": output.scale, "zero_point": output.zp}
-    y = b.tensor("out", output.dtype, output.shape, **kw)
-    b.op(opcode, ids, [y], options, activation, clip)
-    b.output("out", y)
-    model = b.build()
-    verify_model(model)
-    return model
-
 
 def random_values(rng, shape, dtype: DType):
     dt = NUMPY_DTYPE[dtype]
@@ -136,51 +114,12 @@ def check_bound(model, p, ins, *, view=None):
         _assert_same(op, ref, got, view, f"bound step (run {run + 1})")
 
 
-def inputs_of(model, rng):
-    """Input arrays for the op: constants as stored, run-time tensors random."""
-    ins = []
-    for t in model.operators[0].inputs:
-        tensor = model.tensors[t]
-        if tensor.data is not None:
-            ins.append(tensor.data)
-        else:
-            ins.append(random_values(rng, tensor.shape, tensor.dtype))
-    return ins
-
-
-def rand_scale(rng):
-    return float(np.float32(10.0 ** rng.uniform(-4, 1)))
+inputs_of = functools.partial(inputs_of, draw=random_values)
 
 
 def rand_zp(rng, dtype=DType.INT8):
     lo, hi = QUANT_RANGE[dtype]
     return int(rng.choice([lo, hi, int(rng.integers(lo, hi + 1))]))
-
-
-def rand_shape(rng, max_rank=5, max_dim=6):
-    rank = int(rng.integers(0, max_rank + 1))
-    return tuple(int(d) for d in rng.integers(1, max_dim + 1, rank))
-
-
-def rand_activation(rng):
-    act = Activation(int(rng.integers(0, 4)))
-    clip = (0.0, 0.0)
-    if act == Activation.CLIP:
-        a, b = sorted(float(np.float32(v)) for v in rng.uniform(-8, 8, 2))
-        clip = (a, b)
-    return act, clip
-
-
-def broadcast_partner(rng, out_shape):
-    """A shape that broadcasts to out_shape: leading dimensions dropped, some set to 1."""
-    drop = int(rng.integers(0, len(out_shape) + 1))
-    s = list(out_shape[drop:])
-    mode = rng.integers(0, 4)
-    if mode == 0:
-        return tuple(s)  # same trailing dimensions
-    if mode == 1:
-        return () if rng.random() < 0.5 else (1,) * len(s)  # a scalar
-    return tuple(1 if rng.random() < 0.5 else d for d in s)
 
 
 def int8_act(rng, shape):
@@ -768,11 +707,7 @@ BAD_CASES = _bad_cases()
 
 @pytest.mark.parametrize("name, kernel, ins, p, out", BAD_CASES, ids=[c[0] for c in BAD_CASES])
 def test_bad_shapes_raise_value_error(name, kernel, ins, p, out):
-    before = out.copy() if out.flags.c_contiguous else None
-    with pytest.raises(ValueError):
-        kernel(ins, p, out)
-    if before is not None:
-        assert np.array_equal(before.view(np.uint8), out.view(np.uint8)), "a refused call wrote to out"
+    assert_refused(kernel, ins, p, out)
 
 
 def test_every_op_binds_a_compiled_step_and_checks_the_isa_name():

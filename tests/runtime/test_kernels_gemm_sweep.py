@@ -7,7 +7,7 @@ Every instruction-set path has a micro-kernel of `rows` output pixels x `cols` o
     scalar      6 rows x 4 panels of 16 channels, 4 k per step
     avx2        6 rows x 1 panel (the driver hands it up to 4 panels), 2 k per step (vpmaddwd on
                 uint16 rows: 2 bytes per packed k); a copy of the kernel per row count 1-6
-    avx512vnni  6 rows x 1-4 panels (a copy per panel count), 4 k per step (vpdpbusd)
+    avx512vnni  6 rows x 1-4 panels (a copy per (row count, panel count)), 4 k per step (vpdpbusd)
     amx         32 rows (two 16-row tiles) x 2 panels, 64 k per step (tdpbusd), K padded to 64
 (K is padded to a multiple of 4 on the other paths; weights are packed 4 k at a time, AVX2: 2.)
 

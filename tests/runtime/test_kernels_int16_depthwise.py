@@ -33,6 +33,7 @@ from qrt.kernels.depthwise import (
 )
 from qrt.ops import op_form, prepare_op
 from qrt.ops.base import INT16
+from tests.runtime.helpers import int16_scales
 
 INT32_MAX = 2**31 - 1
 X_MAX = 2**15  # |x| <= 2^15
@@ -83,18 +84,6 @@ def _input(rng, shape, kind=None) -> np.ndarray:
     return rng.integers(-32768, 32768, size=shape, dtype=np.int16)
 
 
-def _scales(rng, channels, per_channel):
-    pow2 = rng.integers(0, 3) == 0  # exact power-of-two multipliers: ties (x.5) are met
-    size = channels if per_channel else None
-    if pow2:
-        s_x = np.float32(2.0 ** -int(rng.integers(8, 14)))
-        s_w = np.exp2(-rng.integers(5, 9, size=size)).astype(np.float32)
-    else:
-        s_x = np.float32(rng.uniform(1e-4, 1e-3))
-        s_w = np.asarray(rng.uniform(0.001, 0.05, size=size), np.float32)
-    return s_x, (s_w if per_channel else np.float32(s_w))
-
-
 def _output_scale(rng, s_x, s_w, taps) -> np.float32:
     """Around the accumulator's typical size over int16's range, times a random factor: most
     outputs inside int16, some saturating, some collapsing to 0 (tiny multipliers)."""
@@ -140,7 +129,7 @@ def make_case(rng, c, mult=1, kernel=(3, 3), stride=(1, 1), dilation=(1, 1), pad
     assert oh >= 1 and ow >= 1, (hw, kernel, stride, dilation, pads)
     cout = c * mult
     per_channel = bool(rng.integers(0, 2)) if per_channel is None else per_channel
-    s_x, s_w = _scales(rng, cout, per_channel)
+    s_x, s_w = int16_scales(rng, cout, per_channel, rng.integers(0, 3) == 0)  # pow2: ties (x.5) met
     w_data = _weights(rng, (1, kh, kw, cout), w_kind)
     bias_data = _bias(rng, w_data, b_kind)
     act, kwargs = _activation(rng, act)
@@ -412,6 +401,8 @@ def test_bad_inputs_raise_value_error():
         "x not contiguous": ([np.repeat(x, 2, axis=-1)[..., ::2], w, bias], p, np.zeros(shape, np.int16)),
         "out one row short": ([x, w, bias], p, np.zeros((shape[0], shape[1] - 1) + shape[2:], np.int16)),
         "input zero point 1": ([x, w, bias], dataclasses.replace(p, input_zero_point=1), np.zeros(shape, np.int16)),
+        "output zero point 1": ([x, w, bias], dataclasses.replace(p, out=dataclasses.replace(p.out, zero_point=1)),
+                                np.zeros(shape, np.int16)),
         "clamp beyond int16": ([x, w, bias], dataclasses.replace(p, out=dataclasses.replace(p.out, lo=-32769)),
                                np.zeros(shape, np.int16)),
         "clamp reversed": ([x, w, bias], dataclasses.replace(p, out=dataclasses.replace(p.out, lo=5, hi=4)),
@@ -425,7 +416,7 @@ def test_bad_inputs_raise_value_error():
         with pytest.raises(ValueError):
             depthwise_conv_2d_int16(ins, pp, out)
         assert np.array_equal(out, before), name
-        if name in ("input zero point 1", "clamp beyond int16", "clamp reversed", "shift 0", "bias one short"):
+        if name in ("input zero point 1", "output zero point 1", "clamp beyond int16", "clamp reversed", "shift 0", "bias one short"):
             with pytest.raises(ValueError):  # the constants are checked at load too
                 pack_depthwise_conv_2d_int16([None] + ins[1:], pp)
     # the int8 kernel refuses int16 tensors

@@ -16,6 +16,7 @@ A small int16 chain also runs end to end, qrt.load(kernels="fast") against "refe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 
@@ -36,6 +37,8 @@ from qrt.ops.base import INT16
 from qrt.ops.pad import PadParams
 from qrt.ops.window import out_size
 from qrt.runtime.kernel_sets import COMPILED, KERNEL_SETS
+from tests.runtime.helpers import (Spec, assert_refused, broadcast_partner, inputs_of, one_op, rand_activation,
+                                   rand_scale, rand_shape)
 
 PATHS = ISA.supported()
 I8, U8, I16 = DType.INT8, DType.UINT8, DType.INT16
@@ -48,30 +51,6 @@ INT16_OPS = {OpCode.ADD: "add_int16", OpCode.SUB: "add_int16", OpCode.MUL: "mul_
 
 
 # ---------------------------------------------------------------------------- helpers
-
-class Spec:
-    """One tensor of a one-op model; int16 activations default to zero point 0."""
-
-    def __init__(self, shape, dtype=I16, scale=None, zp=0, data=None):
-        self.shape, self.dtype, self.scale, self.zp, self.data = tuple(shape), DType(dtype), scale, zp, data
-
-
-def one_op(opcode, inputs, output, options=None, activation=Activation.NONE, clip=(0.0, 0.0)):
-    b = ModelBuilder("one_op")
-    ids = []
-    for k, s in enumerate(inputs):
-        kw = {} if s.scale is None else {"scale": s.scale, "zero_point": s.zp}
-        ids.append(b.tensor(f"in{k}", s.dtype, s.shape, s.data, **kw))
-        if s.data is None:
-            b.input(f"in{k}", ids[-1])
-    kw = {} if output.scale is None else {"scale": output.scale, "zero_point": output.zp}
-    y = b.tensor("out", output.dtype, output.shape, **kw)
-    b.op(opcode, ids, [y], options, activation, clip)
-    b.output("out", y)
-    model = b.build()
-    verify_model(model)
-    return model
-
 
 def values(rng, shape, dtype=I16):
     """Random integers of dtype: uniform, both ends only, small, or uniform with ends mixed in."""
@@ -89,40 +68,7 @@ def values(rng, shape, dtype=I16):
     return np.asarray(x, dt)
 
 
-def rand_scale(rng, lo=-5, hi=1):
-    return float(np.float32(10.0 ** rng.uniform(lo, hi)))
-
-
-def rand_shape(rng, max_rank=5, max_dim=6):
-    return tuple(int(d) for d in rng.integers(1, max_dim + 1, int(rng.integers(0, max_rank + 1))))
-
-
-def rand_activation(rng):
-    act = Activation(int(rng.integers(0, 4)))
-    clip = (0.0, 0.0)
-    if act == Activation.CLIP:
-        a, b = sorted(float(np.float32(v)) for v in rng.uniform(-8, 8, 2))
-        clip = (a, b)
-    return act, clip
-
-
-def broadcast_partner(rng, out_shape):
-    """A shape that broadcasts to out_shape: leading dimensions dropped, some set to 1."""
-    s = list(out_shape[int(rng.integers(0, len(out_shape) + 1)):])
-    mode = rng.integers(0, 4)
-    if mode == 0:
-        return tuple(s)
-    if mode == 1:
-        return () if rng.random() < 0.5 else (1,) * len(s)
-    return tuple(1 if rng.random() < 0.5 else d for d in s)
-
-
-def inputs_of(model, rng):
-    ins = []
-    for t in model.operators[0].inputs:
-        tensor = model.tensors[t]
-        ins.append(tensor.data if tensor.data is not None else values(rng, tensor.shape, tensor.dtype))
-    return ins
+inputs_of = functools.partial(inputs_of, draw=values)
 
 
 def _reference(form, ins, p, y):
@@ -207,13 +153,13 @@ def test_binary_matches_reference(opcode):
         if case % 5 == 0:
             sa = sb = out_shape  # the row kernel
         shape = np.broadcast_shapes(sa, sb)
-        a, b = Spec(sa, I16, rand_scale(rng)), Spec(sb, I16, rand_scale(rng))
+        a, b = Spec(sa, I16, rand_scale(rng, -5, 1)), Spec(sb, I16, rand_scale(rng, -5, 1))
         if rng.random() < 0.3:
             b.data = values(rng, sb)  # a constant operand
         if case % 7 == 0:
             b.scale = a.scale
         act, clip = rand_activation(rng)
-        model = one_op(opcode, [a, b], Spec(shape, I16, rand_scale(rng)), activation=act, clip=clip)
+        model = one_op(opcode, [a, b], Spec(shape, I16, rand_scale(rng, -5, 1)), activation=act, clip=clip)
         check(model, inputs_of(model, rng))
 
 
@@ -333,11 +279,11 @@ def test_requantize_shapes(din, dout):
     rng = np.random.default_rng(350 + 10 * int(din) + int(dout))
     for case in range(12):
         shape = rand_shape(rng)
-        s = rand_scale(rng)
+        s = rand_scale(rng, -5, 1)
         identity = din == dout and case % 3 == 0
         act, clip = (Activation.NONE, (0.0, 0.0)) if identity else rand_activation(rng)
         model = one_op(OpCode.REQUANTIZE, [Spec(shape, din, s, _zp(rng, din))],
-                       Spec(shape, dout, s if identity else rand_scale(rng), _zp(rng, dout)), activation=act, clip=clip)
+                       Spec(shape, dout, s if identity else rand_scale(rng, -5, 1), _zp(rng, dout)), activation=act, clip=clip)
         assert prepare_op(model, 0).identity == identity
         check(model, inputs_of(model, rng))
     p = prepare_op(model, 0)  # empty arrays (no valid model has them): nothing to write
@@ -403,7 +349,7 @@ def test_pad_ranks_1_to_4():
         pads = [int(v) for v in rng.integers(0, 4, 2 * rank)]
         if case % 3 == 0:  # some dimensions unpadded (coalesced)
             pads = [v if rng.random() < 0.4 else 0 for v in pads]
-        x = Spec(shape, I16, rand_scale(rng))
+        x = Spec(shape, I16, rand_scale(rng, -5, 1))
         out = tuple(d + pads[k] + pads[rank + k] for k, d in enumerate(shape))
         model = one_op(OpCode.PAD, [x], Spec(out, I16, x.scale), PadOptions(tuple(pads)))
         check(model, inputs_of(model, rng), threads=(1,))
@@ -606,11 +552,7 @@ BAD_CASES = _bad_cases()
 
 @pytest.mark.parametrize("name, kernel, ins, p, out", BAD_CASES, ids=[c[0] for c in BAD_CASES])
 def test_bad_binds_raise_value_error(name, kernel, ins, p, out):
-    before = out.copy() if out.flags.c_contiguous else None
-    with pytest.raises(ValueError):
-        kernel(ins, p, out)
-    if before is not None:
-        assert np.array_equal(before.view(np.uint8), out.view(np.uint8)), "a refused call wrote to out"
+    assert_refused(kernel, ins, p, out)
 
 
 def test_every_int16_form_binds_a_compiled_step():
@@ -692,3 +634,34 @@ def test_int16_chain_fast_equals_reference():
                 for name in want:
                     assert want[name].dtype == got[name].dtype
                     assert np.array_equal(want[name], got[name]), (name, isa, threads)
+
+
+# ---------------------------------------------------------------------------- LUT (int16 form)
+
+def test_lut_int16_every_input_on_every_path():
+    """All 65536 inputs through random, extreme (alternating -32768 / 32767) and smooth tables:
+    the interpolated table of SPEC.md 2.13.14, bit for bit, and always between its neighbours."""
+    from qrt.format import LutOptions
+    from qrt.ops.lut import INT16_TABLE
+
+    rng = np.random.default_rng(777)
+    x = np.arange(-32768, 32768, dtype=np.int16).reshape(256, 256)
+    smooth = np.rint(32767 * np.tanh(np.linspace(-4, 4, INT16_TABLE))).astype(np.int16)
+    extreme = np.where(np.arange(INT16_TABLE) % 2, 32767, -32768).astype(np.int16)
+    for table in (rng.integers(-32768, 32768, INT16_TABLE).astype(np.int16), extreme, smooth):
+        model = one_op(OpCode.LUT, [Spec(x.shape, I16, 0.001), Spec((INT16_TABLE,), I16, None, 0, table)],
+                       Spec(x.shape, I16, 0.002), LutOptions("test"))
+        assert op_form(model, 0).name == "int16"
+        p = prepare_op(model, 0)
+        want = op_form(model, 0).reference([x, table], p)
+        j = (x.astype(np.int64) + 32768) >> 7
+        lo = np.minimum(table[j], table[j + 1])
+        hi = np.maximum(table[j], table[j + 1])
+        assert ((want >= lo) & (want <= hi)).all()
+        assert np.array_equal(want.reshape(-1)[::128], table[:512])  # exact at the entries
+        for isa in PATHS:
+            got = np.zeros_like(x)
+            COMPILED["lut_int16"].run([x, table], p, got, isa=isa)
+            assert np.array_equal(got, want), isa
+    with pytest.raises(ValueError, match="expected \\(513,\\)"):
+        COMPILED["lut_int16"].run([x, table[:256]], p, np.zeros_like(x))

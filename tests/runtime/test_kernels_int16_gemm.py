@@ -38,6 +38,7 @@ from qrt.kernels.requantize import tables32
 from qrt.numerics import MAX_INT16_MAGNITUDE
 from qrt.ops import op_form, prepare_op
 from qrt.ops.base import INT16
+from tests.runtime.helpers import int16_scales
 
 INT32_MAX = 2**31 - 1
 PATHS = [(isa, threads) for isa in ISA.supported() for threads in (1, 2)]
@@ -84,19 +85,6 @@ def _bias(rng, w: np.ndarray, kind: str = "random") -> np.ndarray:
     if kind == "zero":
         return np.zeros(len(limit), np.int32)
     return rng.integers(-np.minimum(limit, 2**16), np.minimum(limit, 2**16) + 1).astype(np.int32)
-
-
-def _scales(rng, channels: int, per_channel: bool, pow2: bool):
-    """(s_x, s_w): s_w a scalar or one per channel; powers of two make the multipliers exact
-    powers of two, whose products meet exact ties."""
-    size = channels if per_channel else None
-    if pow2:
-        s_x = np.float32(2.0 ** -int(rng.integers(8, 14)))
-        s_w = np.exp2(-rng.integers(5, 9, size=size)).astype(np.float32)
-    else:
-        s_x = np.float32(rng.uniform(1e-4, 1e-3))
-        s_w = np.asarray(rng.uniform(0.001, 0.05, size=size), np.float32)
-    return s_x, s_w
 
 
 def _output_scale(rng, s_x, s_w, w: np.ndarray, big: bool) -> np.float32:
@@ -171,7 +159,7 @@ def _fc_case(rng, m, n, k, x_kind="random", w_kind="random", b_kind="random", ac
     per_channel, pow2 = bool(rng.integers(0, 2)), rng.integers(0, 4) == 0
     w = _weights(rng, (n, k), w_kind)
     bias = _bias(rng, w, b_kind)
-    s_x, s_w = _scales(rng, n, per_channel, pow2)
+    s_x, s_w = int16_scales(rng, n, per_channel, pow2)
     act, clip = _activation(rng) if act is None else act
     lead = (m,) if lead is None else lead
     model = _model(OpCode.FULLY_CONNECTED, lead + (k,), w, bias, lead + (n,), None, s_x, s_w,
@@ -191,7 +179,7 @@ def _conv_case(rng, n, h, w_, cin, cout, kernel, stride=(1, 1), dilation=(1, 1),
     assert oh >= 1 and ow >= 1
     w = _weights(rng, (cout, kh, kw, cin // groups), w_kind)
     bias = _bias(rng, w, b_kind)
-    s_x, s_w = _scales(rng, cout, bool(rng.integers(0, 2)), rng.integers(0, 4) == 0)
+    s_x, s_w = int16_scales(rng, cout, bool(rng.integers(0, 2)), rng.integers(0, 4) == 0)
     act, clip = _activation(rng) if act is None else act
     options = Conv2DOptions(*stride, *dilation, *pads, groups=groups)
     model = _model(OpCode.CONV_2D, (n, h, w_, cin), w, bias, (n, oh, ow, cout), options, s_x, s_w,

@@ -15,6 +15,7 @@ through qrt.load with the fast and the reference kernel sets.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import zlib
 
@@ -29,7 +30,7 @@ from qrt.format.writer import to_bytes
 from qrt.kernels import isa as ISA
 from qrt.kernels import weight_only as WO
 from qrt.ops import OPS, op_form, prepare_op
-from qrt.ops.base import WEIGHT_ONLY
+from qrt.ops.base import DYNAMIC, FLOAT32, WEIGHT_ONLY
 from qrt.ops.hybrid import HybridParams, QuantizedWeights, dequantize_weights, weight_values
 
 PATHS = [(isa, threads) for isa in ISA.supported() for threads in (1, 2)]
@@ -338,6 +339,12 @@ def test_bad_arguments():
             WO.fully_connected(args, p, out)
     with pytest.raises(ValueError, match="unknown instruction-set path"):
         WO.fully_connected(ins, p, y, isa="sse9")
+    for form in (DYNAMIC, FLOAT32):  # params of another form (the same weights) are refused
+        other_form = dataclasses.replace(p, form=form)
+        with pytest.raises(ValueError, match="weight-only form"):
+            WO.pack_fully_connected(ins, other_form)
+        with pytest.raises(ValueError, match="weight-only form"):
+            WO.bind_fully_connected(ins, other_form, y, packed=WO.pack_fully_connected(ins, p))
     other = prepare_op(fc_model(rng, (3, 10), 6, False, "channel"), 0)
     with pytest.raises(ValueError, match="another op"):
         WO.bind_fully_connected(ins, p, y, packed=WO.pack_fully_connected(
@@ -347,6 +354,9 @@ def test_bad_arguments():
     xc = _x(rng, (1, 5, 5, 2))
     with pytest.raises(ValueError, match="window arithmetic"):
         WO.conv_2d(_ins(conv, xc), pc, np.empty((1, 5, 5, 3), np.float32))
+    with pytest.raises(ValueError, match="weight-only form"):
+        WO.conv_2d(_ins(conv, xc), dataclasses.replace(pc, hybrid=dataclasses.replace(pc.hybrid, form=DYNAMIC)),
+                   np.empty((1, 3, 3, 3), np.float32))
     with pytest.raises(ValueError, match="groups"):
         WO.conv_2d(_ins(conv, _x(rng, (1, 5, 5, 4))), pc, np.empty((1, 3, 3, 3), np.float32))
     with pytest.raises(ValueError, match="4-D"):

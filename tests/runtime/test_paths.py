@@ -81,3 +81,26 @@ def test_the_c_is_compiled_once_with_one_scratch_per_thread():
     names = ("isa", "gemm", "depthwise", "elementwise", "movement", "softmax", "pool", "requantize", "plan")
     tls = {n: has_tls(importlib.import_module(f"qrt.kernels.{n}").__file__) for n in names}
     assert tls == {n: n == "isa" for n in names}, tls
+
+
+def test_no_fused_multiply_add_in_any_kernel():
+    """The float kernels (simd/weight_only.h, dynamic.h, eltwise.h's QUANTIZE / DEQUANTIZE) round
+    every product and every sum as their NumPy references do, so no kernel module may hold a
+    fused multiply-add: setup.py compiles every module with -ffp-contract=off (gcc's default
+    fuses a * b + c wherever the target has FMA: every AVX2 and AVX-512 function)."""
+    import glob
+    import os
+    import re
+    import shutil
+    import subprocess
+
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        pytest.skip("objdump not found")
+    paths = sorted(glob.glob(os.path.join(os.path.dirname(ISA.__file__), "*.so")))
+    assert any(os.path.basename(p).startswith("isa.") for p in paths)
+    for path in paths:
+        text = subprocess.run([objdump, "-d", "--no-show-raw-insn", path], capture_output=True,
+                              text=True, check=True).stdout
+        fused = re.findall(r"^\s*[0-9a-f]+:\s+(vfn?m(?:add|sub)\w*)", text, re.M)
+        assert not fused, (os.path.basename(path), len(fused), sorted(set(fused)))

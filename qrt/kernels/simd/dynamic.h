@@ -17,8 +17,8 @@
  *   5. epilogue, in place: acc = S - (zp + 128) * wsum[c] in int32 (exact: the verifier's
  *      bound K x 255 x 127 <= 2^31 - 1 holds, checked again at pack), then
  *      y = clamp(fl(fl(float32(acc) * fl(s_x * s_w[c])) + bias[c]), lo, hi): no fused
- *      multiply-add (QRT_OPAQUE between the product and the sum; objdump shows none), the
- *      clamp as np.clip does it (NaN kept, y itself where y equals a bound).
+ *      multiply-add (every module is compiled with -ffp-contract=off, setup.py; objdump shows
+ *      none), the clamp as np.clip does it (NaN kept, y itself where y equals a bound).
  * A row with a NaN or -inf (with s = inf) has lo / s NaN: NumPy's zp is then INT32_MIN (the
  * float-to-int conversion of NaN) and every q -128. Such a row is quantized as q = -127 with
  * padding 0 instead, so that S counts the weights of the real (not padded) inputs, and its
@@ -36,11 +36,6 @@
 #include "api.h"
 #include "gemm.h"
 
-/* v becomes opaque to the compiler: a product is rounded before it is added (gcc would
- * otherwise contract a * b + c into one FMA where the target has it). */
-#define QRT_OPAQUE(v) __asm__("" : "+x"(v))
-#define QRT_OPAQUE_ZMM(v) __asm__("" : "+v"(v))
-
 /* ---------------------------------------------------------------- the rule, scalar */
 
 /* One element of step 3. */
@@ -54,9 +49,7 @@ static inline __attribute__((always_inline)) int8_t qrt_dyn_quantize1(float x, f
 /* One element of step 5 from acc. */
 static inline __attribute__((always_inline)) float qrt_dyn_output1(float acc, float s_x, float s_w,
                                                                   float bias, float lo, float hi) {
-    float v = acc * (s_x * s_w);
-    QRT_OPAQUE(v);
-    v = v + bias;
+    float v = acc * (s_x * s_w) + bias;  /* two roundings: -ffp-contract=off */
     v = lo > v ? lo : v;  /* np.clip: NaN stays, and so does y equal to a bound */
     v = hi < v ? hi : v;
     return v;
@@ -127,10 +120,10 @@ static void qrt_dyn_dequantize_wide(float *y, int64_t n, float s_x, int32_t zp, 
     }
 }
 
-/* ---------------------------------------------------------------- AVX2 (no FMA in the target) */
+/* ---------------------------------------------------------------- AVX2 */
 
 #pragma GCC push_options
-#pragma GCC target("avx2")
+#pragma GCC target("avx2,fma")
 
 static int qrt_dyn_range__avx2(const float *x, int64_t n, float *mn, float *mx) {
     __m256 lo0 = _mm256_set1_ps(INFINITY), lo1 = lo0, hi0 = _mm256_set1_ps(-INFINITY), hi1 = hi0;
@@ -193,7 +186,6 @@ static void qrt_dyn_dequantize__avx2(float *y, int64_t n, float s_x, int32_t zc,
         __m256i S = _mm256_loadu_si256((const __m256i *)(y + c));
         __m256i acc = _mm256_sub_epi32(S, _mm256_mullo_epi32(zcv, _mm256_loadu_si256((const __m256i *)(wsum + c))));
         __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_mul_ps(sx, _mm256_loadu_ps(s_w + c)));
-        QRT_OPAQUE(v);
         v = _mm256_add_ps(v, _mm256_loadu_ps(bias + c));
         v = _mm256_max_ps(lov, v);  /* lo > v ? lo : v: NaN stays */
         v = _mm256_min_ps(hiv, v);
@@ -254,7 +246,6 @@ static void qrt_dyn_dequantize__avx512(float *y, int64_t n, float s_x, int32_t z
         __m512i S = _mm512_maskz_loadu_epi32(k, y + c);
         __m512i acc = _mm512_sub_epi32(S, _mm512_mullo_epi32(zcv, _mm512_maskz_loadu_epi32(k, wsum + c)));
         __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_mul_ps(sx, _mm512_maskz_loadu_ps(k, s_w + c)));
-        QRT_OPAQUE_ZMM(v);
         v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, bias + c));
         v = _mm512_max_ps(lov, v);  /* lo > v ? lo : v: NaN stays */
         v = _mm512_min_ps(hiv, v);

@@ -144,13 +144,25 @@ static int64_t qrt_mul_row_c16__avx2(const qrt_mul *p, const int8_t *a, const in
 
 #pragma GCC pop_options
 
-/* ---------------------------------------------------------------- avx512: 8 per vector */
+/* ---------------------------------------------------------------- avx512: 8 per vector
+ * (int8, and the int16 form's rows: one body each for ADD/SUB and MUL, by element size) */
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
 
-static inline __attribute__((always_inline)) __m512i qrt_load8x64_avx512(const int8_t *p) {
-    return _mm512_cvtepi8_epi64(_mm_loadl_epi64((const __m128i *)p));
+/* 8 elements at p as 64-bit lanes: int8, or int16 (es = 2 bytes per element). */
+static inline __attribute__((always_inline)) __m512i qrt_load8x64_avx512(const void *p, const int es) {
+    if (es == 1)
+        return _mm512_cvtepi8_epi64(_mm_loadl_epi64((const __m128i *)p));
+    return _mm512_cvtepi16_epi64(_mm_loadu_si128((const __m128i *)p));
+}
+
+/* 8 results (64-bit lanes within the output's range) narrowed to int8, or int16 (es = 2), at y. */
+static inline __attribute__((always_inline)) void qrt_store8x64_avx512(void *y, __m512i v, const int es) {
+    if (es == 1)
+        _mm_storel_epi64((__m128i *)y, _mm512_cvtepi64_epi8(v));
+    else
+        _mm_storeu_si128((__m128i *)y, _mm512_cvtepi64_epi16(v));
 }
 
 /* rs(v, m, k) per 64-bit lane; v and m in the low 32 bits, m >= 0, |v*m| < 2^62. */
@@ -160,8 +172,12 @@ static inline __attribute__((always_inline)) __m512i qrt_rs64_avx512(__m512i v, 
     return _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, m), half), k);
 }
 
-static int64_t qrt_add_row_c8__avx512vnni(const qrt_add *p, const int8_t *a, const int8_t *b, int8_t *y,
-                              int64_t count) {
+/* ADD/SUB and MUL 8 elements at a time, one body for int8 (es = 1) and the int16 form (es = 2,
+ * see qrt_add16_row below): the same rule in 64-bit lanes, the operand factors' shifts k_a,
+ * k_b set at bind for the element size. */
+static inline __attribute__((always_inline)) int64_t
+qrt_add_row_c8__avx512vnni_with(const qrt_add *p, const void *a, const void *b, void *y, int64_t count,
+                                const int es) {
     const __m512i za = _mm512_set1_epi64(p->za), zb = _mm512_set1_epi64(p->zb);
     const __m512i ma = _mm512_set1_epi64(p->ma), mb = _mm512_set1_epi64(p->mb);
     const __m512i ka = _mm512_set1_epi64(p->ka), kb = _mm512_set1_epi64(p->kb);
@@ -169,31 +185,55 @@ static int64_t qrt_add_row_c8__avx512vnni(const qrt_add *p, const int8_t *a, con
     const __m512i zp = _mm512_set1_epi64(p->zp), lo = _mm512_set1_epi64(p->lo);
     const __m512i hi = _mm512_set1_epi64(p->hi);
     const int subtract = p->sign < 0;
+    const char *ab = (const char *)a, *bb = (const char *)b;
+    char *yb = (char *)y;
     int64_t i = 0;
     for (; i + 8 <= count; i += 8) {
-        __m512i va = qrt_rs64_avx512(_mm512_sub_epi64(qrt_load8x64_avx512(a + i), za), ma, ka);
-        __m512i vb = qrt_rs64_avx512(_mm512_sub_epi64(qrt_load8x64_avx512(b + i), zb), mb, kb);
+        __m512i va = qrt_rs64_avx512(_mm512_sub_epi64(qrt_load8x64_avx512(ab + i * es, es), za), ma, ka);
+        __m512i vb = qrt_rs64_avx512(_mm512_sub_epi64(qrt_load8x64_avx512(bb + i * es, es), zb), mb, kb);
         __m512i s = subtract ? _mm512_sub_epi64(va, vb) : _mm512_add_epi64(va, vb);
-        _mm_storel_epi64((__m128i *)(y + i),
-                         _mm512_cvtepi64_epi8(qrt_requant_lanes_avx512(s, m, n, zp, lo, hi)));
+        qrt_store8x64_avx512(yb + i * es, qrt_requant_lanes_avx512(s, m, n, zp, lo, hi), es);
     }
     return i;
 }
 
-static int64_t qrt_mul_row_c8__avx512vnni(const qrt_mul *p, const int8_t *a, const int8_t *b, int8_t *y,
-                              int64_t count) {
+static inline __attribute__((always_inline)) int64_t
+qrt_mul_row_c8__avx512vnni_with(const qrt_mul *p, const void *a, const void *b, void *y, int64_t count,
+                                const int es) {
     const __m512i za = _mm512_set1_epi64(p->za), zb = _mm512_set1_epi64(p->zb);
     const __m512i m = _mm512_set1_epi64(p->m), n = _mm512_set1_epi64(p->n);
     const __m512i zp = _mm512_set1_epi64(p->zp), lo = _mm512_set1_epi64(p->lo);
     const __m512i hi = _mm512_set1_epi64(p->hi);
+    const char *ab = (const char *)a, *bb = (const char *)b;
+    char *yb = (char *)y;
     int64_t i = 0;
     for (; i + 8 <= count; i += 8) {
-        __m512i va = _mm512_sub_epi64(qrt_load8x64_avx512(a + i), za);
-        __m512i vb = _mm512_sub_epi64(qrt_load8x64_avx512(b + i), zb);
-        _mm_storel_epi64((__m128i *)(y + i), _mm512_cvtepi64_epi8(qrt_requant_lanes_avx512(
-                                                 _mm512_mul_epi32(va, vb), m, n, zp, lo, hi)));
+        __m512i va = _mm512_sub_epi64(qrt_load8x64_avx512(ab + i * es, es), za);
+        __m512i vb = _mm512_sub_epi64(qrt_load8x64_avx512(bb + i * es, es), zb);
+        qrt_store8x64_avx512(yb + i * es, qrt_requant_lanes_avx512(_mm512_mul_epi32(va, vb), m, n, zp, lo, hi),
+                             es);
     }
     return i;
+}
+
+static int64_t qrt_add_row_c8__avx512vnni(const qrt_add *p, const int8_t *a, const int8_t *b, int8_t *y,
+                                          int64_t count) {
+    return qrt_add_row_c8__avx512vnni_with(p, a, b, y, count, 1);
+}
+
+static int64_t qrt_mul_row_c8__avx512vnni(const qrt_mul *p, const int8_t *a, const int8_t *b, int8_t *y,
+                                          int64_t count) {
+    return qrt_mul_row_c8__avx512vnni_with(p, a, b, y, count, 1);
+}
+
+static int64_t qrt_add16_row_c8__avx512vnni(const qrt_add *p, const int16_t *a, const int16_t *b,
+                                            int16_t *y, int64_t count) {
+    return qrt_add_row_c8__avx512vnni_with(p, a, b, y, count, 2);
+}
+
+static int64_t qrt_mul16_row_c8__avx512vnni(const qrt_mul *p, const int16_t *a, const int16_t *b,
+                                            int16_t *y, int64_t count) {
+    return qrt_mul_row_c8__avx512vnni_with(p, a, b, y, count, 2);
 }
 
 #pragma GCC pop_options
@@ -488,9 +528,12 @@ static int qrt_quant_run(const qrt_quant *q, const void *x, void *y, int quantiz
  *   |v| <= 65535, and the sum fits int32: every step is exact in 64 bits.
  * MUL: y = clamp(zp + rs((a - zp_a) * (b - zp_b), m, n), lo, hi); the binding keeps the product
  *   in int32.
- * Vector paths take 8 elements at a time in 64-bit lanes (avx512vnni, and amx; avx2 as even
- * and odd 32-bit lanes); the scalar rule does the rest and every strided (broadcast) row. The
- * row dispatch is by p->isa: the path table of api.h has no int16 entries. */
+ * Vector paths take 8 elements at a time in 64-bit lanes: avx512vnni (and amx) with the int8
+ * rows' own body (qrt_add_row_c8__avx512vnni_with, es = 2, above); avx2 as even and odd 32-bit
+ * lanes (below: the int8 rows' 32-bit split of the rescale is exact only for |a - zp_a| <= 255,
+ * and their 32-bit output rounding only for n >= 33); the scalar rule does the rest and every
+ * strided (broadcast) row. The row dispatch is by p->isa: the path table of api.h has no int16
+ * entries. */
 
 static inline int16_t qrt_add16_one(int32_t a, int32_t b, int32_t za, int32_t zb, int32_t ma,
                                     int32_t mb, int32_t ka, int32_t kb, int subtract, int32_t m,
@@ -566,51 +609,6 @@ static int64_t qrt_mul16_row_c8__avx2(const qrt_mul *p, const int16_t *a, const 
         __m256i prod = _mm256_mullo_epi32(qrt_centered16_avx2(a + i, za), qrt_centered16_avx2(b + i, zb));
         qrt_store16x8_avx2(y + i, qrt_requant_lanes_avx2(prod, m, n, zp, lo, hi),
                            qrt_requant_lanes_avx2(_mm256_srli_epi64(prod, 32), m, n, zp, lo, hi));
-    }
-    return i;
-}
-
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
-
-static inline __attribute__((always_inline)) __m512i qrt_load16x64_avx512(const int16_t *p) {
-    return _mm512_cvtepi16_epi64(_mm_loadu_si128((const __m128i *)p));
-}
-
-static int64_t qrt_add16_row_c8__avx512vnni(const qrt_add *p, const int16_t *a, const int16_t *b,
-                                            int16_t *y, int64_t count) {
-    const __m512i za = _mm512_set1_epi64(p->za), zb = _mm512_set1_epi64(p->zb);
-    const __m512i ma = _mm512_set1_epi64(p->ma), mb = _mm512_set1_epi64(p->mb);
-    const __m512i ka = _mm512_set1_epi64(p->ka), kb = _mm512_set1_epi64(p->kb);
-    const __m512i m = _mm512_set1_epi64(p->m), n = _mm512_set1_epi64(p->n);
-    const __m512i zp = _mm512_set1_epi64(p->zp), lo = _mm512_set1_epi64(p->lo);
-    const __m512i hi = _mm512_set1_epi64(p->hi);
-    const int subtract = p->sign < 0;
-    int64_t i = 0;
-    for (; i + 8 <= count; i += 8) {
-        __m512i va = qrt_rs64_avx512(_mm512_sub_epi64(qrt_load16x64_avx512(a + i), za), ma, ka);
-        __m512i vb = qrt_rs64_avx512(_mm512_sub_epi64(qrt_load16x64_avx512(b + i), zb), mb, kb);
-        __m512i s = subtract ? _mm512_sub_epi64(va, vb) : _mm512_add_epi64(va, vb);
-        _mm_storeu_si128((__m128i *)(y + i),
-                         _mm512_cvtepi64_epi16(qrt_requant_lanes_avx512(s, m, n, zp, lo, hi)));
-    }
-    return i;
-}
-
-static int64_t qrt_mul16_row_c8__avx512vnni(const qrt_mul *p, const int16_t *a, const int16_t *b,
-                                            int16_t *y, int64_t count) {
-    const __m512i za = _mm512_set1_epi64(p->za), zb = _mm512_set1_epi64(p->zb);
-    const __m512i m = _mm512_set1_epi64(p->m), n = _mm512_set1_epi64(p->n);
-    const __m512i zp = _mm512_set1_epi64(p->zp), lo = _mm512_set1_epi64(p->lo);
-    const __m512i hi = _mm512_set1_epi64(p->hi);
-    int64_t i = 0;
-    for (; i + 8 <= count; i += 8) {
-        __m512i va = _mm512_sub_epi64(qrt_load16x64_avx512(a + i), za);
-        __m512i vb = _mm512_sub_epi64(qrt_load16x64_avx512(b + i), zb);
-        _mm_storeu_si128((__m128i *)(y + i), _mm512_cvtepi64_epi16(qrt_requant_lanes_avx512(
-                                                  _mm512_mul_epi32(va, vb), m, n, zp, lo, hi)));
     }
     return i;
 }

@@ -461,29 +461,105 @@ static void qrt_gemm_ukernel_6x16c2__avx2_s16s8(const qrt_gemm *g, int64_t np, i
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
 
-static inline __attribute__((always_inline)) void
-qrt_gemm_ukernel_6xnpc4__avx512vnni(const qrt_gemm *g, const int np, int64_t mr, const uint8_t *const *a,
-                    const int8_t *w, const int32_t *bias, const int32_t *mult,
-                    const int32_t *shift, int8_t *const *y, int64_t ncols) {
+/* The k loops, in assembly: given them in intrinsics, gcc keeps a copy of every sum on the
+ * stack (a store per multiply-add: the int8 conv ran at about 40 % of the vpdpbusd peak). One
+ * copy per tile of MR rows x NP panels (QRT_AVX512_TILES), so that a short last row tile or
+ * panel group computes nothing in vain (FC with one row: 1 row x 4 panels, not 6 x 4). One
+ * generator for both forms:
+ *   int8 (c4):  uint8 rows x panels [K4/4][16][4] int8 (layout.h), vpdpbusd; the weights are
+ *               loaded as they are, 64 bytes per panel and step of 4 k;
+ *   int16 (c2): int16 rows x panels [K4/2][16][2] int8, vpdpwssd; the weights are widened to
+ *               int16 as they are loaded (vpmovsxbw), 32 bytes per panel and step of 2 k.
+ * A step broadcasts 4 bytes of each row to every 32-bit lane (zmm28) and multiplies them with
+ * each panel's weights (zmm24 + j, loaded once a step for all the rows). Sums: row i, panel j
+ * in zmm(4i + j), from zero, stored to acc[i][j] at the end. k counts bytes of a row; panel j's
+ * weights are at w + j * ws (ws3 = 3 * ws: an address has only one index), w advancing a step
+ * at a time. n, bytes per row (K4 * es), is a multiple of 4 and at least 4: one step at least.
+ * The tile, 6 x 4, takes 24 sums + 4 weights + the broadcast of the 32 registers. On Zen 4 a
+ * test loop ran every tile from 4 x 4 to 8 x 3 (7 x 3, 5 x 5, 6 x 3, 4 x 6) at 98-101 % of the
+ * vpdpbusd peak, rows and weights in L1 or L2: 6 x 4 is kept, the other paths' QRT_MR, and 4
+ * panels divide the usual channel counts (64, 128, ...) where 3 leave a 1-panel call. */
+#define QRT_AVX512_TILES(F)                                                                   \
+    F(1, 1, 16) F(1, 2, 32) F(1, 3, 48) F(1, 4, 64) F(2, 1, 16) F(2, 2, 32) F(2, 3, 48)       \
+    F(2, 4, 64) F(3, 1, 16) F(3, 2, 32) F(3, 3, 48) F(3, 4, 64) F(4, 1, 16) F(4, 2, 32)       \
+    F(4, 3, 48) F(4, 4, 64) F(5, 1, 16) F(5, 2, 32) F(5, 3, 48) F(5, 4, 64) F(6, 1, 16)       \
+    F(6, 2, 32) F(6, 3, 48) F(6, 4, 64)
+/* Rows 0 .. MR-1: F(NP, DOT, the row's operand, its sums' registers for panels 0-3, the byte
+ * offset of acc[i][0]) */
+#define QRT_ZMM_ROWS_1(F, NP, DOT) F(NP, DOT, "a0", "0", "1", "2", "3", "0")
+#define QRT_ZMM_ROWS_2(F, NP, DOT) QRT_ZMM_ROWS_1(F, NP, DOT) F(NP, DOT, "a1", "4", "5", "6", "7", "256")
+#define QRT_ZMM_ROWS_3(F, NP, DOT) QRT_ZMM_ROWS_2(F, NP, DOT) F(NP, DOT, "a2", "8", "9", "10", "11", "512")
+#define QRT_ZMM_ROWS_4(F, NP, DOT) QRT_ZMM_ROWS_3(F, NP, DOT) F(NP, DOT, "a3", "12", "13", "14", "15", "768")
+#define QRT_ZMM_ROWS_5(F, NP, DOT) QRT_ZMM_ROWS_4(F, NP, DOT) F(NP, DOT, "a4", "16", "17", "18", "19", "1024")
+#define QRT_ZMM_ROWS_6(F, NP, DOT) QRT_ZMM_ROWS_5(F, NP, DOT) F(NP, DOT, "a5", "20", "21", "22", "23", "1280")
+/* Panels 0 .. NP-1 of a row: G(DOT, the sum's register, the weights' register, acc[i][j]'s offset) */
+#define QRT_ZMM_PANELS_1(G, DOT, C0, C1, C2, C3, AT) G(DOT, C0, "24", AT "+0")
+#define QRT_ZMM_PANELS_2(G, DOT, C0, C1, C2, C3, AT) QRT_ZMM_PANELS_1(G, DOT, C0, C1, C2, C3, AT) G(DOT, C1, "25", AT "+64")
+#define QRT_ZMM_PANELS_3(G, DOT, C0, C1, C2, C3, AT) QRT_ZMM_PANELS_2(G, DOT, C0, C1, C2, C3, AT) G(DOT, C2, "26", AT "+128")
+#define QRT_ZMM_PANELS_4(G, DOT, C0, C1, C2, C3, AT) QRT_ZMM_PANELS_3(G, DOT, C0, C1, C2, C3, AT) G(DOT, C3, "27", AT "+192")
+/* What the loop does with a row: zero its sums; broadcast its 4 bytes and multiply-add; store */
+#define QRT_ZMM_ZERO(DOT, C, W, AT) "vpxord %%zmm" C ", %%zmm" C ", %%zmm" C "\n\t"
+#define QRT_ZMM_DOT(DOT, C, W, AT) DOT " %%zmm" W ", %%zmm28, %%zmm" C "\n\t"
+#define QRT_ZMM_STORE(DOT, C, W, AT) "vmovdqu64 %%zmm" C ", " AT "(%[acc])\n\t"
+#define QRT_ZMM_ZERO_ROW(NP, DOT, A, C0, C1, C2, C3, AT) QRT_ZMM_PANELS_##NP(QRT_ZMM_ZERO, DOT, C0, C1, C2, C3, AT)
+#define QRT_ZMM_DOT_ROW(NP, DOT, A, C0, C1, C2, C3, AT) \
+    "vpbroadcastd (%[" A "],%[k]), %%zmm28\n\t" QRT_ZMM_PANELS_##NP(QRT_ZMM_DOT, DOT, C0, C1, C2, C3, AT)
+#define QRT_ZMM_STORE_ROW(NP, DOT, A, C0, C1, C2, C3, AT) QRT_ZMM_PANELS_##NP(QRT_ZMM_STORE, DOT, C0, C1, C2, C3, AT)
+/* A step's weights of panels 0 .. NP-1 */
+#define QRT_ZMM_WEIGHTS_1(LOAD) LOAD " (%[w]), %%zmm24\n\t"
+#define QRT_ZMM_WEIGHTS_2(LOAD) QRT_ZMM_WEIGHTS_1(LOAD) LOAD " (%[w],%[ws],1), %%zmm25\n\t"
+#define QRT_ZMM_WEIGHTS_3(LOAD) QRT_ZMM_WEIGHTS_2(LOAD) LOAD " (%[w],%[ws],2), %%zmm26\n\t"
+#define QRT_ZMM_WEIGHTS_4(LOAD) QRT_ZMM_WEIGHTS_3(LOAD) LOAD " (%[w],%[ws3],1), %%zmm27\n\t"
+/* NAME(a, w, ws, n, acc): the k loop of MR rows a[0 .. MR-1] x NP panels; LOAD the weights'
+ * load, WSTEP their bytes per panel and step, DOT the multiply-add. */
+#define QRT_ZMM_KLOOP(NAME, MR, NP, LOAD, WSTEP, DOT)                                         \
+static inline __attribute__((always_inline)) void                                            \
+NAME(const uint8_t *const *a, const int8_t *w, int64_t ws, int64_t n, __m512i acc[QRT_MR][QRT_NP]) { \
+    int64_t k = 0;                                                                            \
+    __asm__ volatile(                                                                         \
+        QRT_ZMM_ROWS_##MR(QRT_ZMM_ZERO_ROW, NP, DOT)                                          \
+        ".p2align 4\n\t"                                                                      \
+        "1:\n\t"                                                                              \
+        QRT_ZMM_WEIGHTS_##NP(LOAD)                                                            \
+        QRT_ZMM_ROWS_##MR(QRT_ZMM_DOT_ROW, NP, DOT)                                           \
+        "add $" WSTEP ", %[w]\n\t"                                                            \
+        "add $4, %[k]\n\t"                                                                    \
+        "cmp %[n], %[k]\n\t"                                                                  \
+        "jb 1b\n\t"                                                                           \
+        QRT_ZMM_ROWS_##MR(QRT_ZMM_STORE_ROW, NP, DOT)                                         \
+        : [k] "+r"(k), [w] "+r"(w)                                                            \
+        : [a0] "r"(a[0]), [a1] "r"(a[MR > 1 ? 1 : 0]), [a2] "r"(a[MR > 2 ? 2 : 0]),           \
+          [a3] "r"(a[MR > 3 ? 3 : 0]), [a4] "r"(a[MR > 4 ? 4 : 0]), [a5] "r"(a[MR > 5 ? 5 : 0]), \
+          [ws] "r"(ws), [ws3] "r"(3 * ws), [n] "r"(n), [acc] "r"(&acc[0][0])                 \
+        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",      \
+          "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18",     \
+          "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27",     \
+          "xmm28", "cc", "memory");                                                           \
+}
+#define QRT_KLOOP_C4(MR, NP, COLS) \
+    QRT_ZMM_KLOOP(qrt_gemm_kloop_##MR##x##COLS##c4__avx512vnni, MR, NP, "vmovdqu64", "64", "vpdpbusd")
+#define QRT_KLOOP_C2(MR, NP, COLS) \
+    QRT_ZMM_KLOOP(qrt_gemm_kloop_##MR##x##COLS##c2__avx512vnni_s16, MR, NP, "vpmovsxbw", "32", "vpdpwssd")
+QRT_AVX512_TILES(QRT_KLOOP_C4)
+QRT_AVX512_TILES(QRT_KLOOP_C2)
+/* The driver's tile of mr x np (1 <= mr <= QRT_MR, 1 <= np <= QRT_NP): its copy of the loop. */
+#define QRT_KLOOP_CASE_C4(MR, NP, COLS) \
+    case MR * 8 + NP: qrt_gemm_kloop_##MR##x##COLS##c4__avx512vnni(a, w, ws, n, acc); break;
+#define QRT_KLOOP_CASE_C2(MR, NP, COLS) \
+    case MR * 8 + NP: qrt_gemm_kloop_##MR##x##COLS##c2__avx512vnni_s16(a, w, ws, n, acc); break;
+
+/* mr rows x np panels: the tile's k loop above, then the epilogue (requant.h) over the sums
+ * in acc, as stored there: int8, or in the int32 mode (g->y32) the sums + bias. */
+static void qrt_gemm_ukernel_6x64c4__avx512vnni(const qrt_gemm *g, int64_t np, int64_t mr, const uint8_t *const *a,
+                             const int8_t *w, const int32_t *bias, const int32_t *mult,
+                             const int32_t *shift, int8_t *const *y, int64_t ncols) {
     /* the 32-bit requantization tables at the same channel as mult */
     const int32_t *round32 = g->rq.round32 + (mult - g->rq.mult), *shift32 = g->rq.shift32 + (mult - g->rq.mult);
     __m512i acc[QRT_MR][QRT_NP];
-    const uint8_t *ap[QRT_MR];
-    for (int i = 0; i < QRT_MR; i++)
-        ap[i] = i < mr ? a[i] : a[0];  /* missing rows repeat row 0; never stored */
-    int64_t wstride = qrt_gemm_panel_bytes(g->K4);
-    for (int i = 0; i < QRT_MR; i++)
-        for (int j = 0; j < np; j++)
-            acc[i][j] = _mm512_setzero_si512();
-    for (int64_t k = 0; k < g->K4; k += 4) {
-        __m512i b[QRT_NP];
-        for (int j = 0; j < np; j++)
-            b[j] = _mm512_loadu_si512((const void *)(w + j * wstride + k * 16));
-        for (int i = 0; i < QRT_MR; i++) {
-            __m512i av = _mm512_set1_epi32(*(const int32_t *)(ap[i] + k));
-            for (int j = 0; j < np; j++)
-                acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], av, b[j]);
-        }
+    const int64_t ws = qrt_gemm_panel_bytes(g->K4), n = g->K4;
+    switch (mr * 8 + np) {
+    QRT_AVX512_TILES(QRT_KLOOP_CASE_C4)
+    default: __builtin_unreachable();
     }
     if (g->y32) {  /* the int32 mode: the sums + bias */
         for (int j = 0; j < np; j++) {
@@ -493,219 +569,88 @@ qrt_gemm_ukernel_6xnpc4__avx512vnni(const qrt_gemm *g, const int np, int64_t mr,
             __mmask16 keep = ncols - c0 >= 16 ? (__mmask16)0xFFFF
                                               : (__mmask16)((1u << (ncols - c0)) - 1);
             const __m512i b = _mm512_loadu_si512((const void *)(bias + c0));
-            for (int i = 0; i < QRT_MR; i++) {
-                if (i >= mr)
-                    break;
+            for (int i = 0; i < mr; i++)
                 _mm512_mask_storeu_epi32((int32_t *)(void *)y[i] + c0, keep, _mm512_add_epi32(acc[i][j], b));
-            }
         }
         return;
     }
+    /* in locals: read through g after every int8 store (which may alias them), the form's
+     * test and the clamp's broadcasts would be redone for every 16 outputs */
+    const int n33 = g->rq.n33;
+    const int32_t zp = g->rq.zp_y, lo = g->rq.lo, hi = g->rq.hi;
     for (int j = 0; j < np; j++) {
         int64_t c0 = j * 16;
         if (c0 >= ncols)
             break;
         __mmask16 keep = ncols - c0 >= 16 ? (__mmask16)0xFFFF
                                           : (__mmask16)((1u << (ncols - c0)) - 1);
-        for (int i = 0; i < QRT_MR; i++) {
-            if (i >= mr)
-                break;
-            __m128i v = g->rq.n33 ? qrt_requant16_avx512_n33(acc[i][j], bias + c0, mult + c0,
-                                                          round32 + c0, shift32 + c0, g->rq.zp_y,
-                                                          g->rq.lo, g->rq.hi)
-                               : qrt_requant16_avx512(acc[i][j], bias + c0, mult + c0,
-                                                      shift + c0, g->rq.zp_y, g->rq.lo, g->rq.hi);
+        for (int i = 0; i < mr; i++) {
+            __m128i v = n33 ? qrt_requant16_avx512_n33(acc[i][j], bias + c0, mult + c0, round32 + c0,
+                                                       shift32 + c0, zp, lo, hi)
+                            : qrt_requant16_avx512(acc[i][j], bias + c0, mult + c0, shift + c0, zp, lo, hi);
             _mm_mask_storeu_epi8(y[i] + c0, keep, v);
         }
     }
 }
 
-static void qrt_gemm_ukernel_6x64c4__avx512vnni(const qrt_gemm *g, int64_t np, int64_t mr, const uint8_t *const *a,
-                             const int8_t *w, const int32_t *bias, const int32_t *mult,
-                             const int32_t *shift, int8_t *const *y, int64_t ncols) {
-    switch (np) {
-    case 1: qrt_gemm_ukernel_6xnpc4__avx512vnni(g, 1, mr, a, w, bias, mult, shift, y, ncols); break;
-    case 2: qrt_gemm_ukernel_6xnpc4__avx512vnni(g, 2, mr, a, w, bias, mult, shift, y, ncols); break;
-    case 3: qrt_gemm_ukernel_6xnpc4__avx512vnni(g, 3, mr, a, w, bias, mult, shift, y, ncols); break;
-    default: qrt_gemm_ukernel_6xnpc4__avx512vnni(g, 4, mr, a, w, bias, mult, shift, y, ncols); break;
-    }
-}
-
-/* The int16 mode's k loop of 6 rows x NP panels in assembly, as the AVX2 path's: given the
- * loop in intrinsics, gcc keeps a copy of every sum on the stack (a store per multiply-add).
- * Sums: row i, panel j in zmm(4i + j), from zero, stored to acc[i][j] at the end; zmm24-27 a
- * step's weights widened to int16 (one vpmovsxbw per panel, shared by the 6 rows), zmm28 a
- * row's pair of int16 broadcast. k counts bytes of an int16 row (4 per step of 2 k); a panel
- * advances 32 bytes per step, 8 x k. */
-#define QRT_S16_W(J, W) "vpmovsxbw (%[" W "],%[k],8), %%zmm2" J "\n\t"
-#define QRT_S16_WS_1 QRT_S16_W("4", "w0")
-#define QRT_S16_WS_2 QRT_S16_WS_1 QRT_S16_W("5", "w1")
-#define QRT_S16_WS_3 QRT_S16_WS_2 QRT_S16_W("6", "w2")
-#define QRT_S16_WS_4 QRT_S16_WS_3 QRT_S16_W("7", "w3")
-#define QRT_S16_DP(W, C) "vpdpwssd %%zmm2" W ", %%zmm28, %%zmm" C "\n\t"
-#define QRT_S16_DPS_1(C0, C1, C2, C3) QRT_S16_DP("4", C0)
-#define QRT_S16_DPS_2(C0, C1, C2, C3) QRT_S16_DPS_1(C0, C1, C2, C3) QRT_S16_DP("5", C1)
-#define QRT_S16_DPS_3(C0, C1, C2, C3) QRT_S16_DPS_2(C0, C1, C2, C3) QRT_S16_DP("6", C2)
-#define QRT_S16_DPS_4(C0, C1, C2, C3) QRT_S16_DPS_3(C0, C1, C2, C3) QRT_S16_DP("7", C3)
-#define QRT_S16_ROW(NP, A, C0, C1, C2, C3) \
-    "vpbroadcastd (%[" A "],%[k]), %%zmm28\n\t" QRT_S16_DPS_##NP(C0, C1, C2, C3)
-#define QRT_S16_ZERO(C) "vpxord %%zmm" C ", %%zmm" C ", %%zmm" C "\n\t"
-#define QRT_S16_ZS_1(C0, C1, C2, C3) QRT_S16_ZERO(C0)
-#define QRT_S16_ZS_2(C0, C1, C2, C3) QRT_S16_ZS_1(C0, C1, C2, C3) QRT_S16_ZERO(C1)
-#define QRT_S16_ZS_3(C0, C1, C2, C3) QRT_S16_ZS_2(C0, C1, C2, C3) QRT_S16_ZERO(C2)
-#define QRT_S16_ZS_4(C0, C1, C2, C3) QRT_S16_ZS_3(C0, C1, C2, C3) QRT_S16_ZERO(C3)
-#define QRT_S16_ST(C, AT) "vmovdqu64 %%zmm" C ", " AT "(%[acc])\n\t"
-#define QRT_S16_STS_1(C0, C1, C2, C3, A0, A1, A2, A3) QRT_S16_ST(C0, A0)
-#define QRT_S16_STS_2(C0, C1, C2, C3, A0, A1, A2, A3) QRT_S16_STS_1(C0, C1, C2, C3, A0, A1, A2, A3) QRT_S16_ST(C1, A1)
-#define QRT_S16_STS_3(C0, C1, C2, C3, A0, A1, A2, A3) QRT_S16_STS_2(C0, C1, C2, C3, A0, A1, A2, A3) QRT_S16_ST(C2, A2)
-#define QRT_S16_STS_4(C0, C1, C2, C3, A0, A1, A2, A3) QRT_S16_STS_3(C0, C1, C2, C3, A0, A1, A2, A3) QRT_S16_ST(C3, A3)
-/* acc[i][j] is at (4i + j) * 64 bytes (QRT_NP = 4) */
-#define QRT_S16_KLOOP(NP)                                                                        \
-static inline __attribute__((always_inline)) void                                               \
-qrt_gemm_kloop_6x##NP##c2__avx512vnni_s16_asm(const int16_t *const *ap, const int8_t *w,         \
-                                              int64_t wstride, int64_t K4, __m512i acc[6][4]) {  \
-    int64_t k = 0;                                                                               \
-    __asm__ volatile(                                                                            \
-        QRT_S16_ZS_##NP("0", "1", "2", "3") QRT_S16_ZS_##NP("4", "5", "6", "7")                  \
-        QRT_S16_ZS_##NP("8", "9", "10", "11") QRT_S16_ZS_##NP("12", "13", "14", "15")            \
-        QRT_S16_ZS_##NP("16", "17", "18", "19") QRT_S16_ZS_##NP("20", "21", "22", "23")          \
-        ".p2align 4\n\t"                                                                         \
-        "1:\n\t"                                                                                 \
-        QRT_S16_WS_##NP                                                                          \
-        QRT_S16_ROW(NP, "a0", "0", "1", "2", "3") QRT_S16_ROW(NP, "a1", "4", "5", "6", "7")      \
-        QRT_S16_ROW(NP, "a2", "8", "9", "10", "11") QRT_S16_ROW(NP, "a3", "12", "13", "14", "15") \
-        QRT_S16_ROW(NP, "a4", "16", "17", "18", "19") QRT_S16_ROW(NP, "a5", "20", "21", "22", "23") \
-        "add $4, %[k]\n\t"                                                                       \
-        "cmp %[n], %[k]\n\t"                                                                     \
-        "jb 1b\n\t"                                                                              \
-        QRT_S16_STS_##NP("0", "1", "2", "3", "0", "64", "128", "192")                           \
-        QRT_S16_STS_##NP("4", "5", "6", "7", "256", "320", "384", "448")                        \
-        QRT_S16_STS_##NP("8", "9", "10", "11", "512", "576", "640", "704")                      \
-        QRT_S16_STS_##NP("12", "13", "14", "15", "768", "832", "896", "960")                    \
-        QRT_S16_STS_##NP("16", "17", "18", "19", "1024", "1088", "1152", "1216")                \
-        QRT_S16_STS_##NP("20", "21", "22", "23", "1280", "1344", "1408", "1472")                \
-        : [k] "+r"(k)                                                                            \
-        : [a0] "r"(ap[0]), [a1] "r"(ap[1]), [a2] "r"(ap[2]), [a3] "r"(ap[3]), [a4] "r"(ap[4]),   \
-          [a5] "r"(ap[5]), [w0] "r"(w), [w1] "r"(NP > 1 ? w + wstride : w),                    \
-          [w2] "r"(NP > 2 ? w + 2 * wstride : w), [w3] "r"(NP > 3 ? w + 3 * wstride : w),        \
-          [n] "r"(K4 * 2) /* K4 >= 2: at least one step */,                                      \
-          [acc] "r"(&acc[0][0])                                                                  \
-        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",        \
-          "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18",       \
-          "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27",       \
-          "xmm28", "cc", "memory");                                                              \
-}
-QRT_S16_KLOOP(1)
-QRT_S16_KLOOP(2)
-QRT_S16_KLOOP(3)
-QRT_S16_KLOOP(4)
-#undef QRT_S16_KLOOP
-#undef QRT_S16_STS_1
-#undef QRT_S16_STS_2
-#undef QRT_S16_STS_3
-#undef QRT_S16_STS_4
-#undef QRT_S16_ST
-#undef QRT_S16_ZS_1
-#undef QRT_S16_ZS_2
-#undef QRT_S16_ZS_3
-#undef QRT_S16_ZS_4
-#undef QRT_S16_ZERO
-#undef QRT_S16_ROW
-#undef QRT_S16_DPS_1
-#undef QRT_S16_DPS_2
-#undef QRT_S16_DPS_3
-#undef QRT_S16_DPS_4
-#undef QRT_S16_DP
-#undef QRT_S16_WS_1
-#undef QRT_S16_WS_2
-#undef QRT_S16_WS_3
-#undef QRT_S16_WS_4
-#undef QRT_S16_W
-
-/* The int16 mode: MR int16 rows x np panels [K4/2][16][2] int8 (kg = 2, the AVX2 layout),
- * vpdpwssd: a row's pair of int16 broadcast to every 32-bit lane times a panel's pairs widened
- * to int16 in the register (one vpmovsxbw per panel and step, shared by the rows), 2 k per
- * step where vpdpbusd does 4. Exact: the sums fit int32 (SPEC.md 4.6); vpdpwssd does not
- * saturate. A copy per row count (MR) and panel count (np): no row computed in vain; 6 rows
- * run the loop above. */
-static inline __attribute__((always_inline)) void
-qrt_gemm_ukernel_mxnpc2__avx512vnni_s16(const qrt_gemm *g, const int MR, const int np,
-                                        const uint8_t *const *a, const int8_t *w, const int32_t *bias,
-                                        const int32_t *mult, const int32_t *shift, int8_t *const *y,
-                                        int64_t ncols) {
+/* The int16 mode: mr int16 rows x np panels [K4/2][16][2] int8 (kg = 2, the AVX2 layout),
+ * vpdpwssd on a row's pair of int16 and the panels' pairs widened to int16 (the c2 loops
+ * above), 2 k per step where vpdpbusd does 4, then requantized to int16. Exact: the sums fit
+ * int32 (SPEC.md 4.6); vpdpwssd does not saturate. */
+static void qrt_gemm_ukernel_6x64c2__avx512vnni_s16(const qrt_gemm *g, int64_t np, int64_t mr,
+                                                    const uint8_t *const *a, const int8_t *w,
+                                                    const int32_t *bias, const int32_t *mult,
+                                                    const int32_t *shift, int8_t *const *y, int64_t ncols) {
     const int32_t *round32 = g->rq.round32 + (mult - g->rq.mult), *shift32 = g->rq.shift32 + (mult - g->rq.mult);
     __m512i acc[QRT_MR][QRT_NP];
-    const int16_t *ap[QRT_MR];
-    for (int i = 0; i < MR; i++)
-        ap[i] = (const int16_t *)(const void *)a[i];
-    int64_t wstride = qrt_gemm_panel_bytes(g->K4);
-    if (MR == 6) {
-        switch (np) {
-        case 1: qrt_gemm_kloop_6x1c2__avx512vnni_s16_asm(ap, w, wstride, g->K4, acc); break;
-        case 2: qrt_gemm_kloop_6x2c2__avx512vnni_s16_asm(ap, w, wstride, g->K4, acc); break;
-        case 3: qrt_gemm_kloop_6x3c2__avx512vnni_s16_asm(ap, w, wstride, g->K4, acc); break;
-        default: qrt_gemm_kloop_6x4c2__avx512vnni_s16_asm(ap, w, wstride, g->K4, acc); break;
-        }
-    } else {
-    for (int i = 0; i < MR; i++)
-        for (int j = 0; j < np; j++)
-            acc[i][j] = _mm512_setzero_si512();
-    for (int64_t k = 0; k < g->K4; k += 2) {
-        __m512i b[QRT_NP];
-        for (int j = 0; j < np; j++)
-            b[j] = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(w + j * wstride + k * 16)));
-        for (int i = 0; i < MR; i++) {
-            int32_t pair;
-            memcpy(&pair, ap[i] + k, sizeof pair);
-            __m512i av = _mm512_set1_epi32(pair);
-            for (int j = 0; j < np; j++)
-                acc[i][j] = _mm512_dpwssd_epi32(acc[i][j], av, b[j]);
-        }
+    const int64_t ws = qrt_gemm_panel_bytes(g->K4), n = g->K4 * 2;
+    switch (mr * 8 + np) {
+    QRT_AVX512_TILES(QRT_KLOOP_CASE_C2)
+    default: __builtin_unreachable();
     }
-    }
+    const int n33 = g->rq.n33;  /* in locals, as the int8 epilogue's */
+    const int32_t zp = g->rq.zp_y, lo = g->rq.lo, hi = g->rq.hi;
     for (int j = 0; j < np; j++) {
         int64_t c0 = j * 16;
         if (c0 >= ncols)
             break;
         __mmask16 keep = ncols - c0 >= 16 ? (__mmask16)0xFFFF
                                           : (__mmask16)((1u << (ncols - c0)) - 1);
-        for (int i = 0; i < MR; i++) {
-            __m256i v = g->rq.n33 ? qrt_requant16_avx512_n33_s16(acc[i][j], bias + c0, mult + c0,
-                                                              round32 + c0, shift32 + c0, g->rq.zp_y,
-                                                              g->rq.lo, g->rq.hi)
-                                  : qrt_requant16_avx512_s16(acc[i][j], bias + c0, mult + c0,
-                                                             shift + c0, g->rq.zp_y, g->rq.lo, g->rq.hi);
+        for (int i = 0; i < mr; i++) {
+            __m256i v = n33 ? qrt_requant16_avx512_n33_s16(acc[i][j], bias + c0, mult + c0, round32 + c0,
+                                                           shift32 + c0, zp, lo, hi)
+                            : qrt_requant16_avx512_s16(acc[i][j], bias + c0, mult + c0, shift + c0, zp, lo, hi);
             _mm256_mask_storeu_epi16((int16_t *)(void *)y[i] + c0, keep, v);
         }
     }
 }
 
-static inline __attribute__((always_inline)) void
-qrt_gemm_ukernel_6xnpc2__avx512vnni_s16(const qrt_gemm *g, const int np, int64_t mr,
-                                        const uint8_t *const *a, const int8_t *w, const int32_t *bias,
-                                        const int32_t *mult, const int32_t *shift, int8_t *const *y,
-                                        int64_t ncols) {
-    switch (mr) {
-    case 1: qrt_gemm_ukernel_mxnpc2__avx512vnni_s16(g, 1, np, a, w, bias, mult, shift, y, ncols); break;
-    case 2: qrt_gemm_ukernel_mxnpc2__avx512vnni_s16(g, 2, np, a, w, bias, mult, shift, y, ncols); break;
-    case 3: qrt_gemm_ukernel_mxnpc2__avx512vnni_s16(g, 3, np, a, w, bias, mult, shift, y, ncols); break;
-    case 4: qrt_gemm_ukernel_mxnpc2__avx512vnni_s16(g, 4, np, a, w, bias, mult, shift, y, ncols); break;
-    case 5: qrt_gemm_ukernel_mxnpc2__avx512vnni_s16(g, 5, np, a, w, bias, mult, shift, y, ncols); break;
-    default: qrt_gemm_ukernel_mxnpc2__avx512vnni_s16(g, 6, np, a, w, bias, mult, shift, y, ncols); break;
-    }
-}
-
-static void qrt_gemm_ukernel_6x64c2__avx512vnni_s16(const qrt_gemm *g, int64_t np, int64_t mr,
-                                                    const uint8_t *const *a, const int8_t *w,
-                                                    const int32_t *bias, const int32_t *mult,
-                                                    const int32_t *shift, int8_t *const *y, int64_t ncols) {
-    switch (np) {
-    case 1: qrt_gemm_ukernel_6xnpc2__avx512vnni_s16(g, 1, mr, a, w, bias, mult, shift, y, ncols); break;
-    case 2: qrt_gemm_ukernel_6xnpc2__avx512vnni_s16(g, 2, mr, a, w, bias, mult, shift, y, ncols); break;
-    case 3: qrt_gemm_ukernel_6xnpc2__avx512vnni_s16(g, 3, mr, a, w, bias, mult, shift, y, ncols); break;
-    default: qrt_gemm_ukernel_6xnpc2__avx512vnni_s16(g, 4, mr, a, w, bias, mult, shift, y, ncols); break;
-    }
-}
+#undef QRT_KLOOP_CASE_C2
+#undef QRT_KLOOP_CASE_C4
+#undef QRT_KLOOP_C2
+#undef QRT_KLOOP_C4
+#undef QRT_ZMM_KLOOP
+#undef QRT_ZMM_WEIGHTS_4
+#undef QRT_ZMM_WEIGHTS_3
+#undef QRT_ZMM_WEIGHTS_2
+#undef QRT_ZMM_WEIGHTS_1
+#undef QRT_ZMM_STORE_ROW
+#undef QRT_ZMM_DOT_ROW
+#undef QRT_ZMM_ZERO_ROW
+#undef QRT_ZMM_STORE
+#undef QRT_ZMM_DOT
+#undef QRT_ZMM_ZERO
+#undef QRT_ZMM_PANELS_4
+#undef QRT_ZMM_PANELS_3
+#undef QRT_ZMM_PANELS_2
+#undef QRT_ZMM_PANELS_1
+#undef QRT_ZMM_ROWS_6
+#undef QRT_ZMM_ROWS_5
+#undef QRT_ZMM_ROWS_4
+#undef QRT_ZMM_ROWS_3
+#undef QRT_ZMM_ROWS_2
+#undef QRT_ZMM_ROWS_1
+#undef QRT_AVX512_TILES
 
 #pragma GCC pop_options
 

@@ -6,10 +6,10 @@
  *     y[m, c] = (...((0 + x[m,0] w[c,0]) + x[m,1] w[c,1]) ... + x[m,K-1] w[c,K-1]) + b[c]
  *     y = min(max(y, lo), hi)                                     (np.clip: NaN stays NaN)
  * every product and sum rounded to float32, k in order. So nothing here may be reassociated or
- * contracted into a fused multiply-add: the whole file is compiled with fp-contract=off (and
- * never with -ffast-math), and the products and sums are separate instructions (vmulps, then
+ * contracted into a fused multiply-add: every module is compiled with -ffp-contract=off (setup.py;
+ * and never with -ffast-math), so the products and sums are separate instructions (vmulps, then
  * vaddps; no vfmadd anywhere: tests/runtime/test_kernels_weight_only.py checks the result on
- * data where FMA would differ).
+ * data where FMA would differ, tests/runtime/test_paths.py the instructions).
  *
  * Data path of one call, per group of channels:
  *   - weights were packed once at load (weight_only.pyx PackedWeightOnly) into panels of
@@ -86,9 +86,6 @@ struct qrt_weight_only_ops {
 #include "isa.h"
 
 #define QRT_WO_BLOCK_BYTES (192 * 1024)  /* gathered rows per block: stays in L2 */
-
-#pragma GCC push_options
-#pragma GCC optimize("fp-contract=off")  /* the rule: no fused multiply-add, ever */
 
 /* Bytes of one packed panel, and scales per panel. */
 static inline int64_t qrt_wo_panel_bytes(const qrt_weight_only *g) {
@@ -194,10 +191,72 @@ static void qrt_wo_block_1x16__scalar(const qrt_weight_only *g, const float *a, 
     }
 }
 
+/* ---------------------------------------------------------------- the vector paths' blocks */
+
+/* The body of a vector path's block function (qrt_weight_only_block_fn; its parameters g, a0,
+ * lda, rows, w, s, bias, y, p0, p1 in scope), one for both. TILE is the path's always_inline
+ * tile, TILE(g, MR, NR, INT4, a, lda, w, s, bias, y, ncols), called with constant sizes: one
+ * instance per (rows, panels, int4), its sums in registers. Panels in chunks of NC (4 or 8);
+ * per chunk, tiles of MR (<= 10) rows x 1 panel, each panel down the rows (it stays in L1 while
+ * the rows stream; per tile the dequantization is paid once per k and panel, so tall tiles of
+ * one panel amortize it best), then the rows left: 3 .. MR - 1 one panel at a time, 1 row
+ * across up to NC panels and 2 rows across up to 4 (independent sums that hide the adds'
+ * latency at GEMV sizes). */
+#define QRT_WO_BLOCK_BODY(TILE, MR, NC)                                                       \
+    const int64_t pb = qrt_wo_panel_bytes(g), ps = qrt_wo_panel_scales(g);                    \
+    for (int64_t c = p0; c < p1; c += NC) {                                                   \
+        const int64_t c1 = c + NC < p1 ? c + NC : p1;                                         \
+        const int64_t m = rows - rows % MR, r = rows - m;                                     \
+        for (int64_t q = c; q < c1; q++)                                                      \
+            for (int64_t i = 0; i < m; i += MR)                                               \
+                QRT_WO_CALL(TILE, MR, 1, a0 + i * lda, y + i * g->C_out);                     \
+        const float *a = a0 + m * lda;                                                        \
+        float *yr = y + m * g->C_out;                                                         \
+        for (int64_t q = c; r > 0 && q < c1;) {                                               \
+            const int64_t left = c1 - q;                                                      \
+            if (r == 1 && left >= NC) {                                                       \
+                QRT_WO_CALL(TILE, 1, NC, a, yr);                                              \
+                q += NC;                                                                      \
+            } else if (NC >= 8 && r <= 2 && left >= 4) {                                      \
+                if (r == 1)                                                                   \
+                    QRT_WO_CALL(TILE, 1, 4, a, yr);                                           \
+                else                                                                          \
+                    QRT_WO_CALL(TILE, 2, 4, a, yr);                                           \
+                q += 4;                                                                       \
+            } else if (r <= 2 && left >= 2) {                                                 \
+                if (r == 1)                                                                   \
+                    QRT_WO_CALL(TILE, 1, 2, a, yr);                                           \
+                else                                                                          \
+                    QRT_WO_CALL(TILE, 2, 2, a, yr);                                           \
+                q += 2;                                                                       \
+            } else {                                                                          \
+                switch (r) {  /* the cases from MR on are never compiled */                   \
+                case 1: QRT_WO_CALL(TILE, 1, 1, a, yr); break;                                \
+                case 2: QRT_WO_CALL(TILE, 2, 1, a, yr); break;                                \
+                case 3: QRT_WO_CALL(TILE, 3, 1, a, yr); break;                                \
+                case 4: QRT_WO_CALL(TILE, 4, 1, a, yr); break;                                \
+                case 5: QRT_WO_CALL(TILE, 5, 1, a, yr); break;                                \
+                case 6: if (MR > 6) QRT_WO_CALL(TILE, 6, 1, a, yr); break;                    \
+                case 7: if (MR > 7) QRT_WO_CALL(TILE, 7, 1, a, yr); break;                    \
+                case 8: if (MR > 8) QRT_WO_CALL(TILE, 8, 1, a, yr); break;                    \
+                default: if (MR > 9) QRT_WO_CALL(TILE, 9, 1, a, yr); break;                   \
+                }                                                                             \
+                q += 1;                                                                       \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+/* One tile, MR_ rows x NR_ panels from panel q: rows at a, outputs at yo. */
+#define QRT_WO_CALL(TILE, MR_, NR_, a, yo)                                                    \
+    (g->int4 ? TILE(g, MR_, NR_, 1, a, lda, w + q * pb, s + q * ps, bias + q * QRT_WO_PANEL,  \
+                    (yo) + q * QRT_WO_PANEL, g->cout_g - q * QRT_WO_PANEL)                    \
+             : TILE(g, MR_, NR_, 0, a, lda, w + q * pb, s + q * ps, bias + q * QRT_WO_PANEL,  \
+                    (yo) + q * QRT_WO_PANEL, g->cout_g - q * QRT_WO_PANEL))
+
 /* ---------------------------------------------------------------- AVX2: 8 floats per ymm */
 
 #pragma GCC push_options
-#pragma GCC target("avx2")  /* no "fma": the compiler could not contract even if it wanted to */
+#pragma GCC target("avx2,fma")
 
 /* 8 int8 weights of half a panel's row, as floats. */
 static inline __attribute__((always_inline)) __m256 qrt_wo_q8__avx2(const uint8_t *p) {
@@ -291,59 +350,13 @@ qrt_wo_tile__avx2(const qrt_weight_only *g, const int MR, const int NR, const in
 }
 #undef QRT_WO_STEP_AVX2
 
-/* One instance per (rows, panels, int4): the sums stay in registers. */
-#define QRT_WO_TILE_AVX2(MR, NR)                                                              \
-    (g->int4 ? qrt_wo_tile__avx2(g, MR, NR, 1, a, lda, w + (q) * pb, s + (q) * ps,           \
-                                 bias + (q) * QRT_WO_PANEL, yr + (q) * QRT_WO_PANEL, ncols)  \
-             : qrt_wo_tile__avx2(g, MR, NR, 0, a, lda, w + (q) * pb, s + (q) * ps,           \
-                                 bias + (q) * QRT_WO_PANEL, yr + (q) * QRT_WO_PANEL, ncols))
-
-/* Panels in chunks of 4; per chunk, tiles of 6 rows x 1 panel (12 sums: with the 2 weight
- * vectors, the broadcast and a product, all 16 ymm registers), then the rows left: 3-5 one
- * panel at a time, 1 or 2 rows across the chunk's panels (up to 4 or 2 at a time: enough
- * independent sums to hide the adds' latency at GEMV sizes). Per tile the dequantization is
- * paid once per k and panel, so tall tiles of one panel amortize it best. */
+/* Tiles of 6 rows x 1 panel (12 sums: with the 2 weight vectors, the broadcast and a product,
+ * all 16 ymm registers), panels in chunks of 4. */
 static void qrt_wo_block_6x16__avx2(const qrt_weight_only *g, const float *a0, int64_t lda,
                                     int64_t rows, const uint8_t *w, const float *s,
                                     const float *bias, float *y, int64_t p0, int64_t p1) {
-    const int64_t pb = qrt_wo_panel_bytes(g), ps = qrt_wo_panel_scales(g);
-    for (int64_t c = p0; c < p1; c += 4) {
-        const int64_t c1 = c + 4 < p1 ? c + 4 : p1;
-        const int64_t m = rows - rows % 6, r = rows - m;
-        for (int64_t q = c; q < c1; q++) {  /* the panel stays in L1 while the rows stream */
-            const int64_t ncols = g->cout_g - q * QRT_WO_PANEL;
-            for (int64_t i = 0; i < m; i += 6) {
-                const float *a = a0 + i * lda;
-                float *yr = y + i * g->C_out;
-                QRT_WO_TILE_AVX2(6, 1);
-            }
-        }
-        if (r == 0)
-            continue;
-        const float *a = a0 + m * lda;
-        float *yr = y + m * g->C_out;
-        for (int64_t q = c; q < c1;) {
-            const int64_t left = c1 - q, ncols = g->cout_g - q * QRT_WO_PANEL;
-            if (r == 1 && left >= 4) {
-                QRT_WO_TILE_AVX2(1, 4);
-                q += 4;
-            } else if (r <= 2 && left >= 2) {
-                if (r == 1) QRT_WO_TILE_AVX2(1, 2); else QRT_WO_TILE_AVX2(2, 2);
-                q += 2;
-            } else {
-                switch (r) {
-                case 1: QRT_WO_TILE_AVX2(1, 1); break;
-                case 2: QRT_WO_TILE_AVX2(2, 1); break;
-                case 3: QRT_WO_TILE_AVX2(3, 1); break;
-                case 4: QRT_WO_TILE_AVX2(4, 1); break;
-                default: QRT_WO_TILE_AVX2(5, 1); break;
-                }
-                q += 1;
-            }
-        }
-    }
+    QRT_WO_BLOCK_BODY(qrt_wo_tile__avx2, 6, 4)
 }
-#undef QRT_WO_TILE_AVX2
 
 #pragma GCC pop_options
 
@@ -441,67 +454,19 @@ qrt_wo_tile__avx512(const qrt_weight_only *g, const int MR, const int NR, const 
 }
 #undef QRT_WO_STEP_AVX512
 
-#define QRT_WO_TILE_AVX512(MR, NR)                                                            \
-    (g->int4 ? qrt_wo_tile__avx512(g, MR, NR, 1, a, lda, w + (q) * pb, s + (q) * ps,         \
-                                   bias + (q) * QRT_WO_PANEL, yr + (q) * QRT_WO_PANEL, ncols) \
-             : qrt_wo_tile__avx512(g, MR, NR, 0, a, lda, w + (q) * pb, s + (q) * ps,         \
-                                   bias + (q) * QRT_WO_PANEL, yr + (q) * QRT_WO_PANEL, ncols))
-
-/* Panels in chunks of 8; per chunk, tiles of 10 rows x 1 panel (the dequantization of a k's
- * 16 weights shared by 10 rows), then the rows left: 3-9 one panel at a time, 1 row across up
- * to 8 panels and 2 rows across up to 4 (independent sums that hide the adds' latency at GEMV
- * sizes). Measured on Zen 4: one panel per tile beats 2-4 at any height (6 x 2 was 1.4 times
- * slower than 10 x 1 at 120 rows), and 1 x 8 is the fastest GEMV. */
+/* Tiles of 10 rows x 1 panel (the dequantization of a k's 16 weights shared by 10 rows), panels
+ * in chunks of 8. Measured on Zen 4: one panel per tile beats 2-4 at any height (6 x 2 was 1.4
+ * times slower than 10 x 1 at 120 rows), and 1 x 8 is the fastest GEMV. */
 static void qrt_wo_block_10x16__avx512(const qrt_weight_only *g, const float *a0, int64_t lda,
                                        int64_t rows, const uint8_t *w, const float *s,
                                        const float *bias, float *y, int64_t p0, int64_t p1) {
-    const int64_t pb = qrt_wo_panel_bytes(g), ps = qrt_wo_panel_scales(g);
-    for (int64_t c = p0; c < p1; c += 8) {
-        const int64_t c1 = c + 8 < p1 ? c + 8 : p1;
-        const int64_t m = rows - rows % 10, r = rows - m;
-        for (int64_t q = c; q < c1; q++) {  /* the panel stays in L1 while the rows stream */
-            const int64_t ncols = g->cout_g - q * QRT_WO_PANEL;
-            for (int64_t i = 0; i < m; i += 10) {
-                const float *a = a0 + i * lda;
-                float *yr = y + i * g->C_out;
-                QRT_WO_TILE_AVX512(10, 1);
-            }
-        }
-        if (r == 0)
-            continue;
-        const float *a = a0 + m * lda;
-        float *yr = y + m * g->C_out;
-        for (int64_t q = c; q < c1;) {
-            const int64_t left = c1 - q, ncols = g->cout_g - q * QRT_WO_PANEL;
-            if (r == 1 && left >= 8) {
-                QRT_WO_TILE_AVX512(1, 8);
-                q += 8;
-            } else if (r <= 2 && left >= 4) {
-                if (r == 1) QRT_WO_TILE_AVX512(1, 4); else QRT_WO_TILE_AVX512(2, 4);
-                q += 4;
-            } else if (r <= 2 && left >= 2) {
-                if (r == 1) QRT_WO_TILE_AVX512(1, 2); else QRT_WO_TILE_AVX512(2, 2);
-                q += 2;
-            } else {
-                switch (r) {
-                case 1: QRT_WO_TILE_AVX512(1, 1); break;
-                case 2: QRT_WO_TILE_AVX512(2, 1); break;
-                case 3: QRT_WO_TILE_AVX512(3, 1); break;
-                case 4: QRT_WO_TILE_AVX512(4, 1); break;
-                case 5: QRT_WO_TILE_AVX512(5, 1); break;
-                case 6: QRT_WO_TILE_AVX512(6, 1); break;
-                case 7: QRT_WO_TILE_AVX512(7, 1); break;
-                case 8: QRT_WO_TILE_AVX512(8, 1); break;
-                default: QRT_WO_TILE_AVX512(9, 1); break;
-                }
-                q += 1;
-            }
-        }
-    }
+    QRT_WO_BLOCK_BODY(qrt_wo_tile__avx512, 10, 8)
 }
-#undef QRT_WO_TILE_AVX512
 
 #pragma GCC pop_options
+
+#undef QRT_WO_BLOCK_BODY
+#undef QRT_WO_CALL
 
 /* ---------------------------------------------------------------- the path's functions */
 
@@ -583,7 +548,5 @@ static int qrt_weight_only_run(const qrt_weight_only *g, const float *x, float *
     }
     return rc;
 }
-
-#pragma GCC pop_options
 
 #endif /* QRT_WEIGHT_ONLY_H */
