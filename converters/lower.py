@@ -24,7 +24,7 @@ from qrt.format import (
     Pool2DOptions, SoftmaxOptions, TransposeOptions, UnaryFunction, UnaryOptions,
 )
 from qrt.format.model import pack_int4
-from qrt.numerics import INT32_MAX, SOFTMAX_OUTPUT, accumulator_bound, int16_accumulator_bound
+from qrt.numerics import INT32_MAX, SOFTMAX_OUTPUT, SOFTMAX_OUTPUT_16, accumulator_bound, int16_accumulator_bound
 
 from . import calibration as C
 from .errors import ConversionError, UnsupportedOpsError
@@ -70,18 +70,21 @@ class LoweringRule:
     keeps_input_quantization: bool  # moves data only: its output keeps its input's parameters
     fixed_quantization: tuple | None  # (scale, zero point) its output always has
     int16: bool  # its qrt ops have int16 forms (SPEC.md 4.6)
+    fixed_quantization16: tuple | None = None  # the same for its int16 output (int16 forms)
 
 
 RULES: dict[str, LoweringRule] = {}
 
 
 def lowers(*ops, supports=None, fusable=False, keeps_input_quantization=False, fixed_quantization=None,
-           int16=False):
+           int16=False, fixed_quantization16=None):
     """Register the decorated Lowering method as the rule of ONNX op types `ops`."""
+    assert fixed_quantization16 is None or int16, "a fixed int16 output needs an int16 form"
     def register(fn):
         for op in ops:
             assert op not in RULES, f"two lowering rules for {op}"
-            RULES[op] = LoweringRule(fn, supports, fusable, keeps_input_quantization, fixed_quantization, int16)
+            RULES[op] = LoweringRule(fn, supports, fusable, keeps_input_quantization, fixed_quantization, int16,
+                                     fixed_quantization16)
         return fn
     return register
 
@@ -323,8 +326,11 @@ class Lowering:
                 for table in (self.qparams, self.qparams16):
                     if n.inputs[0] in table:
                         table[n.outputs[0]] = table[n.inputs[0]]
-            elif rule.fixed_quantization is not None:
-                self.qparams[n.outputs[0]] = rule.fixed_quantization
+            else:
+                if rule.fixed_quantization is not None:
+                    self.qparams[n.outputs[0]] = rule.fixed_quantization
+                if rule.fixed_quantization16 is not None:
+                    self.qparams16[n.outputs[0]] = rule.fixed_quantization16
 
     # ------------------------------------------------------------------ lowering
 
@@ -740,8 +746,9 @@ class Lowering:
         """An elementwise function as a 256-entry table (its float64 math in _LUT_FUNCTIONS)."""
         self._lut(n, n.inputs[0], _LUT_FUNCTIONS[n.op], n.op)
 
-    @lowers("Softmax", fixed_quantization=SOFTMAX_OUTPUT)
+    @lowers("Softmax", fixed_quantization=SOFTMAX_OUTPUT, int16=True, fixed_quantization16=SOFTMAX_OUTPUT_16)
     def lower_Softmax(self, n):
+        """SOFTMAX with its fixed output: (1/256, -128) in int8, (1/32768, 0) in the int16 domain."""
         x = self.value(n.inputs[0])
         rank = len(self.shape(n.inputs[0]))
         axis = n.attrs.get("axis", -1) % rank

@@ -36,6 +36,10 @@ ADD_LEFT_SHIFT = 20  # headroom bits of ADD/SUB operands (|x - zp| << 20 < 2**28
 ADD_LEFT_SHIFT_16 = 15  # the same for int16 operands (|x| << 15 <= 2**30)
 SOFTMAX_EXP_BITS = 23  # SOFTMAX's exp table entries are round(exp(-beta * s * d) * 2**23)
 SOFTMAX_OUTPUT = (1.0 / 256.0, -128)  # the fixed (scale, zero_point) of SOFTMAX outputs
+SOFTMAX_OUTPUT_16 = (1.0 / 32768.0, 0)  # the same for int16 SOFTMAX outputs (SPEC.md 2.13.15)
+SOFTMAX_EXP_BITS_16 = 30  # the int16 form's table entries are round(exp(-beta * s * 16 * i) * 2**30)
+SOFTMAX_TABLE_16 = 4097  # its entries: the differences d = 16 i, i = 0 .. 4096 (the last past 65535)
+SOFTMAX_STEP_BITS_16 = 4  # 16 differences between entries, interpolated linearly
 
 
 def accumulator_bound(reduction: int, max_bias: int = 0) -> int:

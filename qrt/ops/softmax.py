@@ -1,7 +1,10 @@
 """SOFTMAX (SPEC.md section 2.13.15; 2.14): integers only, e = exp_table[max - x] (2**23 fixed
 point), y = clamp(((e << 8) + sum/2) // sum - 128); the output's (scale, zero point) is fixed
-to SOFTMAX_OUTPUT. Compiled kernel: qrt/kernels/softmax.pyx softmax. Its float32 form (float32 x
-and y, y's quantization not fixed: there is none) computes in float64, rounded once to float32."""
+to SOFTMAX_OUTPUT. Compiled kernel: qrt/kernels/softmax.pyx softmax. Its int16 form (SPEC.md
+4.6; int16 symmetric x, y fixed to SOFTMAX_OUTPUT_16 = (1/32768, 0)) interpolates a 4097-entry
+table (2**30 fixed point) 16 differences apart, y = clamp(((e << 15) + sum/2) // sum); compiled
+kernel softmax_int16. Its float32 form (float32 x and y, y's quantization not fixed: there is
+none) computes in float64, rounded once to float32."""
 from __future__ import annotations
 
 import math
@@ -10,20 +13,33 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..format.model import OpCode, SoftmaxOptions
-from ..numerics import SOFTMAX_EXP_BITS, SOFTMAX_OUTPUT
-from .base import FLOAT32, Check, Form, OpDef, scale
+from ..numerics import (
+    INT32_MAX, SOFTMAX_EXP_BITS, SOFTMAX_EXP_BITS_16, SOFTMAX_OUTPUT, SOFTMAX_OUTPUT_16, SOFTMAX_STEP_BITS_16,
+    SOFTMAX_TABLE_16,
+)
+from .base import FLOAT32, INT16, Check, Form, OpDef, scale
 
 
 @dataclass
 class SoftmaxParams:
     axis: int
     exp_table: np.ndarray  # int64 [256]: round(exp(-beta * s_x * d) * 2**SOFTMAX_EXP_BITS)
+    #                        int16 form: [4097], round(exp(-beta * s_x * 16 * i) * 2**SOFTMAX_EXP_BITS_16)
 
 
 def prepare(model, op) -> SoftmaxParams:
     x = model.tensors[op.inputs[0]]
     d = np.arange(256, dtype=np.float64)
     table = np.rint(np.exp(-np.float64(np.float32(op.options.beta)) * scale(x) * d) * 2.0**SOFTMAX_EXP_BITS)
+    return SoftmaxParams(op.options.axis % len(x.shape), table.astype(np.int64))
+
+
+def prepare_int16(model, op) -> SoftmaxParams:
+    """The int16 form's table: E[i] = round-half-even(exp(-beta * s_x * 16 * i) * 2**30), i = 0 .. 4096
+    (float64, beta as float32), the differences d = 16 i; E[0] = 2**30 and every entry in [0, 2**30]."""
+    x = model.tensors[op.inputs[0]]
+    d = np.arange(SOFTMAX_TABLE_16, dtype=np.float64) * (1 << SOFTMAX_STEP_BITS_16)
+    table = np.rint(np.exp(-np.float64(np.float32(op.options.beta)) * scale(x) * d) * 2.0**SOFTMAX_EXP_BITS_16)
     return SoftmaxParams(op.options.axis % len(x.shape), table.astype(np.int64))
 
 
@@ -34,7 +50,15 @@ def verify(c: Check):
     if not (math.isfinite(o.beta) and o.beta > 0):
         c.fail(f"beta = {o.beta}; must be finite and > 0")
     y = c.output()
-    if not c.float_activations and (float(y.quant.scale[0]), int(y.quant.zero_point[0])) != SOFTMAX_OUTPUT:
+    if c.form == INT16:
+        # int16 form: S = sum of entries <= 2**30 stays < 2**62 (and (e << 15) + S/2 < 2**63)
+        length = c.input(0).shape[o.axis % len(c.input(0).shape)]
+        if length > INT32_MAX:
+            c.fail(f"axis length {length} must be < 2^31 (the int16 form's 64-bit sum)")
+        if (float(y.quant.scale[0]), int(y.quant.zero_point[0])) != SOFTMAX_OUTPUT_16:
+            c.fail(f"output {c.label(y)} must have scale 1/32768 and zero point 0 (fixed by softmax's range, "
+                   f"int16 form)")
+    elif not c.float_activations and (float(y.quant.scale[0]), int(y.quant.zero_point[0])) != SOFTMAX_OUTPUT:
         c.fail(f"output {c.label(y)} must have scale 1/256 and zero point -128 (fixed by softmax's range)")
 
 
@@ -44,6 +68,18 @@ def reference(ins, p: SoftmaxParams) -> np.ndarray:
     e = p.exp_table[d]
     total = e.sum(axis=p.axis, keepdims=True)
     return np.clip(((e << 8) + (total >> 1)) // total - 128, -128, 127).astype(np.int8)
+
+
+def reference_int16(ins, p: SoftmaxParams) -> np.ndarray:
+    """d = max - x (0 .. 65535), j = d >> 4, r = d & 15: e = E[j] + (((E[j+1] - E[j]) * r + 8) >> 4)
+    (int64, flooring shift; between E[j+1] and E[j]); y = clamp(((e << 15) + S/2) // S, 0, 32767)."""
+    x = ins[0]
+    d = x.max(axis=p.axis, keepdims=True).astype(np.int64) - x
+    j, r = d >> SOFTMAX_STEP_BITS_16, d & ((1 << SOFTMAX_STEP_BITS_16) - 1)
+    t = p.exp_table
+    e = t[j] + (((t[j + 1] - t[j]) * r + (1 << (SOFTMAX_STEP_BITS_16 - 1))) >> SOFTMAX_STEP_BITS_16)
+    total = e.sum(axis=p.axis, keepdims=True)
+    return np.clip(((e << 15) + (total >> 1)) // total, 0, 32767).astype(np.int16)
 
 
 @dataclass
@@ -68,4 +104,5 @@ def reference_float(ins, p: FloatSoftmaxParams) -> np.ndarray:
 
 
 SOFTMAX = OpDef(OpCode.SOFTMAX, (1, 1), 1, False, SoftmaxOptions, verify, prepare, reference, "softmax",
-                forms=(Form(FLOAT32, verify, prepare_float, reference_float, None, "0.3.0"),))
+                forms=(Form(FLOAT32, verify, prepare_float, reference_float, None, "0.3.0"),
+                       Form(INT16, verify, prepare_int16, reference_int16, "softmax_int16", "0.3.0")))

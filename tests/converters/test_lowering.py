@@ -110,6 +110,23 @@ def test_op_lowering_tracks_float(name, scheme, tmp_path):
     assert np.array_equal(got, qrt.load(path, kernels="reference").run(x[30:]))
 
 
+@pytest.mark.parametrize("scheme", ["int8", "int16"])
+def test_softmax_lowers_with_its_fixed_output(scheme, tmp_path):
+    """Softmax computes in the scheme's domain with the form's fixed output: int8 (1/256, -128),
+    int16 (1/32768, 0; SPEC.md 2.13.15)."""
+    from qrt.numerics import SOFTMAX_OUTPUT, SOFTMAX_OUTPUT_16
+    from qrt.ops import op_form
+
+    module = Block(CASES["softmax_channels"]).eval()
+    _convert(module, tmp_path, "softmax", **SCHEMES[scheme][0])
+    model = qrt.read_model(tmp_path / "softmax.qmodel")
+    index = [op.opcode for op in model.operators].index(OpCode.SOFTMAX)
+    assert op_form(model, index).name == scheme
+    y = model.tensors[model.operators[index].outputs[0]]
+    fixed = SOFTMAX_OUTPUT_16 if scheme == "int16" else SOFTMAX_OUTPUT
+    assert (float(y.quant.scale[0]), int(y.quant.zero_point[0])) == fixed
+
+
 def test_prelu_and_unfolded_batchnorm(tmp_path):
     for module in (PReLUBlock(), BNOnInput()):
         torch.manual_seed(0)

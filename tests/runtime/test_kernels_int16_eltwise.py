@@ -1,7 +1,8 @@
 """The compiled int16 forms (SPEC.md 4.6) of the non-GEMM ops are bit-exact with their NumPy
 references: ADD/SUB ("add_int16"), MUL ("mul_int16") and REQUANTIZE with an int16 side
 ("requantize_int16") in qrt/kernels/elementwise.pyx; MAX_POOL_2D, AVERAGE_POOL_2D and MEAN
-("*_int16") in pool.pyx; PAD and CONCAT ("pad_int16", "concat_int16") in movement.pyx.
+("*_int16") in pool.pyx; PAD and CONCAT ("pad_int16", "concat_int16") in movement.pyx; SOFTMAX
+("softmax_int16") in softmax.pyx.
 
 Every case is a one-op model built with ModelBuilder and checked by verify_model (int16
 activations symmetric: zero point 0), prepared by prepare_op; the reference is the one of the
@@ -29,6 +30,9 @@ from qrt import verify_model
 from qrt.format import (
     Activation, ConcatOptions, DType, MeanOptions, ModelBuilder, OpCode, PadOptions, Pool2DOptions,
 )
+from qrt.format.model import SoftmaxOptions
+from qrt.errors import InvalidModelError
+from qrt.numerics import SOFTMAX_OUTPUT, SOFTMAX_OUTPUT_16
 from qrt.format.model import NUMPY_DTYPE, QUANT_RANGE
 from qrt.kernels import isa as ISA
 from qrt.kernels.plan import PyStep
@@ -47,7 +51,7 @@ GUARD_BYTE = 0xA5
 INT16_OPS = {OpCode.ADD: "add_int16", OpCode.SUB: "add_int16", OpCode.MUL: "mul_int16",
              OpCode.REQUANTIZE: "requantize_int16", OpCode.MAX_POOL_2D: "max_pool_2d_int16",
              OpCode.AVERAGE_POOL_2D: "average_pool_2d_int16", OpCode.MEAN: "mean_int16",
-             OpCode.PAD: "pad_int16", OpCode.CONCAT: "concat_int16"}
+             OpCode.PAD: "pad_int16", OpCode.CONCAT: "concat_int16", OpCode.SOFTMAX: "softmax_int16"}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -544,6 +548,28 @@ def _bad_cases():
                z16(2, 5)),
               ("mean_int16 count bound", run, [z16(1, 65536)],
                dataclasses.replace(p, axes=(1,)), z16(1))]
+    model = one_op(OpCode.SOFTMAX, [Spec((3, 4), I16, 0.01)], Spec((3, 4), I16, *SOFTMAX_OUTPUT_16),
+                   SoftmaxOptions(-1, 1.0))
+    p = prepare_op(model, 0)
+    run = COMPILED["softmax_int16"].run
+    big = p.exp_table.copy()
+    big[5] = 2**30 + 1
+    negative = p.exp_table.copy()
+    negative[-1] = -1
+    zero_first = p.exp_table.copy()
+    zero_first[0] = 0
+    cases += [("softmax_int16 int8 in", run, [z8(3, 4)], p, z16(3, 4)),
+              ("softmax_int16 int8 out", run, [z16(3, 4)], p, z8(3, 4)),
+              ("softmax_int16 out shape", run, [z16(3, 4)], p, z16(3, 5)),
+              ("softmax_int16 not contiguous", run, [z16(3, 8)[:, ::2]], p, z16(3, 4)),
+              ("softmax_int16 axis", run, [z16(3, 4)], dataclasses.replace(p, axis=2), z16(3, 4)),
+              ("softmax_int16 int8 table", run, [z16(3, 4)],
+               dataclasses.replace(p, exp_table=np.zeros(256, np.int64)), z16(3, 4)),
+              ("softmax_int16 table entry > 2^30", run, [z16(3, 4)], dataclasses.replace(p, exp_table=big), z16(3, 4)),
+              ("softmax_int16 negative entry", run, [z16(3, 4)], dataclasses.replace(p, exp_table=negative),
+               z16(3, 4)),
+              ("softmax_int16 first entry 0", run, [z16(3, 4)], dataclasses.replace(p, exp_table=zero_first),
+               z16(3, 4))]
     return cases
 
 
@@ -665,3 +691,81 @@ def test_lut_int16_every_input_on_every_path():
             assert np.array_equal(got, want), isa
     with pytest.raises(ValueError, match="expected \\(513,\\)"):
         COMPILED["lut_int16"].run([x, table[:256]], p, np.zeros_like(x))
+
+
+# ---------------------------------------------------------------------------- SOFTMAX (int16 form)
+
+def _softmax16(shape, axis, beta, s_x):
+    return one_op(OpCode.SOFTMAX, [Spec(shape, I16, s_x)], Spec(shape, I16, *SOFTMAX_OUTPUT_16),
+                  SoftmaxOptions(axis, beta))
+
+
+def test_softmax_int16_table():
+    """E[i] = round-half-even(exp(-beta * s_x * 16 i) * 2^30), i = 0 .. 4096, float64 with beta as float32."""
+    for beta, s_x in ((1.0, 1e-3), (0.7, 3e-4), (2.0, 10.0)):
+        p = prepare_op(_softmax16((2, 5), -1, beta, s_x), 0)
+        t = p.exp_table
+        assert t.dtype == np.int64 and t.shape == (4097,) and t[0] == 2**30
+        assert ((t >= 0) & (t <= 2**30)).all() and (np.diff(t) <= 0).all()
+        b = np.float64(np.float32(beta))
+        for i in (1, 7, 1000, 4096):
+            assert t[i] == np.rint(math.exp(-b * np.float64(np.float32(s_x)) * (16 * i)) * 2.0**30)
+
+
+def test_softmax_int16_matches_reference():
+    """Every path, the axis first, middle and last, lengths 1, 2, 7 and 1000, beta 0.5, 1, 2, input
+    scales tiny (every e near 2^30) to large (only the maximum survives); random inputs, all-equal
+    rows and both ends (d = 65535: the table's last entry)."""
+    rng = np.random.default_rng(1616)
+    scales = (1e-7, 1e-4, 3e-3, 0.05, 10.0)
+    case = 0
+    for length in (1, 2, 7, 1000):
+        for shape, axis in (((length, 3, 4), 0), ((3, length, 4), 1), ((2, 3, length), -1)):
+            for beta in (0.5, 1.0, 2.0):
+                s_x = scales[case % len(scales)]
+                case += 1
+                model = _softmax16(shape, axis, beta, s_x)
+                x = values(rng, shape)
+                check(model, [x])
+                check(model, [np.full(shape, int(rng.integers(-32768, 32768)), np.int16)])
+                ends = rng.choice(np.array([-32768, 32767], np.int16), size=shape)
+                ref = check(model, [ends])
+                if length == 1:
+                    assert (ref == 32767).all()  # one element: 1 (clamped to 32767)
+
+
+def test_softmax_int16_exact_cases():
+    """The rule by hand: all equal gives round(32768 / n); a difference of 65535 at a large scale
+    gives the maximum 32767 and the minimum 0; y tracks float softmax within the rounding."""
+    for n in (1, 2, 3, 7, 1000):
+        model = _softmax16((1, n), -1, 1.0, 0.01)
+        ref = check(model, [np.zeros((1, n), np.int16)])
+        assert (ref == min(32767, (2**45 + (n * 2**30 >> 1)) // (n * 2**30))).all()
+    model = _softmax16((1, 2), -1, 1.0, 10.0)
+    assert check(model, [np.array([[-32768, 32767]], np.int16)]).tolist() == [[0, 32767]]
+    rng = np.random.default_rng(5)
+    for beta, s_x in ((1.0, 1e-3), (0.5, 2e-4), (2.0, 5e-4)):
+        x = rng.integers(-32768, 32768, (4, 50)).astype(np.int16)
+        ref = check(_softmax16(x.shape, 1, beta, s_x), [x])
+        z = np.float64(np.float32(beta)) * np.float64(np.float32(s_x)) * x
+        want = np.exp(z - z.max(axis=1, keepdims=True))
+        want /= want.sum(axis=1, keepdims=True)
+        assert np.abs(ref / 32768.0 - want).max() < 2e-4
+
+
+def test_softmax_int16_fixed_output_is_verified():
+    """The int16 form's output must be (1/32768, 0): the int8 form's (1/256, -128), another scale
+    or a nonzero zero point is refused; the int8 form keeps its own fixed output."""
+    for scale, zp in ((1 / 256, 0), (1 / 16384, 0), (1 / 32768, 1), (1 / 256, -128)):
+        with pytest.raises(InvalidModelError):
+            one_op(OpCode.SOFTMAX, [Spec((2, 5), I16, 0.01)], Spec((2, 5), I16, scale, zp), SoftmaxOptions(-1, 1.0))
+    with pytest.raises(InvalidModelError, match="1/32768"):
+        one_op(OpCode.SOFTMAX, [Spec((2, 5), I16, 0.01)], Spec((2, 5), I16, 1 / 256, 0), SoftmaxOptions(-1, 1.0))
+    with pytest.raises(InvalidModelError, match="symmetric"):  # int16 input with a zero point
+        one_op(OpCode.SOFTMAX, [Spec((2, 5), I16, 0.01, 3)], Spec((2, 5), I16, *SOFTMAX_OUTPUT_16),
+               SoftmaxOptions(-1, 1.0))
+    with pytest.raises(InvalidModelError):
+        one_op(OpCode.SOFTMAX, [Spec((2, 5), I8, 0.01, 0)], Spec((2, 5), I8, *SOFTMAX_OUTPUT_16),
+               SoftmaxOptions(-1, 1.0))
+    assert op_form(one_op(OpCode.SOFTMAX, [Spec((2, 5), I8, 0.01, 0)], Spec((2, 5), I8, *SOFTMAX_OUTPUT),
+                          SoftmaxOptions(-1, 1.0)), 0).name == "int8"
