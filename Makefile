@@ -21,7 +21,7 @@ demo: $(STAMP)  ## the main job: train on real MNIST, convert to int8, compare a
 test: $(STAMP)  ## build, install and run the whole test suite
 	$(PY) -m pytest
 
-check: $(STAMP)  ## the fast tier while developing: every test not marked slow (about 70 s on 2 cores)
+check: $(STAMP)  ## the fast tier while developing: every test not marked slow (about 110 s on 2 cores)
 	$(PY) -m pytest -m "not slow"
 
 bench: $(STAMP)  ## qrt against ONNX Runtime and PyTorch int8, the whole suite (BENCH_ARGS, e.g. --models resnet18)
