@@ -16,8 +16,9 @@ runtime other than qrt) of the same family:
   weight-only int8  qrt weight-only int8 per channel; ORT MatMulNBits 8-bit, block 128
   weight-only int4  qrt weight-only int4 per group of 32 / 128; ORT MatMulNBits 4-bit
   g32, g128         symmetric, block 32 / 128 (accuracy_level unset: float32 arithmetic)
-  int4 w, int8 act  ORT MatMulNBits 4-bit with accuracy_level 4 (activations quantized to int8
-                    per block at run time): ORT's fastest 4-bit setting, no qrt counterpart
+  int4 w, int8 act  qrt int4 weights per channel with static int8 activations (W4A8, integer
+                    arithmetic); ORT MatMulNBits 4-bit with accuracy_level 4 (activations
+                    quantized to int8 per block at run time): ORT's fastest 4-bit setting
 MatMulNBits and quantize_dynamic quantize MatMul, not Gemm: their source is the exported ONNX
 model with each Gemm rewritten as MatMul + Add; every other ONNX runtime reads the export as
 it is. MatMulNBits covers MatMul only, so on a conv net its rows are n/a (the convolutions
@@ -60,7 +61,8 @@ FAMILIES = {
     "weight-only int8": "int8 weights per channel (ORT: per block of 128), float32 activations and arithmetic",
     "weight-only int4 g32": "int4 weights per group of 32 along the reduction, float32 activations and arithmetic",
     "weight-only int4 g128": "the same with groups of 128",
-    "int4 w, int8 act": "int4 weights per block of 32 / 128, activations quantized to int8 per block at run time",
+    "int4 w, int8 act": "int4 weights, int8 activations (qrt: per channel, static ranges; ORT: per block of "
+                        "32 / 128, activations quantized per block at run time)",
 }
 FC_ONLY_NBITS = "MatMulNBits quantizes MatMul only: every convolution would stay float32"
 FC_ONLY_DYN = "PyTorch has no dynamic quantized convolution (quantize_dynamic covers nn.Linear)"
@@ -235,6 +237,7 @@ def _rows() -> list:
         Row("qrt weight-only int4 g128", "weight-only int4 g128", "qrt", q("wo_int4_g128", group_size=128, **wo4)),
         Row("ORT MatMulNBits int4 b128", "weight-only int4 g128", "ort", lambda s: _ort_nbits(s, 4, 128),
             fc_only=FC_ONLY_NBITS),
+        Row("qrt int4 w, int8 act", "int4 w, int8 act", "qrt", q("w4a8", weights="int4")),
         Row("ORT MatMulNBits int4 b32 acc4", "int4 w, int8 act", "ort", lambda s: _ort_nbits(s, 4, 32, 4),
             fc_only=FC_ONLY_NBITS),
         Row("ORT MatMulNBits int4 b128 acc4", "int4 w, int8 act", "ort", lambda s: _ort_nbits(s, 4, 128, 4),
@@ -254,6 +257,8 @@ TARGETS = (
     ("int16_conv", "int16 x int8 conv <= 2.0x the int8 conv", "conv", ("qrt int16 act",), "qrt int8", 2.0, False),
     ("int4_fc", "int4 per-group FC <= 1.3x the int8 FC (both weight-only)", "fc",
      ("qrt weight-only int4 g32", "qrt weight-only int4 g128"), "qrt weight-only int8", 1.3, False),
+    ("int4_static_fc", "int4 FC <= 1.3x the int8 FC (both static, integer arithmetic)", "fc",
+     ("qrt int4 w, int8 act",), "qrt int8", 1.3, False),
     ("dynamic_fc", "dynamic FC faster than ORT quantize_dynamic (its faster row)", "fc", ("qrt dynamic",),
      ORT_DYNAMIC, 1.0, True),
     ("weight_only_fc", "weight-only FC no slower than numpy float32", "fc", WEIGHT_ONLY, "numpy fp32", 1.0, False),

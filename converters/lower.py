@@ -405,21 +405,23 @@ class Lowering:
                     pad_bottom=bottom + max(need_h, 0), pad_right=right + max(need_w, 0)), (dh, dw)
 
     def _weights(self, name: str, w: np.ndarray, axis: int, bias_name: str | None = None, x_name: str | None = None,
-                 reduction: int = 0):
-        """Symmetric int8 weights and their scales (imported scales win, else per channel/tensor).
+                 reduction: int = 0, int4: bool = False):
+        """Symmetric int8 (or int4) weights and their scales (imported int8 scales win, else per
+        channel/tensor).
         Given the op's input and bias, a channel whose bias cannot be represented next to the
         accumulator bound (SPEC.md 4.5, 4.6) gets a coarser scale, doubled until it can: such
         channels are nearly dead (BatchNorm-folded weights of 1e-9 with a bias of 1), and
         clamping their bias instead would change their output. Weights that break the bound
         on their own are left as they are (_keep_int16 keeps such a layer in int8)."""
         imported = False
-        if name in self.g.weight_qparams:
+        qmax = C.INT4_QMAX if int4 else C.WEIGHT_QMAX
+        if name in self.g.weight_qparams and not int4:
             scales, qaxis = self.g.weight_qparams[name]
             scales = np.asarray(scales, np.float32)
             imported = scales.size == 1 or qaxis == axis
         if not imported:
-            scales = C.weight_qparams(w, axis, per_channel=self.opt.per_channel)
-        wq = C.quantize_weights(w, scales, axis)
+            scales = C.weight_qparams(w, axis, per_channel=self.opt.per_channel, qmax=qmax)
+        wq = C.quantize_weights(w, scales, axis, qmax)
         if x_name is None or imported:
             return wq, scales
         b = self._bias_values(bias_name, w.shape[axis])
@@ -433,7 +435,7 @@ class Lowering:
                 break
             scales = scales.copy()
             scales[over if scales.size > 1 else 0] *= 2
-            wq = C.quantize_weights(w, scales, axis)
+            wq = C.quantize_weights(w, scales, axis, qmax)
         return wq, scales
 
     def _bias_values(self, name: str | None, channels: int) -> np.ndarray:
@@ -452,12 +454,12 @@ class Lowering:
         return np.full(channels, INT32_MAX - accumulator_bound(reduction), np.int64)
 
     def _bias(self, name: str | None, x_scale: float, w_scales, w_float, w_int, channels: int, reduction: int,
-              input_name: str, conv_like: bool):
+              input_name: str, conv_like: bool, int4: bool = False):
         """int32 bias at scale s_x * s_w[c] (and that scale), clamped to the accumulator bound;
         w_float, w_int in the source layout, channels first."""
         s = np.float32(x_scale) * np.broadcast_to(w_scales, (channels,)).astype(np.float32)
         b = self._bias_values(name, channels)
-        mean = None if self.opt.correct_int4_only else self.opt.input_means.get(input_name)
+        mean = None if self.opt.correct_int4_only and not int4 else self.opt.input_means.get(input_name)
         if mean is not None:  # empirical bias correction: E[(W - W_q s_w) x] folded into the bias
             deq = w_int.astype(np.float64) * np.broadcast_to(w_scales, (channels,)).reshape((-1,) + (1,) * (w_float.ndim - 1))
             b = b + bias_correction(w_float.astype(np.float64) - deq, mean, conv_like)
@@ -480,6 +482,18 @@ class Lowering:
             self.cur = INT8
             self.notes.append(f"{n.name or n.op} ({n.op}): kept in int8, its weights break int16's accumulator bound")
         return fits
+
+    def _int4_weights(self, n: Node, depthwise: bool) -> bool:
+        """Whether this integer Conv / Gemm / MatMul stores int4 weights (the scheme asks; a
+        depthwise convolution, which has no int4 form, keeps int8 and says so once)."""
+        if self.scheme.weights != "int4":
+            return False
+        if depthwise:
+            note = "depthwise convolutions keep int8 weights (DEPTHWISE_CONV_2D has no int4 form)"
+            if note not in self.notes:
+                self.notes.append(note)
+            return False
+        return True
 
     def _conv_supported(self, n: Node) -> bool:
         return len(self.shape(n.inputs[0])) == 4 and n.inputs[1] in self.g.constants
@@ -506,7 +520,8 @@ class Lowering:
             opts = Conv2DOptions(**win, dilation_h=dh, dilation_w=dw, groups=group)
             return self._float_weighted(OpCode.CONV_2D, n, x, w.transpose(0, 2, 3, 1), w_name, bias, opts, self.cur)
         sx = self.q(x_name)[0]
-        wq, ws = self._weights(w_name, w, 0, bias_name, x_name, kh * kw * (1 if depthwise else cin // group))
+        int4 = self._int4_weights(n, depthwise)
+        wq, ws = self._weights(w_name, w, 0, bias_name, x_name, kh * kw * (1 if depthwise else cin // group), int4)
         y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]))
         if depthwise:
             bq, bs = self._bias(bias_name, sx, ws, w, wq, m, kh * kw, x_name, True)
@@ -516,9 +531,10 @@ class Lowering:
             opts = DepthwiseConv2DOptions(**win, dilation_h=dh, dilation_w=dw, depth_multiplier=m // cin)
             self.op(OpCode.DEPTHWISE_CONV_2D, [x, wi, bi], [y], opts, n, fuse=True)
         else:
-            bq, bs = self._bias(bias_name, sx, ws, w, wq, m, kh * kw * (cin // group), x_name, True)
-            wt = wq.transpose(0, 2, 3, 1)  # [M, KH, KW, C/g]
-            wi = self.b.tensor(self._unique(w_name), DType.INT8, wt.shape, np.ascontiguousarray(wt), scale=ws, axis=0)
+            bq, bs = self._bias(bias_name, sx, ws, w, wq, m, kh * kw * (cin // group), x_name, True, int4)
+            wt = np.ascontiguousarray(wq.transpose(0, 2, 3, 1))  # [M, KH, KW, C/g]
+            wi = self.b.tensor(self._unique(w_name), DType.INT4 if int4 else DType.INT8, wt.shape,
+                               pack_int4(wt) if int4 else wt, scale=ws, axis=0)
             bi = self.b.tensor(self._unique(bias_name or w_name + ".bias"), DType.INT32, (m,), bq, scale=bs)
             opts = Conv2DOptions(**win, dilation_h=dh, dilation_w=dw, groups=group)
             self.op(OpCode.CONV_2D, [x, wi, bi], [y], opts, n, fuse=True)
@@ -537,10 +553,12 @@ class Lowering:
             return self._float_weighted(OpCode.FULLY_CONNECTED, n, x, w, w_name, self._bias_values(b_name, nout),
                                         None, self.cur)
         sx = self.q(x_name)[0]
-        wq, ws = self._weights(w_name, w, 0, b_name, x_name, k)
-        bq, bs = self._bias(b_name, sx, ws, w, wq, nout, k, x_name, False)
+        int4 = self._int4_weights(n, False)
+        wq, ws = self._weights(w_name, w, 0, b_name, x_name, k, int4)
+        bq, bs = self._bias(b_name, sx, ws, w, wq, nout, k, x_name, False, int4)
         y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]))
-        wi = self.b.tensor(self._unique(w_name), DType.INT8, wq.shape, wq, scale=ws, axis=0)
+        wi = self.b.tensor(self._unique(w_name), DType.INT4 if int4 else DType.INT8, wq.shape,
+                           pack_int4(wq) if int4 else wq, scale=ws, axis=0)
         bi = self.b.tensor(self._unique(w_name + ".bias"), DType.INT32, (nout,), bq, scale=bs)
         self.op(OpCode.FULLY_CONNECTED, [x, wi, bi], [y], None, n, fuse=True)
 

@@ -213,7 +213,8 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
     (default): only where weights are int4, whose rounding error is large (on the MNIST CNN at
     int4, group 128, it is the difference between -1.1 and -0.5 points).
     The scheme (converters/schemes.py): mode "static" | "dynamic" | "weight-only" | "float";
-    weights "int8" | "int4" and group_size (weight-only); activations "int8";
+    weights "int8" | "int4" (static: per channel; weight-only: also per group_size); activations
+    "int8" | "int16";
     symmetric_activations (zero points 0); float_ops: node names or op types kept in float32;
     overrides: per-layer schemes, a dict or a JSON file; integer_only: refuse any float32 op.
     """

@@ -11,7 +11,8 @@ given. Overrides come as a dict or a JSON file, the format the mixed-precision s
      "re:^blocks\\.3\\.": {"mode": "weight-only", "weights": "int4", "group_size": 32}}
 
 Modes: "static" (int8 activations with calibrated ranges, integer arithmetic: the default;
-with activations "int16", 16-bit symmetric activations wherever the op has an int16 form),
+with activations "int16", 16-bit symmetric activations wherever the op has an int16 form;
+weights int8, or int4 per channel for Conv (not depthwise) and Gemm/MatMul),
 "dynamic" (Conv and Gemm/MatMul quantize their input per row at run time; int8 weights),
 "weight-only" (int8 or int4 weights, per channel or per group; float32 activations and
 arithmetic), "float" (a float32 island). Under "dynamic" and "weight-only" the nodes that are
@@ -39,7 +40,7 @@ WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")  # the ops with weight-only and dynami
 @dataclass(frozen=True)
 class Scheme:
     mode: str = "static"
-    weights: str = "int8"  # int8 | int4 (int4: weight-only only)
+    weights: str = "int8"  # int8 | int4 (static: per channel; weight-only: also per group)
     group_size: int | None = None  # weights per group of this many along the reduction axis
     activations: str = "int8"  # int16: symmetric 16-bit activations where the op has the form
     symmetric_activations: bool = False  # int8 activation zero points 0 (static mode)
@@ -53,9 +54,13 @@ class Scheme:
             raise ConversionError(f"unknown activations '{self.activations}'; choose one of {', '.join(ACTIVATIONS)}")
         if self.group_size is not None and (not isinstance(self.group_size, int) or self.group_size < 1):
             raise ConversionError(f"group_size must be a positive integer, got {self.group_size!r}")
-        if self.mode in ("static", "dynamic") and (self.weights == "int4" or self.group_size is not None):
-            raise ConversionError(f"int4 and per-group weights need mode 'weight-only' in this release "
-                                  f"(asked: mode '{self.mode}', weights {self.weights}, group size {self.group_size})")
+        if self.mode == "dynamic" and self.weights == "int4":
+            raise ConversionError("int4 weights need mode 'static' (per channel) or 'weight-only' (also per "
+                                  "group); the dynamic mode has int8 weights")
+        if self.mode in ("static", "dynamic") and self.group_size is not None:
+            raise ConversionError(f"per-group weights need mode 'weight-only' (asked: mode '{self.mode}', group "
+                                  f"size {self.group_size}); integer arithmetic takes one weight scale per "
+                                  f"output channel")
 
     def describe(self) -> str:
         if self.mode == "float":
@@ -144,9 +149,11 @@ class SchemeTable:
             return self.default
         self.used.add(key)
         fields = dict(self.overrides[key])
-        if fields.get("mode", self.default.mode) != "weight-only":  # int4 and groups are weight-only's
-            fields.setdefault("weights", "int8")
+        mode = fields.get("mode", self.default.mode)
+        if mode != "weight-only":  # groups are weight-only's; int4 weight-only's and static's
             fields.setdefault("group_size", None)
+            if mode != "static":
+                fields.setdefault("weights", "int8")
         return dataclasses.replace(self.default, **fields)
 
     def unused(self) -> list:

@@ -189,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  aciq            analytic clip for a Laplace or Gaussian fit (Banner et al. 2019)\n"
                "  auto            per tensor, the method with the best signal-to-quantization-noise ratio\n\n"
                "schemes (--mode):\n"
-               "  static       int8 activations with calibrated ranges, integer arithmetic (default)\n"
+               "  static       int8 activations with calibrated ranges, integer arithmetic (default);\n"
+               "               --weights int4: int4 weights per channel (W4A8), packed two per byte\n"
                "  dynamic      Conv/Gemm/MatMul quantize their input per row at run time (int8\n"
                "               weights, float32 output); the other ops compute in float32\n"
                "  weight-only  int8 or int4 weights (--weights, --group-size), float32 activations\n"
@@ -223,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="static", choices=("static", "dynamic", "weight-only", "float"),
                    help="quantization scheme (default: static; see below)")
     p.add_argument("--weights", default="int8", choices=("int8", "int4"),
-                   help="weight precision (int4: --mode weight-only; default int8)")
+                   help="weight precision (default int8); int4: per channel with --mode static (not "
+                        "depthwise convolutions, which keep int8), also per group with --mode weight-only")
     p.add_argument("--group-size", type=_at_least(1), default=None, metavar="N",
                    help="weight scales per group of N values along the reduction axis instead of per "
                         "channel (--mode weight-only), e.g. 32, 64 or 128")

@@ -14,6 +14,10 @@ conv_2d(ins, p, out) and fully_connected(ins, p, out) do all three, for tests an
 The int16 form (SPEC.md 4.6: int16 x and y with zero point 0, int8 weights) is the same GEMM in
 its int16 mode (simd/gemm.h qrt_gemm_int16_ops_for): conv_2d_int16, fully_connected_int16 and
 their pack_ and bind_ functions, with the int8 form's parameters (the Requant's dtype int16).
+
+int4 weights (p.w4, their shape: ins[1] holds the file's nibble pairs) are unpacked only while
+packing, then kept as int4 panels (simd/layout.h qrt_gemm_pack_int4) that the GEMM expands a
+few panels at a time: half the resident bytes, no int8 copy.
 """
 import numpy as np
 
@@ -27,7 +31,8 @@ from qrt.kernels.requantize import tables32
 
 
 from qrt.kernels.isa cimport qrt_gemm_int16_ops_for, qrt_gemm_ops_for, qrt_gemm_run
-from qrt.kernels.simd_gemm cimport QRT_PANEL, qrt_gemm, qrt_gemm_ops, qrt_gemm_pack_weights
+from qrt.kernels.simd_gemm cimport QRT_PANEL, qrt_gemm, qrt_gemm_ops, qrt_gemm_pack_int4, qrt_gemm_pack_weights
+from qrt.ops.base import weight_ints
 
 
 
@@ -35,9 +40,10 @@ class PackedGemm:
     """Weights and per-channel tables in the kernel's layout (simd/layout.h, for the path's
     qrt_gemm_ops: k per channel group and K's alignment). requant None: for the int32 mode
     (qrt_gemm.y32, dynamic.pyx), the requantization tables zero; `sums` keeps the weight sums
-    [groups, panels * 16]. int16: for the int16 mode (zp_x 0; the bias is just the bias)."""
+    [groups, panels * 16]. int16: for the int16 mode (zp_x 0; the bias is just the bias).
+    int4: w's values lie in [-8, 7] and the panels are kept as int4 (w4)."""
 
-    def __init__(self, w, bias, zp_x, requant, groups, isa, int16=False):
+    def __init__(self, w, bias, zp_x, requant, groups, isa, int16=False, int4=False):
         w = np.asarray(w, np.int8)
         c_out, k = w.shape[0], int(np.prod(w.shape[1:]))
         cout_g = c_out // groups
@@ -45,7 +51,8 @@ class PackedGemm:
         self.isa = isa
         self.int16 = bool(int16)
         cdef const qrt_gemm_ops* ops = qrt_gemm_int16_ops_for(isa) if int16 else qrt_gemm_ops_for(isa)
-        align = ops.k_align  # AMX tiles hold 64 k per row
+        # AMX tiles hold 64 k per row; int4 panels are packed 64 bytes at a time (16 x 4 k)
+        align = max(ops.k_align, 4) if int4 else ops.k_align
         self.k4 = max(-(-k // align) * align, align)
         self.panels = -(-cout_g // QRT_PANEL)
         nch = self.panels * QRT_PANEL
@@ -53,6 +60,11 @@ class PackedGemm:
         sums = np.zeros((groups, nch), np.int64)
         _pack(np.ascontiguousarray(w).reshape(groups * cout_g, k), cout_g, self.k4, self.panels,
               ops.kg, self.w, sums.reshape(-1))
+        self.int4 = bool(int4)
+        if self.int4:
+            if w.size and (int(w.min()) < -8 or int(w.max()) > 7):
+                raise ValueError(f"int4 weights must lie in [-8, 7], not [{int(w.min())}, {int(w.max())}]")
+            self.w = _pack_int4(self.w)
         b = np.zeros((groups, nch), np.int64)
         b[:, :cout_g] = np.asarray(bias, np.int64).reshape(groups, cout_g)
         # Activations are read as x + 128 and the padding as zp_x + 128: subtract both from
@@ -89,6 +101,15 @@ cdef void _pack(const int8_t[:, ::1] w, Py_ssize_t cout_g, Py_ssize_t k4, Py_ssi
     qrt_gemm_pack_weights(&w[0, 0], w.shape[0], w.shape[1], cout_g, k4, panels, kg, &out[0], &sums[0])
 
 
+def _pack_int4(const int8_t[::1] panels):
+    """simd/layout.h qrt_gemm_pack_int4: the panels (a multiple of 64 bytes) at half the size."""
+    out = np.empty(panels.shape[0] // 2, np.uint8)
+    cdef uint8_t[::1] o = out
+    if panels.shape[0]:
+        qrt_gemm_pack_int4(&panels[0], panels.shape[0], &o[0])
+    return out.view(np.int8)
+
+
 cdef class GemmStep(Step):
     cdef qrt_gemm g
     cdef const int8_t* x
@@ -102,13 +123,27 @@ cdef class GemmStep(Step):
         return _isa.NAMES[self.g.isa]
 
 
+def _weight_shape(ins, p):
+    """The weights' shape: int8 weights' own, or p.w4 for int4 ones, whose data (nibble pairs,
+    format.model pack_int4) must then be uint8 of ceil(numel / 2) bytes: ValueError otherwise."""
+    w, shape = ins[1], p.w4
+    if shape is None:
+        if not isinstance(w, np.ndarray) or w.dtype != np.int8:
+            raise ValueError(f"weights must be an int8 array, not {getattr(w, 'dtype', type(w))}")
+        return w.shape
+    shape = tuple(int(d) for d in shape)
+    need = (int(np.prod(shape, dtype=np.int64)) + 1) // 2
+    if not isinstance(w, np.ndarray) or w.dtype != np.uint8 or w.size != need:
+        raise ValueError(f"int4 weights of shape {shape} must be {need} uint8 bytes of nibble pairs, not "
+                         f"{getattr(w, 'dtype', type(w))} {getattr(w, 'shape', '')}")
+    return shape
+
+
 cdef _check_constants(ins, p, Py_ssize_t channels, bint int16=False):
-    """Weights int8, bias int32 [channels], requantization int32 and in range: ValueError
-    (numpy buffer mismatches included) otherwise. int16: the int16 form's, whose input and
-    output zero points are 0 and whose clamp range lies inside int16."""
-    w = ins[1]
-    if not isinstance(w, np.ndarray) or w.dtype != np.int8:
-        raise ValueError(f"weights must be an int8 array, not {getattr(w, 'dtype', type(w))}")
+    """Weights int8 (or int4: _weight_shape), bias int32 [channels], requantization int32 and
+    in range: ValueError (numpy buffer mismatches included) otherwise. int16: the int16 form's,
+    whose input and output zero points are 0 and whose clamp range lies inside int16."""
+    _weight_shape(ins, p)
     cdef const int32_t[::1] bias = ins[2]
     if bias.shape[0] != channels:
         raise ValueError(f"bias has {bias.shape[0]} entries; expected {channels}")
@@ -126,6 +161,14 @@ cdef _check_constants(ins, p, Py_ssize_t channels, bint int16=False):
     if r.zero_point != 0 or p.input_zero_point != 0:
         raise ValueError(f"int16 activations are symmetric: zero points must be 0 (input "
                          f"{p.input_zero_point}, output {r.zero_point})")
+
+
+cdef _check_packed(packed, p, bint int16):
+    if packed.int16 != bool(int16):
+        raise ValueError("weights were packed for the other form (int8 / int16)")
+    if packed.int4 != (p.w4 is not None):
+        raise ValueError(f"weights were packed as {'int4' if packed.int4 else 'int8'}; the params say "
+                         f"{'int4' if p.w4 is not None else 'int8'}")
 
 
 cdef _array(a, dtype, name):
@@ -155,6 +198,7 @@ cdef GemmStep _bind(x, y, packed, p, geometry_, isa, threads):
     s.g.K4, s.g.panels, s.g.pad_u8 = packed.k4, packed.panels, packed.pad_u8
     s.g.pad_n, s.g.y32 = NULL, NULL  # one zero point, int8 output
     s.g.w, s.g.rq.bias, s.g.rq.mult, s.g.rq.shift = &wv[0], &bv[0], &mv[0], &nv[0]
+    s.g.w4 = packed.int4
     s.g.rq.round32, s.g.rq.shift32, s.g.rq.n33 = &rv[0], &sv[0], packed.n33
     r = p.out
     s.g.rq.zp_y, s.g.rq.lo, s.g.rq.hi = r.zero_point, r.lo, r.hi
@@ -174,12 +218,13 @@ cdef GemmStep _bind(x, y, packed, p, geometry_, isa, threads):
 def pack_conv_2d(ins, p, isa=None, int16=False):
     """ins = [x, w [C_out, KH, KW, C_in/groups], bias [C_out]] -> PackedGemm."""
     geometry.check_inputs(ins)
-    w, bias = ins[1], ins[2]
-    if w.ndim != 4 or p.groups < 1 or w.shape[0] % p.groups:
-        raise ValueError(f"weights {tuple(w.shape)} must be [C_out, KH, KW, C_in/groups] with "
+    shape, bias = _weight_shape(ins, p), ins[2]
+    if len(shape) != 4 or p.groups < 1 or shape[0] % p.groups:
+        raise ValueError(f"weights {tuple(shape)} must be [C_out, KH, KW, C_in/groups] with "
                          f"C_out divisible by groups = {p.groups}")
-    _check_constants(ins, p, w.shape[0], int16)
-    return PackedGemm(w, bias, p.input_zero_point, p.out, p.groups, _isa.resolve(isa), int16)
+    _check_constants(ins, p, shape[0], int16)
+    return PackedGemm(weight_ints(ins[1], p.w4), bias, p.input_zero_point, p.out, p.groups,
+                      _isa.resolve(isa), int16, p.w4 is not None)
 
 
 def bind_conv_2d(ins, p, out, isa=None, threads=1, packed=None, int16=False):
@@ -189,21 +234,20 @@ def bind_conv_2d(ins, p, out, isa=None, threads=1, packed=None, int16=False):
     dtype = np.int16 if int16 else np.int8
     x = _array(ins[0], dtype, "x")
     y = _array(out, dtype, "out")
-    w = ins[1]
-    if x.ndim != 4 or w.ndim != 4 or y.ndim != 4:
+    shape = _weight_shape(ins, p)
+    if x.ndim != 4 or len(shape) != 4 or y.ndim != 4:
         raise ValueError("x, w and out must be 4-D (NHWC; w is [C_out, KH, KW, C_in/groups])")
     N, H, W, C_in = x.shape
-    C_out, KH, KW, cin_g = w.shape
+    C_out, KH, KW, cin_g = shape
     groups = p.groups
     if groups < 1 or C_out % groups or cin_g * groups != C_in:
         raise ValueError(f"groups = {groups} does not fit input channels {C_in}, output channels "
-                         f"{C_out} and weights {tuple(w.shape)}")
+                         f"{C_out} and weights {tuple(shape)}")
     OH, OW = geometry.conv_output(p, (N, H, W), (KH, KW), C_out, ins[2].shape[0], y.shape)
     _check_constants(ins, p, C_out, int16)
     if packed is None:
         packed = pack_conv_2d(ins, p, isa, int16)
-    elif packed.int16 != bool(int16):
-        raise ValueError("weights were packed for the other form (int8 / int16)")
+    _check_packed(packed, p, int16)
     sh, sw, dh, dw, top, left, _, _ = geometry.window(p)
     return _bind(x, y, packed, p, (N, H, W, C_in, OH, OW, C_out, KH, KW, sh, sw, dh, dw, top, left),
                  isa, threads)
@@ -234,13 +278,14 @@ def conv_2d_int16(ins, p, out, isa=None, threads=1):
 def pack_fully_connected(ins, p, isa=None, int16=False):
     """ins = [x, w [N_out, K], bias [N_out]] -> PackedGemm."""
     geometry.check_inputs(ins)
-    w, bias = ins[1], ins[2]
-    if w.ndim != 2:
-        raise ValueError(f"weights {tuple(w.shape)} must be [N_out, K]")
-    _check_constants(ins, p, w.shape[0], int16)
+    shape, bias = _weight_shape(ins, p), ins[2]
+    if len(shape) != 2:
+        raise ValueError(f"weights {tuple(shape)} must be [N_out, K]")
+    _check_constants(ins, p, shape[0], int16)
     if not (-128 <= p.input_zero_point <= 127):
         raise ValueError(f"input zero point {p.input_zero_point} must lie in [-128, 127]")
-    return PackedGemm(w, bias, p.input_zero_point, p.out, 1, _isa.resolve(isa), int16)
+    return PackedGemm(weight_ints(ins[1], p.w4), bias, p.input_zero_point, p.out, 1, _isa.resolve(isa),
+                      int16, p.w4 is not None)
 
 
 def bind_fully_connected(ins, p, out, isa=None, threads=1, packed=None, int16=False):
@@ -251,12 +296,12 @@ def bind_fully_connected(ins, p, out, isa=None, threads=1, packed=None, int16=Fa
     dtype = np.int16 if int16 else np.int8
     x = _array(ins[0], dtype, "x")
     y = _array(out, dtype, "out")
-    w, bias = ins[1], ins[2]
+    shape, bias = _weight_shape(ins, p), ins[2]
     if x.ndim < 1:
         raise ValueError("x must have rank >= 1 (its last dimension is reduced)")
-    if w.ndim != 2:
-        raise ValueError(f"weights {tuple(w.shape)} must be [N_out, K]")
-    N_out, K = w.shape
+    if len(shape) != 2:
+        raise ValueError(f"weights {tuple(shape)} must be [N_out, K]")
+    N_out, K = shape
     if x.shape[x.ndim - 1] != K:
         raise ValueError(f"x has shape {x.shape}; its last dimension must be K = {K}")
     if bias.shape[0] != N_out:
@@ -270,8 +315,7 @@ def bind_fully_connected(ins, p, out, isa=None, threads=1, packed=None, int16=Fa
         raise ValueError(f"input zero point {p.input_zero_point} must lie in [-128, 127]")
     if packed is None:
         packed = pack_fully_connected(ins, p, isa, int16)
-    elif packed.int16 != bool(int16):
-        raise ValueError("weights were packed for the other form (int8 / int16)")
+    _check_packed(packed, p, int16)
     return _bind(x, y, packed, p, (rows, 1, 1, K, 1, 1, N_out, 1, 1, 1, 1, 1, 1, 0, 0), isa, threads)
 
 

@@ -16,6 +16,7 @@ cdef extern from "simd/api.h":
         uint8_t pad_u8
         const uint8_t* pad_n  # NULL, or a flipped zero point per image (dynamic.h)
         const int8_t* w
+        int w4  # w holds int4 panels (layout.h qrt_gemm_pack_int4)
         qrt_channel_requant rq
         int32_t* y32  # NULL, or the int32 mode's output (dynamic.h)
         int isa, threads
@@ -26,3 +27,4 @@ cdef extern from "simd/layout.h":
         QRT_PANEL
     void qrt_gemm_pack_weights(const int8_t* w, int64_t rows, int64_t K, int64_t cout_g, int64_t K4,
                                int64_t panels, int64_t kg, int8_t* out, int64_t* sums) noexcept nogil
+    void qrt_gemm_pack_int4(const int8_t* panels, int64_t n, uint8_t* out) noexcept nogil

@@ -18,7 +18,7 @@ from ..format.model import Activation, DType, InputQuantization, ModelDefinition
 from ..format.versions import BASE_SINCE, parse_version
 from .add import ADD
 from .average_pool_2d import AVERAGE_POOL_2D
-from .base import DYNAMIC, WEIGHT_ONLY, Check, Form, OpDef
+from .base import DYNAMIC, Check, Form, OpDef
 from .concat import CONCAT
 from .conv_2d import CONV_2D
 from .depthwise_conv_2d import DEPTHWISE_CONV_2D
@@ -49,6 +49,8 @@ OPS: dict[OpCode, OpDef] = {d.opcode: d for d in (
 
 # Releases of the format's features that are not ops (each op's form has its own `since`).
 PER_GROUP_SINCE = "0.3.0"
+INT4_SINCE = "0.3.0"  # operators reading int4 weights (the weight-only form is 0.3.0's too)
+INT4_WEIGHTS = (OpCode.CONV_2D, OpCode.FULLY_CONNECTED)
 
 
 def check_op_version(model: ModelDefinition, index: int):
@@ -74,8 +76,9 @@ def op_form(model: ModelDefinition, index: int) -> Form:
 
 
 def min_runtime_version(model: ModelDefinition) -> str:
-    """The lowest qrt release that can run `model`: every op and form it uses, and per-group
-    quantization (files that use none of the newer features keep the older number)."""
+    """The lowest qrt release that can run `model`: every op and form it uses, per-group
+    quantization and int4 weights (files that use none of the newer features keep the older
+    number)."""
     needs = [BASE_SINCE] + [OPS[op.opcode].since for op in model.operators]
     for i in range(len(model.operators)):
         try:
@@ -84,6 +87,10 @@ def min_runtime_version(model: ModelDefinition) -> str:
             pass
     if any(t.quant is not None and t.quant.per_group for t in model.tensors):
         needs.append(PER_GROUP_SINCE)
+    # INT4 storage is 0.1.0's; operators read it since INT4_SINCE
+    if any(0 <= t < len(model.tensors) and model.tensors[t].dtype == DType.INT4
+           for op in model.operators for t in op.inputs):
+        needs.append(INT4_SINCE)
     return max(needs, key=parse_version)
 
 
@@ -101,10 +108,10 @@ def verify_operator(model: ModelDefinition, index: int):
     form = d.form(model, index)
     c.form = form.name
     for k, t in enumerate(op.inputs + op.outputs):
-        # INT4 is only ever weights (input 1) of a form that unpacks them
-        if model.tensors[t].dtype == DType.INT4 and not (k == 1 and form.name == WEIGHT_ONLY):
-            c.fail(f"{c.label(model.tensors[t])} is INT4, which {op.opcode.name} reads only as the weights "
-                   f"of its weight-only form")
+        # INT4 is only ever weights (input 1) of the ops that unpack them; their forms say which
+        if model.tensors[t].dtype == DType.INT4 and not (k == 1 and op.opcode in INT4_WEIGHTS):
+            c.fail(f"{c.label(model.tensors[t])} is INT4, which {op.opcode.name} does not read (int4 is for "
+                   f"the weights of {' and '.join(o.name for o in INT4_WEIGHTS)})")
     if op.input_quantization not in InputQuantization._value2member_map_:
         c.fail(f"input_quantization {int(op.input_quantization)} is unknown")
     if op.input_quantization != InputQuantization.NONE and form.name != DYNAMIC:

@@ -149,16 +149,15 @@ class Check:
         if t.data is None:
             self.fail(f"{self.label(t)} must be a constant (weights, bias or table stored in the file)")
 
-    def weights(self, w: Tensor, channel_axis: int):
+    def weights(self, w: Tensor, channel_axis: int, int4: bool = False):
         """The form's weights: int8 symmetric per tensor or per output channel along
-        channel_axis; float32 (FLOAT32 form); int8 or int4, also per group (hybrid forms)."""
+        channel_axis, or int4 in the integer forms of ops that read them (int4); float32
+        (FLOAT32 form); int8 or int4, also per group (weight-only form)."""
         self.constant(w)
         if self.form == FLOAT32:
             self.dtype(w, DType.FLOAT32)
             return
-        if self.form == DYNAMIC:
-            self.dtype(w, DType.INT8)
-        elif self.form == WEIGHT_ONLY:
+        if self.form == WEIGHT_ONLY or (int4 and self.form in (INT8, INT16)):
             self.dtype(w, DType.INT8, DType.INT4)
         else:
             self.dtype(w, DType.INT8)
@@ -203,7 +202,7 @@ class Check:
             if got.size not in (1, channels) or not np.allclose(got, expect, rtol=1e-4, atol=0):
                 self.fail(f"bias {self.label(b)} scale must equal input scale x weight scale per channel")
         if self.form == INT16:  # the per-channel bound of SPEC.md 4.6
-            wi = w.data.astype(np.int64)
+            wi = weight_ints(w.data, int4_shape(w)).astype(np.int64)
             l1 = np.abs(np.moveaxis(wi, channel_axis, 0)).reshape(channels, -1).sum(axis=1)
             bound = int16_accumulator_bound(l1, b.data)
             if (bound > INT32_MAX).any():
@@ -259,6 +258,20 @@ class Check:
         self.activation(x)
         self.activation(y)
         self.same_shape(x, y)
+
+
+def int4_shape(w: Tensor) -> tuple | None:
+    """INT4 weights' shape, which the integer forms' params carry (their data is nibble pairs
+    without it); None for int8 weights."""
+    return tuple(w.shape) if w.dtype == DType.INT4 else None
+
+
+def weight_ints(data: np.ndarray, w4: tuple | None) -> np.ndarray:
+    """Integer weights as the references read them: INT4 data unpacked to int8 of shape w4,
+    int8 data as it is (w4 None)."""
+    if w4 is None:
+        return data
+    return unpack_int4(data, math.prod(w4)).reshape(w4)
 
 
 def group_count(k: int, group_size: int) -> int:

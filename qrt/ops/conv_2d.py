@@ -1,5 +1,5 @@
 """CONV_2D (SPEC.md section 2.13.1): x [N, H, W, C_in] int8, weights [C_out, KH, KW, C_in / groups]
-int8 symmetric (per tensor or per output channel), bias [C_out] int32 -> y [N, OH, OW, C_out].
+int8 or int4 symmetric (per tensor or per output channel), bias [C_out] int32 -> y [N, OH, OW, C_out].
 Compiled kernel: qrt/kernels/gemm.pyx conv_2d. Its float32, weight-only and dynamic forms
 (float32 x, y and bias) follow qrt/ops/hybrid.py; compiled kernels: qrt/kernels/weight_only.pyx,
 dynamic.pyx."""
@@ -12,7 +12,8 @@ import numpy as np
 
 from ..format.model import Conv2DOptions, OpCode
 from . import hybrid as H
-from .base import DYNAMIC, FLOAT32, INT16, WEIGHT_ONLY, Check, Form, OpDef, Requant, requant, requantize_to, scale, zero_point
+from .base import (DYNAMIC, FLOAT32, INT16, WEIGHT_ONLY, Check, Form, OpDef, Requant, int4_shape, requant,
+                   requantize_to, scale, weight_ints, zero_point)
 from .window import check_spatial_output, check_window, windows
 
 
@@ -25,6 +26,7 @@ class ConvParams:
     groups: int  # CONV_2D groups; DEPTHWISE: the depth multiplier
     input_zero_point: int
     out: Requant
+    w4: tuple | None = None  # CONV_2D's int4 weights: their shape (base.int4_shape)
 
 
 def channel_multipliers(x, w, y, channels: int) -> np.ndarray:
@@ -42,7 +44,7 @@ def conv_params(model, op) -> ConvParams:
         channels, groups = w.shape[3], o.depth_multiplier
     return ConvParams((o.stride_h, o.stride_w), (o.dilation_h, o.dilation_w),
                       (o.pad_top, o.pad_left, o.pad_bottom, o.pad_right), groups, zero_point(x),
-                      requant(channel_multipliers(x, w, y, channels), y, op))
+                      requant(channel_multipliers(x, w, y, channels), y, op), int4_shape(w))
 
 
 def verify(c: Check):
@@ -54,7 +56,7 @@ def verify(c: Check):
     c.activation(y)
     c.rank(x, 4, "[N, H, W, C]")
     c.rank(w, 4, "[C_out, KH, KW, C_in / groups]")
-    c.weights(w, 0)
+    c.weights(w, 0, int4=True)
     cout, kh, kw, cin_g = w.shape
     cin = x.shape[3]
     if cin % o.groups or cout % o.groups or cin_g * o.groups != cin:
@@ -66,7 +68,7 @@ def verify(c: Check):
 
 def reference(ins, p: ConvParams) -> np.ndarray:
     """acc[c] = bias[c] + sum (x - zp_x) * w[c]; padding stands for real 0 (x = zp_x)."""
-    x, w, bias = ins
+    x, w, bias = ins[0], weight_ints(ins[1], p.w4), ins[2]
     xs = x.astype(np.int64) - p.input_zero_point
     cout, kh, kw, cin_g = w.shape
     win = windows(xs, (kh, kw), p.stride, p.dilation, p.pads, 0)

@@ -1,4 +1,4 @@
-"""FULLY_CONNECTED (SPEC.md section 2.13.3): x [..., K] int8, weights [N_out, K] int8 symmetric,
+"""FULLY_CONNECTED (SPEC.md section 2.13.3): x [..., K] int8, weights [N_out, K] int8 or int4 symmetric,
 bias [N_out] int32 -> y [..., N_out]. Compiled kernel: qrt/kernels/gemm.pyx fully_connected.
 Its float32, weight-only and dynamic forms (float32 x, y and bias) follow qrt/ops/hybrid.py;
 compiled kernels: qrt/kernels/weight_only.pyx,
@@ -11,7 +11,8 @@ import numpy as np
 
 from ..format.model import OpCode
 from . import hybrid as H
-from .base import DYNAMIC, FLOAT32, INT16, WEIGHT_ONLY, Check, Form, OpDef, Requant, requant, requantize_to, zero_point
+from .base import (DYNAMIC, FLOAT32, INT16, WEIGHT_ONLY, Check, Form, OpDef, Requant, int4_shape, requant,
+                   requantize_to, weight_ints, zero_point)
 from .conv_2d import channel_multipliers, gemm_macs
 
 
@@ -19,11 +20,13 @@ from .conv_2d import channel_multipliers, gemm_macs
 class FullyConnectedParams:
     input_zero_point: int
     out: Requant
+    w4: tuple | None = None  # int4 weights: their shape (base.int4_shape)
 
 
 def prepare(model, op) -> FullyConnectedParams:
     x, w, y = (model.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
-    return FullyConnectedParams(zero_point(x), requant(channel_multipliers(x, w, y, w.shape[0]), y, op))
+    return FullyConnectedParams(zero_point(x), requant(channel_multipliers(x, w, y, w.shape[0]), y, op),
+                                int4_shape(w))
 
 
 def verify(c: Check):
@@ -31,7 +34,7 @@ def verify(c: Check):
     c.activation(x)
     c.activation(y)
     c.rank(w, 2, "[N_out, K]")
-    c.weights(w, 0)
+    c.weights(w, 0, int4=True)
     nout, k = w.shape
     if not x.shape or x.shape[-1] != k:
         c.fail(f"input {c.label(x)} has shape {x.shape}; its last dimension must be K = {k}")
@@ -41,7 +44,7 @@ def verify(c: Check):
 
 
 def reference(ins, p: FullyConnectedParams) -> np.ndarray:
-    x, w, bias = ins
+    x, w, bias = ins[0], weight_ints(ins[1], p.w4), ins[2]
     acc = (x.astype(np.int64) - p.input_zero_point) @ w.astype(np.int64).T + bias.astype(np.int64)
     return requantize_to(acc, p.out)
 

@@ -41,6 +41,7 @@ def test_quick_run_writes_every_row(quick_run):
         if m["kind"] == "fc":  # int4 weights: smaller files than int8, int8 smaller than float
             size = {r["runtime"]: r["file_bytes"] for r in m["runtimes"]}
             assert size["qrt weight-only int4 g128"] < size["qrt weight-only int8"] < size["ORT fp32"] / 3
+            assert size["qrt int4 w, int8 act"] < 0.7 * size["qrt int8"]
     assert [(c["threads"], c["batch"]) for c in fc["timings"]] == [(1, 1), (1, 4)]
     assert [(c["threads"], c["batch"]) for c in conv["timings"]] == [(1, 1)]
     for m in doc["models"]:
@@ -55,7 +56,8 @@ def test_quick_run_writes_every_row(quick_run):
             assert "best_peer" not in rows.get("qrt int16 act", {})  # no peer runs int16 activations
             assert rows["qrt int8"]["best_peer"] in ("ORT int8 QOperator U8S8", "PyTorch int8 FX x86")
     targets = {(t["model"], t["target"], t["batch"], t["row"]) for t in doc["targets"]}
-    assert {t[1] for t in targets} == {"int16_conv", "int4_fc", "dynamic_fc", "weight_only_fc"}
+    assert {t[1] for t in targets} == {"int16_conv", "int4_fc", "int4_static_fc", "dynamic_fc", "weight_only_fc"}
+    assert ("mlp_small", "int4_static_fc", 1, "qrt int4 w, int8 act") in targets
     assert ("small_cnn", "int16_conv", 1, "qrt int16 act") in targets
     assert ("mlp_small", "dynamic_fc", 4, "qrt dynamic") in targets
     assert len([t for t in targets if t[1] == "weight_only_fc"]) == 6  # 3 rows x 2 batches
@@ -116,4 +118,5 @@ def test_targets_are_the_measured_ratios():
     assert got["int4_fc", "qrt weight-only int4 g128"]["met"] is None  # failed: not measured
     assert got["weight_only_fc", "qrt weight-only int8"]["met"] is True
     assert got["int16_conv", "qrt int16 act"]["met"] is True and got["int16_conv", "qrt int16 act"]["threads"] == 2
-    assert len(got) == 7
+    assert got["int4_static_fc", "qrt int4 w, int8 act"]["met"] is None  # not in the run: not measured
+    assert len(got) == 8

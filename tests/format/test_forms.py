@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import qrt
-from qrt import InvalidModelError, UnsupportedModelError
+from qrt import InvalidModelError, UnsupportedModelError, verify_model
 from qrt.format import (
     DType, InputQuantization, LutOptions, ModelBuilder, OpCode, UnaryFunction, UnaryOptions,
 )
@@ -78,9 +78,18 @@ def test_int4_rules():
     q = RNG.integers(-7, 8, (8, 40))
     q[3, 5] = -8
     refused(fc_model(w_dtype=DType.INT4, w_values=q), "contain -8; int4 weights must lie in")
-    refused(fc_model(w_dtype=DType.INT4, dynamic=True), "INT4, which FULLY_CONNECTED reads only as the weights")
-    refused(fc_model(x_dtype=DType.INT8, w_dtype=DType.INT4, bias_dtype=DType.INT32),
-            "INT4, which FULLY_CONNECTED reads only as the weights")
+    refused(fc_model(w_dtype=DType.INT4, dynamic=True), "'w' is INT4; expected INT8")  # dynamic: int8 weights
+    int8_form = fc_model(x_dtype=DType.INT8, w_dtype=DType.INT4, bias_dtype=DType.INT32)  # W4A8: read
+    verify_model(int8_form)
+    assert op_form(int8_form, 0).name == "int8" and min_runtime_version(int8_form) == "0.3.0"
+    b = ModelBuilder("add4")
+    a = b.tensor("a", DType.INT8, (4,), scale=0.1, zero_point=0)
+    c = b.tensor("c", DType.INT4, (4,), pack_int4(np.arange(4)), scale=0.1, zero_point=0)
+    y = b.tensor("y", DType.INT8, (4,), scale=0.1, zero_point=0)
+    b.op(OpCode.ADD, [a, c], [y])
+    b.input("a", a)
+    b.output("y", y)
+    refused(b.build(), "'c' is INT4, which ADD does not read")
 
 
 def test_input_quantization_only_on_the_dynamic_form():

@@ -13,8 +13,9 @@ from qrt.format import Activation, DType, ModelBuilder
 class Spec:
     """One tensor of a one-op model: shape, dtype, quantization and (for constants) data."""
 
-    def __init__(self, shape, dtype=DType.INT8, scale=None, zp=0, data=None):
+    def __init__(self, shape, dtype=DType.INT8, scale=None, zp=0, data=None, group_size=0):
         self.shape, self.dtype, self.scale, self.zp, self.data = tuple(shape), DType(dtype), scale, zp, data
+        self.group_size = group_size  # weights per group (along axis 0's reduction)
 
 
 def one_op(opcode, inputs, output, options=None, activation=Activation.NONE, clip=(0.0, 0.0)):
@@ -23,7 +24,7 @@ def one_op(opcode, inputs, output, options=None, activation=Activation.NONE, cli
     b = ModelBuilder("one_op")
     ids = []
     for k, s in enumerate(inputs):
-        kw = {} if s.scale is None else {"scale": s.scale, "zero_point": s.zp}
+        kw = {} if s.scale is None else {"scale": s.scale, "zero_point": s.zp, "group_size": s.group_size}
         ids.append(b.tensor(f"in{k}", s.dtype, s.shape, s.data, **kw))
         if s.data is None:
             b.input(f"in{k}", ids[-1])

@@ -113,6 +113,8 @@ typedef struct {
     const uint8_t *pad_n;           /* NULL, or one flipped zero point per image instead of
                                      * pad_u8 (the dynamic form's, dynamic.h) */
     const int8_t *w;                /* [groups][panels][K4/4][16][4] */
+    int w4;                         /* w holds those panels as int4 (layout.h qrt_gemm_pack_int4),
+                                     * expanded a few panels at a time by ops->unpack_w4 */
     qrt_channel_requant rq;         /* [groups][panels*16]; bias - (zp_x + 128) * sum_k w */
     int32_t *y32;                   /* NULL: requantize to int8 into y; else the int32 mode:
                                      * each micro-kernel stores its sums + rq.bias (wrapping)
@@ -150,6 +152,8 @@ struct qrt_gemm_ops {
     int k_align;                      /* K4: K rounded up to a multiple of this */
     int xs;                           /* bytes per element of x and y: 1 (int8), 2 (the int16
                                        * mode: qrt_gemm_int16_ops_for's tables, gemm.h) */
+    /* int4 panels -> int8 panels: n bytes (a multiple of 64) at dst, n / 2 read from src */
+    void (*unpack_w4)(int8_t *dst, const uint8_t *src, int64_t n);
 };
 
 /* ------------------------------ CONV_2D, FULLY_CONNECTED with dynamic inputs (dynamic.h) */

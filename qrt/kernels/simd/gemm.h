@@ -208,6 +208,16 @@ static void qrt_gemm_pack_rows_s16__avx512(const qrt_gemm *g, const int8_t *x, i
 
 /* ---------------------------------------------------------------- scalar (portable C) */
 
+/* int4 panels (layout.h qrt_gemm_pack_int4) back to int8: each 32 bytes give 64 weights, the
+ * low nibbles first, then the high ones, each sign-extended. */
+static void qrt_unpack_w4__scalar(int8_t *dst, const uint8_t *src, int64_t n) {
+    for (int64_t c = 0; c < n; c += 64, src += 32, dst += 64)
+        for (int j = 0; j < 32; j++) {
+            dst[j] = (int8_t)((int8_t)(uint8_t)(src[j] << 4) >> 4);
+            dst[j + 32] = (int8_t)((int8_t)src[j] >> 4);
+        }
+}
+
 static void qrt_gemm_ukernel_6x64c4__scalar(const qrt_gemm *g, int64_t np, int64_t mr, const uint8_t *const *a,
                                const int8_t *w, const int32_t *bias, const int32_t *mult,
                                const int32_t *shift, int8_t *const *y, int64_t ncols) {
@@ -259,6 +269,23 @@ static void qrt_gemm_ukernel_6x64c2__scalar_s16(const qrt_gemm *g, int64_t np, i
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+
+/* qrt_unpack_w4__scalar, 64 weights per step: each nibble looked up in a table of its
+ * sign-extended value (vpshufb). The AVX-512 paths use it too. The expansion is paid once per
+ * block of rows: free when a block has many rows, about the GEMM's own time for one row (FC at
+ * batch 1: int4 about 2x int8 there; a micro-kernel that expands in registers would avoid it). */
+static void qrt_unpack_w4__avx2(int8_t *dst, const uint8_t *src, int64_t n) {
+    const __m256i values = _mm256_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1,
+                                            0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    for (int64_t c = 0; c < n; c += 64, src += 32, dst += 64) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)src);
+        __m256i lo = _mm256_shuffle_epi8(values, _mm256_and_si256(v, low));
+        __m256i hi = _mm256_shuffle_epi8(values, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+        _mm256_storeu_si256((__m256i *)(void *)dst, lo);
+        _mm256_storeu_si256((__m256i *)(void *)(dst + 32), hi);
+    }
+}
 
 /* Rows are packed as uint16 (x + 128, widened once here rather than once per use in the
  * micro-kernel) and panels as [K4/2][16][2] int8 (layout.h, the AVX2 path's kg = 2). */
@@ -775,16 +802,16 @@ static inline const qrt_gemm_ops *qrt_gemm_int16_ops_for(int isa) {
     static const qrt_gemm_ops ops[] = {
         [QRT_SCALAR] = {.pack_rows = qrt_gemm_pack_rows_s16__scalar,
                         .ukernel = qrt_gemm_ukernel_6x64c2__scalar_s16, .mr = QRT_MR, .es = 2,
-                        .kg = 2, .k_align = 2, .xs = 2},
+                        .kg = 2, .k_align = 2, .xs = 2, .unpack_w4 = qrt_unpack_w4__scalar},
         [QRT_AVX2] = {.pack_rows = qrt_gemm_pack_rows_s16__scalar,
                       .ukernel = qrt_gemm_ukernel_6x16c2__avx2_s16s8, .mr = QRT_MR, .es = 2,
-                      .kg = 2, .k_align = 2, .xs = 2},
+                      .kg = 2, .k_align = 2, .xs = 2, .unpack_w4 = qrt_unpack_w4__avx2},
         [QRT_AVX512VNNI] = {.pack_rows = qrt_gemm_pack_rows_s16__avx512,
                             .ukernel = qrt_gemm_ukernel_6x64c2__avx512vnni_s16, .mr = QRT_MR,
-                            .es = 2, .kg = 2, .k_align = 2, .xs = 2},
+                            .es = 2, .kg = 2, .k_align = 2, .xs = 2, .unpack_w4 = qrt_unpack_w4__avx2},
         [QRT_AMX] = {.pack_rows = qrt_gemm_pack_rows_s16__avx512,
                      .ukernel = qrt_gemm_ukernel_6x64c2__avx512vnni_s16, .mr = QRT_MR, .es = 2,
-                     .kg = 2, .k_align = 2, .xs = 2},
+                     .kg = 2, .k_align = 2, .xs = 2, .unpack_w4 = qrt_unpack_w4__avx2},
     };
     return &ops[isa >= QRT_SCALAR && isa <= QRT_AMX ? isa : QRT_SCALAR];
 }
@@ -794,17 +821,19 @@ static inline const qrt_gemm_ops *qrt_gemm_ops_for(int isa) {
     static const qrt_gemm_ops ops[] = {
         [QRT_SCALAR] = {.pack_rows = qrt_gemm_pack_rows_u8__scalar,
                         .ukernel = qrt_gemm_ukernel_6x64c4__scalar, .mr = QRT_MR, .es = 1,
-                        .kg = 4, .k_align = 4, .xs = 1},
+                        .kg = 4, .k_align = 4, .xs = 1, .unpack_w4 = qrt_unpack_w4__scalar},
         [QRT_AVX2] = {.pack_rows = qrt_gemm_pack_rows_u16__avx2,
                       .ukernel = qrt_gemm_ukernel_6x16c2__avx2_u16s8,
                       .ukernel32 = qrt_gemm_ukernel_6x16c2__avx2_u16s8_i32, .mr = QRT_MR, .es = 2,
-                      .kg = 2, .k_align = 4, .xs = 1},
+                      .kg = 2, .k_align = 4, .xs = 1, .unpack_w4 = qrt_unpack_w4__avx2},
         [QRT_AVX512VNNI] = {.pack_rows = qrt_gemm_pack_rows_u8__avx512,
                             .ukernel = qrt_gemm_ukernel_6x64c4__avx512vnni, .mr = QRT_MR, .es = 1,
-                            .kg = 4, .k_align = 4, .xs = 1},
+                            .kg = 4, .k_align = 4, .xs = 1, .unpack_w4 = qrt_unpack_w4__avx2},
         [QRT_AMX] = {.pack_rows = qrt_gemm_pack_rows_u8__avx512,
                      .block = qrt_gemm_block_32x32c4__amx, .mr = 32, .es = 1, .kg = 4,
-                     .k_align = 64, .xs = 1},
+                     .k_align = 64, .xs = 1,
+                     /* int4 weights: expanded panels, the AVX-512 VNNI micro-kernel */
+                     .ukernel = qrt_gemm_ukernel_6x64c4__avx512vnni, .unpack_w4 = qrt_unpack_w4__avx2},
     };
     return &ops[isa >= QRT_SCALAR && isa <= QRT_AMX ? isa : QRT_SCALAR];
 }
@@ -825,17 +854,20 @@ static int qrt_gemm_tile(const qrt_gemm *g, const int8_t *x, int8_t *y, int64_t 
                          int64_t m1, int64_t p0, int64_t p1) {
     const qrt_gemm_ops *ops = g->ops;
     int64_t padded = (m1 - m0 + 31) / 32 * 32;  /* AMX loads whole 16-row tiles */
-    int64_t row = g->K4 * ops->es;
-    /* after the rows: AMX's 32 x 32 sums (and the few values qrt_flip_u16__avx2 writes past) */
-    uint8_t *rows = qrt_scratch((size_t)padded * row + 32 * 32 * sizeof(int32_t));
+    int64_t row = g->K4 * ops->es, pb = qrt_gemm_panel_bytes(g->K4);
+    /* after the rows: AMX's 32 x 32 sums (and the few values qrt_flip_u16__avx2 writes past),
+     * then, for int4 weights, QRT_NP expanded panels */
+    size_t at_w = ((size_t)padded * row + 32 * 32 * sizeof(int32_t) + 63) / 64 * 64;
+    uint8_t *rows = qrt_scratch(at_w + (g->w4 ? (size_t)(QRT_NP * pb) : 0));
     if (rows == NULL)
         return -2;
     ops->pack_rows(g, x, m0, m1, grp, rows);
     int64_t nch = g->panels * 16;
-    const int8_t *wg = g->w + grp * g->panels * qrt_gemm_panel_bytes(g->K4);
+    /* int4: byte offsets into the panels halve */
+    const int8_t *wg = g->w + grp * g->panels * pb / (g->w4 ? 2 : 1);
     const int32_t *bias = g->rq.bias + grp * nch, *mult = g->rq.mult + grp * nch,
                   *shift = g->rq.shift + grp * nch;
-    if (ops->block) {
+    if (ops->block && !g->w4) {
         int64_t at = m0 * g->C_out + grp * g->cout_g;
         ops->block(g, rows, m1 - m0, wg, bias, mult, shift,
                    g->y32 ? (int8_t *)(void *)(g->y32 + at) : y + at * ops->xs, p0, p1,
@@ -847,6 +879,11 @@ static int qrt_gemm_tile(const qrt_gemm *g, const int8_t *x, int8_t *y, int64_t 
         int64_t np = p1 - p < QRT_NP ? p1 - p : QRT_NP;
         int64_t c0 = p * 16;
         int64_t ncols = g->cout_g - c0 < np * 16 ? g->cout_g - c0 : np * 16;
+        const int8_t *wp = wg + p * pb;
+        if (g->w4) {  /* these panels expanded once for all the block's rows */
+            ops->unpack_w4((int8_t *)(rows + at_w), (const uint8_t *)(wg + p * pb / 2), np * pb);
+            wp = (const int8_t *)(rows + at_w);
+        }
         for (int64_t m = m0; m < m1; m += QRT_MR) {
             int64_t mr = m1 - m < QRT_MR ? m1 - m : QRT_MR;
             const uint8_t *a[QRT_MR];
@@ -857,7 +894,7 @@ static int qrt_gemm_tile(const qrt_gemm *g, const int8_t *x, int8_t *y, int64_t 
                 /* int32 mode: into y32; int16 mode: 2 bytes per output */
                 yr[i] = g->y32 ? (int8_t *)(void *)(g->y32 + at) : y + at * ops->xs;
             }
-            uk(g, np, mr, a, wg + p * qrt_gemm_panel_bytes(g->K4), bias + c0, mult + c0, shift + c0, yr, ncols);
+            uk(g, np, mr, a, wp, bias + c0, mult + c0, shift + c0, yr, ncols);
         }
     }
     return 0;

@@ -69,6 +69,18 @@ static inline void qrt_gemm_pack_weights(const int8_t *w, int64_t rows, int64_t 
     }
 }
 
+/* int4 weights (values in [-7, 7]) keep the packed panels above at half their size: every 64
+ * bytes of panels become 32, byte j holding byte j in its low nibble and byte j + 32 in its
+ * high one. A panel is K4 * 16 bytes, a multiple of 64, so the chunks never straddle panels;
+ * the GEMM expands the QRT_NP panels a micro-kernel call is about to use (gemm.h
+ * qrt_unpack_w4; 64 x K4 bytes of per-thread scratch, reused by every row of the block), and
+ * no int8 copy is resident. n: bytes of panels, a multiple of 64. */
+static inline void qrt_gemm_pack_int4(const int8_t *panels, int64_t n, uint8_t *out) {
+    for (int64_t c = 0; c < n; c += 64, panels += 64, out += 32)
+        for (int j = 0; j < 32; j++)
+            out[j] = (uint8_t)((panels[j] & 0x0F) | ((uint8_t)panels[j + 32] << 4));
+}
+
 /* ---------------------------------------------------------------- DEPTHWISE_CONV_2D (depthwise.h) */
 
 /* Channels per block: the vector paths take 32 channels at a time (x as int16, widened from
