@@ -3,12 +3,16 @@
 iter_calibration(source, input_names, input_shapes, limit=100) yields samples, one model batch
 each: {input name: float32 array of the model's input shape}. Accepted sources:
 
-    an iterable      of arrays (one input), of dicts by input name, or of tuples/lists of
-                     arrays in input order; each item holds one or more model batches (its
-                     first dimension a multiple of the model's batch) and is split into them
+    an iterable      of arrays (one input), of dicts by input name (feed dicts), or of
+                     tuples/lists of arrays in input order; each item holds one or more model
+                     batches and is split into them
     an array         (one input) or a dict {input name: array}: samples along the first axis
     a .npy path      one input: an array whose first axis runs over the samples
     a .npz path      arrays named after the inputs (or one array, of any name, for one input)
+
+Every array holds one or more model batches: either concatenated along the batch axis (the
+input's rank, its first dimension a multiple of the model's batch) or stacked full feeds (one
+more dimension than the input: [samples, *input shape]).
     a folder         of .jpg/.jpeg/.png/.bmp images (sorted by name), read with scikit-image
                      and preprocessed by ImagePreprocess (default: RGB scaled to [0, 1])
 
@@ -207,6 +211,11 @@ class _Checker:
         self.shape = tuple(shape) if shape is not None else None
         self.batch = _dim(self.shape[0]) if self.shape else None
 
+    def _fits(self, dims, start: int) -> bool:
+        """dims match the input's shape from dimension `start` on (free dimensions match any)."""
+        return len(dims) == len(self.shape) and all(
+            _dim(d) is None or dims[k] == d for k, d in enumerate(self.shape) if k >= start)
+
     def split(self, value, where: str) -> list:
         """value -> list of float32 arrays of the model's input shape; `where` names the sample
         in messages ("calibration sample 3", "row block 2 of x.npy")."""
@@ -223,8 +232,9 @@ class _Checker:
                 "of images with ImagePreprocess)")
         shape = self.shape
         if shape is not None:
-            fits = a.ndim == len(shape) and all(
-                _dim(d) is None or a.shape[k] == d for k, d in enumerate(shape) if k > 0)
+            if a.ndim == len(shape) + 1 and self._fits(a.shape[1:], 0):  # stacked full feeds
+                a = a.reshape((-1,) + tuple(a.shape[2:]))
+            fits = a.ndim == len(shape) and self._fits(a.shape, 1)
             if not fits:
                 raise CalibrationDataError(f"{where} for input '{self.name}' has shape {tuple(int(d) for d in a.shape)}; "
                                            f"the model expects {_fmt_shape(shape)}")
@@ -322,6 +332,11 @@ def _split_rows(array, checker: _Checker, where: str):
     is never read whole)."""
     a = array
     shape = checker.shape
+    if shape is not None and a.ndim == len(shape) + 1 and checker._fits(a.shape[1:], 0):  # stacked feeds
+        for i in range(a.shape[0]):
+            for part in checker.split(np.asarray(a[i]), f"{where}, feed {i},"):
+                yield {checker.name: part}
+        return
     if shape is not None and (a.ndim != len(shape) or any(
             _dim(d) is not None and a.shape[k] != d for k, d in enumerate(shape) if k > 0)):
         raise CalibrationDataError(f"{where} for input '{checker.name}' has shape {tuple(int(d) for d in a.shape)}; "

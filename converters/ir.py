@@ -42,6 +42,7 @@ class Graph:
     fixed_qparams: dict = field(default_factory=dict)
     weight_qparams: dict = field(default_factory=dict)
     name: str = ""
+    notes: list = field(default_factory=list)  # what the front end changed (opset upgrade, frozen inputs, ...)
 
     _ids = itertools.count()
 

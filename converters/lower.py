@@ -907,8 +907,11 @@ class Lowering:
 
 
 # Shape arithmetic and no-ops that simplify() folds into constants or removes.
+# ops that fold away in practice (shape chains, conditions on frozen inputs); check_quantizable
+# catches any left computing on run-time values
 FOLDED_OPS = {"Identity", "Dropout", "Constant", "Shape", "Gather", "Slice", "Cast", "CastLike",
-              "ConstantOfShape", "Range", "Expand", "Equal", "Where", "Split"}
+              "ConstantOfShape", "Range", "Expand", "Equal", "Where", "Split", "Greater", "Less",
+              "GreaterOrEqual", "LessOrEqual", "Not"}
 
 
 def bias_correction(err: np.ndarray, mean: np.ndarray, conv_like: bool) -> np.ndarray:

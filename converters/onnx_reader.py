@@ -3,16 +3,21 @@
     read_onnx(source) -> Graph
 
 What it does, in order:
-1. loads the model (a ConversionError names the file and the problem when that fails), checks
-   the default-domain opset (13 or newer) and inlines the model's local functions (the
-   dynamo exporter may emit some). Nothing of the file is ever executed: ONNX is data.
+1. loads the model (a ConversionError names the file and the problem when that fails), upgrades
+   a default-domain opset older than 13 to TARGET_OPSET with onnx's version converter (noted in
+   Graph.notes) and inlines the model's local functions (the dynamo exporter may emit some).
+   Nothing of the file is ever executed: ONNX is data.
 2. collects every op type the float executor (converters/float_exec.py) does not implement
    and raises UnsupportedOpsError listing all of them with their nodes, before anything else.
-   QuantizeLinear / DequantizeLinear are accepted here and removed in step 5.
+   QuantizeLinear / DequantizeLinear are accepted here and removed in step 5. `If` is read with
+   its branches as Graphs (Node.attrs then_branch / else_branch, their ops checked too); the
+   passes inline it once its condition is constant (passes.inline_constant_ifs), e.g. after
+   `freeze` made the input it tests a constant.
 3. initializers and Constant nodes become Graph.constants: every float tensor float32, every
    integer tensor int64 (shape-like), except int8/uint8/int32 tensors that a DequantizeLinear
-   reads. Graph inputs that are initializers are not inputs. Each input must have a static
-   shape; a symbolic or unknown first (batch) dimension is set to 1. Inputs must be float.
+   reads. Graph inputs that are initializers are not inputs, nor are the inputs `freeze` names:
+   they become constants of the given values. Each input must have a static shape; a symbolic
+   or unknown first (batch) dimension is set to 1. Inputs must be float.
 4. nodes are copied with their attributes as Python values (str, int, float, lists, numpy
    arrays for tensors) and sorted topologically.
 5. QDQ: an activation pair QuantizeLinear -> DequantizeLinear is removed (readers of the DQ
@@ -36,6 +41,7 @@ from .errors import ConversionError, UnsupportedOpsError
 from .ir import Graph, Node
 
 MIN_OPSET = 13
+TARGET_OPSET = 17  # what older opsets are upgraded to
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -97,7 +103,8 @@ def _attr_value(attr, onnx, where):
 
     t = attr.type
     if t in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
-        raise ConversionError(f"{where}: attribute {attr.name!r} holds a subgraph (control flow is not supported)")
+        raise ConversionError(f"{where}: attribute {attr.name!r} holds a subgraph (control flow other than an "
+                              f"If on a constant condition is not supported)")
     v = helper.get_attribute_value(attr)
     if t == AttributeProto.STRING:
         return v.decode("utf-8", "replace")
@@ -126,19 +133,28 @@ def _node_label(node, index):
 
 def _check_ops(model, where, also_supported=None):
     """Every node whose op the float executor cannot run, or (when also_supported is given)
-    that also_supported(op) refuses, in one UnsupportedOpsError."""
+    that also_supported(op) refuses, in one UnsupportedOpsError; the branches of If included
+    (either may be the one kept)."""
     from .float_exec import SUPPORTED_OPS
 
     bad = {}
-    for i, node in enumerate(model.graph.node):
-        op = node.op_type
-        if node.domain in _DEFAULT_DOMAINS or (node.domain == "com.microsoft" and op in _QDQ_OPS):
-            if op in _QDQ_OPS or (op in SUPPORTED_OPS and (also_supported is None or also_supported(op))):
+
+    def visit(nodes):
+        for i, node in enumerate(nodes):
+            op = node.op_type
+            if node.domain in _DEFAULT_DOMAINS and op == "If":
+                for a in node.attribute:
+                    if a.name in ("then_branch", "else_branch"):
+                        visit(a.g.node)
                 continue
-            key = op
-        else:
-            key = f"{node.domain}::{op}"
-        bad.setdefault(key, []).append(_node_label(node, i))
+            if node.domain in _DEFAULT_DOMAINS or (node.domain == "com.microsoft" and op in _QDQ_OPS):
+                if op in _QDQ_OPS or (op in SUPPORTED_OPS and (also_supported is None or also_supported(op))):
+                    continue
+                key = op
+            else:
+                key = f"{node.domain}::{op}"
+            bad.setdefault(key, []).append(_node_label(node, i))
+    visit(model.graph.node)
     if bad:
         raise UnsupportedOpsError(bad, where)
 
@@ -461,12 +477,109 @@ def _restore_fused_relus(g, names):
 
 # --------------------------------------------------------------------------- entry point
 
-def read_onnx(source, input_shapes: dict | None = None, also_supported=None) -> Graph:
+def _read_nodes(gp, constants: dict, onnx, where, keep_int_of, int_consts) -> list:
+    """The nodes of graph proto gp (Constant nodes into `constants`); an If's branches become
+    Graphs (their own constants, nodes and outputs) in its attrs."""
+    nodes = []
+    for i, n in enumerate(gp.node):
+        label = n.name or f"{n.op_type}_{i}"
+        ctx = f"{where}: node {label!r}"
+        if n.op_type == "If" and n.domain in _DEFAULT_DOMAINS:
+            attrs = {}
+            for a in n.attribute:
+                branch = Graph(name=f"{label}.{a.name}")
+                for init in a.g.initializer:
+                    branch.constants[init.name] = _to_numpy(init, onnx, ctx)
+                branch.nodes = _read_nodes(a.g, branch.constants, onnx, ctx, keep_int_of, int_consts)
+                branch.outputs = [o.name for o in a.g.output]
+                attrs[a.name] = branch
+            # inputs: the condition, then the outer values the branches read (so that ordering
+            # and dead-code removal see them)
+            captured = sorted(set().union(*(_outer_reads(b) for b in attrs.values())) - {n.input[0]})
+            nodes.append(Node(n.op_type, [n.input[0]] + captured, list(n.output), attrs, label))
+            continue
+        attrs = {a.name: _attr_value(a, onnx, ctx) for a in n.attribute}
+        if n.op_type == "Constant" and n.domain in _DEFAULT_DOMAINS:
+            name = n.output[0]
+            keep = name in keep_int_of
+            if "value" in attrs:
+                a = attrs["value"]
+                if keep:
+                    a = _to_numpy(next(x for x in n.attribute if x.name == "value").t, onnx, ctx, keep_int=True)
+                    int_consts.add(name)
+            elif "value_float" in attrs or "value_floats" in attrs:
+                a = np.asarray(attrs.get("value_float", attrs.get("value_floats")), dtype=np.float32)
+            elif "value_int" in attrs or "value_ints" in attrs:
+                a = np.asarray(attrs.get("value_int", attrs.get("value_ints")), dtype=np.int64)
+            else:
+                raise ConversionError(f"{ctx}: Constant with unsupported value attribute {sorted(attrs)}")
+            constants[name] = a
+            continue
+        nodes.append(Node(n.op_type, list(n.input), list(n.output), attrs, label))
+    return nodes
+
+
+def _outer_reads(branch: Graph) -> set:
+    """Names a branch reads from the enclosing graph (its nodes' inputs and its outputs that it
+    neither computes nor holds as constants)."""
+    local = set(branch.constants) | {o for n in branch.nodes for o in n.outputs}
+    reads = {i for n in branch.nodes for i in n.inputs if i} | set(branch.outputs)
+    return reads - local
+
+
+def _upgrade_opset(model, onnx, where, notes: list):
+    """The model at TARGET_OPSET when its default-domain opset is older than MIN_OPSET."""
+    opset = None
+    for imp in model.opset_import:
+        if imp.domain in _DEFAULT_DOMAINS:
+            opset = int(imp.version)
+    if opset is None:
+        raise ConversionError(f"{where}: the model imports no default-domain opset")
+    if opset >= MIN_OPSET:
+        return model
+    from onnx import version_converter
+    try:
+        upgraded = version_converter.convert_version(model, TARGET_OPSET)
+    except Exception as e:  # the converter's adapters do not cover every op and version
+        raise ConversionError(
+            f"{where}: opset {opset} is older than {MIN_OPSET} and onnx's version converter could not upgrade it "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Re-export the model with a newer "
+            f"opset (torch.onnx.export(..., opset_version=17)).") from e
+    notes.append(f"opset {opset} upgraded to {TARGET_OPSET} (onnx.version_converter)")
+    return upgraded
+
+
+def _frozen_value(vi, value, onnx, where):
+    """freeze's value for graph input vi, as the input's dtype and shape (a scalar fills it)."""
+    t = vi.type.tensor_type
+    elem = t.elem_type
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem))
+        a = np.asarray(value, dtype=dtype)
+    except Exception as e:
+        raise ConversionError(f"{where}: freeze value for input {vi.name!r} cannot be read as "
+                              f"{onnx.TensorProto.DataType.Name(elem)} ({e})") from None
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in t.shape.dim] \
+        if t.HasField("shape") else None
+    if dims is not None and None not in dims:
+        if a.size == 1:
+            a = np.full(dims, a.reshape(-1)[0], dtype)
+        elif a.size == int(np.prod(dims)):
+            a = a.reshape(dims)
+        else:
+            raise ConversionError(f"{where}: freeze value for input {vi.name!r} has {a.size} elements; the input "
+                                  f"has shape {dims}")
+    return _normalize(a)
+
+
+def read_onnx(source, input_shapes: dict | None = None, also_supported=None, freeze: dict | None = None) -> Graph:
     """Read an ONNX model (a path or an onnx.ModelProto) into the float IR.
 
     input_shapes optionally overrides the shape of named inputs (for models exported with
     dynamic dimensions other than the batch). also_supported(op_type) -> bool lets a caller
-    refuse more op types in the same error (the converter: ops with no int8 form)."""
+    refuse more op types in the same error (the converter: ops with no int8 form). freeze:
+    {input name: value} makes those inputs constants (a scalar fills the input's shape), so
+    that control flow and shapes depending on them fold away."""
     try:
         import onnx
     except ImportError as e:  # pragma: no cover
@@ -474,18 +587,8 @@ def read_onnx(source, input_shapes: dict | None = None, also_supported=None) -> 
 
     where = _describe(source)
     model = _load(source, onnx)
-
-    opset = None
-    for imp in model.opset_import:
-        if imp.domain in _DEFAULT_DOMAINS:
-            opset = int(imp.version)
-    if opset is None:
-        raise ConversionError(f"{where}: the model imports no default-domain opset")
-    if opset < MIN_OPSET:
-        raise ConversionError(
-            f"{where}: opset {opset} is too old; opset {MIN_OPSET} or newer is required. Re-export the model "
-            f"(torch.onnx.export(..., opset_version=17)) or upgrade it with "
-            f"onnx.version_converter.convert_version(model, 17).")
+    notes = []
+    model = _upgrade_opset(model, onnx, where, notes)
 
     if model.functions:
         try:
@@ -497,7 +600,7 @@ def read_onnx(source, input_shapes: dict | None = None, also_supported=None) -> 
     _check_ops(model, where, also_supported)
 
     graph = model.graph
-    g = Graph(name=graph.name or os.path.splitext(os.path.basename(where))[0])
+    g = Graph(name=graph.name or os.path.splitext(os.path.basename(where))[0], notes=notes)
 
     # names a DequantizeLinear reads as data: keep their integer type until QDQ is resolved
     dq_data = {n.input[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input}
@@ -513,29 +616,16 @@ def read_onnx(source, input_shapes: dict | None = None, also_supported=None) -> 
     if graph.sparse_initializer:
         raise ConversionError(f"{where}: sparse initializers are not supported")
 
-    nodes = []
-    for i, n in enumerate(graph.node):
-        label = n.name or f"{n.op_type}_{i}"
-        ctx = f"{where}: node {label!r}"
-        attrs = {a.name: _attr_value(a, onnx, ctx) for a in n.attribute}
-        if n.op_type == "Constant" and n.domain in _DEFAULT_DOMAINS:
-            name = n.output[0]
-            keep = name in dq_data or name in qdq_params
-            if "value" in attrs:
-                a = attrs["value"]
-                if keep:
-                    a = _to_numpy(next(x for x in n.attribute if x.name == "value").t, onnx, ctx, keep_int=True)
-                    int_consts.add(name)
-            elif "value_float" in attrs or "value_floats" in attrs:
-                a = np.asarray(attrs.get("value_float", attrs.get("value_floats")), dtype=np.float32)
-            elif "value_int" in attrs or "value_ints" in attrs:
-                a = np.asarray(attrs.get("value_int", attrs.get("value_ints")), dtype=np.int64)
-            else:
-                raise ConversionError(f"{ctx}: Constant with unsupported value attribute {sorted(attrs)}")
-            g.constants[name] = a
-            continue
-        nodes.append(Node(n.op_type, list(n.input), list(n.output), attrs, label))
+    nodes = _read_nodes(graph, g.constants, onnx, where, dq_data | qdq_params, int_consts)
 
+    freeze = dict(freeze or {})
+    for vi in graph.input:
+        if vi.name in freeze and vi.name not in g.constants:
+            g.constants[vi.name] = _frozen_value(vi, freeze.pop(vi.name), onnx, where)
+            g.notes.append(f"input {vi.name!r} frozen to {np.array2string(g.constants[vi.name], threshold=6)}")
+    if freeze:
+        names = [vi.name for vi in graph.input if vi.name not in g.constants]
+        raise ConversionError(f"{where}: freeze names {sorted(freeze)}, which are not inputs (inputs: {names})")
     const_names = set(g.constants)
     input_shapes = dict(input_shapes or {})
     for vi in graph.input:
@@ -548,7 +638,9 @@ def read_onnx(source, input_shapes: dict | None = None, also_supported=None) -> 
             shape, elem = _static_shape(vi, where)
         if elem not in (1, 10, 11, 16):
             raise ConversionError(f"{where}: input {vi.name!r} has element type "
-                                  f"{onnx.TensorProto.DataType.Name(elem)}; only float inputs are supported")
+                                  f"{onnx.TensorProto.DataType.Name(elem)}; only float inputs are supported. If "
+                                  f"it is constant in practice (a sample rate, a flag), freeze it: --freeze "
+                                  f"{vi.name}=VALUE (qrt.convert(..., freeze={{{vi.name!r}: VALUE}}))")
         g.inputs.append(vi.name)
         g.shapes[vi.name] = tuple(shape)
     if input_shapes:

@@ -8,6 +8,7 @@
     fold_batch_norms(graph)    BatchNormalization into the Conv / Gemm / MatMul before it
     fold_pads_into_convs(graph)  a constant zero Pad before Convs becomes their pads
     remove_unused(graph)       nodes and constants nobody reads
+    inline_constant_ifs(graph)  an If whose condition is a constant becomes its branch's nodes
 
 Shapes are static: infer_shapes uses the input shapes of graph.shapes (a dynamic batch was set
 to 1 by the reader), and constant folding turns exporters' shape chains (Shape -> Gather ->
@@ -22,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import float_exec
-from .ir import Graph
+from .errors import ConversionError
+from .ir import Graph, Node
 
 _FLOAT_TYPES = {1, 10, 11, 16}
 
@@ -396,6 +398,74 @@ def _constant_pads(graph, pad, rank):
     return full
 
 
+def inline_constant_ifs(graph: Graph) -> bool:
+    """Replace each If whose condition (inputs[0]) is a constant by the nodes of the branch it
+    takes: their values and constants renamed fresh, the branch's outputs passed to the If's
+    through Identity nodes. Returns whether any was inlined."""
+    done = False
+    for node in list(graph.nodes):
+        if node.op != "If" or node.inputs[0] not in graph.constants:
+            continue
+        cond = np.asarray(graph.constants[node.inputs[0]])
+        if cond.size != 1:
+            raise ConversionError(f"node {node.name!r} (If): its condition {node.inputs[0]!r} has {cond.size} "
+                                  f"elements; ONNX requires one")
+        taken = bool(cond.reshape(-1)[0])
+        branch = node.attrs["then_branch" if taken else "else_branch"]
+        rename = {}
+        for name in list(branch.constants) + [o for n in branch.nodes for o in n.outputs if o]:
+            rename[name] = graph.fresh(f"{node.name}/{name}")
+        for name, value in branch.constants.items():
+            graph.constants[rename[name]] = _normalize(value)
+        new = [_renamed(n, rename) for n in branch.nodes]
+        new += [Node("Identity", [rename.get(src, src)], [dst], {}, f"{node.name}/{dst}")
+                for src, dst in zip(branch.outputs, node.outputs) if dst]
+        at = graph.nodes.index(node)
+        graph.nodes[at:at + 1] = new
+        graph.notes.append(f"If {node.name!r}: condition {node.inputs[0]!r} is constant ({taken}); its "
+                           f"{'then' if taken else 'else'} branch inlined")
+        done = True
+    return done
+
+
+def _renamed(node: Node, rename: dict) -> Node:
+    """A copy of node reading and writing the renamed values, and so do nested If branches
+    (ONNX names are unique across scopes: a nested branch's own names are never in rename)."""
+    attrs = node.attrs
+    if node.op == "If":
+        attrs = {k: Graph(nodes=[_renamed(n, rename) for n in b.nodes], constants=b.constants,
+                          outputs=[rename.get(o, o) for o in b.outputs], name=b.name)
+                 for k, b in node.attrs.items()}
+    return Node(node.op, [rename.get(i, i) for i in node.inputs], [rename.get(o, o) for o in node.outputs],
+                attrs, node.name)
+
+
+def check_no_control_flow(graph: Graph):
+    """An If left after folding tests a value computed at run time: say which inputs it
+    depends on and how to freeze them."""
+    ifs = [n for n in graph.nodes if n.op == "If"]
+    if not ifs:
+        return
+    producers = graph.producers()
+    lines = []
+    for node in ifs:
+        seen, todo, inputs = set(), [node.inputs[0]], []
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in graph.inputs:
+                inputs.append(name)
+            elif name in producers:
+                todo.extend(i for i in producers[name].inputs if i)
+        lines.append(f"  {node.name!r}: condition {node.inputs[0]!r} depends on input(s) {sorted(inputs)}")
+    raise ConversionError("control flow on run-time values is not supported; If nodes remain whose condition "
+                          "is not constant:\n" + "\n".join(lines) + "\nWhat to do: if those inputs are constant "
+                          "in practice (a sample rate, a flag), freeze them: qrt convert --freeze NAME=VALUE "
+                          "(qrt.convert(..., freeze={NAME: VALUE})).")
+
+
 def remove_unused(graph: Graph) -> Graph:
     """Drop nodes whose outputs nobody reads, then constants, shapes and qparams of values
     that are gone."""
@@ -412,6 +482,11 @@ def simplify(graph: Graph) -> Graph:
     BatchNormalization folding, Pad folding, cleanup, and shapes again (graph.shapes of every
     value)."""
     remove_unused(graph)
+    while any(n.op == "If" for n in graph.nodes):  # control flow first: the rest runs the graph
+        fold_constants(graph)
+        if not inline_constant_ifs(graph):
+            break
+    check_no_control_flow(graph)
     shapes, dtypes = value_types(graph)
     graph.shapes.update(shapes)
     remove_identities(graph, dtypes)

@@ -126,9 +126,13 @@ def _check_output_path(out_path: str, model) -> str:
     return out_path
 
 
-def load_source(model, example_inputs=None, trust_source: bool = False) -> tuple[Graph, str, bytes | None]:
+def load_source(model, example_inputs=None, trust_source: bool = False, freeze: dict | None = None
+                ) -> tuple[Graph, str, bytes | None]:
     """(float IR, a name for it, the source file's bytes when it is a file)."""
-    from .onnx_reader import read_onnx
+    from .onnx_reader import read_onnx as read
+
+    def read_onnx(src, also_supported):
+        return read(src, also_supported=also_supported, freeze=freeze)
 
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
@@ -201,7 +205,7 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
             preprocess=None, labels=None, show_progress: bool | None = None, metadata: dict | None = None,
             trust_source: bool = False, mode: str = "static", weights: str = "int8", group_size: int | None = None,
             activations: str = "int8", symmetric_activations: bool = False, float_ops=None, overrides=None,
-            integer_only: bool = False) -> Report:
+            integer_only: bool = False, freeze: dict | None = None) -> Report:
     """Quantize a float model after training and write it as .qmodel. Returns a Report.
 
     model: an .onnx or .pt2 path, an onnx.ModelProto, or a torch.nn.Module (with example_inputs).
@@ -217,6 +221,8 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
     "int8" | "int16";
     symmetric_activations (zero points 0); float_ops: node names or op types kept in float32;
     overrides: per-layer schemes, a dict or a JSON file; integer_only: refuse any float32 op.
+    freeze: {input name: value}: those inputs become constants (control flow and shapes that
+    depend on them fold away). Opsets older than 13 are upgraded (the report notes it).
     """
     if method not in C.METHODS:
         raise ConversionError(f"unknown calibration method '{method}'; choose one of {', '.join(C.METHODS)}")
@@ -224,7 +230,7 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
                      symmetric_activations=symmetric_activations)
     start = time.perf_counter()
     out_path = _check_output_path(os.fspath(out_path), model)
-    graph, source_name, source_bytes = load_source(model, example_inputs, trust_source)
+    graph, source_name, source_bytes = load_source(model, example_inputs, trust_source, freeze)
     graph = simplify(graph)
     table = SchemeTable(default, overrides, float_ops)
     forms = _plan(graph, table, integer_only)
@@ -292,7 +298,8 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
     report = Report(source=source_name, output=out_path, method=method, per_channel=per_channel,
                     bias_correction=bias_correction, calibration_samples=len(calib), holdout_samples=len(held),
                     source_ops=graph.op_counts(), qrt_ops={}, float_bytes=float_bytes, int8_bytes=size,
-                    methods_chosen=chosen if method == "auto" else {}, scheme=default.describe(), notes=notes)
+                    methods_chosen=chosen if method == "auto" else {}, scheme=default.describe(),
+                    notes=graph.notes + notes)
     for _, code, form, name in lowered:
         report.qrt_ops[code] = report.qrt_ops.get(code, 0) + 1
         report.forms[form] = report.forms.get(form, 0) + 1

@@ -69,9 +69,33 @@ def _convert(args) -> int:
                      trust_source=args.trust_source, show_progress=None if not args.quiet else False,
                      mode=args.mode, weights=args.weights, group_size=args.group_size,
                      activations=args.activations, symmetric_activations=args.symmetric_activations,
-                     float_ops=float_ops, overrides=args.overrides, integer_only=args.integer_only)
+                     float_ops=float_ops, overrides=args.overrides, integer_only=args.integer_only,
+                     freeze=_freeze(args.freeze))
     print(report)
     return 0
+
+
+def _freeze(items) -> dict | None:
+    """--freeze NAME=VALUE ...: VALUE a number, comma-separated numbers or a .npy file."""
+    if not items:
+        return None
+    import numpy as np
+
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise SystemExit(f"qrt convert: --freeze takes NAME=VALUE (e.g. sample_rate=16000), not {item!r}")
+        if value.endswith(".npy"):
+            out[name] = np.load(value, allow_pickle=False)
+            continue
+        try:
+            nums = [float(v) for v in value.split(",")]
+        except ValueError:
+            raise SystemExit(f"qrt convert: --freeze {name}: {value!r} is not a number, a comma-separated "
+                             f"list of numbers or a .npy file") from None
+        out[name] = np.asarray(nums[0] if len(nums) == 1 else nums)
+    return out
 
 
 def _random_feed(info, batch: int, rng):
@@ -242,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "to scheme fields, e.g. {\"fc1\": {\"mode\": \"float\"}}")
     p.add_argument("--integer-only", action="store_true",
                    help="refuse any op that would compute in float32")
+    p.add_argument("--freeze", action="append", metavar="NAME=VALUE",
+                   help="make input NAME a constant (a number, comma-separated numbers or a .npy file), "
+                        "so that control flow and shapes depending on it fold away, e.g. "
+                        "--freeze sample_rate=16000 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_convert)
 

@@ -521,13 +521,16 @@ def test_broken_files_raise_conversion_error(tmp_path):
         read_onnx(text)
 
 
-def test_old_opset_and_dynamic_shapes_rejected():
+def test_old_opset_upgraded_and_dynamic_shapes_rejected():
     vi = helper.make_tensor_value_info
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
                               [vi("x", TensorProto.FLOAT, ["n", 3, "h", 4])], [vi("y", TensorProto.FLOAT, None)])
     old = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=9)
-    with pytest.raises(ConversionError, match="opset 11"):
+    with pytest.raises(ConversionError, match="dynamic dimension 2"):  # upgraded, then read
         read_onnx(old)
+    g = read_onnx(old, input_shapes={"x": (1, 3, 5, 4)})
+    assert g.notes == ["opset 11 upgraded to 17 (onnx.version_converter)"]
+    assert [n.op for n in g.nodes] == ["Relu"]
     new = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     with pytest.raises(ConversionError, match="dynamic dimension 2"):
         read_onnx(new)
