@@ -105,6 +105,9 @@ class LoweringOptions:
     # Bias correction (input_means) only for int4 weights, whose rounding error is large: the
     # converter's default; False when the user asked for it everywhere.
     correct_int4_only: bool = False
+    # Per weight: the summed Gram matrix of its layer's calibration inputs (calibration.input_gram),
+    # for GPTQ rounding of static int8 weights; empty: round to nearest.
+    weight_grams: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -132,6 +135,7 @@ class Lowering:
         self.cur = INT8  # the form of the node being lowered
         self.scheme = Scheme()  # and its scheme
         self.converted: dict = {}  # (value name, float?) -> _Value: a value moved across Q/DQ
+        self.rounded: dict = {}  # (weight name, scales) -> GPTQ-rounded int8 weights
 
     # ------------------------------------------------------------------ helpers
 
@@ -421,7 +425,14 @@ class Lowering:
             imported = scales.size == 1 or qaxis == axis
         if not imported:
             scales = C.weight_qparams(w, axis, per_channel=self.opt.per_channel, qmax=qmax)
-        wq = C.quantize_weights(w, scales, axis, qmax)
+        gram = None if imported or axis != 0 else self.opt.weight_grams.get(name)
+        if gram is None:
+            wq = C.quantize_weights(w, scales, axis, qmax)
+        else:  # the same weights for _keep_int16's call and the op's
+            key = (name, scales.tobytes(), qmax)
+            if key not in self.rounded:
+                self.rounded[key] = C.gptq_weights(w, scales, gram, qmax)
+            wq = self.rounded[key]
         if x_name is None or imported:
             return wq, scales
         b = self._bias_values(bias_name, w.shape[axis])
@@ -435,7 +446,8 @@ class Lowering:
                 break
             scales = scales.copy()
             scales[over if scales.size > 1 else 0] *= 2
-            wq = C.quantize_weights(w, scales, axis, qmax)
+            redo = over.reshape((-1,) + (1,) * (w.ndim - 1)) if scales.size > 1 else True
+            wq = np.where(redo, C.quantize_weights(w, scales, axis, qmax), wq)  # the others keep their rounding
         return wq, scales
 
     def _bias_values(self, name: str | None, channels: int) -> np.ndarray:

@@ -154,8 +154,12 @@ def load_source(model, example_inputs=None, trust_source: bool = False, freeze: 
     return read_onnx(proto, also_supported=quantizable), type(model).__name__, None
 
 
-def _stats_pass(graph: Graph, samples, stats: dict, means: dict | None, histogram: bool, progress):
+def _stats_pass(graph: Graph, samples, stats: dict, means: dict | None, histogram: bool, progress,
+                grams: dict | None = None):
     wanted_means = means is not None
+    layers = {}  # layer input -> its layers' nodes, for grams (weight name -> summed input Gram matrix)
+    for n in _layers(graph) if grams is not None else ():
+        layers.setdefault(n.inputs[0], []).append(n)
     for feeds in progress(samples, desc="calibrating (histograms)" if histogram else "calibrating (ranges)"):
         def observe(name, value):
             if not np.issubdtype(np.asarray(value).dtype, np.floating):
@@ -170,12 +174,20 @@ def _stats_pass(graph: Graph, samples, stats: dict, means: dict | None, histogra
                 acc = means[name]
                 acc[0] = m if acc[0] is None else acc[0] + m
                 acc[1] += 1
+            for n in layers.get(name, ()):
+                h = C.input_gram(value, n.op, n.attrs)
+                if h is not None:
+                    grams[n.inputs[1]] = h + grams.get(n.inputs[1], 0.0)
         run_graph(graph, feeds, observe=observe)
 
 
+def _layers(graph: Graph) -> list:
+    return [n for n in graph.nodes if n.op in ("Conv", "Gemm", "MatMul") and len(n.inputs) > 1
+            and n.inputs[1] in graph.constants]
+
+
 def _layer_inputs(graph: Graph) -> set:
-    return {n.inputs[0] for n in graph.nodes if n.op in ("Conv", "Gemm", "MatMul") and len(n.inputs) > 1
-            and n.inputs[1] in graph.constants}
+    return {n.inputs[0] for n in _layers(graph)}
 
 
 def _agreement(name: str, ref: np.ndarray, got: np.ndarray) -> OutputAgreement:
@@ -205,7 +217,7 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
             preprocess=None, labels=None, show_progress: bool | None = None, metadata: dict | None = None,
             trust_source: bool = False, mode: str = "static", weights: str = "int8", group_size: int | None = None,
             activations: str = "int8", symmetric_activations: bool = False, float_ops=None, overrides=None,
-            integer_only: bool = False, freeze: dict | None = None) -> Report:
+            integer_only: bool = False, freeze: dict | None = None, weight_rounding: str = "nearest") -> Report:
     """Quantize a float model after training and write it as .qmodel. Returns a Report.
 
     model: an .onnx or .pt2 path, an onnx.ModelProto, or a torch.nn.Module (with example_inputs).
@@ -216,6 +228,8 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
     bias_correction: fold the expected error of the quantized weights into the biases; None
     (default): only where weights are int4, whose rounding error is large (on the MNIST CNN at
     int4, group 128, it is the difference between -1.1 and -0.5 points).
+    weight_rounding: "nearest" (default) or "gptq": the integer layers' weights rounded by GPTQ
+    on the calibration inputs (calibration.gptq_weights), minimising each layer's output error.
     The scheme (converters/schemes.py): mode "static" | "dynamic" | "weight-only" | "float";
     weights "int8" | "int4" (static: per channel; weight-only: also per group_size); activations
     "int8" | "int16";
@@ -224,6 +238,8 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
     freeze: {input name: value}: those inputs become constants (control flow and shapes that
     depend on them fold away). Opsets older than 13 are upgraded (the report notes it).
     """
+    if weight_rounding not in ("nearest", "gptq"):
+        raise ConversionError(f"unknown weight_rounding '{weight_rounding}'; choose nearest or gptq")
     if method not in C.METHODS:
         raise ConversionError(f"unknown calibration method '{method}'; choose one of {', '.join(C.METHODS)}")
     default = Scheme(mode=mode, weights=weights, group_size=group_size, activations=activations,
@@ -255,8 +271,9 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
         tracemalloc.start()
     try:
         integer = any(f in (INT8, INT16) for f in forms.values())  # ranges: for integer values only
+        grams = {} if integer and weight_rounding == "gptq" else None  # GPTQ rounding (lower.py)
         if integer or means is not None:
-            _stats_pass(graph, calib, stats, means, histogram=False, progress=progress)
+            _stats_pass(graph, calib, stats, means, histogram=False, progress=progress, grams=grams)
             for st in stats.values():
                 st.finish_ranges()
         if integer:
@@ -288,10 +305,12 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
                   properties=dict(metadata or {}))
     float_bytes = len(source_bytes) if source_bytes else graph.parameter_bytes()
     md.calibration.settings["scheme"] = default.describe()
+    md.calibration.settings["weight_rounding"] = weight_rounding
     if table.overrides:
         md.calibration.settings["overrides"] = json.dumps(table.overrides, sort_keys=True)
     qmodel, lowered, notes = lower(graph, qparams, LoweringOptions(per_channel=per_channel, input_means=input_means,
-                                                            schemes=table, correct_int4_only=int4_only),
+                                                            schemes=table, correct_int4_only=int4_only,
+                                                            weight_grams=grams or {}),
                             md, qparams16)
     size = qrt.write_model(qmodel, out_path)
 

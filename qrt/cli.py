@@ -70,7 +70,7 @@ def _convert(args) -> int:
                      mode=args.mode, weights=args.weights, group_size=args.group_size,
                      activations=args.activations, symmetric_activations=args.symmetric_activations,
                      float_ops=float_ops, overrides=args.overrides, integer_only=args.integer_only,
-                     freeze=_freeze(args.freeze))
+                     freeze=_freeze(args.freeze), weight_rounding=args.weight_rounding)
     print(report)
     return 0
 
@@ -237,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
                    help="fold the expected error of quantized weights into the biases (empirical bias "
                         "correction); default: on for int4 weights only")
+    p.add_argument("--weight-rounding", default="nearest", choices=("nearest", "gptq"),
+                   help="how integer layers' weights are rounded: to nearest (default), or by GPTQ, "
+                        "carrying each rounding error onto the inputs not yet rounded so that the "
+                        "layer's output error on the calibration data is least (slower conversion)")
     p.add_argument("--limit", type=int, default=100, help="calibration samples to use (default 100)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
                    help="for a folder of images: resize the shorter side and center-crop to H x W")

@@ -351,6 +351,31 @@ def test_quantize_weights_rounds_half_to_even_and_clips():
         C.weight_qparams(np.array([1.0, np.nan]), 0)
 
 
+def test_input_gram_is_the_patches_second_moment(rng):
+    """Grouped, strided, padded: the Gram matrix of explicit im2col patches in the weights' order."""
+    x = rng.standard_normal((2, 4, 7, 6)).astype(np.float32)
+    attrs = {"kernel_shape": [3, 2], "pads": [1, 0, 0, 1], "strides": [2, 1], "group": 2}
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 0), (0, 1)))
+    patches = [xp[n, 2 * g:2 * g + 2, 2 * i:2 * i + 3, j:j + 2].reshape(-1)
+               for g in range(2) for n in range(2) for i in range(3) for j in range(6)]
+    p = np.array(patches, np.float64).reshape(2, 36, 12)
+    np.testing.assert_allclose(C.input_gram(x, "Conv", attrs), p.transpose(0, 2, 1) @ p, rtol=1e-5, atol=1e-4)
+    x2 = rng.standard_normal((5, 8)).astype(np.float32)
+    np.testing.assert_allclose(C.input_gram(x2, "Gemm", {})[0], x2.T.astype(np.float64) @ x2, rtol=1e-5, atol=1e-4)
+
+
+def test_gptq_weights_lower_the_output_error(rng):
+    """Uncorrelated inputs: rounding to nearest. Correlated ones (image-like patches): a smaller
+    error ||(W - s Wq) x||^2 than rounding to nearest, on the same scales."""
+    w = rng.standard_normal((16, 27))
+    s = C.weight_qparams(w, 0)
+    np.testing.assert_array_equal(C.gptq_weights(w, s, np.eye(27)[None] * 50.0), C.quantize_weights(w, s, 0))
+    x = np.cumsum(rng.standard_normal((4000, 27)), axis=1)  # neighbours alike
+    gram = (x.T @ x)[None]
+    err = [np.sum(((w - q * s[:, None]) @ x.T) ** 2) for q in (C.quantize_weights(w, s, 0), C.gptq_weights(w, s, gram))]
+    assert err[1] < 0.5 * err[0], err
+
+
 # --------------------------------------------------------------------------- data sources
 
 SHAPE = (1, 1, 4, 4)

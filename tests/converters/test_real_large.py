@@ -513,25 +513,27 @@ def test_ort_qdq_model_runs_like_onnxruntime(digits_qdq):
 
 
 def test_effnet_int16_activations(effnet, effnet_onnx, effnet_onnx_route, tmp_path):
-    """int16 activations (SPEC.md 4.6) with bias correction: every layer int16 (none breaks the
-    accumulator bound once near-dead channels get coarser scales), every photo keeps its class
-    (the no-subject near ties aside), logit cosine >= 0.997 on every photo and >= 0.9985 on
-    average (measured: 0.9981 and 0.9990), and closer to float than the int8 conversion of the
-    same recipe on average."""
+    """int16 activations (SPEC.md 4.6) with bias correction and GPTQ weight rounding: every layer int16 (none breaks the
+    accumulator bound once near-dead channels get coarser scales), every photo keeps its float
+    top-1 class (the retina's near tie, 0.08 logit, included), logit cosine >= 0.999 on every
+    photo (measured: 0.9994 min, 0.9997 mean), and closer to float than the int8 conversion of
+    the same recipe on average. With weights rounded to nearest it was 0.9981 min and the retina
+    flipped: the error is the int8 weights' (the stem and first depthwise conv, whose inputs
+    are strongly correlated image patches), which GPTQ rounding removes."""
     path = tmp_path / "effnet_int16.qmodel"
     report, secs = timed_convert(effnet_onnx, effnet.calib, path, method="mse", bias_correction=True,
-                                 activations="int16")
+                                 activations="int16", weight_rounding="gptq")
     got = run_qmodel(path, effnet.x)[0]
     cos = np.array([cosine(a, b) for a, b in zip(effnet.logits, got)])
     bad, ties = top1_changes(effnet.names, effnet.logits, got)
     RESULTS.append(("EfficientNet-L0", "onnx", "int16 act + bias corr.", f"{10 - len(bad) - len(ties)}/10 photos",
                     float(cos.min()), secs))
-    assert not bad, f"top-1 (float, int16) changed on {bad}"
+    assert not bad and not ties, f"top-1 (float, int16) changed on {bad | ties}"
     assert not report.notes, report.notes
     m = qrt.read_model(path)
     forms = {qrt.ops.op_form(m, i).name for i in range(len(m.operators))}
     assert forms == {"int16"}, forms
-    assert cos.min() >= 0.997 and cos.mean() >= 0.9985, dict(zip(effnet.names, cos.round(5)))
+    assert cos.min() >= 0.999, dict(zip(effnet.names, cos.round(5)))
     got8 = run_qmodel(effnet_onnx_route.path, effnet.x)[0]
     cos8 = np.array([cosine(a, b) for a, b in zip(effnet.logits, got8)])
     assert cos.mean() > cos8.mean(), (cos.mean(), cos8.mean())
