@@ -90,4 +90,5 @@ FLOAT_FORM = Form(FLOAT32, verify_binary, prepare_float, reference_float, None, 
 INT16_FORM = Form(INT16, verify_binary, prepare, reference, "add_int16", "0.3.0")
 
 ADD = OpDef(OpCode.ADD, (2, 2), 1, True, None, verify_binary, prepare, reference, "add",
-            forms=(FLOAT_FORM, INT16_FORM))
+            forms=(FLOAT_FORM, INT16_FORM),
+            batch=True)

@@ -54,4 +54,5 @@ def reference_float(ins, p: FloatPoolParams) -> np.ndarray:
 AVERAGE_POOL_2D = OpDef(OpCode.AVERAGE_POOL_2D, (1, 1), 1, True, Pool2DOptions, verify_pool, prepare,
                         reference, "average_pool_2d",
                         forms=(Form(FLOAT32, verify_pool, prepare_float, reference_float, None, "0.3.0"),
-                               Form(INT16, verify_pool, prepare, reference, "average_pool_2d_int16", "0.3.0")))
+                               Form(INT16, verify_pool, prepare, reference, "average_pool_2d_int16", "0.3.0")),
+                        batch=True)

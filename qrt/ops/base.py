@@ -74,6 +74,10 @@ class OpDef:
     forms: tuple = ()  # its other Forms
     select: Callable = select_by_output  # select(model, op) -> the name of the form it computes in
     integer: bool = True  # has the integer form above (False: float32 forms only)
+    # batch(model, op) -> bool: dimension 0 of its run-time tensors is a batch whose entries it
+    # computes apart (so a plan for k file batches at once computes what k runs would); False
+    # for ops that mix entries or move dimension 0 (runtime/batching.py)
+    batch: Callable | bool = False
 
     def all_forms(self) -> tuple:
         base = (Form(INT8, self.verify, self.prepare, self.reference, self.kernel, self.since),) \

@@ -56,4 +56,5 @@ def reference_float(ins, axis: int) -> np.ndarray:
 
 CONCAT = OpDef(OpCode.CONCAT, (1, ANY), 1, False, ConcatOptions, verify, prepare, reference, "concat",
                forms=(Form(FLOAT32, verify, prepare_float, reference_float, None, "0.3.0"),
-                      Form(INT16, verify, prepare, reference, "concat_int16", "0.3.0")))
+                      Form(INT16, verify, prepare, reference, "concat_int16", "0.3.0")),
+               batch=lambda model, op: op.options.axis % len(model.tensors[op.outputs[0]].shape) != 0)

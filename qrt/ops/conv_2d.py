@@ -154,4 +154,5 @@ CONV_2D = OpDef(OpCode.CONV_2D, (3, 3), 1, True, Conv2DOptions, verify, conv_par
                     _form(FLOAT32, reference_float, None),
                     _form(WEIGHT_ONLY, reference_weight_only, "conv_2d_weight_only"),
                     _form(DYNAMIC, reference_dynamic, "conv_2d_dynamic"),
-                    Form(INT16, verify, conv_params, reference, "conv_2d_int16", "0.3.0")))
+                    Form(INT16, verify, conv_params, reference, "conv_2d_int16", "0.3.0")),
+                batch=True)

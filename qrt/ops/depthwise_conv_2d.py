@@ -83,4 +83,5 @@ def macs(model, op) -> int:
 DEPTHWISE_CONV_2D = OpDef(OpCode.DEPTHWISE_CONV_2D, (3, 3), 1, True, DepthwiseConv2DOptions, verify,
                           conv_params, reference, "depthwise_conv_2d", macs=macs,
                           forms=(Form(FLOAT32, verify, prepare_float, reference_float, None, "0.3.0"),
-                                 Form(INT16, verify, conv_params, reference, "depthwise_conv_2d_int16", "0.3.0")))
+                                 Form(INT16, verify, conv_params, reference, "depthwise_conv_2d_int16", "0.3.0")),
+                          batch=True)

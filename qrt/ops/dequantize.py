@@ -39,4 +39,5 @@ def reference(ins, p: DequantizeParams) -> np.ndarray:
 
 
 DEQUANTIZE = OpDef(OpCode.DEQUANTIZE, (1, 1), 1, False, None, verify, prepare, reference, "dequantize",
-                    select=conversion)
+                    select=conversion,
+                   batch=True)

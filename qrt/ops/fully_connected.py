@@ -81,4 +81,5 @@ FULLY_CONNECTED = OpDef(OpCode.FULLY_CONNECTED, (3, 3), 1, True, None, verify, p
                             _form(FLOAT32, reference_float, None),
                             _form(WEIGHT_ONLY, reference_weight_only, "fully_connected_weight_only"),
                             _form(DYNAMIC, reference_dynamic, "fully_connected_dynamic"),
-                            Form(INT16, verify, prepare, reference, "fully_connected_int16", "0.3.0")))
+                            Form(INT16, verify, prepare, reference, "fully_connected_int16", "0.3.0")),
+                        batch=True)

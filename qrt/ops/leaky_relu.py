@@ -75,4 +75,5 @@ def reference_float(ins, p: FloatSlopeParams) -> np.ndarray:
 
 
 LEAKY_RELU = OpDef(OpCode.LEAKY_RELU, (1, 1), 1, False, LeakyReluOptions, verify, prepare, reference, "slope",
-                   forms=(Form(FLOAT32, verify, prepare_float, reference_float, None, "0.3.0"),))
+                   forms=(Form(FLOAT32, verify, prepare_float, reference_float, None, "0.3.0"),),
+                   batch=True)

@@ -39,4 +39,5 @@ def reference_int16(ins, p) -> np.ndarray:
 
 
 LUT = OpDef(OpCode.LUT, (2, 2), 1, False, LutOptions, verify, no_params, reference, "lut",
-            forms=(Form(INT16, verify, no_params, reference_int16, "lut_int16", "0.3.0"),))
+            forms=(Form(INT16, verify, no_params, reference_int16, "lut_int16", "0.3.0"),),
+            batch=True)

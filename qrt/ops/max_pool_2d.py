@@ -93,4 +93,5 @@ def reference_float(ins, p: FloatPoolParams) -> np.ndarray:
 
 MAX_POOL_2D = OpDef(OpCode.MAX_POOL_2D, (1, 1), 1, False, Pool2DOptions, verify, prepare, reference,
                     "max_pool_2d", forms=(Form(FLOAT32, verify, prepare_float, reference_float, None, "0.3.0"),
-                                          Form(INT16, verify, prepare, reference, "max_pool_2d_int16", "0.3.0")))
+                                          Form(INT16, verify, prepare, reference, "max_pool_2d_int16", "0.3.0")),
+                    batch=True)

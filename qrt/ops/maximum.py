@@ -33,4 +33,5 @@ def reference(ins, p: ExtremumParams) -> np.ndarray:
 
 
 MAXIMUM = OpDef(OpCode.MAXIMUM, (2, 2), 1, True, None, verify_binary, prepare, reference, "maximum",
-                since="0.2.0", forms=(FLOAT_FORM,))
+                since="0.2.0", forms=(FLOAT_FORM,),
+                batch=True)

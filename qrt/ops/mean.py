@@ -66,4 +66,5 @@ def reference_float(ins, p: FloatMeanParams) -> np.ndarray:
 
 MEAN = OpDef(OpCode.MEAN, (1, 1), 1, True, MeanOptions, verify, prepare, reference, "mean",
              forms=(Form(FLOAT32, verify, prepare_float, reference_float, None, "0.3.0"),
-                    Form(INT16, verify, prepare, reference, "mean_int16", "0.3.0")))
+                    Form(INT16, verify, prepare, reference, "mean_int16", "0.3.0")),
+             batch=lambda model, op: all(a % len(model.tensors[op.inputs[0]].shape) for a in op.options.axes))

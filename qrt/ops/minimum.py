@@ -7,4 +7,5 @@ from .base import OpDef
 from .maximum import prepare, reference
 
 MINIMUM = OpDef(OpCode.MINIMUM, (2, 2), 1, True, None, verify_binary, prepare, reference, "maximum",
-                since="0.2.0", forms=(FLOAT_FORM,))
+                since="0.2.0", forms=(FLOAT_FORM,),
+                batch=True)

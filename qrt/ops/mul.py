@@ -31,4 +31,5 @@ def reference(ins, p: MulParams) -> np.ndarray:
 
 
 MUL = OpDef(OpCode.MUL, (2, 2), 1, True, None, verify_binary, prepare, reference, "mul",
-            forms=(FLOAT_FORM, Form(INT16, verify_binary, prepare, reference, "mul_int16", "0.3.0")))
+            forms=(FLOAT_FORM, Form(INT16, verify_binary, prepare, reference, "mul_int16", "0.3.0")),
+            batch=True)

@@ -54,4 +54,5 @@ def reference_float(ins, p: PadParams) -> np.ndarray:
 
 PAD = OpDef(OpCode.PAD, (1, 1), 1, False, PadOptions, verify, prepare, reference, "pad",
             forms=(Form(FLOAT32, verify, prepare, reference_float, None, "0.3.0"),
-                   Form(INT16, verify, prepare, reference, "pad_int16", "0.3.0")))
+                   Form(INT16, verify, prepare, reference, "pad_int16", "0.3.0")),
+            batch=lambda model, op: op.options.pads[0] == 0 == op.options.pads[len(op.options.pads) // 2])

@@ -34,4 +34,5 @@ def reference_float(ins, p) -> np.ndarray:
 
 
 PRELU = OpDef(OpCode.PRELU, (2, 2), 1, False, None, verify, prepare, reference, "slope",
-              forms=(Form(FLOAT32, verify, no_params, reference_float, None, "0.3.0"),))
+              forms=(Form(FLOAT32, verify, no_params, reference_float, None, "0.3.0"),),
+              batch=True)

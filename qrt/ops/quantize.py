@@ -46,4 +46,5 @@ def reference(ins, p: QuantizeParams) -> np.ndarray:
 
 
 QUANTIZE = OpDef(OpCode.QUANTIZE, (1, 1), 1, False, None, verify, prepare, reference, "quantize",
-                  select=conversion)
+                  select=conversion,
+                 batch=True)

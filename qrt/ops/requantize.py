@@ -32,4 +32,5 @@ def reference(ins, p: RescaleParams):
 
 REQUANTIZE = OpDef(OpCode.REQUANTIZE, (1, 1), 1, True, None, verify, prepare, reference, "requantize",
                     select=select,
-                    forms=(Form(INT16, verify, prepare, reference, "requantize_int16", "0.3.0"),))
+                    forms=(Form(INT16, verify, prepare, reference, "requantize_int16", "0.3.0"),),
+                   batch=True)

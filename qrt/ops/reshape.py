@@ -21,4 +21,5 @@ def reference(ins, p):
 
 RESHAPE = OpDef(OpCode.RESHAPE, (1, 1), 1, False, None, verify, no_params, reference, "reshape",
                 forms=(Form(FLOAT32, verify, no_params, reference, "reshape", "0.1.0"),
-                       Form(INT16, verify, no_params, reference, "reshape", "0.1.0")))
+                       Form(INT16, verify, no_params, reference, "reshape", "0.1.0")),
+                batch=lambda model, op: model.tensors[op.inputs[0]].shape[:1] == model.tensors[op.outputs[0]].shape[:1])

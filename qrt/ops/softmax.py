@@ -105,4 +105,5 @@ def reference_float(ins, p: FloatSoftmaxParams) -> np.ndarray:
 
 SOFTMAX = OpDef(OpCode.SOFTMAX, (1, 1), 1, False, SoftmaxOptions, verify, prepare, reference, "softmax",
                 forms=(Form(FLOAT32, verify, prepare_float, reference_float, None, "0.3.0"),
-                       Form(INT16, verify, prepare_int16, reference_int16, "softmax_int16", "0.3.0")))
+                       Form(INT16, verify, prepare_int16, reference_int16, "softmax_int16", "0.3.0")),
+                batch=lambda model, op: op.options.axis % len(model.tensors[op.inputs[0]].shape) != 0)

@@ -4,4 +4,5 @@ from ..format.model import OpCode
 from .add import FLOAT_FORM, INT16_FORM, prepare, reference, verify_binary
 from .base import OpDef
 
-SUB = OpDef(OpCode.SUB, (2, 2), 1, True, None, verify_binary, prepare, reference, "add", forms=(FLOAT_FORM, INT16_FORM))
+SUB = OpDef(OpCode.SUB, (2, 2), 1, True, None, verify_binary, prepare, reference, "add", forms=(FLOAT_FORM, INT16_FORM),
+            batch=True)

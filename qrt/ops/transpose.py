@@ -36,4 +36,5 @@ def reference(ins, p: TransposeParams):
 
 TRANSPOSE = OpDef(OpCode.TRANSPOSE, (1, 1), 1, False, TransposeOptions, verify, prepare, reference, "transpose",
                   forms=(Form(FLOAT32, verify, prepare, reference, "transpose", "0.1.0"),
-                         Form(INT16, verify, prepare, reference, "transpose", "0.1.0")))
+                         Form(INT16, verify, prepare, reference, "transpose", "0.1.0")),
+                  batch=lambda model, op: tuple(op.options.perm)[:1] == (0,))

@@ -78,4 +78,5 @@ def reference(ins, p: UnaryParams) -> np.ndarray:
 
 
 UNARY = OpDef(OpCode.UNARY, (1, 1), 1, False, UnaryOptions, verify, prepare, reference, None, since="0.3.0",
-              integer=False, forms=(Form(FLOAT32, verify, prepare, reference, None, "0.3.0"),))
+              integer=False, forms=(Form(FLOAT32, verify, prepare, reference, None, "0.3.0"),),
+              batch=True)

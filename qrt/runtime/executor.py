@@ -23,6 +23,7 @@ from ..errors import InputError, QrtError
 from ..format.model import NUMPY_DTYPE, DType, Layout, OpCode
 from ..format.reader import read_model, release_pages
 from .arena import plan_arena
+from .batching import MAX_BATCH_ARENA, batched
 from ..kernels import isa as _isa
 from ..kernels.plan import Plan
 from ..ops import Form, op_form, op_macs, prepare_op
@@ -49,6 +50,26 @@ class _PreparedOp:
     inputs: tuple
     output: int
     params: object
+
+
+@dataclass(eq=False, repr=False)
+class _Batched:
+    """The model at k file batches per run (batching.py): its definition, prepared operators
+    and arena plan; k = 1 is the file itself."""
+    definition: object
+    ops: list
+    arena: object
+
+
+@dataclass(eq=False, repr=False)
+class _Bound:
+    """One thread's arena and plan for one _Batched: a view per run-time tensor, the float32
+    staging arrays and conversions of the graph boundary, and the compiled plan."""
+    views: dict
+    conversions: dict
+    plan: object
+    fast: tuple | None  # run()'s short path (k = 1): the boundary's quantize and dequantize steps
+    finite: list  # the finiteness check's scratch, one file batch per input that takes floats
 
 
 def _user_shape(shape: tuple, layout: Layout) -> tuple:
@@ -84,6 +105,8 @@ class Model:
         self._ops = [_PreparedOp(op.opcode, op_form(m, i), op.inputs, op.outputs[0], prepare_op(m, i))
                      for i, op in enumerate(m.operators)]
         self._arena = plan_arena(m)
+        self._batched = {1: _Batched(m, self._ops, self._arena)}  # by k, made on first use
+        self._batch_lock = threading.Lock()
         self._local = threading.local()
         self._constants = {i: t.data for i, t in enumerate(m.tensors) if t.data is not None}
         # Weights are read from the file's pages once, to be packed: each op's are handed back
@@ -149,53 +172,84 @@ class Model:
     # ------------------------------------------------------------------ running
 
     def _views(self) -> dict:
-        """This thread's arena: one view per run-time tensor, plus float32 staging arrays for
-        the graph boundary, and the plan bound to them; made on first use, reused by every
-        later run of this thread."""
-        views = getattr(self._local, "views", None)
-        if views is None:
-            buf = np.zeros(self._arena.size + 64, np.uint8)
-            base = (-buf.ctypes.data) % 64
-            views = {}
-            for t, off in self._arena.offsets.items():
-                tensor = self.definition.tensors[t]
-                dt = NUMPY_DTYPE[tensor.dtype]
-                start = base + off
-                views[t] = buf[start:start + tensor.numel * dt.itemsize].view(dt).reshape(tensor.shape)
-            # the graph boundary: float32 staging in the user's layout (for feeds that are not
-            # C-contiguous float32) and the conversions between it and the stored tensor
-            conversions = {}
-            for g, quantize in [(g, True) for g in self.definition.inputs] + [(g, False) for g in self.definition.outputs]:
-                t = self.definition.tensors[g.tensor]
-                if t.dtype != DType.FLOAT32 and t.quant is not None:
-                    stage = np.empty(_user_shape(t.shape, g.layout), np.float32)
-                    views[("float", quantize, g.tensor)] = stage  # a tensor may be input and output
-                    params = self._boundary[g.tensor][0 if quantize else 1]
-                    src, dst = (stage, views[g.tensor]) if quantize else (views[g.tensor], stage)
-                    conversions[(quantize, g.tensor)] = self.kernels.conversion(
-                        quantize, src, params, dst, nchw=g.layout == Layout.NCHW, isa=self.isa,
-                        threads=self.threads)
-            self._local.conversions = conversions
-            # the finiteness check's scratch: a flag per element of each input that takes floats
-            self._local.finite = [np.empty(info.shape, np.bool_)
-                                  if info.scale is not None or np.dtype(info.dtype).kind == "f" else None
-                                  for info in self.inputs]
-            # run()'s short path: every input and output converted at the boundary
-            m = self.definition
-            if all((True, g.tensor) in conversions for g in m.inputs) \
-                    and all((False, g.tensor) in conversions for g in m.outputs):
-                self._local.fast = ([conversions[(True, g.tensor)] for g in m.inputs],
-                                    [(conversions[(False, g.tensor)], info.shape)
-                                     for g, info in zip(m.outputs, self.outputs)])
-            else:
-                self._local.fast = None
-            constants = self._constants
-            self._local.plan = Plan([
-                self.kernels.step(s.form, [views[t] if t in views else constants[t] for t in s.inputs],
-                                  s.params, views[s.output], self.isa, self.threads, packed)
-                for s, packed in zip(self._ops, self._packed)])
-            self._local.views = views
-        return views
+        """This thread's arena views for one file batch (the plan bound to them is made too)."""
+        return self._bind(1).views
+
+    def _at(self, k: int):
+        """The model at k file batches per run (None if it cannot run so: batching.py); made
+        once and shared by the threads, a few k at a time."""
+        b = self._batched.get(k)
+        if b is None and k not in self._batched:
+            d = batched(self.definition, k)
+            if d is not None:
+                ops = [_PreparedOp(s.opcode, s.form, s.inputs, s.output, prepare_op(d, i))
+                       for i, s in enumerate(self._ops)]
+                b = _Batched(d, ops, plan_arena(d))
+            with self._batch_lock:
+                if len(self._batched) > 4:  # feeds of many sizes: keep the file's and the latest
+                    for old in [j for j in self._batched if j != 1][:-2]:
+                        del self._batched[old]
+                self._batched[k] = b
+        return b
+
+    def _bind(self, k: int) -> _Bound:
+        """This thread's arena and plan for k file batches per run, made on first use and
+        reused by every later run of this thread with that k."""
+        bounds = getattr(self._local, "bounds", None)
+        if bounds is None:
+            bounds = self._local.bounds = {}
+        bound = bounds.get(k)
+        if bound is not None:
+            return bound
+        at = self._at(k)
+        m = at.definition
+        buf = np.zeros(at.arena.size + 64, np.uint8)
+        base = (-buf.ctypes.data) % 64
+        views = {}
+        for t, off in at.arena.offsets.items():
+            tensor = m.tensors[t]
+            dt = NUMPY_DTYPE[tensor.dtype]
+            start = base + off
+            views[t] = buf[start:start + tensor.numel * dt.itemsize].view(dt).reshape(tensor.shape)
+        # the graph boundary: float32 staging in the user's layout (for feeds that are not
+        # C-contiguous float32) and the conversions between it and the stored tensor
+        conversions = {}
+        for g, quantize in [(g, True) for g in m.inputs] + [(g, False) for g in m.outputs]:
+            t = m.tensors[g.tensor]
+            if t.dtype != DType.FLOAT32 and t.quant is not None:
+                stage = np.empty(_user_shape(t.shape, g.layout), np.float32)
+                views[("float", quantize, g.tensor)] = stage  # a tensor may be input and output
+                params = self._boundary[g.tensor][0 if quantize else 1]
+                src, dst = (stage, views[g.tensor]) if quantize else (views[g.tensor], stage)
+                conversions[(quantize, g.tensor)] = self.kernels.conversion(
+                    quantize, src, params, dst, nchw=g.layout == Layout.NCHW, isa=self.isa,
+                    threads=self.threads)
+        # the finiteness check's scratch: a flag per element of each input that takes floats
+        finite = [np.empty(info.shape, np.bool_) if info.scale is not None or np.dtype(info.dtype).kind == "f"
+                  else None for info in self.inputs]
+        # run()'s short path: every input and output converted at the boundary
+        fast = None
+        if k == 1 and all((True, g.tensor) in conversions for g in m.inputs) \
+                and all((False, g.tensor) in conversions for g in m.outputs):
+            fast = ([conversions[(True, g.tensor)] for g in m.inputs],
+                    [(conversions[(False, g.tensor)], info.shape) for g, info in zip(m.outputs, self.outputs)])
+        constants = self._constants
+        plan = Plan([
+            self.kernels.step(s.form, [views[t] if t in views else constants[t] for t in s.inputs],
+                              s.params, views[s.output], self.isa, self.threads, packed)
+            for s, packed in zip(at.ops, self._packed)])
+        if k != 1 and len(bounds) > 3:  # this thread's arenas for other k: the file's and the latest
+            for old in [j for j in bounds if j != 1][:-1]:
+                del bounds[old]
+        bound = bounds[k] = _Bound(views, conversions, plan, fast, finite)
+        return bound
+
+    def _group(self, chunks: int) -> int:
+        """How many file batches one run of the plan takes when a feed holds `chunks`: all of
+        them, within MAX_BATCH_ARENA of arena, if the model can run batched; else 1."""
+        if chunks == 1 or self._at(2) is None:
+            return 1
+        return max(1, min(chunks, MAX_BATCH_ARENA // max(self._arena.size, 1)))
 
     def _feeds(self, args, kwargs) -> list:
         """Match what the user passed to the graph inputs, in order."""
@@ -259,8 +313,7 @@ class Model:
         chunks = chunks.pop()
         m = self.definition
         if check_finite:  # feeds the boundary's QUANTIZE does not check as it converts them
-            self._views()
-            for info, g, (x, _), flags in zip(self.inputs, m.inputs, feeds, self._local.finite):
+            for info, g, (x, _), flags in zip(self.inputs, m.inputs, feeds, self._bind(1).finite):
                 if x.dtype.kind == "f" and not self._kernel_checks(g, x) and not _all_finite(x, flags):
                     raise _non_finite(info.name, x)
         results = []
@@ -268,17 +321,20 @@ class Model:
             t = m.tensors[g.tensor]
             dtype = t.dtype if raw or t.quant is None else DType.FLOAT32
             results.append(np.empty((info.shape[0] * chunks,) + info.shape[1:], NUMPY_DTYPE[dtype]))
-        views = self._views()
-        for c in range(chunks):
+        group = self._group(chunks)  # file batches per run of the plan
+        for c in range(0, chunks, group):
+            k = min(group, chunks - c)
+            bound = self._bind(k)
             for (x, _), g, info in zip(feeds, m.inputs, self.inputs):
                 b = m.tensors[g.tensor].shape[0]
-                if self._load_input(x[c * b:(c + 1) * b], g, views) and check_finite \
+                if self._load_input(x[c * b:(c + k) * b], g, bound) and check_finite \
                         and self._kernel_checks(g, x):
                     raise _non_finite(info.name, x)
-            self._local.plan.run()
+            bound.plan.run()
             for out, g, info in zip(results, m.outputs, self.outputs):
                 b = info.shape[0]
-                self._store_output(g, views, out[c * b:(c + 1) * b])
+                self._store_output(g, bound, out[c * b:(c + k) * b])
+        self._local.last = bound
         if len(results) == 1:
             return results[0]
         return {info.name: r for info, r in zip(self.outputs, results)}
@@ -288,8 +344,8 @@ class Model:
         every input a C-contiguous float32 array of the file's shape, every input quantized
         and every output dequantized at the boundary. None for any other call, which the
         general path then takes (and explains, if it is wrong)."""
-        self._views()
-        fast = self._local.fast
+        bound = self._bind(1)
+        fast = bound.fast
         if fast is None or len(args) != len(fast[0]):
             return None
         quantize, dequantize = fast
@@ -304,7 +360,8 @@ class Model:
             for step, info, x in zip(quantize, self.inputs, args):
                 if step.nonfinite:
                     raise _non_finite(info.name, x)
-        self._local.plan.run()
+        bound.plan.run()
+        self._local.last = bound
         results = []
         for step, shape in dequantize:
             out = np.empty(shape, np.float32)
@@ -322,7 +379,7 @@ class Model:
         import time
 
         self.run(*args, **kwargs)  # fills this thread's arena with real intermediate values
-        plan, m = self._local.plan, self.definition
+        plan, m = self._local.last.plan, self.definition
         rows = []
         for i, op in enumerate(m.operators):
             step, times = plan[i], []
@@ -340,9 +397,10 @@ class Model:
         the stored tensor is quantized (a float32 one is copied as it is)."""
         return x.dtype == np.float32 and self.definition.tensors[g.tensor].dtype != DType.FLOAT32
 
-    def _load_input(self, x: np.ndarray, g, views: dict) -> bool:
-        """Put one file batch of feed x into the arena; True if the boundary's QUANTIZE saw a
-        NaN or an infinity in it."""
+    def _load_input(self, x: np.ndarray, g, bound: _Bound) -> bool:
+        """Put k file batches of feed x into the arena of `bound` (bound for k); True if the
+        boundary's QUANTIZE saw a NaN or an infinity in it."""
+        views = bound.views
         t = self.definition.tensors[g.tensor]
         if x.dtype.kind == "f" and t.dtype != DType.FLOAT32:
             if x.dtype != np.float32 or not x.flags.c_contiguous:
@@ -350,17 +408,18 @@ class Model:
                 with np.errstate(over="ignore"):  # a float64 beyond float32 saturates like any other
                     np.copyto(stage, x, casting="unsafe")  # float64 feeds are rounded to float32 first
                 x = stage
-            step = self._local.conversions[(True, g.tensor)]
+            step = bound.conversions[(True, g.tensor)]
             step.feed(x)
             step()
             return step.nonfinite
         np.copyto(views[g.tensor], x.transpose(0, 2, 3, 1) if g.layout == Layout.NCHW else x)
         return False
 
-    def _store_output(self, g, views: dict, out: np.ndarray):
+    def _store_output(self, g, bound: _Bound, out: np.ndarray):
+        views = bound.views
         t = self.definition.tensors[g.tensor]
         if out.dtype == np.float32 and t.dtype != DType.FLOAT32:
-            step = self._local.conversions[(False, g.tensor)]
+            step = bound.conversions[(False, g.tensor)]
             step.into(out)  # a C-contiguous slice of the result array
             step()
         else:

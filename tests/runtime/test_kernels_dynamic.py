@@ -325,7 +325,7 @@ def test_models_fast_equals_reference(isa):
         ref = qrt.load(data, kernels="reference")
         for threads in (1, 2):
             fast = qrt.load(data, kernels="fast", isa=isa, threads=threads)
-            assert fast._local.plan[0].isa == isa
+            assert fast._bind(1).plan[0].isa == isa
             for _ in range(2):
                 x = _images(rng, shape) if len(shape) == 4 else (rng.standard_normal(shape) * 3).astype(np.float32)
                 assert same(fast.run(x), ref.run(x))
