@@ -428,7 +428,12 @@ class Model:
 
 def _all_finite(x: np.ndarray, flags: np.ndarray) -> bool:
     """Whether every element of a float feed is finite, using `flags` (bool, one file batch)
-    as scratch so that the check allocates nothing."""
+    as scratch so that the check allocates nothing. A finite sum settles it in one pass (NaN
+    and +-inf make any sum non-finite); only a sum that is not (an overflow, or a bad value)
+    is checked element by element."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(x.sum()):
+            return True
     b = flags.shape[0]
     if x.shape[0] == b:
         return bool(np.isfinite(x, out=flags).all())
