@@ -9,7 +9,8 @@ What it does, in order:
    Nothing of the file is ever executed: ONNX is data.
 2. collects every op type the float executor (converters/float_exec.py) does not implement
    and raises UnsupportedOpsError listing all of them with their nodes, before anything else.
-   QuantizeLinear / DequantizeLinear are accepted here and removed in step 5. `If` is read with
+   QuantizeLinear / DequantizeLinear and the QOperator ops (QLinearConv, ..., see step 5) are
+   accepted here and removed in step 5. `If` is read with
    its branches as Graphs (Node.attrs then_branch / else_branch, their ops checked too); the
    passes inline it once its condition is constant (passes.inline_constant_ifs), e.g. after
    `freeze` made the input it tests a constant.
@@ -29,6 +30,14 @@ What it does, in order:
    Graph.weight_qparams[that name] = (scales float32 array, axis) (per-tensor: 1 scale, axis 0).
    An int32 bias DequantizeLinear becomes a float constant. Q/DQ that fit none of these
    patterns (or use 16-bit / 4-bit types) raise UnsupportedOpsError.
+   QOperator models are first rewritten into that QDQ form (_rewrite_qoperators): QLinearConv,
+   QLinearMatMul and ONNX Runtime's com.microsoft QGemm, QLinearAdd/Mul, QLinear pools,
+   activations, Softmax and Concat become their float op between DequantizeLinear (inputs) and
+   QuantizeLinear (output), an int32 bias a float constant (scale x_scale * w_scale); ops that
+   move uint8 data (MaxPool, Reshape, ...) get the Q/DQ of their input around them. ONNX
+   Runtime's dynamic pattern (DynamicQuantizeLinear -> MatMulInteger / ConvInteger -> Cast ->
+   Mul by x_scale * w_scale) becomes the float MatMul / Conv on the float input, its weight a
+   DequantizeLinear of the integer one (weight_qparams; no fixed activation parameters).
 """
 from __future__ import annotations
 
@@ -43,6 +52,27 @@ from .ir import Graph, Node
 MIN_OPSET = 13
 TARGET_OPSET = 17  # what older opsets are upgraded to
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+# QOperator op -> (float op, input positions of its (data, scale, zero point) operands, position
+# of the output's scale (its zero point follows; absent scale: float output), of the int32 bias)
+_QLINEAR = {
+    "QLinearConv": ("Conv", (0, 3), 6, 8),
+    "QLinearMatMul": ("MatMul", (0, 3), 6, None),
+    "QGemm": ("Gemm", (0, 3), 7, 6),  # this one and those below: ONNX Runtime's com.microsoft ops
+    "QLinearAdd": ("Add", (0, 3), 6, None),
+    "QLinearMul": ("Mul", (0, 3), 6, None),
+    "QLinearGlobalAveragePool": ("GlobalAveragePool", (0,), 3, None),
+    "QLinearAveragePool": ("AveragePool", (0,), 3, None),
+    "QLinearSigmoid": ("Sigmoid", (0,), 3, None),
+    "QLinearLeakyRelu": ("LeakyRelu", (0,), 3, None),
+    "QLinearSoftmax": ("Softmax", (0,), 3, None),
+    "QLinearConcat": ("Concat", None, 0, None),  # y_scale, y_zero_point, then (x, scale, zp) per input
+}
+_DYNAMIC_OPS = {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}
+_QOP_OPS = set(_QLINEAR) | _DYNAMIC_OPS
+# ops that ONNX Runtime's QOperator form runs on uint8 data as is: the output keeps the input's
+# scale and zero point
+_MOVE_OPS = {"MaxPool", "GlobalMaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Split",
+             "Slice", "Gather", "Resize", "Pad", "Identity", "Expand", "Tile", "DepthToSpace", "SpaceToDepth"}
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
@@ -137,7 +167,7 @@ def _check_ops(model, where, also_supported=None):
     (either may be the one kept)."""
     from .float_exec import SUPPORTED_OPS
 
-    bad = {}
+    bad, rewritten = {}, _QDQ_OPS | _QOP_OPS  # Q/DQ and QOperator nodes become float ops
 
     def visit(nodes):
         for i, node in enumerate(nodes):
@@ -147,8 +177,8 @@ def _check_ops(model, where, also_supported=None):
                     if a.name in ("then_branch", "else_branch"):
                         visit(a.g.node)
                 continue
-            if node.domain in _DEFAULT_DOMAINS or (node.domain == "com.microsoft" and op in _QDQ_OPS):
-                if op in _QDQ_OPS or (op in SUPPORTED_OPS and (also_supported is None or also_supported(op))):
+            if node.domain in _DEFAULT_DOMAINS or (node.domain == "com.microsoft" and op in rewritten):
+                if op in rewritten or (op in SUPPORTED_OPS and (also_supported is None or also_supported(op))):
                     continue
                 key = op
             else:
@@ -475,6 +505,152 @@ def _restore_fused_relus(g, names):
         memo[name] = True
 
 
+# --------------------------------------------------------------------------- QOperator
+
+def _value_names(g) -> set:
+    return set(g.inputs) | set(g.outputs) | set(g.constants) | {v for n in g.nodes for v in n.inputs + n.outputs}
+
+
+def _float_name(g, v, used: set) -> str:
+    """A new name for the float form of quantized value v: ORT calls the quantized form of
+    `name` `name_quantized`, so `name` when free."""
+    base = v[:-len("_quantized")] if v.endswith("_quantized") else v + "_float"
+    name = g.fresh(base) if base in used else base
+    used.add(name)
+    return name
+
+
+def _resolve_dynamic(g, where):
+    """ONNX Runtime's dynamic quantization back to the float op it came from:
+        DynamicQuantizeLinear(x) -> q, s, z;  MatMulInteger | ConvInteger(q, W, z, W_zp) -> Cast(float)
+        -> Mul by Mul(s, W_scale) -> y
+    becomes y = MatMul | Conv(x, DequantizeLinear(W, W_scale, W_zp)). The weight keeps its scales;
+    x gets no fixed parameters (ORT computed them per run), so the user's scheme decides."""
+    consumers, producers, used = g.consumers(), g.producers(), _value_names(g)
+    drop, put = set(), {}  # ids of removed nodes; id of a final Mul -> the nodes replacing it
+
+    def only(name, op):
+        r = consumers.get(name, [])
+        return r[0] if len(r) == 1 and r[0].op == op and name not in g.outputs else None
+
+    for d in [n for n in g.nodes if n.op == "DynamicQuantizeLinear"]:
+        x, (q, s, z) = (d.inputs + [""])[0], (d.outputs + ["", "", ""])[:3]
+        for m in consumers.get(q, []):
+            cast = only(m.outputs[0], "Cast") if m.outputs else None
+            mul = only(cast.outputs[0], "Mul") if cast and cast.attrs.get("to") == 1 else None
+            sc = producers.get(next((i for i in mul.inputs if i != cast.outputs[0]), "")) if mul else None
+            ws = [i for i in sc.inputs if i != s] if sc and sc.op == "Mul" and s in sc.inputs else []
+            if not (x and m.op in ("MatMulInteger", "ConvInteger") and m.inputs[0] == q and m.inputs[2:3] == [z]
+                    and m.inputs[1] in g.constants and len(ws) == 1 and ws[0] in g.constants):
+                raise UnsupportedOpsError({f"{m.op} (reading DynamicQuantizeLinear {d.name!r}, not in ONNX "
+                                           "Runtime's dynamic quantization pattern)": [m.name]}, where)
+            conv = m.op == "ConvInteger"
+            w = _float_name(g, m.inputs[1], used)
+            put[id(mul)] = [Node("DequantizeLinear", [m.inputs[1], ws[0]] + m.inputs[3:4], [w],
+                                 {"axis": 0 if conv else -1}, m.name + "/dq"),
+                            Node("Conv" if conv else "MatMul", [x, w], mul.outputs,
+                                 m.attrs if conv else {}, m.name)]
+            drop |= {id(m), id(cast), id(mul), id(sc)}
+        drop.add(id(d))
+    left = {}
+    for n in g.nodes:
+        if n.op in _DYNAMIC_OPS and id(n) not in drop:
+            left.setdefault(f"{n.op} (not in ONNX Runtime's dynamic quantization pattern)", []).append(n.name)
+    if left:
+        raise UnsupportedOpsError(left, where)
+    gone = {o for n in g.nodes if id(n) in drop for o in n.outputs} - {o for ns in put.values() for o in ns[1].outputs}
+    g.nodes = [k for n in g.nodes for k in put.get(id(n), [] if id(n) in drop else [n])]
+    for n in g.nodes:
+        for i in n.inputs:
+            if i in gone:  # e.g. a scale product or a zero point another node reads too
+                raise ConversionError(f"{where}: node {n.name!r} ({n.op}) reads {i!r}, a value of ONNX Runtime's "
+                                      "dynamic quantization pattern that the import removes")
+
+
+def _rewrite_qoperators(g, where):
+    """QOperator nodes -> their float op between DequantizeLinear and QuantizeLinear nodes, the
+    QDQ form _resolve_qdq reads (see the module docstring)."""
+    if not any(n.op in _QOP_OPS for n in g.nodes):
+        return
+    _resolve_dynamic(g, where)
+    used = _value_names(g)
+
+    def float_name(v):
+        return _float_name(g, v, used)
+
+    out, made, quantized = [], {}, {}  # new node list; (x, scale, zp, axis) -> DQ output; value -> (scale, zp)
+
+    def deq(x, s, z, label, axis=1):
+        key = (x, s, z, axis)
+        if key not in made:
+            made[key] = float_name(x)
+            out.append(Node("DequantizeLinear", [x, s, z], [made[key]], {"axis": axis}, label))
+        return made[key]
+
+    def requant(n, s, z):  # n writes float values; Q gives the original (quantized) names
+        names, n.outputs = n.outputs, [float_name(o) if o else o for o in n.outputs]
+        out.append(n)
+        for f, o in zip(n.outputs, names):
+            if o:
+                out.append(Node("QuantizeLinear", [f, s, z], [o], {}, f"{n.name}/q"))
+                quantized[o] = (s, z)
+
+    for n in g.nodes:
+        spec = _QLINEAR.get(n.op)
+        x = n.inputs[0] if n.inputs else ""
+        if spec is None and n.op in _MOVE_OPS and x in quantized:
+            s, z = quantized[x]
+            n.inputs = [deq(x, s, z, f"{n.name}/dq")] + n.inputs[1:]
+            if n.op == "Pad" and len(n.inputs) > 2 and n.inputs[2] in g.constants and s in g.constants:
+                # its uint8 pad value (ORT's QPad: the quantized pad value, or the zero point)
+                v = g.fresh(n.inputs[2])
+                g.constants[v] = _dequantize(g.constants[n.inputs[2]], g.constants[s],
+                                             g.constants.get(z) if z else None, 0)
+                n.inputs[2] = v
+            requant(n, s, z)
+            continue
+        if spec is None:
+            if n.op == "QuantizeLinear" and n.outputs:
+                quantized[n.outputs[0]] = (n.inputs[1] if len(n.inputs) > 1 else "", (n.inputs + ["", ""])[2])
+            out.append(n)
+            continue
+        fop, operands, y, bias = spec
+        ins = n.inputs + [""] * 9
+        if operands is None:  # QLinearConcat
+            operands = tuple(range(2, max(len(n.inputs), 3), 3))
+        need = [(p, f"operand {k}") for k, p in enumerate(operands)] + \
+               [(p + 1, f"scale of operand {k}") for k, p in enumerate(operands)] + \
+               ([] if n.op == "QGemm" else [(y, "output scale")])
+        for p, what in need:
+            if not ins[p]:
+                raise ConversionError(f"{where}: {n.op} node {n.name!r} lacks input {p} (the {what})")
+        attrs = dict(n.attrs)
+        if attrs.pop("channels_last", 0):
+            raise UnsupportedOpsError({f"{n.op} (channels_last)": [n.name]}, where)
+        if attrs.pop("opset", 13) < 13 and attrs.get("axis", 1) != -1:  # Softmax before opset 13: 2-D
+            raise UnsupportedOpsError({f"{n.op} (opset < 13 softmax axis)": [n.name]}, where)
+        # weights: per output channel along the axis the float op's weight has it
+        axis = {"Conv": 0, "MatMul": -1, "Gemm": 0 if attrs.get("transB", 0) else 1}.get(fop, 1)
+        fins = [deq(ins[p], ins[p + 1], ins[p + 2], f"{n.name}/dq{k}", axis if k == 1 else 1)
+                for k, p in enumerate(operands)]
+        if bias is not None and ins[bias]:  # int32, scale x_scale * w_scale (* alpha), zero point 0
+            scales = [ins[bias], ins[operands[0] + 1], ins[operands[1] + 1]]
+            if any(c not in g.constants for c in scales):
+                raise UnsupportedOpsError({f"{n.op} (bias or scales not constants)": [n.name]}, where)
+            b, sx, sw = (np.asarray(g.constants[c], np.float64) for c in scales)
+            if sx.size != 1 or sw.size not in (1, b.shape[-1] if b.ndim else 1):
+                raise ConversionError(f"{where}: {n.op} node {n.name!r}: bias {b.shape} does not fit the scales "
+                                      f"{sx.shape} and {sw.shape}")
+            fins.append(float_name(ins[bias]))
+            g.constants[fins[-1]] = (b * sx.reshape(()) * sw.reshape(-1) * attrs.get("alpha", 1.0)).astype(np.float32)
+        f = Node(fop, fins, list(n.outputs), attrs, n.name)
+        if ins[y]:
+            requant(f, ins[y], ins[y + 1])
+        else:  # QGemm without y_scale: float output
+            out.append(f)
+    g.nodes = out
+
+
 # --------------------------------------------------------------------------- entry point
 
 def _read_nodes(gp, constants: dict, onnx, where, keep_int_of, int_consts) -> list:
@@ -602,8 +778,10 @@ def read_onnx(source, input_shapes: dict | None = None, also_supported=None, fre
     graph = model.graph
     g = Graph(name=graph.name or os.path.splitext(os.path.basename(where))[0], notes=notes)
 
-    # names a DequantizeLinear reads as data: keep their integer type until QDQ is resolved
+    # names a DequantizeLinear (or a QOperator node) reads as data: keep their integer type until
+    # QDQ is resolved
     dq_data = {n.input[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input}
+    dq_data |= {i for n in graph.node if n.op_type in _QOP_OPS for i in n.input if i}
     qdq_params = {i for n in graph.node if n.op_type in _QDQ_OPS for i in list(n.input)[1:] if i}
     int_consts = set()
 
@@ -653,6 +831,7 @@ def read_onnx(source, input_shapes: dict | None = None, also_supported=None, fre
         raise ConversionError(f"{where}: the model has no outputs")
 
     g.nodes = _topo_sort(nodes, set(g.inputs) | const_names, where)
+    _rewrite_qoperators(g, where)
     _resolve_qdq(g, where, int_consts)
     produced = set(g.inputs) | set(g.constants) | {o for n in g.nodes for o in n.outputs}
     for o in g.outputs:
