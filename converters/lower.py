@@ -19,9 +19,9 @@ from typing import Callable
 import numpy as np
 
 from qrt.format import (
-    Activation, ConcatOptions, Conv2DOptions, DepthwiseConv2DOptions, DType, InputQuantization, Layout,
-    LeakyReluOptions, LutOptions, MeanOptions, Metadata, ModelBuilder, OpCode, PadOptions,
-    Pool2DOptions, SoftmaxOptions, TransposeOptions, UnaryFunction, UnaryOptions,
+    Activation, BatchMatMulOptions, ConcatOptions, Conv2DOptions, DepthwiseConv2DOptions, DType, InputQuantization,
+    LayerNormOptions, Layout, LeakyReluOptions, LutOptions, MeanOptions, Metadata, ModelBuilder, OpCode, PadOptions,
+    Pool2DOptions, SliceOptions, SoftmaxOptions, TransposeOptions, UnaryFunction, UnaryOptions,
 )
 from qrt.format.model import pack_int4
 from qrt.numerics import INT32_MAX, SOFTMAX_OUTPUT, SOFTMAX_OUTPUT_16, accumulator_bound, int16_accumulator_bound
@@ -167,10 +167,11 @@ class Lowering:
         s, z = self.q(name) if qp is None else qp
         return self.b.tensor(self._unique(name), self.act_dtype, stored_shape, scale=s, zero_point=z)
 
-    def act_tensor(self, name: str, shape=None, qp=None) -> _Value:
-        """A new activation tensor for IR value `name` (NHWC when 4-D), in the current domain."""
+    def act_tensor(self, name: str, shape=None, qp=None, image: bool = True) -> _Value:
+        """A new activation tensor for IR value `name` (NHWC when 4-D and `image`, else in the
+        source's order), in the current domain."""
         ir_shape = self.shape(name) if shape is None else tuple(shape)
-        nhwc = len(ir_shape) == 4
+        nhwc = len(ir_shape) == 4 and image
         stored = tuple(ir_shape[i] for i in TO_NHWC) if nhwc else ir_shape
         v = _Value(self.new_activation(name, stored, qp), nhwc)
         self.values[name] = v
@@ -329,7 +330,9 @@ class Lowering:
             if rule.keeps_input_quantization:
                 for table in (self.qparams, self.qparams16):
                     if n.inputs[0] in table:
-                        table[n.outputs[0]] = table[n.inputs[0]]
+                        for out in n.outputs:  # Split: every output
+                            if out:
+                                table[out] = table[n.inputs[0]]
             else:
                 if rule.fixed_quantization is not None:
                     self.qparams[n.outputs[0]] = rule.fixed_quantization
@@ -629,10 +632,66 @@ class Lowering:
             bias = np.asarray(self.g.constants[n.inputs[2]], np.float32) * n.attrs.get("beta", 1.0)
         self._fully_connected(n, n.inputs[0], np.ascontiguousarray(w), n.inputs[1], bias)
 
-    @lowers("MatMul", supports=_fc_supported, fusable=True, int16=True)
+    def _matmul_supported(self, n: Node) -> bool:
+        """Constant weights (FULLY_CONNECTED), or two activations of rank >= 2 (BATCH_MATMUL)."""
+        if n.inputs[1] in self.g.constants:
+            return self._fc_supported(n)
+        return n.inputs[0] not in self.g.constants and min(len(self.shape(i)) for i in n.inputs[:2]) >= 2
+
+    @lowers("MatMul", supports=_matmul_supported, fusable=True, int16=True)
     def lower_MatMul(self, n: Node):
+        if n.inputs[1] not in self.g.constants:
+            return self._batch_matmul(n)
         b = np.asarray(self.g.constants[n.inputs[1]], np.float32)
         self._fully_connected(n, n.inputs[0], np.ascontiguousarray(b.T), n.inputs[1], None)
+
+    def _batch_matmul(self, n: Node):
+        """BATCH_MATMUL of two activations in the source's order; a Transpose of b's last two
+        dimensions that only this MatMul reads becomes transpose_b (attention's K^T)."""
+        if self.cur == INT16:  # BATCH_MATMUL computes in int8
+            self.cur = INT8
+            self.notes.append(f"{n.name or n.op} ({n.op}): BATCH_MATMUL has no int16 form; int8 here")
+        a, b_name, transpose_b = self.to_layout(n.inputs[0], False), n.inputs[1], False
+        t = self._folded_transpose(n)
+        if t is not None:
+            b_name, transpose_b = t.inputs[0], True
+        b = self.to_layout(b_name, False)
+        y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]), image=False)
+        self.op(OpCode.BATCH_MATMUL, [a, b], [y], BatchMatMulOptions(transpose_b), n, fuse=True)
+
+    def _folded_transpose(self, mm: Node) -> Node | None:
+        """The Transpose of the last two dimensions that produces MatMul mm's b, when mm is its
+        only reader: BATCH_MATMUL reads its input transposed instead (transpose_b)."""
+        b = mm.inputs[1]
+        t = self.g.producers().get(b)
+        if t is None or t.op != "Transpose" or b in self.g.outputs or b in self.g.constants:
+            return None
+        rank = len(self.shape(b))
+        readers = self.g.consumers().get(b, [])
+        if len(readers) == 1 and rank >= 2 and \
+                list(t.attrs.get("perm", [])) == list(range(rank - 2)) + [rank - 1, rank - 2]:
+            return t
+        return None
+
+    def _layer_norm_supported(self, n: Node) -> bool:
+        rank = len(self.shape(n.inputs[0]))
+        consts = all(i in self.g.constants for i in n.inputs[1:3] if i)
+        return consts and n.attrs.get("axis", -1) % rank == rank - 1 and n.outputs[1:] in ([], [""], ["", ""])
+
+    @lowers("LayerNormalization", supports=_layer_norm_supported)
+    def lower_LayerNormalization(self, n: Node):
+        """LAYER_NORM over the last dimension (in the source's order); gamma and beta stay float32."""
+        x = self.to_layout(n.inputs[0], False)
+        c = self.shape(n.inputs[0])[-1]
+        gamma = np.broadcast_to(np.asarray(self.g.constants[n.inputs[1]], np.float32).reshape(-1), (c,))
+        beta = np.zeros(c, np.float32) if len(n.inputs) < 3 or not n.inputs[2] else \
+            np.broadcast_to(np.asarray(self.g.constants[n.inputs[2]], np.float32).reshape(-1), (c,))
+        g = self.b.tensor(self._unique(n.inputs[1]), DType.FLOAT32, (c,), np.ascontiguousarray(gamma))
+        b = self.b.tensor(self._unique((n.inputs[2] if len(n.inputs) > 2 and n.inputs[2] else n.name) + ".beta"),
+                          DType.FLOAT32, (c,), np.ascontiguousarray(beta))
+        y = self.act_tensor(n.outputs[0], image=False)
+        self.op(OpCode.LAYER_NORM, [x, g, b], [y],
+                LayerNormOptions(float(n.attrs.get("epsilon", 1e-5))), n)
 
     @lowers("BatchNormalization", int16=True)
     def lower_BatchNormalization(self, n: Node):
@@ -887,6 +946,10 @@ class Lowering:
 
     @lowers("Transpose", keeps_input_quantization=True, int16=True)
     def lower_Transpose(self, n):
+        readers = self.g.consumers().get(n.outputs[0], [])
+        if len(readers) == 1 and readers[0].op == "MatMul" and readers[0].inputs[1] == n.outputs[0] \
+                and readers[0].inputs[1] not in self.g.constants and self._folded_transpose(readers[0]) is n:
+            return  # the MatMul reads n's input transposed (BATCH_MATMUL transpose_b)
         perm = list(n.attrs.get("perm", list(range(len(self.shape(n.inputs[0]))))[::-1]))
         rank = len(perm)
         x = self.value(n.inputs[0])
@@ -896,6 +959,52 @@ class Lowering:
             perm = [TO_NCHW[perm[TO_NHWC[i]]] for i in range(4)]
         y = self.act_tensor(n.outputs[0])
         self.op(OpCode.TRANSPOSE, [x], [y], TransposeOptions(tuple(perm)), n)
+
+    def _slice(self, n: Node, out: str, windows: list):
+        """SLICE of n's input into `out`: windows[d] = (begin, step) per source dimension; a 4-D
+        image tensor stays NHWC (the window permuted along)."""
+        x = self.value(n.inputs[0])
+        if x.nhwc:
+            windows = [windows[i] for i in TO_NHWC]
+        begin, step = zip(*windows) if windows else ((), ())
+        y = self.act_tensor(out, image=x.nhwc)
+        self.op(OpCode.SLICE, [x], [y], SliceOptions(tuple(int(b) for b in begin), tuple(int(s) for s in step)), n)
+
+    def _slice_supported(self, n: Node) -> bool:
+        return all(i in self.g.constants for i in n.inputs[1:] if i)
+
+    @lowers("Slice", supports=_slice_supported, keeps_input_quantization=True, int16=True)
+    def lower_Slice(self, n: Node):
+        """ONNX's starts / ends / axes / steps resolved as Python slicing does (negative and
+        out-of-range values clamped), per dimension."""
+        shape = self.shape(n.inputs[0])
+        rank = len(shape)
+        const = [np.asarray(self.g.constants[i]).reshape(-1).tolist() if i else None for i in n.inputs[1:]] + [None] * 4
+        starts, ends, axes, steps = const[:4]
+        axes = [a % rank for a in (axes or range(len(starts)))]
+        steps = steps or [1] * len(starts)
+        windows = [(0, 1)] * rank
+        for a, b, e, s in zip(axes, starts, ends, steps):
+            idx = np.arange(shape[a])[slice(int(max(min(b, 2**62), -2**62)), int(max(min(e, 2**62), -2**62)), int(s))]
+            windows[a] = (int(idx[0]) if idx.size else 0, int(s))
+        self._slice(n, n.outputs[0], windows)
+
+    def _split_supported(self, n: Node) -> bool:
+        return len(n.inputs) < 2 or not n.inputs[1] or n.inputs[1] in self.g.constants
+
+    @lowers("Split", supports=_split_supported, keeps_input_quantization=True, int16=True)
+    def lower_Split(self, n: Node):
+        """One SLICE per output, along the axis, where the previous output ends."""
+        rank = len(self.shape(n.inputs[0]))
+        axis = n.attrs.get("axis", 0) % rank
+        at = 0
+        for out in n.outputs:
+            if not out:
+                continue
+            windows = [(0, 1)] * rank
+            windows[axis] = (at, 1)
+            self._slice(n, out, windows)
+            at += self.shape(out)[axis]
 
     def _pad_supported(self, n: Node) -> bool:
         value_ok = len(n.inputs) < 3 or not n.inputs[2] or (
@@ -921,8 +1030,8 @@ class Lowering:
 # Shape arithmetic and no-ops that simplify() folds into constants or removes.
 # ops that fold away in practice (shape chains, conditions on frozen inputs); check_quantizable
 # catches any left computing on run-time values
-FOLDED_OPS = {"Identity", "Dropout", "Constant", "Shape", "Gather", "Slice", "Cast", "CastLike",
-              "ConstantOfShape", "Range", "Expand", "Equal", "Where", "Split", "Greater", "Less",
+FOLDED_OPS = {"Identity", "Dropout", "Constant", "Shape", "Gather", "Cast", "CastLike",
+              "ConstantOfShape", "Range", "Expand", "Equal", "Where", "Greater", "Less",
               "GreaterOrEqual", "LessOrEqual", "Not"}
 
 

@@ -8,17 +8,17 @@ the writer need the op rules of qrt/ops/, which build on these objects, so they 
 from their modules (or as qrt.read_model, qrt.write_model, qrt.verify_model, qrt.to_bytes).
 """
 from .model import (
-    Activation, Calibration, ConcatOptions, Conv2DOptions, DepthwiseConv2DOptions, DType,
-    GraphIO, InputQuantization, Layout, LeakyReluOptions, LutOptions, MeanOptions, Metadata, ModelDefinition,
-    OpCode, Operator, PadOptions, Pool2DOptions, Quantization, SoftmaxOptions, Tensor, TransposeOptions,
+    Activation, BatchMatMulOptions, Calibration, ConcatOptions, Conv2DOptions, DepthwiseConv2DOptions, DType,
+    GraphIO, InputQuantization, LayerNormOptions, Layout, LeakyReluOptions, LutOptions, MeanOptions, Metadata, ModelDefinition,
+    OpCode, Operator, PadOptions, Pool2DOptions, Quantization, SliceOptions, SoftmaxOptions, Tensor, TransposeOptions,
     UnaryFunction, UnaryOptions,
 )
 from .builder import ModelBuilder
 from .versions import FORMAT_VERSION, NUMERICS_VERSION
 
 __all__ = [
-    "Activation", "Calibration", "ConcatOptions", "Conv2DOptions", "DepthwiseConv2DOptions",
-    "DType", "GraphIO", "InputQuantization", "Layout", "LeakyReluOptions", "LutOptions", "MeanOptions", "Metadata",
-    "ModelDefinition", "OpCode", "Operator", "PadOptions", "Pool2DOptions", "Quantization", "SoftmaxOptions",
+    "Activation", "BatchMatMulOptions", "Calibration", "ConcatOptions", "Conv2DOptions", "DepthwiseConv2DOptions",
+    "DType", "GraphIO", "InputQuantization", "LayerNormOptions", "Layout", "LeakyReluOptions", "LutOptions", "MeanOptions", "Metadata",
+    "ModelDefinition", "OpCode", "Operator", "PadOptions", "Pool2DOptions", "Quantization", "SliceOptions", "SoftmaxOptions",
     "Tensor", "TransposeOptions", "UnaryFunction", "UnaryOptions", "ModelBuilder", "FORMAT_VERSION", "NUMERICS_VERSION",
 ]

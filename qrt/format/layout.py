@@ -121,6 +121,9 @@ LEAKY_RELU_OPTIONS = Table("LeakyReluOptions", (("alpha", F32, 0.0),))
 SOFTMAX_OPTIONS = Table("SoftmaxOptions", (("axis", I32, -1), ("beta", F32, 1.0)))
 LUT_OPTIONS = Table("LutOptions", (("function", STRING, None),))
 UNARY_OPTIONS = Table("UnaryOptions", (("function", I8, 0), ("alpha", F32, 0.2), ("beta", F32, 0.5)))
+BATCH_MATMUL_OPTIONS = Table("BatchMatMulOptions", (("transpose_b", BOOL, False),))
+LAYER_NORM_OPTIONS = Table("LayerNormOptions", (("epsilon", F32, 1e-5),))
+SLICE_OPTIONS = Table("SliceOptions", (("begin", Vector(I32), None), ("step", Vector(I32), None)))
 
 OP_OPTIONS = Union("OpOptions", (
     CONV_2D_OPTIONS,
@@ -134,6 +137,9 @@ OP_OPTIONS = Union("OpOptions", (
     SOFTMAX_OPTIONS,
     LUT_OPTIONS,
     UNARY_OPTIONS,
+    BATCH_MATMUL_OPTIONS,
+    LAYER_NORM_OPTIONS,
+    SLICE_OPTIONS,
 ))
 
 OPERATOR = Table("Operator", (

@@ -57,6 +57,9 @@ class OpCode(IntEnum):
     MAXIMUM = 20
     MINIMUM = 21
     UNARY = 22
+    BATCH_MATMUL = 23
+    LAYER_NORM = 24
+    SLICE = 25
 
 
 class InputQuantization(IntEnum):
@@ -257,6 +260,22 @@ class UnaryOptions:
     beta: float = 0.5
 
 
+@dataclass
+class BatchMatMulOptions:
+    transpose_b: bool = False  # b is [..., N, K]
+
+
+@dataclass
+class LayerNormOptions:
+    epsilon: float = 1e-5
+
+
+@dataclass
+class SliceOptions:
+    begin: tuple = ()
+    step: tuple = ()
+
+
 # Union member order of OpOptions in the schema: the type code of options class i is i + 1.
 OPTIONS_TYPES = (
     Conv2DOptions,
@@ -270,6 +289,9 @@ OPTIONS_TYPES = (
     SoftmaxOptions,
     LutOptions,
     UnaryOptions,
+    BatchMatMulOptions,
+    LayerNormOptions,
+    SliceOptions,
 )
 
 

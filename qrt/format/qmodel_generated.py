@@ -64,6 +64,12 @@ class OpCode(object):
     MINIMUM = 21
     # Revision 3: an elementwise function computed in float32 (no integer form).
     UNARY = 22
+    # Revision 3: a product of two activations, batched over the leading dimensions.
+    BATCH_MATMUL = 23
+    # Revision 3: normalisation over the last dimension, then a per-channel scale and shift.
+    LAYER_NORM = 24
+    # Revision 3: a strided window of a tensor (ONNX Slice, Split).
+    SLICE = 25
 
 
 # How an operator with float32 activations and quantized weights (CONV_2D, FULLY_CONNECTED)
@@ -108,6 +114,9 @@ class OpOptions(object):
     SoftmaxOptions = 9
     LutOptions = 10
     UnaryOptions = 11
+    BatchMatMulOptions = 12
+    LayerNormOptions = 13
+    SliceOptions = 14
 
 def OpOptionsCreator(unionType, table):
     from flatbuffers.table import Table
@@ -135,6 +144,12 @@ def OpOptionsCreator(unionType, table):
         return LutOptionsT.InitFromBuf(table.Bytes, table.Pos)
     if unionType == OpOptions.UnaryOptions:
         return UnaryOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions.BatchMatMulOptions:
+        return BatchMatMulOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions.LayerNormOptions:
+        return LayerNormOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions.SliceOptions:
+        return SliceOptionsT.InitFromBuf(table.Bytes, table.Pos)
     return None
 
 
@@ -2006,6 +2021,344 @@ class UnaryOptionsT(object):
         return unaryOptions
 
 
+# Revision 3.
+class BatchMatMulOptions(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = BatchMatMulOptions()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsBatchMatMulOptions(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def BatchMatMulOptionsBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x51\x4D\x44\x4C", size_prefixed=size_prefixed)
+
+    # BatchMatMulOptions
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # The second input is [..., N, K] (read transposed) rather than [..., K, N].
+    # BatchMatMulOptions
+    def TransposeB(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+def BatchMatMulOptionsStart(builder):
+    builder.StartObject(1)
+
+def BatchMatMulOptionsAddTransposeB(builder, transposeB):
+    builder.PrependBoolSlot(0, transposeB, 0)
+
+def BatchMatMulOptionsEnd(builder):
+    return builder.EndObject()
+
+
+
+class BatchMatMulOptionsT(object):
+
+    # BatchMatMulOptionsT
+    def __init__(
+        self,
+        transposeB = False,
+    ):
+        self.transposeB = transposeB  # type: bool
+
+    @classmethod
+    def InitFromBuf(cls, buf, pos):
+        batchMatMulOptions = BatchMatMulOptions()
+        batchMatMulOptions.Init(buf, pos)
+        return cls.InitFromObj(batchMatMulOptions)
+
+    @classmethod
+    def InitFromPackedBuf(cls, buf, pos=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, pos)
+        return cls.InitFromBuf(buf, pos+n)
+
+    @classmethod
+    def InitFromObj(cls, batchMatMulOptions):
+        x = BatchMatMulOptionsT()
+        x._UnPack(batchMatMulOptions)
+        return x
+
+    # BatchMatMulOptionsT
+    def _UnPack(self, batchMatMulOptions):
+        if batchMatMulOptions is None:
+            return
+        self.transposeB = batchMatMulOptions.TransposeB()
+
+    # BatchMatMulOptionsT
+    def Pack(self, builder):
+        BatchMatMulOptionsStart(builder)
+        BatchMatMulOptionsAddTransposeB(builder, self.transposeB)
+        batchMatMulOptions = BatchMatMulOptionsEnd(builder)
+        return batchMatMulOptions
+
+
+# Revision 3.
+class LayerNormOptions(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = LayerNormOptions()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsLayerNormOptions(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def LayerNormOptionsBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x51\x4D\x44\x4C", size_prefixed=size_prefixed)
+
+    # LayerNormOptions
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # LayerNormOptions
+    def Epsilon(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
+        return 0.00001
+
+def LayerNormOptionsStart(builder):
+    builder.StartObject(1)
+
+def LayerNormOptionsAddEpsilon(builder, epsilon):
+    builder.PrependFloat32Slot(0, epsilon, 0.00001)
+
+def LayerNormOptionsEnd(builder):
+    return builder.EndObject()
+
+
+
+class LayerNormOptionsT(object):
+
+    # LayerNormOptionsT
+    def __init__(
+        self,
+        epsilon = 0.00001,
+    ):
+        self.epsilon = epsilon  # type: float
+
+    @classmethod
+    def InitFromBuf(cls, buf, pos):
+        layerNormOptions = LayerNormOptions()
+        layerNormOptions.Init(buf, pos)
+        return cls.InitFromObj(layerNormOptions)
+
+    @classmethod
+    def InitFromPackedBuf(cls, buf, pos=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, pos)
+        return cls.InitFromBuf(buf, pos+n)
+
+    @classmethod
+    def InitFromObj(cls, layerNormOptions):
+        x = LayerNormOptionsT()
+        x._UnPack(layerNormOptions)
+        return x
+
+    # LayerNormOptionsT
+    def _UnPack(self, layerNormOptions):
+        if layerNormOptions is None:
+            return
+        self.epsilon = layerNormOptions.Epsilon()
+
+    # LayerNormOptionsT
+    def Pack(self, builder):
+        LayerNormOptionsStart(builder)
+        LayerNormOptionsAddEpsilon(builder, self.epsilon)
+        layerNormOptions = LayerNormOptionsEnd(builder)
+        return layerNormOptions
+
+
+# Revision 3. y[i] = x[begin + i * step] along each dimension; y's shape gives the extent.
+class SliceOptions(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = SliceOptions()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsSliceOptions(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def SliceOptionsBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x51\x4D\x44\x4C", size_prefixed=size_prefixed)
+
+    # SliceOptions
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # SliceOptions
+    def Begin(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # SliceOptions
+    def BeginAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Int32Flags, o)
+        return 0
+
+    # SliceOptions
+    def BeginLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # SliceOptions
+    def BeginIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        return o == 0
+
+    # SliceOptions
+    def Step(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # SliceOptions
+    def StepAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Int32Flags, o)
+        return 0
+
+    # SliceOptions
+    def StepLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # SliceOptions
+    def StepIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        return o == 0
+
+def SliceOptionsStart(builder):
+    builder.StartObject(2)
+
+def SliceOptionsAddBegin(builder, begin):
+    builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(begin), 0)
+
+def SliceOptionsStartBeginVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def SliceOptionsAddStep(builder, step):
+    builder.PrependUOffsetTRelativeSlot(1, flatbuffers.number_types.UOffsetTFlags.py_type(step), 0)
+
+def SliceOptionsStartStepVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def SliceOptionsEnd(builder):
+    return builder.EndObject()
+
+
+try:
+    from typing import List
+except:
+    pass
+
+class SliceOptionsT(object):
+
+    # SliceOptionsT
+    def __init__(
+        self,
+        begin = None,
+        step = None,
+    ):
+        self.begin = begin  # type: Optional[List[int]]
+        self.step = step  # type: Optional[List[int]]
+
+    @classmethod
+    def InitFromBuf(cls, buf, pos):
+        sliceOptions = SliceOptions()
+        sliceOptions.Init(buf, pos)
+        return cls.InitFromObj(sliceOptions)
+
+    @classmethod
+    def InitFromPackedBuf(cls, buf, pos=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, pos)
+        return cls.InitFromBuf(buf, pos+n)
+
+    @classmethod
+    def InitFromObj(cls, sliceOptions):
+        x = SliceOptionsT()
+        x._UnPack(sliceOptions)
+        return x
+
+    # SliceOptionsT
+    def _UnPack(self, sliceOptions):
+        if sliceOptions is None:
+            return
+        if not sliceOptions.BeginIsNone():
+            if np is None:
+                self.begin = []
+                for i in range(sliceOptions.BeginLength()):
+                    self.begin.append(sliceOptions.Begin(i))
+            else:
+                self.begin = sliceOptions.BeginAsNumpy()
+        if not sliceOptions.StepIsNone():
+            if np is None:
+                self.step = []
+                for i in range(sliceOptions.StepLength()):
+                    self.step.append(sliceOptions.Step(i))
+            else:
+                self.step = sliceOptions.StepAsNumpy()
+
+    # SliceOptionsT
+    def Pack(self, builder):
+        if self.begin is not None:
+            if np is not None and type(self.begin) is np.ndarray:
+                begin = builder.CreateNumpyVector(self.begin)
+            else:
+                SliceOptionsStartBeginVector(builder, len(self.begin))
+                for i in reversed(range(len(self.begin))):
+                    builder.PrependInt32(self.begin[i])
+                begin = builder.EndVector()
+        if self.step is not None:
+            if np is not None and type(self.step) is np.ndarray:
+                step = builder.CreateNumpyVector(self.step)
+            else:
+                SliceOptionsStartStepVector(builder, len(self.step))
+                for i in reversed(range(len(self.step))):
+                    builder.PrependInt32(self.step[i])
+                step = builder.EndVector()
+        SliceOptionsStart(builder)
+        if self.begin is not None:
+            SliceOptionsAddBegin(builder, begin)
+        if self.step is not None:
+            SliceOptionsAddStep(builder, step)
+        sliceOptions = SliceOptionsEnd(builder)
+        return sliceOptions
+
+
 class Operator(object):
     __slots__ = ['_tab']
 
@@ -2223,7 +2576,7 @@ class OperatorT(object):
         self.inputs = inputs  # type: Optional[List[int]]
         self.outputs = outputs  # type: Optional[List[int]]
         self.optionsType = optionsType  # type: int
-        self.options = options  # type: Union[None, 'Conv2DOptionsT', 'DepthwiseConv2DOptionsT', 'Pool2DOptionsT', 'ConcatOptionsT', 'MeanOptionsT', 'PadOptionsT', 'TransposeOptionsT', 'LeakyReluOptionsT', 'SoftmaxOptionsT', 'LutOptionsT', 'UnaryOptionsT']
+        self.options = options  # type: Union[None, 'Conv2DOptionsT', 'DepthwiseConv2DOptionsT', 'Pool2DOptionsT', 'ConcatOptionsT', 'MeanOptionsT', 'PadOptionsT', 'TransposeOptionsT', 'LeakyReluOptionsT', 'SoftmaxOptionsT', 'LutOptionsT', 'UnaryOptionsT', 'BatchMatMulOptionsT', 'LayerNormOptionsT', 'SliceOptionsT']
         self.activation = activation  # type: int
         self.clipMin = clipMin  # type: float
         self.clipMax = clipMax  # type: float

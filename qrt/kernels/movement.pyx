@@ -407,6 +407,18 @@ cdef class TransposeStep(Step):
         return 0
 
 
+cdef _bind_copy(TransposeStep s, x, out, isa):
+    """TRANSPOSE's and SLICE's checks and pointers: elements of 1, 2, 4 or 8 bytes, both sides."""
+    s.isz = x.dtype.itemsize
+    if out.dtype.itemsize != s.isz or s.isz not in (1, 2, 4, 8):
+        raise ValueError(f"input dtype {x.dtype} and out dtype {out.dtype} must have the same "
+                         f"size of 1, 2, 4 or 8 bytes")
+    s.x, s.o = _in_bytes(x, "input"), _out_bytes(out)
+    _check_isa(isa)
+    s.n = out.nbytes
+    s.keep = (x, out)
+
+
 def bind_transpose(ins, p, out, isa=None, threads=1):
     """TRANSPOSE by p.perm (output dimension i is input dimension perm[i]) as a Step, any rank
     <= 8 and any dtype of 1, 2, 4 or 8 bytes. Reference: qrt/ops/transpose.py."""
@@ -423,14 +435,7 @@ def bind_transpose(ins, p, out, isa=None, threads=1):
     expect = tuple(xs[k] for k in perm)
     if out.shape != expect:
         raise ValueError(f"out has shape {out.shape}; transposing {xs} by {perm} gives {expect}")
-    s.isz = x.dtype.itemsize
-    if out.dtype.itemsize != s.isz or s.isz not in (1, 2, 4, 8):
-        raise ValueError(f"input dtype {x.dtype} and out dtype {out.dtype} must have the same "
-                         f"size of 1, 2, 4 or 8 bytes")
-    s.x, s.o = _in_bytes(x, "input"), _out_bytes(out)
-    _check_isa(isa)
-    s.n = out.nbytes
-    s.keep = (x, out)
+    _bind_copy(s, x, out, isa)
     st = 1
     for k in range(rank - 1, -1, -1):
         instride[k] = st
@@ -462,6 +467,41 @@ def bind_transpose(ins, p, out, isa=None, threads=1):
 def transpose(ins, p, out, isa=None, threads=1):
     """TRANSPOSE once: bind and run (see bind_transpose)."""
     bind_transpose(ins, p, out, isa, threads)()
+
+
+# ---------------------------------------------------------------------------- SLICE
+
+def bind_slice(ins, p, out, isa=None, threads=1):
+    """SLICE as a Step: TRANSPOSE's strided copy (y in C order; x read from the window's first
+    element with strides stride * step, negative ones included). Reference: qrt/ops/slice.py."""
+    from qrt.ops.slice import check_window
+    cdef TransposeStep s = TransposeStep.__new__(TransposeStep)
+    cdef Py_ssize_t rank, k, st, origin = 0
+    x = ins[0]
+    xs = x.shape
+    rank = len(xs)
+    _check_rank(xs, "input")
+    why = check_window(tuple(xs), tuple(out.shape), tuple(p.begin), tuple(p.step))
+    if why:
+        raise ValueError(why)
+    _bind_copy(s, x, out, isa)
+    st = 1
+    for k in range(rank - 1, -1, -1):
+        s.shape[k] = out.shape[k]
+        s.stride[k] = st * p.step[k]
+        origin += st * p.begin[k]
+        st *= xs[k]
+    if rank == 0:
+        s.shape[0], s.stride[0], rank = 1, 1, 1
+    s.nd, s.j = rank, -1
+    if s.n:
+        s.x += origin * s.isz
+    return s
+
+
+def slice(ins, p, out, isa=None, threads=1):
+    """SLICE once: bind and run (see bind_slice)."""
+    bind_slice(ins, p, out, isa, threads)()
 
 
 # ---------------------------------------------------------------------------- RESHAPE
@@ -501,5 +541,6 @@ KERNELS = {
     "concat_int16": Kernel(concat_int16, bind_concat_int16),
     "pad_int16": Kernel(pad_int16, bind_pad_int16),
     "transpose": Kernel(transpose, bind_transpose),
+    "slice": Kernel(slice, bind_slice),
     "reshape": Kernel(reshape, bind_reshape),
 }

@@ -18,12 +18,14 @@ from ..format.model import Activation, DType, InputQuantization, ModelDefinition
 from ..format.versions import BASE_SINCE, parse_version
 from .add import ADD
 from .average_pool_2d import AVERAGE_POOL_2D
+from .batch_matmul import BATCH_MATMUL
 from .base import DYNAMIC, Check, Form, OpDef
 from .concat import CONCAT
 from .conv_2d import CONV_2D
 from .depthwise_conv_2d import DEPTHWISE_CONV_2D
 from .dequantize import DEQUANTIZE
 from .fully_connected import FULLY_CONNECTED
+from .layer_norm import LAYER_NORM
 from .leaky_relu import LEAKY_RELU
 from .lut import LUT
 from .max_pool_2d import MAX_POOL_2D
@@ -36,6 +38,7 @@ from .prelu import PRELU
 from .quantize import QUANTIZE
 from .requantize import REQUANTIZE
 from .reshape import RESHAPE
+from .slice import SLICE
 from .softmax import SOFTMAX
 from .sub import SUB
 from .transpose import TRANSPOSE
@@ -44,7 +47,7 @@ from .unary import UNARY
 OPS: dict[OpCode, OpDef] = {d.opcode: d for d in (
     CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, SUB, MUL, CONCAT, MAX_POOL_2D, AVERAGE_POOL_2D,
     MEAN, PAD, RESHAPE, TRANSPOSE, LEAKY_RELU, PRELU, LUT, SOFTMAX, QUANTIZE, DEQUANTIZE, REQUANTIZE,
-    MAXIMUM, MINIMUM, UNARY,
+    MAXIMUM, MINIMUM, UNARY, BATCH_MATMUL, LAYER_NORM, SLICE,
 )}
 
 # Releases of the format's features that are not ops (each op's form has its own `since`).

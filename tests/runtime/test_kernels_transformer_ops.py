@@ -1,0 +1,191 @@
+"""The ops transformer encoders need (SPEC.md 2.13.21-23): BATCH_MATMUL (int8 x int8 -> int32 ->
+int8, leading dimensions broadcast, b read transposed or not), LAYER_NORM (integers only: isqrt
+of the row's scaled variance) and SLICE (a strided window, any dtype). Each compiled kernel is
+compared bit for bit with its form's reference on one-op models accepted by verify_model, over
+shapes, extreme zero points and values, fused activations, and every instruction-set name (one C
+path each); the float32 forms and qrt.load "fast" against "reference"; the verifier's refusals."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import qrt
+from qrt import InvalidModelError
+from qrt.format import Activation, BatchMatMulOptions, DType, LayerNormOptions, OpCode, SliceOptions
+from qrt.kernels import isa as ISA
+from qrt.kernels import matmul, movement, norm
+from qrt.ops import op_form, prepare_op
+from qrt.ops.batch_matmul import output_shape
+from qrt.ops.layer_norm import isqrt
+from tests.runtime.helpers import Spec, one_op
+
+I8 = DType.INT8
+
+
+def _check(model, ins, kernel):
+    form = op_form(model, 0)
+    p = prepare_op(model, 0)
+    ref = form.reference(ins, p)
+    for isa in ISA.supported():
+        out = np.ascontiguousarray(~ref) if ref.dtype.kind == "i" else np.full(ref.shape, np.nan, ref.dtype)
+        kernel(ins, p, out, isa=isa)
+        np.testing.assert_array_equal(out, ref, err_msg=isa)
+    return ref
+
+
+# ---------------------------------------------------------------------------- BATCH_MATMUL
+
+BMM = [  # a, b, transpose_b
+    ((1, 7), (7, 1), False), ((5, 3), (3, 4), False), ((2, 6, 16), (2, 16, 9), False),
+    ((2, 3, 5, 8), (2, 3, 4, 8), True), ((4, 1, 5, 8), (1, 3, 8, 2), False), ((3, 5, 7), (7, 6), False),
+    ((2, 4, 28, 16), (2, 4, 28, 16), True), ((1, 2, 28, 28), (1, 2, 28, 16), False),
+]
+
+
+@pytest.mark.parametrize("a_shape,b_shape,tb", BMM, ids=[f"{a}x{b}{'T' if t else ''}" for a, b, t in BMM])
+@pytest.mark.parametrize("zps", [(0, 0, 0), (-128, 127, -3), (127, -128, 5), (7, -9, -128)])
+def test_batch_matmul(a_shape, b_shape, tb, zps):
+    rng = np.random.default_rng(sum(a_shape) + sum(b_shape) + zps[0] + 128)
+    y_shape = output_shape(a_shape, b_shape, tb)
+    k = a_shape[-1]
+    s_y = 0.02 * 0.05 * np.sqrt(k) * 60 / 30  # typical sums land around +-30 steps: some saturate
+    model = one_op(OpCode.BATCH_MATMUL, [Spec(a_shape, I8, 0.02, zps[0]), Spec(b_shape, I8, 0.05, zps[1])],
+                   Spec(y_shape, I8, s_y, zps[2]), BatchMatMulOptions(tb))
+    for kind in ("random", "extreme"):
+        if kind == "random":
+            a, b = (rng.integers(-128, 128, s).astype(np.int8) for s in (a_shape, b_shape))
+        else:  # every difference at its largest: x - zp = +-255 where the zero point allows
+            a = np.full(a_shape, -128 if zps[0] > 0 else 127, np.int8)
+            b = np.full(b_shape, -128 if zps[1] > 0 else 127, np.int8)
+        ref = _check(model, [a, b], matmul.batch_matmul)
+        assert ref.shape == y_shape
+
+
+def test_batch_matmul_fused_relu_and_accumulator_bound():
+    a_shape, b_shape = (1, 2, 33025), (1, 33025, 2)
+    model = one_op(OpCode.BATCH_MATMUL, [Spec(a_shape, I8, 0.1, -128), Spec(b_shape, I8, 0.1, 127)],
+                   Spec((1, 2, 2), I8, 2000.0, 0), BatchMatMulOptions(False), activation=Activation.RELU)
+    a = np.full(a_shape, 127, np.int8)
+    b = np.full(b_shape, -128, np.int8)  # every product 255 x -255: the sum is -(2^31 - 4350)
+    ref = _check(model, [a, b], matmul.batch_matmul)
+    assert (ref == 0).all()  # RELU
+    with pytest.raises(InvalidModelError, match="can overflow the int32 accumulator"):
+        one_op(OpCode.BATCH_MATMUL, [Spec((1, 2, 33026), I8, 0.1), Spec((1, 33026, 2), I8, 0.1)],
+               Spec((1, 2, 2), I8, 1.0), BatchMatMulOptions(False))
+    with pytest.raises(InvalidModelError, match="K differs"):
+        one_op(OpCode.BATCH_MATMUL, [Spec((2, 3), I8, 0.1), Spec((4, 2), I8, 0.1)], Spec((2, 2), I8, 1.0),
+               BatchMatMulOptions(False))
+    with pytest.raises(InvalidModelError, match="do not broadcast"):
+        one_op(OpCode.BATCH_MATMUL, [Spec((2, 2, 3), I8, 0.1), Spec((3, 3, 2), I8, 0.1)], Spec((3, 2, 2), I8, 1.0),
+               BatchMatMulOptions(False))
+
+
+# ---------------------------------------------------------------------------- LAYER_NORM
+
+def _ln_model(c, zp_x=5, zp_y=-4, eps=1e-5, gamma=None, beta=None, s_x=0.05, s_y=0.03, rows=(3, 4), seed=0):
+    rng = np.random.default_rng(seed)
+    gamma = rng.normal(1, 0.5, c).astype(np.float32) if gamma is None else np.asarray(gamma, np.float32)
+    beta = rng.normal(0, 0.3, c).astype(np.float32) if beta is None else np.asarray(beta, np.float32)
+    shape = rows + (c,)
+    return one_op(OpCode.LAYER_NORM, [Spec(shape, I8, s_x, zp_x), Spec((c,), DType.FLOAT32, data=gamma),
+                                      Spec((c,), DType.FLOAT32, data=beta)],
+                  Spec(shape, I8, s_y, zp_y), LayerNormOptions(eps)), gamma, beta
+
+
+@pytest.mark.parametrize("c", [1, 2, 3, 16, 31, 64, 384, 1000])
+@pytest.mark.parametrize("zps", [(5, -4), (-128, 127), (127, -128)])
+def test_layer_norm(c, zps):
+    model, g, b = _ln_model(c, *zps, seed=c)
+    rng = np.random.default_rng(c)
+    x = rng.integers(-128, 128, (3, 4, c)).astype(np.int8)
+    x[0, 0] = 7  # a constant row: only epsilon under the square root
+    x[0, 1] = np.where(np.arange(c) % 2, 127, -128)  # the largest spread
+    ref = _check(model, [x, g, b], norm.layer_norm)
+    # and it is the layer norm: within about one output step of the real function
+    xf = (x.astype(np.float64) - zps[0]) * 0.05
+    mu, var = xf.mean(-1, keepdims=True), xf.var(-1, keepdims=True)
+    want = np.clip((xf - mu) / np.sqrt(var + 1e-5) * g + b, (-128 - zps[1]) * 0.03, (127 - zps[1]) * 0.03)
+    assert np.abs((ref.astype(np.float64) - zps[1]) * 0.03 - want).max() <= 1.1 * 0.03
+
+
+def test_layer_norm_signs_zero_gamma_and_no_epsilon():
+    c = 8
+    gamma = [-2.0, 0.0, 1.0, 0.5, -0.25, 3.0, 1e-6, -1e-6]
+    model, g, b = _ln_model(c, eps=0.0, gamma=gamma, beta=[0.1, 0.7, 0, -0.2, 0, 0, 0.3, 0])
+    x = np.random.default_rng(3).integers(-128, 128, (3, 4, c)).astype(np.int8)
+    x[1, 2] = 0  # constant row with epsilon 0: E = 1 keeps the square root defined
+    ref = _check(model, [x, g, b], norm.layer_norm)
+    assert (ref[..., 1] == round(0.7 / 0.03) - 4).all()  # gamma 0: beta alone
+
+
+def test_isqrt_is_exact():
+    d = np.array([0, 1, 2, 3, 4, 15, 16, 17, 2**52 - 1, 2**52, 2**62 - 1, (2**31 - 1) ** 2, (2**31) ** 2 - 1])
+    r = isqrt(d)
+    assert (r * r <= d).all() and ((r + 1) * (r + 1) > d).all()
+
+
+def test_layer_norm_refusals():
+    with pytest.raises(InvalidModelError, match="gamma .* has shape"):
+        one_op(OpCode.LAYER_NORM, [Spec((2, 4), I8, 0.1), Spec((3,), DType.FLOAT32, data=np.ones(3, np.float32)),
+                                   Spec((4,), DType.FLOAT32, data=np.zeros(4, np.float32))],
+               Spec((2, 4), I8, 0.1), LayerNormOptions())
+    with pytest.raises(InvalidModelError, match="epsilon"):
+        _ln_model(4, eps=float("nan"))
+
+
+# ---------------------------------------------------------------------------- SLICE
+
+SLICES = [  # x shape, begin, step, y shape
+    ((2, 3, 4, 5), (0, 1, 0, 4), (1, 1, 2, -1), (2, 2, 2, 5)), ((6,), (5,), (-2,), (3,)),
+    ((3, 4), (0, 0), (1, 1), (3, 4)), ((1, 3, 28, 32), (0, 0, 0, 8), (1, 1, 1, 1), (1, 3, 28, 8)),
+    ((3, 1, 2, 4, 8), (1, 0, 0, 0, 0), (1, 1, 1, 1, 1), (1, 1, 2, 4, 8)), ((5, 7), (4, 6), (-1, -3), (5, 3)),
+]
+DTYPES = {DType.INT8: np.int8, DType.INT16: np.int16, DType.FLOAT32: np.float32, DType.UINT8: np.uint8}
+
+
+@pytest.mark.parametrize("xs,begin,step,ys", SLICES, ids=[str(s[0]) + str(s[2]) for s in SLICES])
+@pytest.mark.parametrize("dtype", [DType.INT8, DType.INT16, DType.FLOAT32])
+def test_slice(xs, begin, step, ys, dtype):
+    s = None if dtype == DType.FLOAT32 else 0.1
+    model = one_op(OpCode.SLICE, [Spec(xs, dtype, s)], Spec(ys, dtype, s), SliceOptions(begin, step))
+    x = np.random.default_rng(len(xs)).integers(-100, 100, xs).astype(DTYPES[dtype])
+    ref = _check(model, [x], movement.slice)
+    idx = np.ix_(*[b + st * np.arange(n) for b, st, n in zip(begin, step, ys)])
+    np.testing.assert_array_equal(ref, x[idx])
+
+
+def test_slice_refusals():
+    for begin, step, ys, what in (((0, 3), (1, 1), (2, 2), "leave"), ((0, 0), (1, 0), (2, 2), "step of dimension 1 is 0"),
+                                  ((0,), (1,), (2,), "same length")):
+        with pytest.raises(InvalidModelError, match=what):
+            one_op(OpCode.SLICE, [Spec((2, 4), I8, 0.1)], Spec(ys, I8, 0.1), SliceOptions(begin, step))
+
+
+# ---------------------------------------------------------------------------- float forms, qrt.load
+
+def test_float_forms_and_load_fast_equals_reference():
+    rng = np.random.default_rng(5)
+    f32 = DType.FLOAT32
+    models = [
+        one_op(OpCode.BATCH_MATMUL, [Spec((2, 5, 8), f32), Spec((2, 6, 8), f32)], Spec((2, 5, 6), f32),
+               BatchMatMulOptions(True)),
+        _ln_model(16, rows=(2, 3))[0],
+        one_op(OpCode.LAYER_NORM, [Spec((2, 16), f32), Spec((16,), f32, data=np.linspace(-1, 2, 16, dtype=np.float32)),
+                                   Spec((16,), f32, data=np.zeros(16, np.float32))], Spec((2, 16), f32),
+               LayerNormOptions(1e-3)),
+        one_op(OpCode.BATCH_MATMUL, [Spec((2, 5, 8), I8, 0.03, 3), Spec((2, 8, 6), I8, 0.04, -2)],
+               Spec((2, 5, 6), I8, 0.05, 1), BatchMatMulOptions(False)),
+        one_op(OpCode.SLICE, [Spec((4, 6), I8, 0.1)], Spec((2, 3), I8, 0.1), SliceOptions((1, 5), (2, -2))),
+    ]
+    for model in models:
+        data = qrt.to_bytes(model)
+        ref = qrt.load(data, kernels="reference")
+        feeds = {i.name: rng.uniform(-3, 3, i.shape).astype(np.float32) for i in ref.inputs}
+        want = ref.run(feeds)
+        for isa in ISA.supported():
+            np.testing.assert_array_equal(qrt.load(data, kernels="fast", isa=isa).run(feeds), want)
+        if model.tensors[model.operators[0].inputs[0]].dtype == f32 and model.operators[0].opcode == OpCode.LAYER_NORM:
+            x = feeds[ref.inputs[0].name].astype(np.float64)
+            g = np.linspace(-1, 2, 16)
+            expect = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + np.float32(1e-3)) * g
+            np.testing.assert_allclose(want, expect, rtol=1e-5, atol=1e-5)
