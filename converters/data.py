@@ -20,7 +20,8 @@ Anything that does not fit the model (shape, dtype, number of inputs, NaN or inf
 an empty source, an unreadable file) raises CalibrationDataError saying what was expected and
 what was found. Float16/float64 data is converted to float32; integer data is refused (raw
 uint8 pixels fed to a float model is a silent accuracy bug; scale them or use a folder with
-ImagePreprocess).
+ImagePreprocess). An integer input of the model (ids, masks: `dtypes`) takes integer data
+that its type holds.
 
 progress() wraps a loop in a tqdm bar on a terminal; split_holdout() keeps the first 80 % of
 the samples for calibration and holds the rest back for the conversion report.
@@ -206,8 +207,9 @@ def _iter_images(folder: Path, input_names, shapes, preprocess):
 class _Checker:
     """Checks one input's arrays against the model and splits them into model batches."""
 
-    def __init__(self, name: str, shape):
+    def __init__(self, name: str, shape, dtype=None):
         self.name = name
+        self.dtype = dtype  # an integer input's (ids, masks); None: float32
         self.shape = tuple(shape) if shape is not None else None
         self.batch = _dim(self.shape[0]) if self.shape else None
 
@@ -217,15 +219,22 @@ class _Checker:
             _dim(d) is None or dims[k] == d for k, d in enumerate(self.shape) if k >= start)
 
     def split(self, value, where: str) -> list:
-        """value -> list of float32 arrays of the model's input shape; `where` names the sample
-        in messages ("calibration sample 3", "row block 2 of x.npy")."""
+        """value -> list of float32 arrays (an integer input's own dtype) of the model's input
+        shape; `where` names the sample in messages ("calibration sample 3", "row block 2 of x.npy")."""
         if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
             value = value.detach().cpu().numpy()
         a = np.asarray(value) if not isinstance(value, np.ndarray) else value
         if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
             raise CalibrationDataError(f"{where} for input '{self.name}' is not a numeric array "
                                        f"(found {type(value).__name__} of dtype {a.dtype}); the model expects float32")
-        if not np.issubdtype(a.dtype, np.floating):
+        if self.dtype is not None:  # an integer input: integers that its type holds
+            if a.dtype.kind not in "iub":
+                raise CalibrationDataError(f"{where} for input '{self.name}' has dtype {a.dtype}; the model expects "
+                                           f"integers ({self.dtype.name}: ids, masks)")
+            lim = np.iinfo(self.dtype)
+            if a.size and (a.min() < lim.min or a.max() > lim.max):
+                raise CalibrationDataError(f"{where} for input '{self.name}' holds values beyond {self.dtype.name}")
+        elif not np.issubdtype(a.dtype, np.floating):
             raise CalibrationDataError(
                 f"{where} for input '{self.name}' has dtype {a.dtype}; the model expects float32 (convert "
                 "and scale it first, e.g. x.astype(np.float32) / 255 for 8-bit pixels, or use a folder "
@@ -246,8 +255,8 @@ class _Checker:
             raise CalibrationDataError(f"{where} for input '{self.name}' has {a.shape[0]} rows along the batch "
                                        f"dimension (shape {tuple(int(d) for d in a.shape)}); the model takes batches of {b}: "
                                        f"pass a multiple of {b}")
-        a = np.asarray(a, dtype=np.float32)
-        if not np.isfinite(a).all():
+        a = np.asarray(a, dtype=self.dtype or np.float32)
+        if self.dtype is None and not np.isfinite(a).all():
             nan = int(np.isnan(a).sum())
             inf = int(np.isinf(a).sum())
             what = " and ".join(s for s in (f"{nan} NaN" if nan else "", f"{inf} infinite" if inf else "") if s)
@@ -355,7 +364,7 @@ def _split_rows(array, checker: _Checker, where: str):
 
 
 def iter_calibration(source, input_names, input_shapes, limit: int | None = 100, preprocess=None,
-                     as_dict: bool = True):
+                     as_dict: bool = True, dtypes: dict | None = None):
     """Yield up to `limit` calibration samples, each one model batch: {input name: float32
     array of the input's shape} (or the bare array for a one-input model when as_dict=False).
 
@@ -377,7 +386,7 @@ def iter_calibration(source, input_names, input_shapes, limit: int | None = 100,
             raise ConversionError(f"{len(shapes)} input shapes for {len(names)} inputs {names}")
     if limit is not None and (not isinstance(limit, (int, np.integer)) or limit <= 0):
         raise ConversionError(f"limit must be a positive number of samples or None, got {limit!r}")
-    checkers = [_Checker(n, s) for n, s in zip(names, shapes)]
+    checkers = [_Checker(n, s, (dtypes or {}).get(n)) for n, s in zip(names, shapes)]
 
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)

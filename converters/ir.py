@@ -43,6 +43,7 @@ class Graph:
     weight_qparams: dict = field(default_factory=dict)
     name: str = ""
     notes: list = field(default_factory=list)  # what the front end changed (opset upgrade, frozen inputs, ...)
+    dtypes: dict = field(default_factory=dict)  # integer graph inputs (ids, masks): name -> numpy dtype
 
     _ids = itertools.count()
 

@@ -21,7 +21,7 @@ import numpy as np
 from qrt.format import (
     Activation, BatchMatMulOptions, ConcatOptions, Conv2DOptions, DepthwiseConv2DOptions, DType, InputQuantization,
     LayerNormOptions, Layout, LeakyReluOptions, LutOptions, MeanOptions, Metadata, ModelBuilder, OpCode, PadOptions,
-    Pool2DOptions, SliceOptions, SoftmaxOptions, TransposeOptions, UnaryFunction, UnaryOptions,
+    Pool2DOptions, GatherOptions, SliceOptions, SoftmaxOptions, TransposeOptions, UnaryFunction, UnaryOptions,
 )
 from qrt.format.model import pack_int4
 from qrt.numerics import INT32_MAX, SOFTMAX_OUTPUT, SOFTMAX_OUTPUT_16, accumulator_bound, int16_accumulator_bound
@@ -363,6 +363,11 @@ class Lowering:
         self.plan_fusions()
         self.pin_qparams()
         for name in self.g.inputs:
+            if name in self.g.dtypes:  # ids, masks: integers as they are
+                dtype = DType.INT32 if self.g.dtypes[name] == np.int32 else DType.INT64
+                v = self.values[name] = _Value(self.b.tensor(self._unique(name), dtype, self.shape(name)), False)
+                self.b.input(name, v.tensor, Layout.AS_STORED)
+                continue
             self.cur = self.input_form(name)
             v = self.act_tensor(name)
             self.b.input(name, v.tensor, Layout.NCHW if v.nhwc else Layout.AS_STORED)
@@ -989,6 +994,39 @@ class Lowering:
             windows[a] = (int(idx[0]) if idx.size else 0, int(s))
         self._slice(n, n.outputs[0], windows)
 
+    def _gather_supported(self, n: Node) -> bool:
+        """A constant table read at run-time integer indices (an embedding), or an activation
+        read at constant ones."""
+        data, idx = n.inputs[0], n.inputs[1]
+        if data in self.g.constants:
+            return idx in self.g.dtypes or idx in self.g.constants
+        return idx in self.g.constants
+
+    @lowers("Gather", supports=_gather_supported, keeps_input_quantization=True, int16=True)
+    def lower_Gather(self, n: Node):
+        """GATHER: an embedding table quantized per tensor over its whole range (the output keeps
+        its parameters), or an activation at constant indices (in the source's order)."""
+        data, idx = n.inputs[0], n.inputs[1]
+        axis = n.attrs.get("axis", 0) % len(self.shape(data))
+        if data in self.g.constants:
+            table = self.const_activation(data)
+            t = self.b.model.tensors[table.tensor]
+            if t.quant is not None:  # the output's parameters are the table's
+                qp = (float(t.quant.scale[0]), int(t.quant.zero_point[0]))
+                (self.qparams16 if self.cur == INT16 else self.qparams)[n.outputs[0]] = qp
+            x = table
+            if table.nhwc:  # a 4-D constant: back to the source's order
+                x = self.to_layout(data, False)
+        else:
+            x = self.to_layout(data, False)
+        if idx in self.g.constants:
+            ids = np.asarray(self.g.constants[idx]).astype(np.int64)
+            i = _Value(self.b.tensor(self._unique(idx), DType.INT64, ids.shape, ids), False)
+        else:
+            i = self.values[idx]
+        y = self.act_tensor(n.outputs[0], image=False)
+        self.op(OpCode.GATHER, [x, i], [y], GatherOptions(axis), n)
+
     def _split_supported(self, n: Node) -> bool:
         return len(n.inputs) < 2 or not n.inputs[1] or n.inputs[1] in self.g.constants
 
@@ -1030,7 +1068,7 @@ class Lowering:
 # Shape arithmetic and no-ops that simplify() folds into constants or removes.
 # ops that fold away in practice (shape chains, conditions on frozen inputs); check_quantizable
 # catches any left computing on run-time values
-FOLDED_OPS = {"Identity", "Dropout", "Constant", "Shape", "Gather", "Cast", "CastLike",
+FOLDED_OPS = {"Identity", "Dropout", "Constant", "Shape", "Cast", "CastLike",
               "ConstantOfShape", "Range", "Expand", "Equal", "Where", "Greater", "Less",
               "GreaterOrEqual", "LessOrEqual", "Not"}
 

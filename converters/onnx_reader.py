@@ -18,7 +18,8 @@ What it does, in order:
    integer tensor int64 (shape-like), except int8/uint8/int32 tensors that a DequantizeLinear
    reads. Graph inputs that are initializers are not inputs, nor are the inputs `freeze` names:
    they become constants of the given values. Each input must have a static shape; a symbolic
-   or unknown first (batch) dimension is set to 1. Inputs must be float.
+   or unknown first (batch) dimension is set to 1. Inputs are float, or int32 / int64 (ids, masks:
+   Graph.dtypes), which pass through to the ops that read integers (GATHER).
 4. nodes are copied with their attributes as Python values (str, int, float, lists, numpy
    arrays for tensors) and sorted topologically.
 5. QDQ: an activation pair QuantizeLinear -> DequantizeLinear is removed (readers of the DQ
@@ -814,11 +815,13 @@ def read_onnx(source, input_shapes: dict | None = None, also_supported=None, fre
             elem = vi.type.tensor_type.elem_type
         else:
             shape, elem = _static_shape(vi, where)
-        if elem not in (1, 10, 11, 16):
+        if elem in (6, 7):  # INT32, INT64: ids, masks, byte tokens, passed through as they are
+            g.dtypes[vi.name] = np.dtype(np.int32 if elem == 6 else np.int64)
+        elif elem not in (1, 10, 11, 16):
             raise ConversionError(f"{where}: input {vi.name!r} has element type "
-                                  f"{onnx.TensorProto.DataType.Name(elem)}; only float inputs are supported. If "
-                                  f"it is constant in practice (a sample rate, a flag), freeze it: --freeze "
-                                  f"{vi.name}=VALUE (qrt.convert(..., freeze={{{vi.name!r}: VALUE}}))")
+                                  f"{onnx.TensorProto.DataType.Name(elem)}; only float, int32 and int64 inputs are "
+                                  f"supported. If it is constant in practice (a sample rate, a flag), freeze it: "
+                                  f"--freeze {vi.name}=VALUE (qrt.convert(..., freeze={{{vi.name!r}: VALUE}}))")
         g.inputs.append(vi.name)
         g.shapes[vi.name] = tuple(shape)
     if input_shapes:

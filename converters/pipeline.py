@@ -257,7 +257,8 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
     progress = (lambda it, desc: D.progress(it, total=None, desc=desc, force=show_progress))
 
     shapes = {n: graph.shapes[n] for n in graph.inputs}
-    samples = list(D.iter_calibration(calibration, graph.inputs, shapes, limit=limit, preprocess=preprocess))
+    samples = list(D.iter_calibration(calibration, graph.inputs, shapes, limit=limit, preprocess=preprocess,
+                                      dtypes=graph.dtypes))
     calib, held = D.split_holdout(samples, holdout)
     if not calib:
         raise ConversionError("no calibration samples left after holding some back; pass more data")

@@ -8,7 +8,7 @@ the writer need the op rules of qrt/ops/, which build on these objects, so they 
 from their modules (or as qrt.read_model, qrt.write_model, qrt.verify_model, qrt.to_bytes).
 """
 from .model import (
-    Activation, BatchMatMulOptions, Calibration, ConcatOptions, Conv2DOptions, DepthwiseConv2DOptions, DType,
+    Activation, BatchMatMulOptions, Calibration, GatherOptions, ConcatOptions, Conv2DOptions, DepthwiseConv2DOptions, DType,
     GraphIO, InputQuantization, LayerNormOptions, Layout, LeakyReluOptions, LutOptions, MeanOptions, Metadata, ModelDefinition,
     OpCode, Operator, PadOptions, Pool2DOptions, Quantization, SliceOptions, SoftmaxOptions, Tensor, TransposeOptions,
     UnaryFunction, UnaryOptions,
@@ -17,7 +17,7 @@ from .builder import ModelBuilder
 from .versions import FORMAT_VERSION, NUMERICS_VERSION
 
 __all__ = [
-    "Activation", "BatchMatMulOptions", "Calibration", "ConcatOptions", "Conv2DOptions", "DepthwiseConv2DOptions",
+    "Activation", "BatchMatMulOptions", "Calibration", "GatherOptions", "ConcatOptions", "Conv2DOptions", "DepthwiseConv2DOptions",
     "DType", "GraphIO", "InputQuantization", "LayerNormOptions", "Layout", "LeakyReluOptions", "LutOptions", "MeanOptions", "Metadata",
     "ModelDefinition", "OpCode", "Operator", "PadOptions", "Pool2DOptions", "Quantization", "SliceOptions", "SoftmaxOptions",
     "Tensor", "TransposeOptions", "UnaryFunction", "UnaryOptions", "ModelBuilder", "FORMAT_VERSION", "NUMERICS_VERSION",

@@ -124,6 +124,7 @@ UNARY_OPTIONS = Table("UnaryOptions", (("function", I8, 0), ("alpha", F32, 0.2),
 BATCH_MATMUL_OPTIONS = Table("BatchMatMulOptions", (("transpose_b", BOOL, False),))
 LAYER_NORM_OPTIONS = Table("LayerNormOptions", (("epsilon", F32, 1e-5),))
 SLICE_OPTIONS = Table("SliceOptions", (("begin", Vector(I32), None), ("step", Vector(I32), None)))
+GATHER_OPTIONS = Table("GatherOptions", (("axis", I32, 0),))
 
 OP_OPTIONS = Union("OpOptions", (
     CONV_2D_OPTIONS,
@@ -140,6 +141,7 @@ OP_OPTIONS = Union("OpOptions", (
     BATCH_MATMUL_OPTIONS,
     LAYER_NORM_OPTIONS,
     SLICE_OPTIONS,
+    GATHER_OPTIONS,
 ))
 
 OPERATOR = Table("Operator", (

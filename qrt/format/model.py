@@ -60,6 +60,7 @@ class OpCode(IntEnum):
     BATCH_MATMUL = 23
     LAYER_NORM = 24
     SLICE = 25
+    GATHER = 26
 
 
 class InputQuantization(IntEnum):
@@ -271,6 +272,11 @@ class LayerNormOptions:
 
 
 @dataclass
+class GatherOptions:
+    axis: int = 0
+
+
+@dataclass
 class SliceOptions:
     begin: tuple = ()
     step: tuple = ()
@@ -292,6 +298,7 @@ OPTIONS_TYPES = (
     BatchMatMulOptions,
     LayerNormOptions,
     SliceOptions,
+    GatherOptions,
 )
 
 

@@ -70,6 +70,8 @@ class OpCode(object):
     LAYER_NORM = 24
     # Revision 3: a strided window of a tensor (ONNX Slice, Split).
     SLICE = 25
+    # Revision 3: rows of a table by integer indices (embeddings; ONNX Gather).
+    GATHER = 26
 
 
 # How an operator with float32 activations and quantized weights (CONV_2D, FULLY_CONNECTED)
@@ -117,6 +119,7 @@ class OpOptions(object):
     BatchMatMulOptions = 12
     LayerNormOptions = 13
     SliceOptions = 14
+    GatherOptions = 15
 
 def OpOptionsCreator(unionType, table):
     from flatbuffers.table import Table
@@ -150,6 +153,8 @@ def OpOptionsCreator(unionType, table):
         return LayerNormOptionsT.InitFromBuf(table.Bytes, table.Pos)
     if unionType == OpOptions.SliceOptions:
         return SliceOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions.GatherOptions:
+        return GatherOptionsT.InitFromBuf(table.Bytes, table.Pos)
     return None
 
 
@@ -2359,6 +2364,87 @@ class SliceOptionsT(object):
         return sliceOptions
 
 
+# Revision 3.
+class GatherOptions(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = GatherOptions()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsGatherOptions(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def GatherOptionsBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x51\x4D\x44\x4C", size_prefixed=size_prefixed)
+
+    # GatherOptions
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # GatherOptions
+    def Axis(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, o + self._tab.Pos)
+        return 0
+
+def GatherOptionsStart(builder):
+    builder.StartObject(1)
+
+def GatherOptionsAddAxis(builder, axis):
+    builder.PrependInt32Slot(0, axis, 0)
+
+def GatherOptionsEnd(builder):
+    return builder.EndObject()
+
+
+
+class GatherOptionsT(object):
+
+    # GatherOptionsT
+    def __init__(
+        self,
+        axis = 0,
+    ):
+        self.axis = axis  # type: int
+
+    @classmethod
+    def InitFromBuf(cls, buf, pos):
+        gatherOptions = GatherOptions()
+        gatherOptions.Init(buf, pos)
+        return cls.InitFromObj(gatherOptions)
+
+    @classmethod
+    def InitFromPackedBuf(cls, buf, pos=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, pos)
+        return cls.InitFromBuf(buf, pos+n)
+
+    @classmethod
+    def InitFromObj(cls, gatherOptions):
+        x = GatherOptionsT()
+        x._UnPack(gatherOptions)
+        return x
+
+    # GatherOptionsT
+    def _UnPack(self, gatherOptions):
+        if gatherOptions is None:
+            return
+        self.axis = gatherOptions.Axis()
+
+    # GatherOptionsT
+    def Pack(self, builder):
+        GatherOptionsStart(builder)
+        GatherOptionsAddAxis(builder, self.axis)
+        gatherOptions = GatherOptionsEnd(builder)
+        return gatherOptions
+
+
 class Operator(object):
     __slots__ = ['_tab']
 
@@ -2576,7 +2662,7 @@ class OperatorT(object):
         self.inputs = inputs  # type: Optional[List[int]]
         self.outputs = outputs  # type: Optional[List[int]]
         self.optionsType = optionsType  # type: int
-        self.options = options  # type: Union[None, 'Conv2DOptionsT', 'DepthwiseConv2DOptionsT', 'Pool2DOptionsT', 'ConcatOptionsT', 'MeanOptionsT', 'PadOptionsT', 'TransposeOptionsT', 'LeakyReluOptionsT', 'SoftmaxOptionsT', 'LutOptionsT', 'UnaryOptionsT', 'BatchMatMulOptionsT', 'LayerNormOptionsT', 'SliceOptionsT']
+        self.options = options  # type: Union[None, 'Conv2DOptionsT', 'DepthwiseConv2DOptionsT', 'Pool2DOptionsT', 'ConcatOptionsT', 'MeanOptionsT', 'PadOptionsT', 'TransposeOptionsT', 'LeakyReluOptionsT', 'SoftmaxOptionsT', 'LutOptionsT', 'UnaryOptionsT', 'BatchMatMulOptionsT', 'LayerNormOptionsT', 'SliceOptionsT', 'GatherOptionsT']
         self.activation = activation  # type: int
         self.clipMin = clipMin  # type: float
         self.clipMax = clipMax  # type: float

@@ -17,7 +17,7 @@ The bind-time helpers (flat views, checks, the rescale table) are common.pxd's.
 import numpy as np
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.stdint cimport int8_t, int16_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove, memset
 
 from qrt.kernels.common cimport (
@@ -504,6 +504,70 @@ def slice(ins, p, out, isa=None, threads=1):
     bind_slice(ins, p, out, isa, threads)()
 
 
+# ---------------------------------------------------------------------------- GATHER
+
+cdef class GatherStep(Step):
+    cdef const uint8_t* data
+    cdef const void* idx
+    cdef uint8_t* o
+    cdef bint idx64
+    cdef Py_ssize_t outer, n, count, inner  # inner in bytes
+
+    cdef int run(self) noexcept nogil:
+        cdef Py_ssize_t i, j
+        cdef int64_t v
+        for j in range(self.count):  # every index first: a bad one writes nothing
+            v = (<const int64_t*>self.idx)[j] if self.idx64 else (<const int32_t*>self.idx)[j]
+            if v < -self.n or v >= self.n:
+                return -3
+        for i in range(self.outer):
+            for j in range(self.count):
+                v = (<const int64_t*>self.idx)[j] if self.idx64 else (<const int32_t*>self.idx)[j]
+                if v < 0:
+                    v += self.n
+                memcpy(self.o + (i * self.count + j) * self.inner, self.data + (i * self.n + v) * self.inner,
+                       self.inner)
+        return 0
+
+
+def bind_gather(ins, p, out, isa=None, threads=1):
+    """GATHER along p.axis as a Step: data of any dtype, indices int32 or int64 (checked at
+    every run, -3 when one is outside [-n, n)). Reference: qrt/ops/gather.py."""
+    cdef GatherStep s = GatherStep.__new__(GatherStep)
+    cdef Py_ssize_t k
+    data, idx = ins[0], ins[1]
+    for a, what in ((data, "data"), (idx, "indices"), (out, "out")):
+        if not isinstance(a, np.ndarray) or not a.flags.c_contiguous:
+            raise ValueError(f"{what} must be a C-contiguous array")
+    if idx.dtype not in (np.int32, np.int64):
+        raise ValueError(f"indices must be int32 or int64, not {idx.dtype}")
+    if out.dtype.itemsize != data.dtype.itemsize:
+        raise ValueError(f"out dtype {out.dtype} and data dtype {data.dtype} differ in size")
+    axis = p.axis
+    if not 0 <= axis < data.ndim:
+        raise ValueError(f"axis {axis} is out of range for data of rank {data.ndim}")
+    expect = data.shape[:axis] + idx.shape + data.shape[axis + 1:]
+    if out.shape != expect:
+        raise ValueError(f"out has shape {out.shape}; expected {expect}")
+    _check_isa(isa)
+    s.outer = int(np.prod(data.shape[:axis], dtype=np.int64))
+    s.n = data.shape[axis]
+    s.count = idx.size
+    s.inner = int(np.prod(data.shape[axis + 1:], dtype=np.int64)) * data.dtype.itemsize
+    s.idx64 = idx.dtype == np.int64
+    s.data, s.o = _in_bytes(data, "data"), _out_bytes(out)
+    s.idx = <const void*>_in_bytes(idx, "indices")
+    if s.o == NULL:
+        s.outer = s.count = 0
+    s.keep = (data, idx, out)
+    return s
+
+
+def gather(ins, p, out, isa=None, threads=1):
+    """GATHER once: bind and run (see bind_gather)."""
+    bind_gather(ins, p, out, isa, threads)()
+
+
 # ---------------------------------------------------------------------------- RESHAPE
 
 cdef class ReshapeStep(Step):
@@ -542,5 +606,6 @@ KERNELS = {
     "pad_int16": Kernel(pad_int16, bind_pad_int16),
     "transpose": Kernel(transpose, bind_transpose),
     "slice": Kernel(slice, bind_slice),
+    "gather": Kernel(gather, bind_gather),
     "reshape": Kernel(reshape, bind_reshape),
 }

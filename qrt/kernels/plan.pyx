@@ -5,6 +5,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 
 cdef int OUT_OF_MEMORY = -2
 cdef int PYTHON_ERROR = -1
+cdef int BAD_INDEX = -3  # GATHER: an index outside its table (nothing written)
 
 
 cdef class Step:
@@ -42,6 +43,10 @@ cdef _raise(int rc, Step step):
         raise e
     if rc == OUT_OF_MEMORY:
         raise MemoryError("qrt: out of memory for kernel scratch space")
+    if rc == BAD_INDEX:
+        from qrt.errors import InputError
+        raise InputError("GATHER: an index fed to the model is outside its table (an id beyond the "
+                         "vocabulary?); check the integer inputs")
     raise RuntimeError(f"qrt: kernel failed with code {rc}")
 
 

@@ -25,6 +25,7 @@ from .conv_2d import CONV_2D
 from .depthwise_conv_2d import DEPTHWISE_CONV_2D
 from .dequantize import DEQUANTIZE
 from .fully_connected import FULLY_CONNECTED
+from .gather import GATHER
 from .layer_norm import LAYER_NORM
 from .leaky_relu import LEAKY_RELU
 from .lut import LUT
@@ -47,7 +48,7 @@ from .unary import UNARY
 OPS: dict[OpCode, OpDef] = {d.opcode: d for d in (
     CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, SUB, MUL, CONCAT, MAX_POOL_2D, AVERAGE_POOL_2D,
     MEAN, PAD, RESHAPE, TRANSPOSE, LEAKY_RELU, PRELU, LUT, SOFTMAX, QUANTIZE, DEQUANTIZE, REQUANTIZE,
-    MAXIMUM, MINIMUM, UNARY, BATCH_MATMUL, LAYER_NORM, SLICE,
+    MAXIMUM, MINIMUM, UNARY, BATCH_MATMUL, LAYER_NORM, SLICE, GATHER,
 )}
 
 # Releases of the format's features that are not ops (each op's form has its own `since`).

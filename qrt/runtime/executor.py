@@ -279,6 +279,12 @@ class Model:
                 raise InputError(f"input '{info.name}': cannot be read as an array ({e})") from None
         stored = np.dtype(info.dtype)
         ok = x.dtype == stored or (x.dtype.kind == "f" and (stored.kind == "f" or info.scale is not None))
+        if not ok and info.scale is None and stored.kind == "i" and x.dtype.kind in "iu":
+            # ids and masks: any integer array whose values the stored type holds
+            lim = np.iinfo(stored)
+            ok = x.size == 0 or (np.can_cast(x.dtype, stored) or (lim.min <= x.min() and x.max() <= lim.max))
+            if not ok:
+                raise InputError(f"input '{info.name}': values [{x.min()}, {x.max()}] do not fit {stored.name}")
         if not ok:
             want = f"float32 or {stored.name}" if info.scale is not None else stored.name
             raise InputError(f"input '{info.name}': dtype {x.dtype} is not accepted; pass {want}")

@@ -82,3 +82,44 @@ def test_split_and_transposed_matmul_match_onnx(tmp_path):
     want = onnx.reference.ReferenceEvaluator(path).run(None, {"x": x})[0]
     got = qrt.load(out).run(x)
     assert np.abs(got - want).max() < 0.03  # softmax output steps are 1/256
+
+
+def test_token_ids_and_embeddings(tmp_path):
+    """int64 token ids pass through as a graph input; nn.Embedding becomes GATHER of an int8
+    table; calibration takes integer ids (stacked full feeds); the result follows the float
+    model (logit cosine > 0.999) and runs a batch of 20 sequences as one plan."""
+    from torch import nn
+
+    from qrt.converters.torch_frontend import quiet_export
+
+    torch.manual_seed(0)
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.pos = nn.Embedding(100, 16), nn.Parameter(torch.randn(1, 12, 16) * 0.1)
+            self.norm, self.head = nn.LayerNorm(16), nn.Linear(16, 4)
+
+        def forward(self, ids):
+            return self.head(self.norm(self.emb(ids) + self.pos).mean(1))
+
+    model = Classifier().eval()
+    path = str(tmp_path / "emb.onnx")
+    with quiet_export(), torch.no_grad():
+        torch.onnx.export(model, (torch.randint(0, 100, (1, 12)),), path, dynamo=True)
+    rng = np.random.default_rng(0)
+    out = tmp_path / "emb.qmodel"
+    qrt.convert(path, rng.integers(0, 100, (60, 1, 12)), out, show_progress=False, integer_only=True)
+    m = qrt.read_model(out)
+    assert [op.opcode for op in m.operators].count(OpCode.GATHER) == 1
+    q = qrt.load(out)
+    assert q.inputs[0].dtype == "int64" and q.inputs[0].scale is None
+    ids = rng.integers(0, 100, (20, 12))
+    got = q.run(ids)
+    with torch.no_grad():
+        want = model(torch.from_numpy(ids)).numpy()
+    cos = np.sum(got * want, 1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cos.min() > 0.999, cos
+    assert q._local.last is q._bind(20)
+    with pytest.raises(qrt.converters.errors.CalibrationDataError, match="expects integers"):
+        qrt.convert(path, rng.normal(size=(10, 1, 12)).astype(np.float32), tmp_path / "x.qmodel", show_progress=False)

@@ -1,6 +1,7 @@
-"""The ops transformer encoders need (SPEC.md 2.13.21-23): BATCH_MATMUL (int8 x int8 -> int32 ->
+"""The ops transformer encoders need (SPEC.md 2.13.21-24): BATCH_MATMUL (int8 x int8 -> int32 ->
 int8, leading dimensions broadcast, b read transposed or not), LAYER_NORM (integers only: isqrt
-of the row's scaled variance) and SLICE (a strided window, any dtype). Each compiled kernel is
+of the row's scaled variance), SLICE (a strided window, any dtype) and GATHER (embedding rows
+by int32 / int64 ids; an id outside the table fails the run, writing nothing). Each compiled kernel is
 compared bit for bit with its form's reference on one-op models accepted by verify_model, over
 shapes, extreme zero points and values, fused activations, and every instruction-set name (one C
 path each); the float32 forms and qrt.load "fast" against "reference"; the verifier's refusals."""
@@ -11,7 +12,7 @@ import pytest
 
 import qrt
 from qrt import InvalidModelError
-from qrt.format import Activation, BatchMatMulOptions, DType, LayerNormOptions, OpCode, SliceOptions
+from qrt.format import Activation, BatchMatMulOptions, DType, GatherOptions, LayerNormOptions, OpCode, SliceOptions
 from qrt.kernels import isa as ISA
 from qrt.kernels import matmul, movement, norm
 from qrt.ops import op_form, prepare_op
@@ -189,3 +190,79 @@ def test_float_forms_and_load_fast_equals_reference():
             g = np.linspace(-1, 2, 16)
             expect = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + np.float32(1e-3)) * g
             np.testing.assert_allclose(want, expect, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- GATHER
+
+def _gather_model(data_shape, idx_shape, axis, dtype=I8, idx_dtype=DType.INT64, const_data=True, const_idx=False,
+                  seed=0):
+    rng = np.random.default_rng(seed)
+    s = None if dtype == DType.FLOAT32 else 0.1
+    n = data_shape[axis]
+    data = rng.integers(-100, 100, data_shape).astype(DTYPES[dtype]) if const_data else None
+    ids = rng.integers(-n, n, idx_shape).astype(np.int64 if idx_dtype == DType.INT64 else np.int32) if const_idx else None
+    y_shape = data_shape[:axis] + idx_shape + data_shape[axis + 1:]
+    return one_op(OpCode.GATHER, [Spec(data_shape, dtype, s, 3 if s else 0, data), Spec(idx_shape, idx_dtype, data=ids)],
+                  Spec(y_shape, dtype, s, 3 if s else 0), GatherOptions(axis))
+
+
+GATHERS = [((50, 8), (2, 5), 0), ((50, 8), (7,), 0), ((3, 10, 4), (2, 2), 1), ((4, 6), (3,), 1), ((5,), (2, 3), 0)]
+
+
+@pytest.mark.parametrize("data_shape,idx_shape,axis", GATHERS, ids=[f"{d}{i}a{a}" for d, i, a in GATHERS])
+@pytest.mark.parametrize("dtype", [DType.INT8, DType.INT16, DType.FLOAT32])
+@pytest.mark.parametrize("idx_dtype", [DType.INT32, DType.INT64])
+def test_gather(data_shape, idx_shape, axis, dtype, idx_dtype):
+    model = _gather_model(data_shape, idx_shape, axis, dtype, idx_dtype)
+    op = model.operators[0]
+    table = model.tensors[op.inputs[0]].data
+    n = data_shape[axis]
+    ids = np.random.default_rng(1).integers(-n, n, idx_shape).astype(NUMPY_IDX[idx_dtype])
+    ref = _check(model, [table, ids], movement.gather)
+    np.testing.assert_array_equal(ref, np.take(table, ids % n, axis=axis))
+
+
+NUMPY_IDX = {DType.INT32: np.int32, DType.INT64: np.int64}
+
+
+def test_gather_of_an_activation_at_constant_indices():
+    model = _gather_model((2, 6, 4), (3,), 1, const_data=False, const_idx=True)
+    x = np.random.default_rng(2).integers(-128, 128, (2, 6, 4)).astype(np.int8)
+    ids = model.tensors[model.operators[0].inputs[1]].data
+    ref = _check(model, [x, ids], movement.gather)
+    np.testing.assert_array_equal(ref, np.take(x, ids % 6, axis=1))
+
+
+def test_gather_index_outside_the_table_fails_the_run_and_writes_nothing():
+    model = _gather_model((50, 8), (2, 5), 0)
+    data = qrt.to_bytes(model)
+    ids = np.zeros((2, 5), np.int64)
+    for bad in (50, -51, 2**40):
+        ids[1, 3] = bad
+        for kernels in ("fast", "reference"):
+            m = qrt.load(data, kernels=kernels)
+            with pytest.raises(qrt.InputError, match="GATHER: (an )?index"):
+                m.run(ids)
+    p = prepare_op(model, 0)
+    out = np.full((2, 5, 8), 7, np.int8)
+    with pytest.raises(qrt.InputError):
+        movement.gather([model.tensors[model.operators[0].inputs[0]].data, ids], p, out)
+    assert (out == 7).all()  # nothing written
+    with pytest.raises(InvalidModelError, match="leave"):  # constant indices are checked at load
+        one_op(OpCode.GATHER, [Spec((4, 2), I8, 0.1), Spec((1,), DType.INT64, data=np.array([4]))],
+               Spec((1, 2), I8, 0.1), GatherOptions(0))
+
+
+def test_integer_inputs_take_any_integer_array_that_fits():
+    m = qrt.load(qrt.to_bytes(_gather_model((50, 8), (2, 5), 0)))
+    ids = np.random.default_rng(3).integers(0, 50, (2, 5))
+    want = m.run(ids.astype(np.int64))
+    for dtype in (np.int32, np.int16, np.uint8):
+        np.testing.assert_array_equal(m.run(ids.astype(dtype)), want)
+    np.testing.assert_array_equal(m.run(np.concatenate([ids, ids])), np.concatenate([want, want]))  # batched
+    assert m._at(2) is not None
+    with pytest.raises(qrt.InputError, match="dtype float32 is not accepted"):
+        m.run(ids.astype(np.float32))
+    m32 = qrt.load(qrt.to_bytes(_gather_model((50, 8), (2, 5), 0, idx_dtype=DType.INT32)))
+    with pytest.raises(qrt.InputError, match="do not fit int32"):
+        m32.run(np.full((2, 5), 2**40, np.int64))
