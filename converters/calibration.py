@@ -853,17 +853,20 @@ GPTQ_DAMPING = 0.01  # of the mean diagonal, added to the Gram matrix: keeps its
 GPTQ_BLOCK = 128  # inputs rounded between two matrix updates of the rest
 
 
-def input_gram(x, op: str, attrs: dict) -> np.ndarray | None:
+def input_gram(x, op: str, attrs: dict, kernel: tuple | None = None) -> np.ndarray | None:
     """sum x_p x_p^T over the input vectors x_p that a Conv (4-D input) or Gemm / MatMul layer
     multiplies by each output channel's weights: [groups, K, K] float64, K in the weights'
-    order ([C/g, KH, KW] flattened, or the reduction axis); None for a layout it does not know."""
+    order ([C/g, KH, KW] flattened, or the reduction axis); None for a layout it does not know.
+    kernel: the Conv's (KH, KW) when its attributes do not say (kernel_shape is optional)."""
     x = np.asarray(x, np.float32)
     if op != "Conv":
         x2 = x.reshape(-1, x.shape[-1])
         return (x2.T @ x2).astype(np.float64)[None]
     if x.ndim != 4 or attrs.get("auto_pad", "NOTSET") != "NOTSET":
         return None
-    kh, kw = attrs["kernel_shape"]
+    if "kernel_shape" not in attrs and kernel is None:
+        return None
+    kh, kw = attrs.get("kernel_shape", kernel)
     top, left, bottom, right = attrs.get("pads", (0, 0, 0, 0))
     sh, sw = attrs.get("strides", (1, 1))
     dh, dw = attrs.get("dilations", (1, 1))

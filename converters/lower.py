@@ -27,6 +27,7 @@ from qrt.format.model import pack_int4
 from qrt.numerics import INT32_MAX, SOFTMAX_OUTPUT, SOFTMAX_OUTPUT_16, accumulator_bound, int16_accumulator_bound
 
 from . import calibration as C
+from . import float_exec
 from .errors import ConversionError, UnsupportedOpsError
 from .ir import Graph, Node
 from .schemes import DYNAMIC, FLOAT32, INT8, INT16, WEIGHT_ONLY, Scheme, SchemeTable, node_form
@@ -197,6 +198,10 @@ class Lowering:
 
     def _in_domain(self, name: str, v: _Value) -> _Value:
         t = self.b.model.tensors[v.tensor]
+        if t.dtype in (DType.INT32, DType.INT64):
+            raise ConversionError(f"integer input '{name}' is read as a number: qrt reads integer inputs only as "
+                                  f"GATHER indices (embeddings) and attention masks (Add of its float form to "
+                                  f"scores before a Softmax); freeze it if it is constant (--freeze)")
         want = self.act_dtype
         if t.dtype == want:
             return v
@@ -381,9 +386,88 @@ class Lowering:
             self.b.output(name, v.tensor, Layout.NCHW if v.nhwc else Layout.AS_STORED)
         return self.b.build(metadata)
 
+    # Attention masks: Add(scores, f(mask)) -> Softmax, f made of the ops below on an integer
+    # graph input, becomes a masked SOFTMAX of the scores (SPEC.md 2.13.15): the additive term
+    # (float32's lowest, as exporters write it) has no int8 range.
+    MASK_CHAIN_OPS = {"Unsqueeze", "Reshape", "Squeeze", "Cast", "CastLike", "Sub", "Mul", "Expand", "Identity", "Not",
+                      "Equal", "Where", "Neg", "Add"}
+
+    def plan_masks(self):
+        """Find the masked softmaxes: self.masked[id(softmax)] = (scores, mask input, zero
+        keeps, the mask's broadcast shape); the Add and the mask's own nodes are skipped."""
+        if hasattr(self, "masked"):
+            return
+        self.masked = {}
+        producers, consumers = self.g.producers(), self.g.consumers()
+        chains = []
+        for sm in self.g.nodes:
+            add = producers.get(sm.inputs[0]) if sm.op == "Softmax" else None
+            if add is None or add.op != "Add" or len(consumers.get(add.outputs[0], [])) != 1:
+                continue
+            rank = len(self.shape(sm.inputs[0]))
+            if sm.attrs.get("axis", -1) % rank != rank - 1:
+                continue
+            for k in (0, 1):
+                found = self._mask_term(add.inputs[k], producers)
+                if found is not None:
+                    mask, nodes, zero_keeps = found
+                    self.masked[id(sm)] = (add.inputs[1 - k], mask, zero_keeps, self.shape(add.inputs[k]))
+                    self.skip.add(id(add))
+                    chains.append(nodes)
+                    break
+        # a mask's nodes go when every reader of theirs is gone too
+        dropped = {id(n) for nodes in chains for n in nodes}
+        for nodes in chains:
+            for n in nodes:
+                if all(id(r) in self.skip or id(r) in dropped for o in n.outputs for r in consumers.get(o, [])):
+                    self.skip.add(id(n))
+
+    def _mask_term(self, name: str, producers):
+        """(integer input, its nodes, zero_keeps) when `name` is 0 for one mask value and huge
+        and negative for the other, computed from one integer graph input only; else None."""
+        nodes, inputs, todo, seen = [], set(), [name], set()
+        while todo:
+            v = todo.pop()
+            if v in seen or v in self.g.constants:
+                continue
+            seen.add(v)
+            if v in self.g.dtypes:
+                inputs.add(v)
+                continue
+            n = producers.get(v)
+            if n is None or n.op not in self.MASK_CHAIN_OPS:
+                return None
+            nodes.append(n)
+            todo.extend(i for i in n.inputs if i)
+        if len(inputs) != 1 or not nodes:
+            return None
+        mask = inputs.pop()
+        values = []
+        for fill in (0, 1):  # the term for an all-0 and an all-1 mask
+            env = {mask: np.full(self.shape(mask), fill, self.g.dtypes[mask])}
+            ids = {id(n) for n in nodes}
+            for n in self.g.nodes:  # graph order is a topological order
+                if id(n) in ids:
+                    args = [env.get(i, self.g.constants.get(i)) if i else None for i in n.inputs]
+                    for o, val in zip(n.outputs, float_exec.run_node(n, args, self.g)):
+                        env[o] = np.asarray(val)
+            t = env[name]
+            if t.size == 0 or not (t == t.reshape(-1)[0]).all():
+                return None
+            values.append(float(t.reshape(-1)[0]))
+        zero, one = values
+        if one == 0 and zero <= -1e4:
+            return mask, nodes, False  # a 1 keeps (the usual attention mask)
+        if zero == 0 and one <= -1e4:
+            return mask, nodes, True  # a 0 keeps (a padding mask)
+        return None
+
     def check_supported(self):
+        self.plan_masks()
         missing = {}
         for n in self.g.nodes:
+            if id(n) in self.skip:
+                continue
             rule = RULES.get(n.op)
             if rule is None or (rule.supports is not None and not rule.supports(self, n)):
                 missing.setdefault(n.op, []).append(n.name or repr(n))
@@ -489,11 +573,12 @@ class Lowering:
                                   f"(SPEC.md section 4.5)")
         return np.clip(np.rint(b / s.astype(np.float64)), -room, room).astype(np.int32), s
 
-    def _keep_int16(self, n: Node, w_name: str, w: np.ndarray, bias_name, reduction: int) -> bool:
-        """Whether a Conv or Gemm meets int16's accumulator bound (SPEC.md 4.6); if not it is
-        lowered in int8, with REQUANTIZE around it, and the report says so."""
+    def _keep_int16(self, n: Node, w_name: str, w: np.ndarray, bias_name, reduction: int, int4: bool) -> bool:
+        """Whether a Conv or Gemm meets int16's accumulator bound (SPEC.md 4.6) with the weights
+        it will store (int4: those); if not it is lowered in int8, with REQUANTIZE around it, and
+        the report says so."""
         x_name = n.inputs[0]
-        wq, ws = self._weights(w_name, w, 0, bias_name, x_name, reduction)
+        wq, ws = self._weights(w_name, w, 0, bias_name, x_name, reduction, int4)
         room = self._headroom(wq, 0, reduction)
         b = self._bias_values(bias_name, w.shape[0])
         s = np.float32(self.q(x_name)[0]) * np.broadcast_to(ws, b.shape).astype(np.float32)
@@ -527,10 +612,10 @@ class Lowering:
         m, _, kh, kw = w.shape
         win, (dh, dw) = self._window(n, kh, kw)
         bias_name = n.inputs[2] if len(n.inputs) > 2 and n.inputs[2] else None
-        if self.cur == INT16:
-            self._keep_int16(n, w_name, w, bias_name, kh * kw * (cin // group))
-        x = self.to_layout(x_name, True)
         depthwise = group == cin and group > 1 and m % cin == 0
+        if self.cur == INT16:
+            self._keep_int16(n, w_name, w, bias_name, kh * kw * (cin // group), self._int4_weights(n, depthwise))
+        x = self.to_layout(x_name, True)
         if self.floating:
             bias = np.zeros(m, np.float32) if bias_name is None else np.asarray(self.g.constants[bias_name], np.float32)
             if depthwise:  # DEPTHWISE_CONV_2D has a float32 form only among the float ones
@@ -567,7 +652,8 @@ class Lowering:
             b_name = self.g.fresh(w_name + ".bias")
             self.g.constants[b_name] = np.broadcast_to(np.asarray(bias, np.float32).reshape(-1), (nout,)).copy()
         if self.cur == INT16:
-            self._keep_int16(Node(n.op, [x_name] + list(n.inputs[1:]), n.outputs, n.attrs, n.name), w_name, w, b_name, k)
+            self._keep_int16(Node(n.op, [x_name] + list(n.inputs[1:]), n.outputs, n.attrs, n.name), w_name, w, b_name, k,
+                             self._int4_weights(n, False))
         x = self.to_layout(x_name, False)
         if self.floating:
             return self._float_weighted(OpCode.FULLY_CONNECTED, n, x, w, w_name, self._bias_values(b_name, nout),
@@ -842,7 +928,16 @@ class Lowering:
 
     @lowers("Softmax", fixed_quantization=SOFTMAX_OUTPUT, int16=True, fixed_quantization16=SOFTMAX_OUTPUT_16)
     def lower_Softmax(self, n):
-        """SOFTMAX with its fixed output: (1/256, -128) in int8, (1/32768, 0) in the int16 domain."""
+        """SOFTMAX with its fixed output: (1/256, -128) in int8, (1/32768, 0) in the int16 domain;
+        with an attention mask (plan_masks), of the scores with the mask as its second input."""
+        if id(n) in self.masked:
+            scores, mask, zero_keeps, shape = self.masked[id(n)]
+            x = self.to_layout(scores, False)
+            m = self._mask_tensor(mask, shape)
+            y = self.act_tensor(n.outputs[0], image=False)
+            self.op(OpCode.SOFTMAX, [x, m], [y], SoftmaxOptions(axis=len(shape) - 1, beta=1.0,
+                                                               mask_zero_keeps=zero_keeps), n)
+            return
         x = self.value(n.inputs[0])
         rank = len(self.shape(n.inputs[0]))
         axis = n.attrs.get("axis", -1) % rank
@@ -850,6 +945,23 @@ class Lowering:
             axis = NCHW_AXIS_IN_NHWC[axis]
         y = self.act_tensor(n.outputs[0])
         self.op(OpCode.SOFTMAX, [x], [y], SoftmaxOptions(axis=axis, beta=1.0), n)
+
+    def _mask_tensor(self, mask: str, shape: tuple) -> _Value:
+        """The integer mask input reshaped to broadcast against the scores (once per shape)."""
+        key = (mask, tuple(shape))
+        if key not in self.converted:
+            src = self.values[mask]
+            t = self.b.model.tensors[src.tensor]
+            want = tuple(shape)
+            if t.shape == want:
+                self.converted[key] = src
+            elif int(np.prod(t.shape)) == int(np.prod(want)):
+                idx = self.b.tensor(self._unique(mask + ".mask"), t.dtype, want)
+                self.b.op(OpCode.RESHAPE, [src.tensor], [idx], name=f"{mask}.mask")
+                self.converted[key] = _Value(idx, False)
+            else:
+                raise ConversionError(f"attention mask '{mask}' {t.shape} does not reshape to {want}")
+        return self.converted[key]
 
     # Pooling and reductions --------------------------------------------------
 

@@ -76,7 +76,7 @@ def value_types(graph: Graph) -> tuple[dict, dict]:
         shapes[name] = tuple(np.shape(a))
         dtypes[name] = np.asarray(a).dtype
 
-    feeds = {n: np.zeros(graph.shapes[n], dtype=np.float32) for n in graph.inputs}
+    feeds = {n: np.zeros(graph.shapes[n], dtype=graph.dtypes.get(n, np.float32)) for n in graph.inputs}
     float_exec.run_graph(graph, feeds, outputs=[], observe=observe)
     return shapes, dtypes
 
@@ -126,7 +126,7 @@ def _is_identity(graph, node, dtypes):
     if node.op == "Cast" and int(node.attrs.get("to", 0)) in _FLOAT_TYPES:
         x = node.inputs[0]
         if x in graph.inputs:
-            return True
+            return x not in graph.dtypes  # an integer input's Cast is real
         if x in graph.constants:
             return np.asarray(graph.constants[x]).dtype.kind == "f"
         if dtypes is not None and x in dtypes:

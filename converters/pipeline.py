@@ -175,7 +175,7 @@ def _stats_pass(graph: Graph, samples, stats: dict, means: dict | None, histogra
                 acc[0] = m if acc[0] is None else acc[0] + m
                 acc[1] += 1
             for n in layers.get(name, ()):
-                h = C.input_gram(value, n.op, n.attrs)
+                h = C.input_gram(value, n.op, n.attrs, np.shape(graph.constants[n.inputs[1]])[2:])
                 if h is not None:
                     grams[n.inputs[1]] = h + grams.get(n.inputs[1], 0.0)
         run_graph(graph, feeds, observe=observe)

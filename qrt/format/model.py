@@ -247,6 +247,7 @@ class LeakyReluOptions:
 class SoftmaxOptions:
     axis: int = -1
     beta: float = 1.0
+    mask_zero_keeps: bool = False  # with a mask input: elements whose mask is 0 take part
 
 
 @dataclass

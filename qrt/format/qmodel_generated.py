@@ -1774,14 +1774,25 @@ class SoftmaxOptions(object):
             return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
         return 1.0
 
+    # Revision 3, with a mask input: the elements whose mask is 0 take part (default: nonzero).
+    # SoftmaxOptions
+    def MaskZeroKeeps(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
 def SoftmaxOptionsStart(builder):
-    builder.StartObject(2)
+    builder.StartObject(3)
 
 def SoftmaxOptionsAddAxis(builder, axis):
     builder.PrependInt32Slot(0, axis, -1)
 
 def SoftmaxOptionsAddBeta(builder, beta):
     builder.PrependFloat32Slot(1, beta, 1.0)
+
+def SoftmaxOptionsAddMaskZeroKeeps(builder, maskZeroKeeps):
+    builder.PrependBoolSlot(2, maskZeroKeeps, 0)
 
 def SoftmaxOptionsEnd(builder):
     return builder.EndObject()
@@ -1795,9 +1806,11 @@ class SoftmaxOptionsT(object):
         self,
         axis = -1,
         beta = 1.0,
+        maskZeroKeeps = False,
     ):
         self.axis = axis  # type: int
         self.beta = beta  # type: float
+        self.maskZeroKeeps = maskZeroKeeps  # type: bool
 
     @classmethod
     def InitFromBuf(cls, buf, pos):
@@ -1822,12 +1835,14 @@ class SoftmaxOptionsT(object):
             return
         self.axis = softmaxOptions.Axis()
         self.beta = softmaxOptions.Beta()
+        self.maskZeroKeeps = softmaxOptions.MaskZeroKeeps()
 
     # SoftmaxOptionsT
     def Pack(self, builder):
         SoftmaxOptionsStart(builder)
         SoftmaxOptionsAddAxis(builder, self.axis)
         SoftmaxOptionsAddBeta(builder, self.beta)
+        SoftmaxOptionsAddMaskZeroKeeps(builder, self.maskZeroKeeps)
         softmaxOptions = SoftmaxOptionsEnd(builder)
         return softmaxOptions
 

@@ -557,8 +557,8 @@ def bind_gather(ins, p, out, isa=None, threads=1):
     s.idx64 = idx.dtype == np.int64
     s.data, s.o = _in_bytes(data, "data"), _out_bytes(out)
     s.idx = <const void*>_in_bytes(idx, "indices")
-    if s.o == NULL:
-        s.outer = s.count = 0
+    if s.o == NULL:  # an empty output: the indices are still checked
+        s.outer = 0
     s.keep = (data, idx, out)
     return s
 

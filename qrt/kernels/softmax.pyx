@@ -105,6 +105,46 @@ cdef void _softmax_rows(const act_t* xv, act_t* ov, const int64_t* tab, Py_ssize
                 ov[i + j] = _share(_exp(tab, mxs[j] - xv[i + j], kind), totals[j], kind)
 
 
+cdef inline bint _keeps(const void* mask, bint mask64, Py_ssize_t at, bint zero_keeps) noexcept nogil:
+    cdef int64_t v = (<const int64_t*>mask)[at] if mask64 else (<const int32_t*>mask)[at]
+    return (v == 0) if zero_keeps else (v != 0)
+
+
+cdef void _softmax_masked_rows(const act_t* xv, act_t* ov, const int64_t* tab, Py_ssize_t outer,
+                               Py_ssize_t length, const void* mask, bint mask64, const int64_t* moff,
+                               Py_ssize_t mstep, bint zero_keeps) noexcept nogil:
+    """Along the last axis, over the elements the mask keeps (SPEC.md 2.13.15): the others get
+    e = 0; a row that keeps none is uniform (every element, d = 0)."""
+    cdef Py_ssize_t o, k, base, m
+    cdef int64_t mx, total, e
+    cdef bint any_kept
+    cdef act_t* kind = NULL
+    for o in range(outer):
+        base = o * length
+        m = moff[o]
+        any_kept = False
+        mx = 0
+        for k in range(length):
+            if _keeps(mask, mask64, m + k * mstep, zero_keeps):
+                if not any_kept or xv[base + k] > mx:
+                    mx = xv[base + k]
+                any_kept = True
+        total = 0
+        for k in range(length):
+            if not any_kept:
+                total += _exp(tab, 0, kind)
+            elif _keeps(mask, mask64, m + k * mstep, zero_keeps):
+                total += _exp(tab, mx - xv[base + k], kind)
+        for k in range(length):
+            if not any_kept:
+                e = _exp(tab, 0, kind)
+            elif _keeps(mask, mask64, m + k * mstep, zero_keeps):
+                e = _exp(tab, mx - xv[base + k], kind)
+            else:
+                e = 0
+            ov[base + k] = _share(e, total, kind)
+
+
 cdef class SoftmaxStep(Step):
     cdef const void* x
     cdef void* o
@@ -113,8 +153,20 @@ cdef class SoftmaxStep(Step):
     cdef Py_ssize_t outer, length, inner
     cdef int32_t* mxs  # inner > 1: per-column maxima and totals (bind-time rows)
     cdef int64_t* totals
+    cdef const void* mask  # NULL, or the mask (int32 / int64) read at moff[row] + k * mstep
+    cdef bint mask64, zero_keeps
+    cdef const int64_t* moff
+    cdef Py_ssize_t mstep
 
     cdef int run(self) noexcept nogil:
+        if self.mask != NULL:
+            if self.int16:
+                _softmax_masked_rows(<const int16_t*>self.x, <int16_t*>self.o, self.tab, self.outer, self.length,
+                                     self.mask, self.mask64, self.moff, self.mstep, self.zero_keeps)
+            else:
+                _softmax_masked_rows(<const int8_t*>self.x, <int8_t*>self.o, self.tab, self.outer, self.length,
+                                     self.mask, self.mask64, self.moff, self.mstep, self.zero_keeps)
+            return 0
         if self.int16:
             _softmax_rows(<const int16_t*>self.x, <int16_t*>self.o, self.tab, self.outer, self.length,
                           self.inner, self.mxs, self.totals)
@@ -173,7 +225,38 @@ def _bind(ins, p, out, isa, bint int16):
         mxs, totals = mxs_arr, totals_arr
         s.mxs, s.totals = &mxs[0], &totals[0]
         s.keep += (mxs_arr, totals_arr)
+    if len(ins) > 1 and ins[1] is not None:
+        _bind_mask(s, ins[1], shape, axis, p)
     return s
+
+
+cdef _bind_mask(SoftmaxStep s, mask, tuple shape, Py_ssize_t axis, p):
+    """The mask's reading plan: its offset at each row of x (broadcast dimensions step 0)."""
+    cdef int64_t[::1] mo
+    if not isinstance(mask, np.ndarray) or mask.dtype not in (np.int32, np.int64) or not mask.flags.c_contiguous:
+        raise ValueError("the mask must be a C-contiguous int32 or int64 array")
+    rank = len(shape)
+    if axis != rank - 1:
+        raise ValueError("a masked softmax runs along the last dimension")
+    if mask.ndim != rank or any(a not in (b, 1) for a, b in zip(mask.shape, shape)):
+        raise ValueError(f"mask of shape {mask.shape} does not broadcast to x {shape}")
+    strides = [0] * rank
+    st = 1
+    for k in range(rank - 1, -1, -1):
+        strides[k] = 0 if mask.shape[k] == 1 else st
+        st *= mask.shape[k]
+    lead = shape[:rank - 1]
+    idx = np.indices(lead, dtype=np.int64).reshape(len(lead), -1) if lead else np.zeros((0, 1), np.int64)
+    moff_arr = np.ascontiguousarray((idx * np.array(strides[:rank - 1], np.int64)[:, None]).sum(axis=0), np.int64)
+    if moff_arr.size == 0:
+        moff_arr = np.zeros(1, np.int64)
+    mo = moff_arr
+    s.moff = &mo[0]
+    s.mstep = strides[rank - 1]
+    s.mask64 = mask.dtype == np.int64
+    s.zero_keeps = bool(p.mask_zero_keeps)
+    s.mask = <const void*>_in_bytes(mask, "mask")
+    s.keep += (mask, moff_arr)
 
 
 def bind_softmax(ins, p, out, isa=None, threads=1):

@@ -55,6 +55,7 @@ OPS: dict[OpCode, OpDef] = {d.opcode: d for d in (
 PER_GROUP_SINCE = "0.3.0"
 INT4_SINCE = "0.3.0"  # operators reading int4 weights (the weight-only form is 0.3.0's too)
 INT4_WEIGHTS = (OpCode.CONV_2D, OpCode.FULLY_CONNECTED)
+MASKED_SOFTMAX_SINCE = "0.3.0"  # SOFTMAX's optional mask input
 
 
 def check_op_version(model: ModelDefinition, index: int):
@@ -95,6 +96,8 @@ def min_runtime_version(model: ModelDefinition) -> str:
     if any(0 <= t < len(model.tensors) and model.tensors[t].dtype == DType.INT4
            for op in model.operators for t in op.inputs):
         needs.append(INT4_SINCE)
+    if any(op.opcode == OpCode.SOFTMAX and len(op.inputs) > 1 for op in model.operators):
+        needs.append(MASKED_SOFTMAX_SINCE)
     return max(needs, key=parse_version)
 
 

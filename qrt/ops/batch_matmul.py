@@ -86,4 +86,5 @@ def macs(model, op) -> int:
 BATCH_MATMUL = OpDef(OpCode.BATCH_MATMUL, (2, 2), 1, True, BatchMatMulOptions, verify, prepare, reference,
                      "batch_matmul", since="0.3.0", macs=macs,
                      forms=(Form(FLOAT32, verify, prepare_float, reference_float, None, "0.3.0"),),
-                     batch=lambda model, op: all(len(model.tensors[t].shape) > 2 for t in op.inputs))
+                     batch=lambda model, op: len({len(model.tensors[t].shape) for t in (*op.inputs, *op.outputs)}) == 1
+                     and len(model.tensors[op.outputs[0]].shape) > 2)

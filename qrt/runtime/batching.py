@@ -33,6 +33,11 @@ def batchable(model: ModelDefinition) -> bool:
         if isinstance(d.batch, bool):
             if not d.batch:
                 return False
+            # broadcasting ops: a run-time input of another rank would line its batch up with
+            # another dimension once scaled ([1, C] against [1, H, C])
+            rank = len(model.tensors[op.outputs[0]].shape)
+            if any(model.tensors[t].data is None and len(model.tensors[t].shape) != rank for t in op.inputs):
+                return False
             continue
         if op.options is None and d.options is not None:
             op = dataclasses.replace(op, options=d.options())

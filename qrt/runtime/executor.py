@@ -23,7 +23,7 @@ from ..errors import InputError, QrtError
 from ..format.model import NUMPY_DTYPE, DType, Layout, OpCode
 from ..format.reader import read_model, release_pages
 from .arena import plan_arena
-from .batching import MAX_BATCH_ARENA, batched
+from .batching import MAX_BATCH_ARENA, batchable, batched
 from ..kernels import isa as _isa
 from ..kernels.plan import Plan
 from ..ops import Form, op_form, op_macs, prepare_op
@@ -106,6 +106,7 @@ class Model:
                      for i, op in enumerate(m.operators)]
         self._arena = plan_arena(m)
         self._batched = {1: _Batched(m, self._ops, self._arena)}  # by k, made on first use
+        self._batchable = None  # whether a plan for k file batches can exist (batching.py), once known
         self._batch_lock = threading.Lock()
         self._local = threading.local()
         self._constants = {i: t.data for i, t in enumerate(m.tensors) if t.data is not None}
@@ -247,7 +248,11 @@ class Model:
     def _group(self, chunks: int) -> int:
         """How many file batches one run of the plan takes when a feed holds `chunks`: all of
         them, within MAX_BATCH_ARENA of arena, if the model can run batched; else 1."""
-        if chunks == 1 or self._at(2) is None:
+        if chunks == 1:
+            return 1
+        if self._batchable is None:  # and its copy for 2 batches verifies (a constant may not broadcast)
+            self._batchable = batchable(self.definition) and self._at(2) is not None
+        if not self._batchable:
             return 1
         return max(1, min(chunks, MAX_BATCH_ARENA // max(self._arena.size, 1)))
 
@@ -279,7 +284,7 @@ class Model:
                 raise InputError(f"input '{info.name}': cannot be read as an array ({e})") from None
         stored = np.dtype(info.dtype)
         ok = x.dtype == stored or (x.dtype.kind == "f" and (stored.kind == "f" or info.scale is not None))
-        if not ok and info.scale is None and stored.kind == "i" and x.dtype.kind in "iu":
+        if not ok and info.scale is None and stored.kind == "i" and x.dtype.kind in "iub":
             # ids and masks: any integer array whose values the stored type holds
             lim = np.iinfo(stored)
             ok = x.size == 0 or (np.can_cast(x.dtype, stored) or (lim.min <= x.min() and x.max() <= lim.max))
@@ -328,8 +333,11 @@ class Model:
             dtype = t.dtype if raw or t.quant is None else DType.FLOAT32
             results.append(np.empty((info.shape[0] * chunks,) + info.shape[1:], NUMPY_DTYPE[dtype]))
         group = self._group(chunks)  # file batches per run of the plan
-        for c in range(0, chunks, group):
+        c = 0
+        while c < chunks:
             k = min(group, chunks - c)
+            if k > 1 and self._at(k) is None:  # this k's copy does not verify: one batch at a time
+                group = k = 1
             bound = self._bind(k)
             for (x, _), g, info in zip(feeds, m.inputs, self.inputs):
                 b = m.tensors[g.tensor].shape[0]
@@ -340,6 +348,7 @@ class Model:
             for out, g, info in zip(results, m.outputs, self.outputs):
                 b = info.shape[0]
                 self._store_output(g, bound, out[c * b:(c + k) * b])
+            c += k
         self._local.last = bound
         if len(results) == 1:
             return results[0]

@@ -360,6 +360,9 @@ def test_input_gram_is_the_patches_second_moment(rng):
                for g in range(2) for n in range(2) for i in range(3) for j in range(6)]
     p = np.array(patches, np.float64).reshape(2, 36, 12)
     np.testing.assert_allclose(C.input_gram(x, "Conv", attrs), p.transpose(0, 2, 1) @ p, rtol=1e-5, atol=1e-4)
+    no_shape = {k: v for k, v in attrs.items() if k != "kernel_shape"}  # optional in ONNX: from the weights
+    np.testing.assert_array_equal(C.input_gram(x, "Conv", no_shape, (3, 2)), C.input_gram(x, "Conv", attrs))
+    assert C.input_gram(x, "Conv", no_shape) is None
     x2 = rng.standard_normal((5, 8)).astype(np.float32)
     np.testing.assert_allclose(C.input_gram(x2, "Gemm", {})[0], x2.T.astype(np.float64) @ x2, rtol=1e-5, atol=1e-4)
 

@@ -158,3 +158,16 @@ def test_calibration_stacks_and_concatenations_of_feeds():
             assert np.array_equal(a[n], b[n]) and np.array_equal(a[n], c[n])
     one = list(iter_calibration(x, ["x"], [(2, 3, 4)]))
     assert len(one) == 6 and all(np.array_equal(s["x"], x[i]) for i, s in enumerate(one))
+
+
+def test_integer_input_read_as_a_number_is_refused_clearly(tmp_path):
+    """An int64 input cast to float and computed on (not an embedding index, not an attention
+    mask) is refused naming it; before, its Cast was taken for a float -> float no-op."""
+    vi = helper.make_tensor_value_info
+    nodes = [helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT), helper.make_node("Relu", ["f"], ["y"])]
+    g = helper.make_graph(nodes, "g", [vi("ids", TensorProto.INT64, [1, 4])], [vi("y", TensorProto.FLOAT, [1, 4])])
+    path = str(tmp_path / "cast.onnx")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
+    with pytest.raises(ConversionError, match="integer input 'ids'|Cast"):
+        qrt.convert(path, np.zeros((4, 1, 4), np.int64), tmp_path / "x.qmodel", show_progress=False)
+    assert not (tmp_path / "x.qmodel").exists()

@@ -258,7 +258,7 @@ def test_weight_options_on_digits(digits, per_channel, bias_correction, tmp_path
     assert (report.per_channel, report.bias_correction) == (per_channel, bias_correction)
     settings = qrt.read_model(out).metadata.calibration.settings
     assert settings == {"per_channel": str(per_channel).lower(), "bias_correction": str(bias_correction).lower(),
-                        "scheme": "static, int8 weights, int8 asymmetric activations"}
+                        "scheme": "static, int8 weights, int8 asymmetric activations", "weight_rounding": "nearest"}
 
     # the options took effect: one weight scale per tensor or per output channel ...
     model = qrt.read_model(out)

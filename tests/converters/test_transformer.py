@@ -123,3 +123,52 @@ def test_token_ids_and_embeddings(tmp_path):
     assert q._local.last is q._bind(20)
     with pytest.raises(qrt.converters.errors.CalibrationDataError, match="expects integers"):
         qrt.convert(path, rng.normal(size=(10, 1, 12)).astype(np.float32), tmp_path / "x.qmodel", show_progress=False)
+
+
+def test_attention_mask_becomes_a_masked_softmax(tmp_path):
+    """The mask exporters write, (1 - mask) * float32-lowest added to the scores, has no int8
+    range: Add(scores, f(mask)) -> Softmax becomes SOFTMAX(scores, mask), the mask's own nodes
+    (Unsqueeze, Cast, Sub, Mul) gone. The float32 form follows PyTorch to 1e-5 with padded
+    positions; int16 activations to 0.05, int8 as its precision allows."""
+    from torch import nn
+
+    from qrt.converters.torch_frontend import quiet_export
+
+    torch.manual_seed(0)
+
+    class Encoder(nn.Module):
+        def __init__(self, d=16, h=2):
+            super().__init__()
+            self.d, self.h = d, h
+            self.emb, self.qkv, self.o = nn.Embedding(50, d), nn.Linear(d, 3 * d), nn.Linear(d, d)
+            self.norm, self.head = nn.LayerNorm(d), nn.Linear(d, 3)
+
+        def forward(self, ids, mask):
+            b, t = ids.shape
+            x = self.emb(ids)
+            q, k, v = self.qkv(x).reshape(b, t, 3, self.h, self.d // self.h).permute(2, 0, 3, 1, 4)
+            ext = (1.0 - mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min
+            att = torch.softmax(q @ k.transpose(-1, -2) / 2.0 + ext, -1)
+            return self.head(self.norm(x + self.o((att @ v).transpose(1, 2).reshape(b, t, self.d)))[:, 0])
+
+    model = Encoder().eval()
+    path = str(tmp_path / "masked.onnx")
+    with quiet_export(), torch.no_grad():
+        torch.onnx.export(model, (torch.randint(0, 50, (1, 10)), torch.ones(1, 10, dtype=torch.int64)), path, dynamo=True)
+    rng = np.random.default_rng(0)
+    calib = {"ids": rng.integers(0, 50, (40, 1, 10)), "mask": (rng.random((40, 1, 10)) < 0.8).astype(np.int64)}
+    ids, mask = rng.integers(0, 50, (20, 10)), (rng.random((20, 10)) < 0.7).astype(np.int64)
+    mask[:, 0] = 1
+    with torch.no_grad():
+        want = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    errors = {}
+    for name, kw in (("float", dict(mode="float")), ("int16", dict(activations="int16")), ("int8", {})):
+        out = tmp_path / f"{name}.qmodel"
+        qrt.convert(path, calib, out, show_progress=False, **kw)
+        m = qrt.read_model(out)
+        sm = [op for op in m.operators if op.opcode == OpCode.SOFTMAX]
+        assert len(sm) == 1 and len(sm[0].inputs) == 2 and not sm[0].options.mask_zero_keeps
+        assert m.tensors[sm[0].inputs[1]].dtype.name == "INT64"
+        got = qrt.load(out).run({"ids": ids, "mask": mask})
+        errors[name] = float(np.abs(got - want).max())
+    assert errors["float"] < 1e-5 and errors["int16"] < 0.05 and errors["int8"] < 0.3, errors

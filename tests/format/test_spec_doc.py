@@ -189,6 +189,9 @@ def test_op_table_matches_verifier(spec):
         rule = OP_RULES[op]
         if inputs.startswith(">="):
             assert rule.inputs[0] == int(inputs[2:]) and rule.inputs[1] > 1000, name
+        elif " or " in inputs:  # an optional input (SOFTMAX's mask)
+            lo, hi = inputs.split(" or ")
+            assert rule.inputs == (int(lo), int(hi)), name
         else:
             assert rule.inputs == (int(inputs), int(inputs)), name
         assert rule.outputs == int(outputs), name

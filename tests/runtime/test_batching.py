@@ -12,7 +12,7 @@ import pytest
 
 import qrt
 from bench.fixtures.sample_models import all_ops_model, conv_chain_model
-from qrt.format import (ConcatOptions, DType, MeanOptions, OpCode, PadOptions, SoftmaxOptions,
+from qrt.format import (BatchMatMulOptions, ConcatOptions, DType, MeanOptions, OpCode, PadOptions, SoftmaxOptions,
                         TransposeOptions)
 from qrt.kernels import isa as ISA
 from qrt.runtime import executor
@@ -74,6 +74,11 @@ def _unbatchable():
                                    SoftmaxOptions(0))
     yield "pad dim 0", one_op(OpCode.PAD, [Spec((1, 4), i8, s)], Spec((2, 4), i8, s), PadOptions((1, 0, 0, 0)))
     yield "reshape moving 0", one_op(OpCode.RESHAPE, [Spec((2, 4), i8, s)], Spec((8,), i8, s))
+    # broadcasting run-time inputs of different ranks: scaled, x's batch would meet z's dimension 1
+    yield "add [1, 4] + [1, 2, 4]", one_op(OpCode.ADD, [Spec((1, 4), i8, s), Spec((1, 2, 4), i8, s)],
+                                           Spec((1, 2, 4), i8, 2 * s))
+    yield "batch_matmul ranks 3, 4", one_op(OpCode.BATCH_MATMUL, [Spec((1, 3, 4), i8, s), Spec((1, 2, 4, 5), i8, s)],
+                                            Spec((1, 2, 3, 5), i8, s), BatchMatMulOptions(False))
     # batchable operators, but a constant with the file's batch does not broadcast against k of them
     const = np.arange(-4, 4, dtype=np.int8).reshape(2, 4)
     yield "add per-entry constant", one_op(OpCode.ADD, [Spec((2, 4), i8, s), Spec((2, 4), i8, s, 0, const)],

@@ -248,6 +248,9 @@ def test_gather_index_outside_the_table_fails_the_run_and_writes_nothing():
     with pytest.raises(qrt.InputError):
         movement.gather([model.tensors[model.operators[0].inputs[0]].data, ids], p, out)
     assert (out == 7).all()  # nothing written
+    # the kernel alone (files have no empty dimension): an empty output still checks its indices
+    with pytest.raises(qrt.InputError):
+        movement.gather([np.zeros((3, 0), np.int8), np.array([0, 7], np.int64)], p, np.zeros((2, 0), np.int8))
     with pytest.raises(InvalidModelError, match="leave"):  # constant indices are checked at load
         one_op(OpCode.GATHER, [Spec((4, 2), I8, 0.1), Spec((1,), DType.INT64, data=np.array([4]))],
                Spec((1, 2), I8, 0.1), GatherOptions(0))
@@ -266,3 +269,58 @@ def test_integer_inputs_take_any_integer_array_that_fits():
     m32 = qrt.load(qrt.to_bytes(_gather_model((50, 8), (2, 5), 0, idx_dtype=DType.INT32)))
     with pytest.raises(qrt.InputError, match="do not fit int32"):
         m32.run(np.full((2, 5), 2**40, np.int64))
+
+
+# ---------------------------------------------------------------------------- SOFTMAX with a mask
+
+MASKS = [((2, 3, 4, 6), (2, 1, 1, 6)), ((2, 3, 4, 6), (2, 1, 4, 6)), ((5, 7), (5, 7)), ((3, 5), (1, 5)),
+         ((2, 4, 300), (2, 1, 300))]
+
+
+@pytest.mark.parametrize("x_shape,m_shape", MASKS, ids=[f"{x}{m}" for x, m in MASKS])
+@pytest.mark.parametrize("dtype", [DType.INT8, DType.INT16])
+@pytest.mark.parametrize("zero_keeps", [False, True])
+@pytest.mark.parametrize("mask_dtype", [DType.INT32, DType.INT64])
+def test_masked_softmax(x_shape, m_shape, dtype, zero_keeps, mask_dtype):
+    from qrt.format import SoftmaxOptions
+    from qrt.kernels import softmax
+
+    rng = np.random.default_rng(sum(x_shape) + sum(m_shape))
+    out_q = (1 / 256, -128) if dtype == DType.INT8 else (1 / 32768, 0)
+    model = one_op(OpCode.SOFTMAX, [Spec(x_shape, dtype, 0.05 if dtype == DType.INT8 else 2e-4), Spec(m_shape, mask_dtype)],
+                   Spec(x_shape, dtype, *out_q), SoftmaxOptions(-1, 1.0, zero_keeps))
+    lo, hi = (-128, 127) if dtype == DType.INT8 else (-32768, 32767)
+    x = rng.integers(lo, hi + 1, x_shape).astype(DTYPES[dtype])
+    mask = rng.integers(0, 3, m_shape).astype(NUMPY_IDX[mask_dtype])  # 0, 1 and 2 (also nonzero)
+    mask.reshape(-1)[:m_shape[-1]] = 1 if zero_keeps else 0  # the first row keeps nothing: uniform
+    ref = _check(model, [x, mask], softmax.KERNELS[op_form(model, 0).kernel].run)
+    keep = np.broadcast_to((mask == 0) if zero_keeps else (mask != 0), x_shape)
+    none = ~keep.any(-1, keepdims=True)
+    floor = out_q[1] if dtype == DType.INT8 else 0
+    assert (ref[~keep & ~none] == floor).all()  # masked elements: probability 0
+    real = (ref.astype(np.float64) - out_q[1]) * out_q[0]
+    assert np.allclose(real.sum(-1), 1, atol=x_shape[-1] * out_q[0])  # each row still sums to 1
+    first = real.reshape(-1, x_shape[-1])[0]
+    np.testing.assert_allclose(first, 1 / x_shape[-1], atol=out_q[0])  # the row that keeps nothing
+
+
+def test_masked_softmax_float_and_refusals():
+    from qrt.format import SoftmaxOptions
+    from qrt.ops import min_runtime_version
+
+    f32 = DType.FLOAT32
+    model = one_op(OpCode.SOFTMAX, [Spec((2, 6), f32), Spec((2, 6), DType.INT64)], Spec((2, 6), f32), SoftmaxOptions(-1))
+    q = qrt.load(qrt.to_bytes(model))
+    x = np.random.default_rng(4).normal(size=(2, 6)).astype(np.float32)
+    mk = np.array([[1, 1, 0, 1, 0, 0], [0] * 6])
+    got = q.run({q.inputs[0].name: x, q.inputs[1].name: mk})
+    e = np.exp(x[0, [0, 1, 3]] - x[0, [0, 1, 3]].max())
+    np.testing.assert_allclose(got[0, [0, 1, 3]], e / e.sum(), rtol=1e-6)
+    assert (got[0, [2, 4, 5]] == 0).all() and np.allclose(got[1], 1 / 6)
+    masked8 = one_op(OpCode.SOFTMAX, [Spec((2, 6), I8, 0.1), Spec((2, 6), DType.INT64)], Spec((2, 6), I8, 1 / 256, -128))
+    plain8 = one_op(OpCode.SOFTMAX, [Spec((2, 6), I8, 0.1)], Spec((2, 6), I8, 1 / 256, -128))
+    assert (min_runtime_version(masked8), min_runtime_version(plain8)) == ("0.3.0", "0.1.0")
+    for m_shape, opts, what in (((2, 6), SoftmaxOptions(0), "last dimension"), ((2, 3), SoftmaxOptions(-1), "broadcast|rank"),
+                                ((6,), SoftmaxOptions(-1), "rank")):
+        with pytest.raises(InvalidModelError, match=what):
+            one_op(OpCode.SOFTMAX, [Spec((2, 6), I8, 0.1), Spec(m_shape, DType.INT64)], Spec((2, 6), I8, 1 / 256, -128), opts)
