@@ -153,6 +153,33 @@ class MLP(nn.Module):
         return x
 
 
+class Encoder(nn.Module):
+    """A BERT-like encoder on embeddings: `layers` post-norm blocks of `heads`-head
+    self-attention (written as MatMuls, as exporters emit them) and a GELU MLP of 4 x width, over
+    [1, seq, width] float features (ids and their embedding table left out: every runtime
+    compared here reads float input)."""
+
+    def __init__(self, width: int = 256, heads: int = 4, layers: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.ModuleList(nn.Linear(width, 3 * width) for _ in range(layers))
+        self.out = nn.ModuleList(nn.Linear(width, width) for _ in range(layers))
+        self.ffn = nn.ModuleList(nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+                                 for _ in range(layers))
+        self.norm1 = nn.ModuleList(nn.LayerNorm(width) for _ in range(layers))
+        self.norm2 = nn.ModuleList(nn.LayerNorm(width) for _ in range(layers))
+
+    def forward(self, x):
+        b, t, d = x.shape
+        h = self.heads
+        for qkv, out, ffn, n1, n2 in zip(self.qkv, self.out, self.ffn, self.norm1, self.norm2):
+            q, k, v = qkv(x).reshape(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
+            att = torch.softmax(q @ k.transpose(-1, -2) * (d // h) ** -0.5, dim=-1)
+            x = n1(x + out((att @ v).transpose(1, 2).reshape(b, t, d)))
+            x = n2(x + ffn(x))
+        return x
+
+
 # ---------------------------------------------------------------- the suite
 
 def _efficientnet_lite0():
@@ -189,6 +216,10 @@ MODELS = {
     "mlp": Entry(MLP, (1, 1024), "MLP 4 x Linear 1024->1024, ReLU", in_suite=False),
     "mlp_small": Entry(lambda: MLP(256, 2), (1, 256), "MLP 2 x Linear 256->256, ReLU (smoke tests)",
                        in_suite=False),
+    "encoder": Entry(Encoder, (1, 128, 256), "BERT-like encoder, 4 layers, width 256, 4 heads, sequence 128",
+                     in_suite=False),
+    "encoder_small": Entry(lambda: Encoder(64, 2, 1), (1, 16, 64), "encoder, 1 layer, width 64, sequence 16 (smoke tests)",
+                           in_suite=False),
 }
 
 

@@ -2,7 +2,7 @@
 [..., K, N] (or [..., N, K] with transpose_b), over leading dimensions that broadcast, -> y
 [..., M, N]: attention's Q K^T and weights x V. int8 form: acc = sum_k (a - zp_a)(b - zp_b),
 exact in int32 for K <= 33025 (K * 255 * 255 < 2^31), requantized with one multiplier s_a s_b / s_y.
-Compiled kernel: qrt/kernels/matmul.pyx batch_matmul. Its float32 form multiplies in NumPy."""
+Compiled kernel: qrt/kernels/gemm.pyx batch_matmul. Its float32 form multiplies in NumPy."""
 from __future__ import annotations
 
 from dataclasses import dataclass

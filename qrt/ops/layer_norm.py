@@ -8,7 +8,7 @@ y = gamma * n + beta per channel (gamma, beta float32 constants [C]). int8 form,
 (r carries 7 fraction bits, so that its floor costs n no accuracy) where E = round(epsilon
 C^2 2^14 / s_x^2) (at least 1, at most 2^61), m[c], s[c] the signed multiplier of
 gamma[c] / (s_y 2^15) and B[c] = round(beta[c] / s_y): the input's scale cancels out of n.
-Compiled kernel: qrt/kernels/norm.pyx layer_norm. Its float32 form computes in float64, rounded
+Compiled kernel: qrt/kernels/softmax.pyx layer_norm. Its float32 form computes in float64, rounded
 once to float32."""
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ import qrt
 from qrt import InvalidModelError
 from qrt.format import Activation, BatchMatMulOptions, DType, GatherOptions, LayerNormOptions, OpCode, SliceOptions
 from qrt.kernels import isa as ISA
-from qrt.kernels import matmul, movement, norm
+from qrt.kernels import gemm, movement
+from qrt.kernels import softmax as rows
 from qrt.ops import op_form, prepare_op
 from qrt.ops.batch_matmul import output_shape
 from qrt.ops.layer_norm import isqrt
@@ -58,7 +59,7 @@ def test_batch_matmul(a_shape, b_shape, tb, zps):
         else:  # every difference at its largest: x - zp = +-255 where the zero point allows
             a = np.full(a_shape, -128 if zps[0] > 0 else 127, np.int8)
             b = np.full(b_shape, -128 if zps[1] > 0 else 127, np.int8)
-        ref = _check(model, [a, b], matmul.batch_matmul)
+        ref = _check(model, [a, b], gemm.batch_matmul)
         assert ref.shape == y_shape
 
 
@@ -68,7 +69,7 @@ def test_batch_matmul_fused_relu_and_accumulator_bound():
                    Spec((1, 2, 2), I8, 2000.0, 0), BatchMatMulOptions(False), activation=Activation.RELU)
     a = np.full(a_shape, 127, np.int8)
     b = np.full(b_shape, -128, np.int8)  # every product 255 x -255: the sum is -(2^31 - 4350)
-    ref = _check(model, [a, b], matmul.batch_matmul)
+    ref = _check(model, [a, b], gemm.batch_matmul)
     assert (ref == 0).all()  # RELU
     with pytest.raises(InvalidModelError, match="can overflow the int32 accumulator"):
         one_op(OpCode.BATCH_MATMUL, [Spec((1, 2, 33026), I8, 0.1), Spec((1, 33026, 2), I8, 0.1)],
@@ -101,7 +102,7 @@ def test_layer_norm(c, zps):
     x = rng.integers(-128, 128, (3, 4, c)).astype(np.int8)
     x[0, 0] = 7  # a constant row: only epsilon under the square root
     x[0, 1] = np.where(np.arange(c) % 2, 127, -128)  # the largest spread
-    ref = _check(model, [x, g, b], norm.layer_norm)
+    ref = _check(model, [x, g, b], rows.layer_norm)
     # and it is the layer norm: within about one output step of the real function
     xf = (x.astype(np.float64) - zps[0]) * 0.05
     mu, var = xf.mean(-1, keepdims=True), xf.var(-1, keepdims=True)
@@ -115,7 +116,7 @@ def test_layer_norm_signs_zero_gamma_and_no_epsilon():
     model, g, b = _ln_model(c, eps=0.0, gamma=gamma, beta=[0.1, 0.7, 0, -0.2, 0, 0, 0.3, 0])
     x = np.random.default_rng(3).integers(-128, 128, (3, 4, c)).astype(np.int8)
     x[1, 2] = 0  # constant row with epsilon 0: E = 1 keeps the square root defined
-    ref = _check(model, [x, g, b], norm.layer_norm)
+    ref = _check(model, [x, g, b], rows.layer_norm)
     assert (ref[..., 1] == round(0.7 / 0.03) - 4).all()  # gamma 0: beta alone
 
 
