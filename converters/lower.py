@@ -282,15 +282,43 @@ class Lowering:
 
     # ------------------------------------------------------------------ planning
 
+    def plan_bias_adds(self):
+        """MatMul(x, W) + b (how exporters write nn.Linear on inputs of rank > 2): the constant b
+        of the last axis' size becomes the FULLY_CONNECTED's bias, and the Add goes."""
+        self.matmul_bias, self.bias_owner = {}, {}  # id(MatMul) -> b; id(Add) -> its MatMul
+        outputs = set(self.g.outputs)
+        for m in self.g.nodes:
+            if m.op != "MatMul" or m.inputs[1] not in self.g.constants or m.outputs[0] in outputs:
+                continue
+            readers = self.consumers.get(m.outputs[0], [])
+            add = readers[0] if len(readers) == 1 else None
+            if add is None or add.op != "Add" or id(add) in self.skip:
+                continue
+            k = next((i for i in add.inputs if i != m.outputs[0] and i in self.g.constants), None)
+            n_out = np.shape(self.g.constants[m.inputs[1]])[-1]
+            b = None if k is None else np.asarray(self.g.constants[k], np.float32)
+            if b is None or b.size != n_out or (b.ndim and b.shape[-1] != n_out) or \
+                    self.shape(add.outputs[0]) != self.shape(m.outputs[0]):
+                continue
+            self.matmul_bias[id(m)] = b.reshape(-1)
+            self.bias_owner[id(add)] = m
+            self.skip.add(id(add))
+            self.fused[id(m)] = (Activation.NONE, (0.0, 0.0), add.outputs[0])
+
     def plan_fusions(self):
+        self.plan_bias_adds()
         outputs = set(self.g.outputs)
         for n in self.g.nodes:
             if n.op not in ("Relu", "Clip"):
                 continue
             src = self.producers.get(n.inputs[0])
+            if src is not None and id(src) in self.bias_owner:  # after a folded bias: the MatMul's
+                src = self.bias_owner[id(src)]
             if src is None or not RULES[src.op].fusable or n.inputs[0] in outputs:
                 continue
-            if len(self.consumers.get(n.inputs[0], [])) != 1 or id(src) in self.fused:
+            folded = self.fused.get(id(src))  # the bias fold's entry, which the activation extends
+            if len(self.consumers.get(n.inputs[0], [])) != 1 or (
+                    folded is not None and (folded[0] != Activation.NONE or folded[2] != n.inputs[0])):
                 continue
             if n.op == "Relu":
                 act, clip = Activation.RELU, (0.0, 0.0)
@@ -734,7 +762,7 @@ class Lowering:
         if n.inputs[1] not in self.g.constants:
             return self._batch_matmul(n)
         b = np.asarray(self.g.constants[n.inputs[1]], np.float32)
-        self._fully_connected(n, n.inputs[0], np.ascontiguousarray(b.T), n.inputs[1], None)
+        self._fully_connected(n, n.inputs[0], np.ascontiguousarray(b.T), n.inputs[1], self.matmul_bias.get(id(n)))
 
     def _batch_matmul(self, n: Node):
         """BATCH_MATMUL of two activations in the source's order; a Transpose of b's last two
@@ -1178,11 +1206,12 @@ class Lowering:
 
 
 # Shape arithmetic and no-ops that simplify() folds into constants or removes.
-# ops that fold away in practice (shape chains, conditions on frozen inputs); check_quantizable
-# catches any left computing on run-time values
+# ops that fold away in practice (shape chains, conditions on frozen inputs) or that the passes
+# fuse (Pow of a decomposed layer norm); check_quantizable catches any left computing on
+# run-time values
 FOLDED_OPS = {"Identity", "Dropout", "Constant", "Shape", "Cast", "CastLike",
               "ConstantOfShape", "Range", "Expand", "Equal", "Where", "Greater", "Less",
-              "GreaterOrEqual", "LessOrEqual", "Not"}
+              "GreaterOrEqual", "LessOrEqual", "Not", "Pow"}
 
 
 def bias_correction(err: np.ndarray, mean: np.ndarray, conv_like: bool) -> np.ndarray:

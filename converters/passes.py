@@ -9,6 +9,7 @@
     fold_pads_into_convs(graph)  a constant zero Pad before Convs becomes their pads
     remove_unused(graph)       nodes and constants nobody reads
     inline_constant_ifs(graph)  an If whose condition is a constant becomes its branch's nodes
+    fuse_layer_norms(graph)    the decomposed layer norm older exporters write -> LayerNormalization
 
 Shapes are static: infer_shapes uses the input shapes of graph.shapes (a dynamic batch was set
 to 1 by the reader), and constant folding turns exporters' shape chains (Shape -> Gather ->
@@ -466,6 +467,76 @@ def check_no_control_flow(graph: Graph):
                           "(qrt.convert(..., freeze={NAME: VALUE})).")
 
 
+def _last_axis_mean(graph: Graph, node, rank: int) -> bool:
+    """A ReduceMean over the last axis only, keeping it."""
+    if node is None or node.op != "ReduceMean" or not node.attrs.get("keepdims", 1):
+        return False
+    axes = node.attrs.get("axes")
+    if axes is None and len(node.inputs) > 1 and node.inputs[1] in graph.constants:
+        axes = np.asarray(graph.constants[node.inputs[1]]).reshape(-1).tolist()
+    return axes is not None and [a % rank for a in axes] == [rank - 1]
+
+
+def fuse_layer_norms(graph: Graph) -> Graph:
+    """x - mean, then / sqrt(mean((x - mean)^2) + eps), then * gamma + beta, over the last axis
+    (ReduceMean, Sub, Pow 2 or Mul by itself, ReduceMean, Add eps, Sqrt, Div, Mul, Add: how
+    exporters before opset 17 write nn.LayerNorm) becomes one LayerNormalization, which has an
+    integer form; gamma and beta must be constants of the last axis' size (or absent: 1, 0)."""
+    producers, consumers = graph.producers(), graph.consumers()
+
+    def const(name):
+        return np.asarray(graph.constants[name], np.float32) if name in graph.constants else None
+
+    for div in [n for n in graph.nodes if n.op == "Div"]:
+        d, s = div.inputs[:2]
+        sub, sqrt = producers.get(d), producers.get(s)
+        if sub is None or sub.op != "Sub" or sqrt is None or sqrt.op != "Sqrt":
+            continue
+        x, m = sub.inputs[:2]
+        rank = len(graph.shapes.get(x, ()))
+        if not rank or not _last_axis_mean(graph, producers.get(m), rank) or producers[m].inputs[0] != x:
+            continue
+        add = producers.get(sqrt.inputs[0])
+        if add is None or add.op != "Add":
+            continue
+        eps_name = next((i for i in add.inputs if i in graph.constants), None)
+        var = next((producers.get(i) for i in add.inputs if i != eps_name), None)
+        if eps_name is None or const(eps_name).size != 1 or not _last_axis_mean(graph, var, rank):
+            continue
+        sq = producers.get(var.inputs[0])
+        squares = sq is not None and (
+            (sq.op == "Pow" and sq.inputs[0] == d and sq.inputs[1] in graph.constants
+             and float(const(sq.inputs[1]).reshape(-1)[0]) == 2.0)
+            or (sq.op == "Mul" and sq.inputs[0] == d and sq.inputs[1] == d))
+        if not squares:
+            continue
+        c = graph.shapes[x][-1]
+        out, tail = div.outputs[0], [div]
+        gamma, beta = np.ones(c, np.float32), np.zeros(c, np.float32)
+        for op, default in (("Mul", gamma), ("Add", beta)):  # the affine part, when there is one
+            readers = consumers.get(out, [])
+            nxt = readers[0] if len(readers) == 1 else None
+            k = None if nxt is None or nxt.op != op else next((i for i in nxt.inputs if i in graph.constants), None)
+            if k is None or const(k).size not in (1, c) or out in graph.outputs:
+                break
+            default[:] = np.broadcast_to(const(k).reshape(-1), (c,))
+            out, tail = nxt.outputs[0], tail + [nxt]
+        # every intermediate value read only inside the pattern
+        inside = {id(n) for n in (producers[m], sub, sq, var, add, sqrt, *tail)}
+        if any(v in graph.outputs or any(id(r) not in inside for r in consumers.get(v, []))
+               for n in (producers[m], sub, sq, var, add, sqrt, *tail[:-1]) for v in n.outputs):
+            continue
+        g_name, b_name = graph.fresh(out + ".gamma"), graph.fresh(out + ".beta")
+        graph.constants[g_name], graph.constants[b_name] = gamma.copy(), beta.copy()
+        ln = Node("LayerNormalization", [x, g_name, b_name], [out],
+                  {"axis": -1, "epsilon": float(const(eps_name).reshape(-1)[0])}, div.name + "/layernorm")
+        at = graph.nodes.index(tail[-1])
+        graph.nodes[at] = ln
+        graph.nodes = [n for n in graph.nodes if id(n) not in inside or n is ln]
+        producers, consumers = graph.producers(), graph.consumers()
+    return graph
+
+
 def remove_unused(graph: Graph) -> Graph:
     """Drop nodes whose outputs nobody reads, then constants, shapes and qparams of values
     that are gone."""
@@ -499,6 +570,7 @@ def simplify(graph: Graph) -> Graph:
             break
     fold_batch_norms(graph)
     fold_pads_into_convs(graph)
+    fuse_layer_norms(graph)
     remove_unused(graph)
     infer_shapes(graph)
     return graph

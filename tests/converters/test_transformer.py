@@ -43,7 +43,7 @@ def test_digits_transformer_is_integer_and_accurate(digits_transformer, tmp_path
 
 @pytest.mark.slow
 def test_mnist_transformer_is_integer_and_accurate(mnist_transformer, tmp_path):
-    """Two blocks over 28 rows of 28 pixels. Measured: float 95.2 %, int8 95.1 %, cosine 0.9995 mean."""
+    """Two blocks over 28 rows of 28 pixels. Measured: float 95.2 %, int8 95.4 %, cosine 0.9996 mean."""
     _check_encoder(mnist_transformer, tmp_path)
 
 
@@ -172,3 +172,29 @@ def test_attention_mask_becomes_a_masked_softmax(tmp_path):
         got = qrt.load(out).run({"ids": ids, "mask": mask})
         errors[name] = float(np.abs(got - want).max())
     assert errors["float"] < 1e-5 and errors["int16"] < 0.05 and errors["int8"] < 0.3, errors
+
+
+def test_decomposed_layer_norm_becomes_layer_norm(tmp_path):
+    """nn.LayerNorm exported at opset 11 (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul,
+    Add) is fused into one LayerNormalization (converters/passes.py fuse_layer_norms), so the
+    model converts to LAYER_NORM on integer kernels and follows the float model."""
+    import warnings
+
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.LayerNorm(16), nn.Linear(16, 3)).eval()
+    path = str(tmp_path / "ln11.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 5, 8),), path, opset_version=11, dynamo=False)
+    assert "Pow" in {n.op_type for n in onnx.load(path).graph.node}
+    out = tmp_path / "ln.qmodel"
+    rng = np.random.default_rng(0)
+    qrt.convert(path, rng.normal(size=(50, 1, 5, 8)).astype(np.float32), out, show_progress=False, integer_only=True)
+    ops = [op.opcode for op in qrt.read_model(out).operators]
+    assert OpCode.LAYER_NORM in ops and OpCode.LUT not in ops  # no Sqrt left
+    x = rng.normal(size=(4, 5, 8)).astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    assert np.abs(qrt.load(out).run(x) - want).max() < 0.08 * np.abs(want).max()
