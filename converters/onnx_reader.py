@@ -799,7 +799,7 @@ def read_onnx(source, input_shapes: dict | None = None, also_supported=None, fre
 
     freeze = dict(freeze or {})
     for vi in graph.input:
-        if vi.name in freeze and vi.name not in g.constants:
+        if vi.name in freeze:  # an input with an initializer (its default) is overridden too
             g.constants[vi.name] = _frozen_value(vi, freeze.pop(vi.name), onnx, where)
             g.notes.append(f"input {vi.name!r} frozen to {np.array2string(g.constants[vi.name], threshold=6)}")
     if freeze:

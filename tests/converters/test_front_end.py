@@ -171,3 +171,18 @@ def test_integer_input_read_as_a_number_is_refused_clearly(tmp_path):
     with pytest.raises(ConversionError, match="integer input 'ids'|Cast"):
         qrt.convert(path, np.zeros((4, 1, 4), np.int64), tmp_path / "x.qmodel", show_progress=False)
     assert not (tmp_path / "x.qmodel").exists()
+
+
+def test_freeze_overrides_an_input_default(tmp_path):
+    """An input that also has an initializer (ONNX's default value) takes the frozen value."""
+    vi = helper.make_tensor_value_info
+    nodes = [helper.make_node("Mul", ["x", "gain"], ["y"])]
+    g = helper.make_graph(nodes, "g", [vi("x", TensorProto.FLOAT, [1, 4]), vi("gain", TensorProto.FLOAT, [1])],
+                          [vi("y", TensorProto.FLOAT, [1, 4])], [numpy_helper.from_array(np.array([2.0], np.float32), "gain")])
+    path = str(tmp_path / "gain.onnx")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
+    x = np.linspace(-1, 1, 40, dtype=np.float32).reshape(10, 1, 4)
+    for freeze, factor in ((None, 2.0), ({"gain": 3.0}, 3.0)):
+        out = tmp_path / "gain.qmodel"
+        qrt.convert(path, x, out, show_progress=False, freeze=freeze)
+        np.testing.assert_allclose(qrt.load(out).run(x[0]), x[0] * factor, atol=0.03 * factor)
