@@ -82,41 +82,11 @@ class Row:
 def _matmul_form(src) -> str:
     """src.onnx_path with every Gemm that has constant weights rewritten as MatMul (+ Add of
     the bias): the form ORT's quantize_dynamic and MatMulNBits quantize. Made once per model."""
-    path = src.base + ".matmul.onnx"
-    if getattr(src, "matmul_path", None) == path:
-        return path
-    import onnx
-    from onnx import helper, numpy_helper
+    from bench.runtimes import gemm_as_matmul
 
-    model = onnx.load(src.onnx_path)
-    g = model.graph
-    inits = {i.name: i for i in g.initializer}
-    nodes = []
-    for n in g.node:
-        a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
-        if (n.op_type != "Gemm" or n.input[1] not in inits or a.get("transA", 0)
-                or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0):
-            nodes.append(n)
-            continue
-        w = numpy_helper.to_array(inits[n.input[1]])
-        w = np.ascontiguousarray(w.T if a.get("transB", 0) else w)
-        w_name = n.input[1] + ".kn"
-        g.initializer.append(numpy_helper.from_array(w, w_name))
-        if len(n.input) > 2 and n.input[2]:
-            mid = n.output[0] + ".matmul"
-            nodes += [helper.make_node("MatMul", [n.input[0], w_name], [mid], name=n.name + ".matmul"),
-                      helper.make_node("Add", [mid, n.input[2]], [n.output[0]], name=n.name + ".add")]
-        else:
-            nodes.append(helper.make_node("MatMul", [n.input[0], w_name], [n.output[0]], name=n.name + ".matmul"))
-    del g.node[:]
-    g.node.extend(nodes)
-    used = {i for n in g.node for i in n.input}
-    keep = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-    src.matmul_path = path
+    path = src.base + ".matmul.onnx"
+    if getattr(src, "matmul_path", None) != path:
+        src.matmul_path = gemm_as_matmul(src.onnx_path, path)
     return path
 
 

@@ -128,6 +128,7 @@ class Lowering:
         self.consumers = graph.consumers()
         self.producers = graph.producers()
         self.skip: set = set()  # nodes folded into another (activations, SiLU patterns)
+        self.masked: dict | None = None  # masked softmaxes (plan_masks), once planned
         self.fused: dict = {}  # node name/id -> (activation, clip, output value name)
         self.report: list = []  # (source op, qrt op, form, node name) for the conversion report
         self.notes: list = []  # where a node's scheme could not be followed, and what was done instead
@@ -423,7 +424,7 @@ class Lowering:
     def plan_masks(self):
         """Find the masked softmaxes: self.masked[id(softmax)] = (scores, mask input, zero
         keeps, the mask's broadcast shape); the Add and the mask's own nodes are skipped."""
-        if hasattr(self, "masked"):
+        if self.masked is not None:
             return
         self.masked = {}
         producers, consumers = self.g.producers(), self.g.consumers()

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 import qrt
@@ -30,66 +29,12 @@ from qrt.converters.errors import ConversionError, UnsupportedOpsError
 from qrt.converters.float_exec import run_graph
 from qrt.converters.onnx_reader import read_onnx
 from qrt.converters.torch_frontend import quiet_export
+from bench.runtimes import gemm_as_matmul
+from tests.converters import onnxruntime_peer as peer
 
 QOPS = {"QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool",
         "QLinearAveragePool", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax", "QLinearConcat",
         "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear"}
-
-
-def _ort_run(path, x) -> np.ndarray:
-    """ONNX Runtime's outputs, batch 1 each, graph optimisations off (the model as written)."""
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    name = s.get_inputs()[0].name
-    return np.concatenate([s.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
-
-
-def _quantize_static(src, dst, samples, **options):
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    name = onnx.load(str(src), load_external_data=False).graph.input[0].name
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{name: s[None]} for s in samples])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    opts = dict(quant_format=QuantFormat.QOperator, per_channel=True, activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8)
-    opts.update(options)
-    with quiet_export():
-        quantize_static(str(src), str(dst), Reader(), **opts)
-    return str(dst)
-
-
-def _gemm_as_matmul(src, dst) -> str:
-    """src with every Gemm (constant weight, no transA/alpha/beta) as MatMul + Add, the form
-    ORT's quantize_dynamic quantizes and its QOperator form writes as QLinearMatMul (as
-    bench/schemes.py's _matmul_form)."""
-    model = onnx.load(str(src))
-    g = model.graph
-    inits = {i.name: i for i in g.initializer}
-    nodes = []
-    for n in g.node:
-        a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
-        if n.op_type != "Gemm" or n.input[1] not in inits or a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 \
-                or a.get("beta", 1.0) != 1.0:
-            nodes.append(n)
-            continue
-        w = numpy_helper.to_array(inits[n.input[1]])
-        g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w.T if a.get("transB", 0) else w),
-                                                     n.input[1] + ".kn"))
-        mid = n.output[0] + ".matmul"
-        nodes += [helper.make_node("MatMul", [n.input[0], n.input[1] + ".kn"], [mid], name=n.name + ".matmul"),
-                  helper.make_node("Add", [mid, n.input[2]], [n.output[0]], name=n.name + ".add")]
-    del g.node[:]
-    g.node.extend(nodes)
-    onnx.save(model, str(dst))
-    return str(dst)
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +44,12 @@ def digits_qop(digits, tmp_path_factory):
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic
 
     folder = tmp_path_factory.mktemp("qoperator")
-    matmul = _gemm_as_matmul(digits.onnx_path, folder / "digits_matmul.onnx")
-    paths = {"static": _quantize_static(digits.onnx_path, folder / "static.onnx", digits.calib),
-             "static-matmul": _quantize_static(matmul, folder / "static_matmul.onnx", digits.calib,
-                                               per_channel=False),
-             "qdq": _quantize_static(digits.onnx_path, folder / "qdq.onnx", digits.calib, quant_format=QuantFormat.QDQ)}
+    matmul = gemm_as_matmul(digits.onnx_path, folder / "digits_matmul.onnx")
+    qop = QuantFormat.QOperator
+    paths = {"static": peer.quantize_static(digits.onnx_path, folder / "static.onnx", digits.calib, quant_format=qop),
+             "static-matmul": peer.quantize_static(matmul, folder / "static_matmul.onnx", digits.calib,
+                                                   quant_format=qop, per_channel=False),
+             "qdq": peer.quantize_static(digits.onnx_path, folder / "qdq.onnx", digits.calib)}
     for per_channel in (False, True):
         out = folder / f"dynamic{int(per_channel)}.onnx"
         with quiet_export():
@@ -153,7 +99,7 @@ def test_ort_qoperator_model_reads_as_float_graph(digits, digits_qop, form):
         assert [g.weight_qparams[w][1] for w in weights if len(g.weight_qparams[w][0]) == 10] == [1]
     # the imported float graph computes what the float model does, up to the weights' rounding
     x = digits.x_test[:50]
-    ref = _ort_run(digits.onnx_path, x)
+    ref = peer.run(digits.onnx_path, x)
     got = np.concatenate([run_graph(g, {g.inputs[0]: x[i:i + 1]})[g.outputs[0]] for i in range(len(x))])
     assert np.mean(got.argmax(1) == ref.argmax(1)) >= 0.98
 
@@ -163,7 +109,7 @@ def test_ort_qoperator_model_converts_and_runs_like_onnxruntime(digits, digits_q
     path = tmp_path / f"{form}.qmodel"
     qrt.convert(digits_qop[form], digits.calib, path)
     got = qrt.load(path).run(digits.x_test)
-    ref = _ort_run(digits_qop[form], digits.x_test)
+    ref = peer.run(digits_qop[form], digits.x_test)
     assert got.shape == ref.shape == (len(digits.x_test), 10)
     agree = float(np.mean(got.argmax(1) == ref.argmax(1)))
     acc = float(np.mean(got.argmax(1) == digits.y_test))
@@ -218,7 +164,9 @@ def test_ort_contrib_qlinear_ops(tmp_path):
     src = tmp_path / "small.onnx"
     onnx.save(_model(nodes, inits, (1, 3, 8, 8), (1, 10)), src)
     xs = rng.random((100, 3, 8, 8)).astype(np.float32)
-    qop = _quantize_static(src, tmp_path / "small_qop.onnx", xs[:40])
+    from onnxruntime.quantization import QuantFormat
+
+    qop = peer.quantize_static(src, tmp_path / "small_qop.onnx", xs[:40], quant_format=QuantFormat.QOperator)
     ops = {n.op_type for n in onnx.load(qop).graph.node}
     assert {"QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearAveragePool",
             "QLinearGlobalAveragePool", "QLinearConcat", "QGemm", "QLinearSoftmax", "MaxPool", "Pad"} <= ops, ops
@@ -237,7 +185,7 @@ def test_ort_contrib_qlinear_ops(tmp_path):
     path = tmp_path / "small.qmodel"
     qrt.convert(qop, xs[:40], path)
     got = qrt.load(path).run(xs[40:])
-    ref = _ort_run(qop, xs[40:])
+    ref = peer.run(qop, xs[40:])
     assert np.abs(got - ref).max() <= 1 / 256 + 1e-6  # one output step
 
 
@@ -284,7 +232,7 @@ def test_handmade_qlinearconv_per_channel(tmp_path):
     path = tmp_path / "qconv.qmodel"
     qrt.convert(str(src), xs[:10], path)
     got = qrt.load(path).run(xs[:, 0])
-    ref = _ort_run(src, xs[:, 0])
+    ref = peer.run(src, xs[:, 0])
     assert np.abs(got - ref).max() <= Y_SCALE * 1.001
     assert np.mean(np.abs(got - ref) < Y_SCALE / 2) >= 0.99
 

@@ -34,11 +34,10 @@ import numpy as np
 import pytest
 
 import onnx
-import onnxruntime as ort
 import torch
 
 from bench.fixtures import real_models
-from qrt.converters.torch_frontend import quiet_export
+from tests.converters import onnxruntime_peer as peer
 
 import qrt  # noqa: E402
 
@@ -180,37 +179,6 @@ def test_effnet_conversion_report(route, request):
     assert report.float_bytes > 3.5 * report.int8_bytes, (report.float_bytes, report.int8_bytes)
 
 
-def _ort_qdq(src, dst, samples, input_name, **options):
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{input_name: s[None]} for s in samples])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    opts = dict(quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8)
-    opts.update(options)
-    with quiet_export():
-        quantize_static(str(src), str(dst), Reader(), **opts)
-    return str(dst)
-
-
-def _ort_run(path, x, input_name=None) -> np.ndarray:
-    """ONNX Runtime's outputs, batch 1 each. Graph optimisations off: a QDQ model then runs as
-    written (dequantize, float op, quantize), the semantics qrt imports. Optimised, ORT fuses
-    it into int8 kernels whose AVX2 form (vpmaddubsw, without VNNI) saturates int16 pair sums
-    and so depends on the CPU: on such a machine it was 2 steps off its own QDQ graph."""
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    name = input_name or s.get_inputs()[0].name
-    return np.concatenate([s.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
-
-
 def test_effnet_plain_ptq_is_as_good_as_onnxruntime_quantizer(effnet, effnet_onnx, tmp_path):
     """Without bias correction, qrt (minmax) against ONNX Runtime's quantize_static (MinMax, QDQ,
     per-channel int8 weights, uint8 activations) calibrated on the same 50 samples: per photo,
@@ -220,8 +188,8 @@ def test_effnet_plain_ptq_is_as_good_as_onnxruntime_quantizer(effnet, effnet_onn
     report, secs = timed_convert(effnet_onnx, effnet.calib, path, method="minmax")
     got = run_qmodel(path, effnet.x)[0]
     input_name = onnx.load(effnet_onnx, load_external_data=False).graph.input[0].name
-    qdq = _ort_qdq(effnet_onnx, tmp_path / "effnet_qdq.onnx", effnet.calib, input_name)
-    ref = _ort_run(qdq, effnet.x)
+    qdq = peer.quantize_static(effnet_onnx, tmp_path / "effnet_qdq.onnx", effnet.calib, input_name)
+    ref = peer.run(qdq, effnet.x)
     cos_q = np.array([cosine(a, b) for a, b in zip(effnet.logits, got)])
     cos_o = np.array([cosine(a, b) for a, b in zip(effnet.logits, ref)])
     top_q = int((effnet.logits.argmax(1) == got.argmax(1)).sum())
@@ -468,7 +436,7 @@ def digits_qdq(tmp_path_factory):
     folder = tmp_path_factory.mktemp("digits")
     fp32 = export_onnx(model, x_te[:1], folder / "digits.onnx")
     input_name = onnx.load(fp32).graph.input[0].name
-    qdq = _ort_qdq(fp32, folder / "digits_qdq.onnx", x_tr[:200], input_name, activation_type=_qtype("QInt8"))
+    qdq = peer.quantize_static(fp32, folder / "digits_qdq.onnx", x_tr[:200], input_name, activation_type=_qtype("QInt8"))
     return SimpleNamespace(qdq=qdq, x_tr=x_tr, x_te=x_te, y_te=y_te, float_acc=float_acc, folder=folder)
 
 
@@ -482,7 +450,7 @@ def test_ort_qdq_model_runs_like_onnxruntime(digits_qdq):
     ops = {n.op_type for n in qdq.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv", "Add", "Gemm"} <= ops
     assert digits_qdq.float_acc > 0.95
-    ref = _ort_run(digits_qdq.qdq, digits_qdq.x_te)
+    ref = peer.run(digits_qdq.qdq, digits_qdq.x_te)
 
     path = digits_qdq.folder / "digits_qdq.qmodel"
     report, secs = timed_convert(digits_qdq.qdq, digits_qdq.x_tr[:100], path)
