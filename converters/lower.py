@@ -4,8 +4,11 @@ values -> a qrt.format.ModelDefinition (channels-last inside).
 Each node computes in the form its scheme gives it (converters/schemes.py): int8 (the
 default), float32 (a float island), weight-only or dynamic. Its tensors are int8 or float32
 accordingly, and where a value crosses from one to the other a QUANTIZE or DEQUANTIZE is
-inserted (once per value and direction). Every 4-D value becomes an NHWC tensor; the graph's
-4-D inputs and outputs keep the source model's NCHW interface through GraphIO.layout. Ops that
+inserted (once per value and direction). A value is stored in the source's order or channels
+last (axis 1 moved to the end: NHWC images, [N, L, C] signals), as the ops around it want
+(convolutions and pools read channels last, attention reads the source's order); a TRANSPOSE goes
+where a reader wants the other. The graph's 4-D inputs and outputs keep the source model's NCHW
+interface through GraphIO.layout. Ops that
 only move data keep their input's quantization (SPEC.md section 3); SOFTMAX outputs get its
 fixed parameters; a Relu or Clip that directly follows an op able to fuse it becomes that op's
 fused activation.
@@ -32,9 +35,36 @@ from .errors import ConversionError, UnsupportedOpsError
 from .ir import Graph, Node
 from .schemes import DYNAMIC, FLOAT32, INT8, INT16, WEIGHT_ONLY, Scheme, SchemeTable, node_form
 
-TO_NHWC = (0, 2, 3, 1)  # nhwc = nchw.transpose(TO_NHWC)
-TO_NCHW = (0, 3, 1, 2)
-NCHW_AXIS_IN_NHWC = {0: 0, 1: 3, 2: 1, 3: 2}
+
+
+def last_perm(rank: int) -> tuple:
+    """stored = source.transpose(last_perm(rank)) for a channels-last value: axis 1 to the end."""
+    return (0,) + tuple(range(2, rank)) + (1,)
+
+
+def first_perm(rank: int) -> tuple:
+    """The inverse of last_perm: a channels-last array back to the source's order."""
+    return (0, rank - 1) + tuple(range(1, rank - 1))
+
+
+def stored_order(rank: int, last: bool) -> tuple:
+    """The source axes in storage order (channels last only for 3-D and 4-D values)."""
+    return last_perm(rank) if last and rank in (3, 4) else tuple(range(rank))
+
+
+def _element_order(shape, last: bool) -> list:
+    """How a value's stored elements walk its source-order elements, as (size, stride) runs:
+    equal for two shapes and layouts exactly when a RESHAPE between them keeps every element."""
+    strides = np.cumprod((1,) + tuple(shape[:0:-1]))[::-1]
+    runs = []
+    for a in stored_order(len(shape), last):
+        if shape[a] == 1:
+            continue
+        if runs and runs[-1][1] == strides[a] * shape[a]:
+            runs[-1] = (runs[-1][0] * shape[a], int(strides[a]))
+        else:
+            runs.append((int(shape[a]), int(strides[a])))
+    return runs
 
 # Elementwise functions lowered to a 256-entry table (SPEC.md LUT): float64 math at conversion.
 _LUT_FUNCTIONS = {
@@ -114,7 +144,7 @@ class LoweringOptions:
 @dataclass
 class _Value:
     tensor: int
-    nhwc: bool  # a 4-D value stored channels-last
+    last: bool  # a 3-D or 4-D value stored channels last (stored_order)
 
 
 class Lowering:
@@ -169,13 +199,13 @@ class Lowering:
         s, z = self.q(name) if qp is None else qp
         return self.b.tensor(self._unique(name), self.act_dtype, stored_shape, scale=s, zero_point=z)
 
-    def act_tensor(self, name: str, shape=None, qp=None, image: bool = True) -> _Value:
-        """A new activation tensor for IR value `name` (NHWC when 4-D and `image`, else in the
-        source's order), in the current domain."""
+    def act_tensor(self, name: str, shape=None, qp=None, last: bool = False) -> _Value:
+        """A new activation tensor for IR value `name` (channels last when asked and 3-D or
+        4-D, else in the source's order), in the current domain."""
         ir_shape = self.shape(name) if shape is None else tuple(shape)
-        nhwc = len(ir_shape) == 4 and image
-        stored = tuple(ir_shape[i] for i in TO_NHWC) if nhwc else ir_shape
-        v = _Value(self.new_activation(name, stored, qp), nhwc)
+        last = last and len(ir_shape) in (3, 4)
+        stored = tuple(ir_shape[i] for i in stored_order(len(ir_shape), last))
+        v = _Value(self.new_activation(name, stored, qp), last)
         self.values[name] = v
         return v
 
@@ -218,29 +248,28 @@ class Lowering:
                 suffix = code.name.lower()
             self.b.op(code, [v.tensor], [idx], name=f"{name}.{suffix}")
             self.report.append(("", code.name, INT16 if DType.INT16 in (t.dtype, want) else INT8, name))
-            self.converted[key] = _Value(idx, v.nhwc)
+            self.converted[key] = _Value(idx, v.last)
         return self.converted[key]
 
-    def const_activation(self, name: str, target_rank: int | None = None) -> _Value:
-        """A float constant used as an activation operand: int8, per tensor, asymmetric (float32
-        in a float island)."""
+    def const_activation(self, name: str, target_rank: int | None = None, last: bool = False) -> _Value:
+        """A float constant used as an activation operand (channels last when asked and 3-D or
+        4-D): int8, per tensor, asymmetric (float32 in a float island)."""
         data = np.asarray(self.g.constants[name], dtype=np.float32)
         if target_rank and data.ndim < target_rank:
             data = data.reshape((1,) * (target_rank - data.ndim) + data.shape)
-        nhwc = data.ndim == 4
-        if nhwc:
-            data = data.transpose(TO_NHWC)
+        last = last and data.ndim in (3, 4)
+        data = data.transpose(stored_order(data.ndim, last))
         if self.floating:
-            return _Value(self.b.tensor(self._unique(name), DType.FLOAT32, data.shape, data), nhwc)
+            return _Value(self.b.tensor(self._unique(name), DType.FLOAT32, data.shape, data), last)
         if self.cur == INT16:
             s, z = C.int16_qparams(float(data.min()), float(data.max()))
             qd = np.clip(np.rint(data / s), -32768, 32767).astype(np.int16)
-            return _Value(self.b.tensor(self._unique(name), DType.INT16, qd.shape, qd, scale=s, zero_point=z), nhwc)
+            return _Value(self.b.tensor(self._unique(name), DType.INT16, qd.shape, qd, scale=s, zero_point=z), last)
         lo, hi = min(float(data.min()), 0.0), max(float(data.max()), 0.0)
         s, z = C.qparams(lo, hi)
         qd = np.clip(np.rint(data / s) + z, -128, 127).astype(np.int8)
         idx = self.b.tensor(self._unique(name), DType.INT8, qd.shape, qd, scale=s, zero_point=z)
-        return _Value(idx, nhwc)
+        return _Value(idx, last)
 
     def out_value(self, node: Node) -> str:
         """The IR value the lowered op writes: the fused activation's output, if any."""
@@ -265,21 +294,53 @@ class Lowering:
     def _idx(v):
         return v.tensor if isinstance(v, _Value) else v
 
-    def to_layout(self, name: str, want_nhwc: bool) -> _Value:
-        """`name`'s tensor in the wanted layout (inserting a TRANSPOSE when it differs)."""
-        v = self.value(name)
-        if v.nhwc == want_nhwc:
+    def to_layout(self, name: str, last: bool, v: _Value | None = None) -> _Value:
+        """`name`'s tensor (or its tensor v) channels last or in the source's order (through a
+        TRANSPOSE, once, when stored the other way)."""
+        v = self.value(name) if v is None else v
+        if v.last == last or len(self.shape(name)) not in (3, 4):
             return v
-        t = self.b.model.tensors[v.tensor]
-        perm = TO_NCHW if v.nhwc else TO_NHWC
-        shape = tuple(t.shape[p] for p in perm)
+        key = (name, v.tensor, last)
+        if key not in self.converted:
+            t = self.b.model.tensors[v.tensor]
+            rank = len(t.shape)
+            perm = last_perm(rank) if last else first_perm(rank)
+            idx = self._like(t, name + ".t", tuple(t.shape[p] for p in perm))
+            self.b.op(OpCode.TRANSPOSE, [v.tensor], [idx], TransposeOptions(perm), name=f"{name}.layout")
+            self.converted[key] = _Value(idx, last)
+        return self.converted[key]
+
+    def _like(self, t, name: str, shape) -> int:
+        """A new tensor of t's dtype and quantization in another shape."""
         if t.quant is None:
-            idx = self.b.tensor(self._unique(name + ".t"), t.dtype, shape)
-        else:
-            s, z = float(t.quant.scale[0]), int(t.quant.zero_point[0])
-            idx = self.b.tensor(self._unique(name + ".t"), t.dtype, shape, scale=s, zero_point=z)
-        self.b.op(OpCode.TRANSPOSE, [v.tensor], [idx], TransposeOptions(perm), name=f"{name}.layout")
-        return _Value(idx, not v.nhwc)
+            return self.b.tensor(self._unique(name), t.dtype, shape)
+        s, z = float(t.quant.scale[0]), int(t.quant.zero_point[0])
+        return self.b.tensor(self._unique(name), t.dtype, shape, scale=s, zero_point=z)
+
+    def image_view(self, name: str) -> _Value:
+        """`name` as a 4-D channels-last tensor: a signal [N, C, L] as the image [N, 1, L, C]
+        (a RESHAPE that the arena aliases), for CONV_2D and the pools."""
+        x = self.to_layout(name, True)
+        if len(self.shape(name)) == 4:
+            return x
+        key = (name, "image")
+        if key not in self.converted:
+            t = self.b.model.tensors[x.tensor]
+            idx = self._like(t, name + ".image", (t.shape[0], 1) + tuple(t.shape[1:]))
+            self.b.op(OpCode.RESHAPE, [x.tensor], [idx], name=f"{name}.image")
+            self.converted[key] = _Value(idx, True)
+        return self.converted[key]
+
+    def image_output(self, name: str) -> tuple:
+        """(the 4-D channels-last tensor an image op writes, then-call) for IR value `name`; for
+        a signal the then-call adds the RESHAPE back to [N, L, C] after the op."""
+        shape = self.shape(name)
+        if len(shape) == 4:
+            return self.act_tensor(name, last=True), lambda: None
+        y = self.act_tensor(name, last=True)
+        t = self.b.model.tensors[y.tensor]
+        img = _Value(self._like(t, name + ".image", (t.shape[0], 1) + tuple(t.shape[1:])), True)
+        return img, lambda: self.b.op(OpCode.RESHAPE, [img.tensor], [y.tensor], name=f"{name}.signal")
 
     # ------------------------------------------------------------------ planning
 
@@ -403,8 +464,8 @@ class Lowering:
                 self.b.input(name, v.tensor, Layout.AS_STORED)
                 continue
             self.cur = self.input_form(name)
-            v = self.act_tensor(name)
-            self.b.input(name, v.tensor, Layout.NCHW if v.nhwc else Layout.AS_STORED)
+            v = self.act_tensor(name, last=len(self.shape(name)) == 4)  # images: NCHW outside, NHWC inside
+            self.b.input(name, v.tensor, Layout.NCHW if v.last else Layout.AS_STORED)
         for n in self.g.nodes:
             if id(n) in self.skip:
                 continue
@@ -412,7 +473,9 @@ class Lowering:
             RULES[n.op].lower(self, n)
         for name in self.g.outputs:  # as computed, in their producer's domain
             v = self.values[name] if name in self.values else self.value(name)
-            self.b.output(name, v.tensor, Layout.NCHW if v.nhwc else Layout.AS_STORED)
+            if v.last and len(self.shape(name)) != 4:  # GraphIO.layout has NCHW only
+                v = self.to_layout(name, False, v)
+            self.b.output(name, v.tensor, Layout.NCHW if v.last else Layout.AS_STORED)
         return self.b.build(metadata)
 
     # Attention masks: Add(scores, f(mask)) -> Softmax, f made of the ops below on an integer
@@ -508,9 +571,11 @@ class Lowering:
     def _window(self, n: Node, kh, kw):
         x = self.shape(n.inputs[0])
         y = self.shape(n.outputs[0])
-        sh, sw = n.attrs.get("strides", [1, 1])
-        dh, dw = n.attrs.get("dilations", [1, 1])
-        pads = list(n.attrs.get("pads", [0, 0, 0, 0]))
+        pads = list(n.attrs.get("pads", [0] * (2 * len(x) - 4)))
+        sh, sw = n.attrs.get("strides", [1, 1])[-2:] if len(x) == 4 else [1] + n.attrs.get("strides", [1])
+        dh, dw = n.attrs.get("dilations", [1, 1])[-2:] if len(x) == 4 else [1] + n.attrs.get("dilations", [1])
+        if len(x) == 3:  # a signal [N, C, L] as the image [N, C, 1, L]
+            x, y, pads = x[:2] + (1,) + x[2:], y[:2] + (1,) + y[2:], [0, pads[0], 0, pads[1]]
         auto = n.attrs.get("auto_pad", "NOTSET")
         auto = auto.decode() if isinstance(auto, bytes) else auto
         if auto in ("SAME_UPPER", "SAME_LOWER"):
@@ -630,12 +695,15 @@ class Lowering:
         return True
 
     def _conv_supported(self, n: Node) -> bool:
-        return len(self.shape(n.inputs[0])) == 4 and n.inputs[1] in self.g.constants
+        return len(self.shape(n.inputs[0])) in (3, 4) and n.inputs[1] in self.g.constants
 
     @lowers("Conv", supports=_conv_supported, fusable=True, int16=True)
     def lower_Conv(self, n: Node):
+        """CONV_2D or DEPTHWISE_CONV_2D; a 1-D convolution as a 2-D one of height 1."""
         x_name, w_name = n.inputs[0], n.inputs[1]
-        w = np.asarray(self.g.constants[w_name], np.float32)  # [M, C/g, KH, KW]
+        w = np.asarray(self.g.constants[w_name], np.float32)  # [M, C/g, KH, KW] or [M, C/g, K]
+        if w.ndim == 3:
+            w = w[:, :, None, :]
         cin = self.shape(x_name)[1]
         group = int(n.attrs.get("group", 1))
         m, _, kh, kw = w.shape
@@ -644,19 +712,21 @@ class Lowering:
         depthwise = group == cin and group > 1 and m % cin == 0
         if self.cur == INT16:
             self._keep_int16(n, w_name, w, bias_name, kh * kw * (cin // group), self._int4_weights(n, depthwise))
-        x = self.to_layout(x_name, True)
+        x = self.image_view(x_name)
+        y, then = self.image_output(self.out_value(n))
         if self.floating:
             bias = np.zeros(m, np.float32) if bias_name is None else np.asarray(self.g.constants[bias_name], np.float32)
             if depthwise:  # DEPTHWISE_CONV_2D has a float32 form only among the float ones
                 opts = DepthwiseConv2DOptions(**win, dilation_h=dh, dilation_w=dw, depth_multiplier=m // cin)
-                return self._float_weighted(OpCode.DEPTHWISE_CONV_2D, n, x, w.transpose(1, 2, 3, 0), w_name,
-                                            bias, opts, FLOAT32)
-            opts = Conv2DOptions(**win, dilation_h=dh, dilation_w=dw, groups=group)
-            return self._float_weighted(OpCode.CONV_2D, n, x, w.transpose(0, 2, 3, 1), w_name, bias, opts, self.cur)
+                self._float_weighted(OpCode.DEPTHWISE_CONV_2D, n, x, y, w.transpose(1, 2, 3, 0), w_name, bias, opts,
+                                     FLOAT32)
+            else:
+                opts = Conv2DOptions(**win, dilation_h=dh, dilation_w=dw, groups=group)
+                self._float_weighted(OpCode.CONV_2D, n, x, y, w.transpose(0, 2, 3, 1), w_name, bias, opts, self.cur)
+            return then()
         sx = self.q(x_name)[0]
         int4 = self._int4_weights(n, depthwise)
         wq, ws = self._weights(w_name, w, 0, bias_name, x_name, kh * kw * (1 if depthwise else cin // group), int4)
-        y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]))
         if depthwise:
             bq, bs = self._bias(bias_name, sx, ws, w, wq, m, kh * kw, x_name, True)
             wt = wq.transpose(1, 2, 3, 0)  # [1, KH, KW, M]
@@ -672,6 +742,7 @@ class Lowering:
             bi = self.b.tensor(self._unique(bias_name or w_name + ".bias"), DType.INT32, (m,), bq, scale=bs)
             opts = Conv2DOptions(**win, dilation_h=dh, dilation_w=dw, groups=group)
             self.op(OpCode.CONV_2D, [x, wi, bi], [y], opts, n, fuse=True)
+        then()
 
     def _fully_connected(self, n: Node, x_name: str, w: np.ndarray, w_name: str, bias):
         """w: [N_out, K] float; bias: float array or None."""
@@ -685,7 +756,8 @@ class Lowering:
                              self._int4_weights(n, False))
         x = self.to_layout(x_name, False)
         if self.floating:
-            return self._float_weighted(OpCode.FULLY_CONNECTED, n, x, w, w_name, self._bias_values(b_name, nout),
+            y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]))
+            return self._float_weighted(OpCode.FULLY_CONNECTED, n, x, y, w, w_name, self._bias_values(b_name, nout),
                                         None, self.cur)
         sx = self.q(x_name)[0]
         int4 = self._int4_weights(n, False)
@@ -697,8 +769,8 @@ class Lowering:
         bi = self.b.tensor(self._unique(w_name + ".bias"), DType.INT32, (nout,), bq, scale=bs)
         self.op(OpCode.FULLY_CONNECTED, [x, wi, bi], [y], None, n, fuse=True)
 
-    def _float_weighted(self, code, n: Node, x: _Value, w: np.ndarray, w_name: str, bias: np.ndarray, options,
-                        form: str):
+    def _float_weighted(self, code, n: Node, x: _Value, y: _Value, w: np.ndarray, w_name: str, bias: np.ndarray,
+                        options, form: str):
         """CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED with float32 activations and bias; w
         in the stored layout (channels first, or last for depthwise). float32 weights, or
         quantized ones for the weight-only and dynamic forms (per channel, or per group along
@@ -706,7 +778,6 @@ class Lowering:
         scheme = self.scheme
         channels = w.shape[3] if code == OpCode.DEPTHWISE_CONV_2D else w.shape[0]
         w = np.ascontiguousarray(w, np.float32)
-        y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]))
         bi = self.b.tensor(self._unique(w_name + ".bias"), DType.FLOAT32, (channels,),
                            np.ascontiguousarray(bias, np.float32))
         if form == DYNAMIC and accumulator_bound(w.size // channels) > INT32_MAX:
@@ -776,7 +847,7 @@ class Lowering:
         if t is not None:
             b_name, transpose_b = t.inputs[0], True
         b = self.to_layout(b_name, False)
-        y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]), image=False)
+        y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]))
         self.op(OpCode.BATCH_MATMUL, [a, b], [y], BatchMatMulOptions(transpose_b), n, fuse=True)
 
     def _folded_transpose(self, mm: Node) -> Node | None:
@@ -809,7 +880,7 @@ class Lowering:
         g = self.b.tensor(self._unique(n.inputs[1]), DType.FLOAT32, (c,), np.ascontiguousarray(gamma))
         b = self.b.tensor(self._unique((n.inputs[2] if len(n.inputs) > 2 and n.inputs[2] else n.name) + ".beta"),
                           DType.FLOAT32, (c,), np.ascontiguousarray(beta))
-        y = self.act_tensor(n.outputs[0], image=False)
+        y = self.act_tensor(n.outputs[0])
         self.op(OpCode.LAYER_NORM, [x, g, b], [y],
                 LayerNormOptions(float(n.attrs.get("epsilon", 1e-5))), n)
 
@@ -821,7 +892,7 @@ class Lowering:
         c = scale.size
         w_name = self.g.fresh(n.outputs[0] + ".bn_scale")
         b_name = self.g.fresh(n.outputs[0] + ".bn_shift")
-        self.g.constants[w_name] = scale.astype(np.float32).reshape(c, 1, 1, 1)
+        self.g.constants[w_name] = scale.astype(np.float32).reshape((c, 1) + (1,) * (len(self.shape(n.inputs[0])) - 2))
         self.g.constants[b_name] = (beta - mean * scale).astype(np.float32)
         conv = Node("Conv", [n.inputs[0], w_name, b_name], n.outputs, {"group": c}, n.name)
         if id(n) in self.fused:
@@ -831,18 +902,18 @@ class Lowering:
     # Elementwise -------------------------------------------------------------
 
     def _binary(self, n: Node, code):
+        """Operands in one layout: the first activation operand's (constants follow it)."""
         out = self.shape(n.outputs[0])
         rank = len(out)
-        operands = []
-        for name in n.inputs[:2]:
-            if name in self.g.constants:
-                operands.append(self.const_activation(name, rank))
-            else:
-                if len(self.shape(name)) != rank:
-                    raise ConversionError(f"{n.op} '{n.name}': operands of rank {len(self.shape(name))} "
-                                              f"and {rank} (only equal ranks or constants broadcast)")
-                operands.append(self.to_layout(name, rank == 4))
-        y = self.act_tensor(self.out_value(n), out)
+        names = n.inputs[:2]
+        for name in names:
+            if name not in self.g.constants and len(self.shape(name)) != rank:
+                raise ConversionError(f"{n.op} '{n.name}': operands of rank {len(self.shape(name))} "
+                                      f"and {rank} (only equal ranks or constants broadcast)")
+        last = next(self.value(i).last for i in names if i not in self.g.constants)
+        operands = [self.const_activation(i, rank, last) if i in self.g.constants else self.to_layout(i, last)
+                    for i in names]
+        y = self.act_tensor(self.out_value(n), out, last=last)
         self.op(code, operands, [y], None, n, fuse=True)
 
     def _binary_supported(self, n: Node) -> bool:
@@ -886,7 +957,7 @@ class Lowering:
         """A clamp: REQUANTIZE with the activation fused; in a float island MAXIMUM(x, lo) with
         it fused (MAXIMUM's float32 form clamps like any op's)."""
         x = self.value(n.inputs[0])
-        y = self.act_tensor(n.outputs[0])
+        y = self.act_tensor(n.outputs[0], last=x.last)
         if self.floating:
             lo = np.zeros((1,) * len(self.shape(n.inputs[0])), np.float32) + np.float32(0.0 if act == Activation.RELU else clip[0])
             li = self.b.tensor(self._unique(n.outputs[0] + ".lo"), DType.FLOAT32, lo.shape, lo)
@@ -909,7 +980,7 @@ class Lowering:
     @lowers("LeakyRelu")
     def lower_LeakyRelu(self, n):
         x = self.value(n.inputs[0])
-        y = self.act_tensor(n.outputs[0])
+        y = self.act_tensor(n.outputs[0], last=x.last)
         self.op(OpCode.LEAKY_RELU, [x], [y], LeakyReluOptions(float(n.attrs.get("alpha", 0.01))), n)
 
     def _alpha_constant(self, n: Node) -> bool:
@@ -919,8 +990,8 @@ class Lowering:
     def lower_PRelu(self, n):
         x = self.value(n.inputs[0])
         rank = len(self.shape(n.inputs[0]))
-        alpha = self.const_activation(n.inputs[1], rank)
-        y = self.act_tensor(n.outputs[0])
+        alpha = self.const_activation(n.inputs[1], rank, x.last)
+        y = self.act_tensor(n.outputs[0], last=x.last)
         self.op(OpCode.PRELU, [x, alpha], [y], None, n)
 
     def _lut(self, n: Node, x_name: str, fn, label: str):
@@ -928,7 +999,7 @@ class Lowering:
         table in the int16 domain (SPEC.md 2.13.14), UNARY in a float island."""
         x = self.value(x_name)
         if self.floating:
-            y = self.act_tensor(n.outputs[0])
+            y = self.act_tensor(n.outputs[0], last=x.last)
             if label == "Gelu":
                 tanh = n.attrs.get("approximate", "none") in ("tanh", b"tanh")
                 opts = UnaryOptions(UnaryFunction.GELU_TANH if tanh else UnaryFunction.GELU)
@@ -947,7 +1018,7 @@ class Lowering:
             real = np.float64(sx) * (np.arange(-128, 128, dtype=np.float64) - zx)
             table = np.clip(np.rint(fn(real, n) / np.float64(sy)) + zy, -128, 127).astype(np.int8)
         ti = self.b.tensor(self._unique(n.outputs[0] + ".table"), self.act_dtype, table.shape, table)
-        y = self.act_tensor(n.outputs[0])
+        y = self.act_tensor(n.outputs[0], last=x.last)
         self.op(OpCode.LUT, [x, ti], [y], LutOptions(label), n)
 
     @lowers("Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Gelu", "Erf", "Sqrt", "Neg", "Exp", "Log", "Abs", int16=True)
@@ -963,16 +1034,14 @@ class Lowering:
             scores, mask, zero_keeps, shape = self.masked[id(n)]
             x = self.to_layout(scores, False)
             m = self._mask_tensor(mask, shape)
-            y = self.act_tensor(n.outputs[0], image=False)
+            y = self.act_tensor(n.outputs[0])
             self.op(OpCode.SOFTMAX, [x, m], [y], SoftmaxOptions(axis=len(shape) - 1, beta=1.0,
                                                                mask_zero_keeps=zero_keeps), n)
             return
         x = self.value(n.inputs[0])
         rank = len(self.shape(n.inputs[0]))
-        axis = n.attrs.get("axis", -1) % rank
-        if x.nhwc:
-            axis = NCHW_AXIS_IN_NHWC[axis]
-        y = self.act_tensor(n.outputs[0])
+        axis = stored_order(rank, x.last).index(n.attrs.get("axis", -1) % rank)
+        y = self.act_tensor(n.outputs[0], last=x.last)
         self.op(OpCode.SOFTMAX, [x], [y], SoftmaxOptions(axis=axis, beta=1.0), n)
 
     def _mask_tensor(self, mask: str, shape: tuple) -> _Value:
@@ -995,12 +1064,15 @@ class Lowering:
     # Pooling and reductions --------------------------------------------------
 
     def _pool(self, n: Node, code):
-        kh, kw = n.attrs["kernel_shape"]
+        """MAX_POOL_2D / AVERAGE_POOL_2D; a 1-D pool as a 2-D one of height 1."""
+        kh, kw = ([1] + list(n.attrs["kernel_shape"]))[-2:]
         win, dil = self._window(n, kh, kw)
         if dil != (1, 1):
             raise ConversionError(f"{n.op} '{n.name}': dilated pooling is not supported")
         include = bool(n.attrs.get("count_include_pad", 0))
-        pads = list(n.attrs.get("pads", [0, 0, 0, 0]))
+        pads = list(n.attrs.get("pads", [0] * len(n.attrs["kernel_shape"]) * 2))
+        if len(pads) == 2:  # a signal's [left, right]
+            pads = [0, pads[0], 0, pads[1]]
         if include and (win["pad_bottom"], win["pad_right"]) != (pads[2], pads[3]):
             # ceil_mode windows that overhang the padded input count only what they cover: with
             # no explicit padding that is exactly count_include_pad = False.
@@ -1008,13 +1080,16 @@ class Lowering:
                 raise ConversionError(f"{n.op} '{n.name}': ceil_mode with padding and count_include_pad "
                                       f"is not supported")
             include = False
-        x = self.to_layout(n.inputs[0], True)
-        y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]))
+        x = self.image_view(n.inputs[0])
+        y, then = self.image_output(self.out_value(n))
         opts = Pool2DOptions(kh, kw, **win, count_include_pad=include)
         self.op(code, [x], [y], opts, n, fuse=code == OpCode.AVERAGE_POOL_2D)
+        then()
 
     def _pool_supported(self, n: Node) -> bool:
-        return list(n.attrs.get("dilations", [1, 1])) == [1, 1] and len(self.shape(n.inputs[0])) == 4
+        rank = len(self.shape(n.inputs[0]))
+        return set(n.attrs.get("dilations", [1])) == {1} and rank in (3, 4) and \
+            len(n.attrs.get("kernel_shape", [])) == rank - 2
 
     @lowers("MaxPool", supports=_pool_supported, keeps_input_quantization=True, int16=True)
     def lower_MaxPool(self, n):
@@ -1025,23 +1100,23 @@ class Lowering:
         self._pool(n, OpCode.AVERAGE_POOL_2D)
 
     def _mean(self, n: Node, axes, keep):
+        """MEAN over the stored positions of `axes`; a channels-last input stays so when the
+        result's order allows."""
         rank = len(self.shape(n.inputs[0]))
         axes = sorted({a % rank for a in axes})
         x = self.value(n.inputs[0])
-        stored_axes = tuple(axes)
-        if x.nhwc:
-            kept = set(range(4)) - set(axes)
-            if not keep and 1 in kept and kept & {2, 3}:
-                # The result would list C before H/W in NCHW but after them in NHWC: go via NCHW.
-                x = self.to_layout(n.inputs[0], False)
-            else:
-                stored_axes = tuple(sorted(NCHW_AXIS_IN_NHWC[a] for a in axes))
-        y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]))
-        self.op(OpCode.MEAN, [x], [y], MeanOptions(stored_axes, bool(keep)), n, fuse=True)
+        order = stored_order(rank, x.last)
+        kept = [a for a in order if a not in axes]
+        if x.last and not keep and kept != sorted(kept):
+            x = self.to_layout(n.inputs[0], False)  # the result would list C after the others: as the source
+            order = tuple(range(rank))
+        y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]), last=x.last and keep)
+        self.op(OpCode.MEAN, [x], [y], MeanOptions(tuple(sorted(order.index(a) for a in axes)), bool(keep)), n,
+                fuse=True)
 
     @lowers("GlobalAveragePool", fusable=True, int16=True)
     def lower_GlobalAveragePool(self, n):
-        self._mean(n, (2, 3), True)
+        self._mean(n, range(2, len(self.shape(n.inputs[0]))), True)
 
     @lowers("ReduceMean", fusable=True, int16=True)
     def lower_ReduceMean(self, n):
@@ -1055,43 +1130,40 @@ class Lowering:
     @lowers("GlobalMaxPool", keeps_input_quantization=True, int16=True)
     def lower_GlobalMaxPool(self, n):
         xs = self.shape(n.inputs[0])
-        node = Node("MaxPool", n.inputs, n.outputs, {"kernel_shape": [xs[2], xs[3]]}, n.name)
+        node = Node("MaxPool", n.inputs, n.outputs, {"kernel_shape": list(xs[2:])}, n.name)
         self._pool(node, OpCode.MAX_POOL_2D)
 
     # Data movement -------------------------------------------------------------
 
     @lowers("Concat", int16=True)
     def lower_Concat(self, n):
+        """In the first activation input's layout (the others and constants follow it)."""
         rank = len(self.shape(n.outputs[0]))
-        axis = n.attrs.get("axis", 0) % rank
-        ins = [self.to_layout(i, rank == 4) if i not in self.g.constants else self.const_activation(i, rank)
+        last = next((self.value(i).last for i in n.inputs if i not in self.g.constants), False)
+        ins = [self.to_layout(i, last) if i not in self.g.constants else self.const_activation(i, rank, last)
                for i in n.inputs]
-        if rank == 4:
-            axis = NCHW_AXIS_IN_NHWC[axis]
-        y = self.act_tensor(n.outputs[0])
+        axis = stored_order(rank, last).index(n.attrs.get("axis", 0) % rank)
+        y = self.act_tensor(n.outputs[0], last=last)
         self.op(OpCode.CONCAT, ins, [y], ConcatOptions(axis), n)
 
     @lowers("Reshape", "Flatten", "Squeeze", "Unsqueeze", keeps_input_quantization=True, int16=True)
     def lower_reshape(self, n: Node):
-        """Element order follows the source model's NCHW layout: go through NCHW when needed."""
-        out_shape = self.shape(n.outputs[0])
-        src = n.inputs[0]
-        in_shape = self.shape(src)
+        """Elements keep the source's order: a channels-last value stays channels last when its
+        bytes already are in the result's order (a signal and its image, a squeezed 1x1), else
+        it goes through the source's order."""
+        out_shape, src = self.shape(n.outputs[0]), n.inputs[0]
         x = self.value(src)
-        if x.nhwc and in_shape[2] * in_shape[3] != 1 and in_shape[1] != 1:
-            x = self.to_layout(src, False)
-        if len(out_shape) == 4:
-            mid = self.new_activation(n.outputs[0] + ".nchw", out_shape, None if self.floating else self.q(src))
-            self.op(OpCode.RESHAPE, [x], [mid], None, n)
-            self.values[n.outputs[0]] = _Value(mid, False)
-            v = self.to_layout(n.outputs[0], True)
-            self.values[n.outputs[0]] = v
-        else:
-            y = self.act_tensor(n.outputs[0])
-            self.op(OpCode.RESHAPE, [x], [y], None, n)
+        same = _element_order(self.shape(src), x.last)
+        last = next((k for k in (x.last, not x.last) if _element_order(out_shape, k) == same), None)
+        if last is None:
+            x, last = self.to_layout(src, False), False
+        y = self.act_tensor(n.outputs[0], last=last)
+        self.op(OpCode.RESHAPE, [x], [y], None, n)
 
     @lowers("Transpose", keeps_input_quantization=True, int16=True)
     def lower_Transpose(self, n):
+        """TRANSPOSE of the stored order into the layout that makes it a copy (a RESHAPE the
+        arena aliases) when one does, else into the input's layout."""
         readers = self.g.consumers().get(n.outputs[0], [])
         if len(readers) == 1 and readers[0].op == "MatMul" and readers[0].inputs[1] == n.outputs[0] \
                 and readers[0].inputs[1] not in self.g.constants and self._folded_transpose(readers[0]) is n:
@@ -1099,21 +1171,25 @@ class Lowering:
         perm = list(n.attrs.get("perm", list(range(len(self.shape(n.inputs[0]))))[::-1]))
         rank = len(perm)
         x = self.value(n.inputs[0])
-        if rank == 4:
-            x = self.to_layout(n.inputs[0], True)
-            # y_nhwc = x_nhwc.transpose(q) with q[i] = TO_NCHW[perm[TO_NHWC[i]]]
-            perm = [TO_NCHW[perm[TO_NHWC[i]]] for i in range(4)]
-        y = self.act_tensor(n.outputs[0])
-        self.op(OpCode.TRANSPOSE, [x], [y], TransposeOptions(tuple(perm)), n)
+        src = stored_order(rank, x.last)
+
+        def stored_perm(last):  # y_stored = x_stored.transpose(q)
+            return tuple(src.index(perm[a]) for a in stored_order(rank, last))
+        last = next((k for k in (x.last, not x.last) if stored_perm(k) == tuple(range(rank))), x.last)
+        y = self.act_tensor(n.outputs[0], last=last)
+        q = stored_perm(last)
+        if q == tuple(range(rank)):
+            self.op(OpCode.RESHAPE, [x], [y], None, n)
+        else:
+            self.op(OpCode.TRANSPOSE, [x], [y], TransposeOptions(q), n)
 
     def _slice(self, n: Node, out: str, windows: list):
-        """SLICE of n's input into `out`: windows[d] = (begin, step) per source dimension; a 4-D
-        image tensor stays NHWC (the window permuted along)."""
+        """SLICE of n's input into `out`: windows[d] = (begin, step) per source dimension, in the
+        input's layout (the window permuted along)."""
         x = self.value(n.inputs[0])
-        if x.nhwc:
-            windows = [windows[i] for i in TO_NHWC]
+        windows = [windows[a] for a in stored_order(len(windows), x.last)]
         begin, step = zip(*windows) if windows else ((), ())
-        y = self.act_tensor(out, image=x.nhwc)
+        y = self.act_tensor(out, last=x.last)
         self.op(OpCode.SLICE, [x], [y], SliceOptions(tuple(int(b) for b in begin), tuple(int(s) for s in step)), n)
 
     def _slice_supported(self, n: Node) -> bool:
@@ -1156,8 +1232,6 @@ class Lowering:
                 qp = (float(t.quant.scale[0]), int(t.quant.zero_point[0]))
                 (self.qparams16 if self.cur == INT16 else self.qparams)[n.outputs[0]] = qp
             x = table
-            if table.nhwc:  # a 4-D constant: back to the source's order
-                x = self.to_layout(data, False)
         else:
             x = self.to_layout(data, False)
         if idx in self.g.constants:
@@ -1165,7 +1239,7 @@ class Lowering:
             i = _Value(self.b.tensor(self._unique(idx), DType.INT64, ids.shape, ids), False)
         else:
             i = self.values[idx]
-        y = self.act_tensor(n.outputs[0], image=False)
+        y = self.act_tensor(n.outputs[0])
         self.op(OpCode.GATHER, [x, i], [y], GatherOptions(axis), n)
 
     def _split_supported(self, n: Node) -> bool:
@@ -1199,10 +1273,9 @@ class Lowering:
             raise ConversionError(f"Pad '{n.name}': only zero padding is supported")
         rank = len(pads) // 2
         x = self.value(n.inputs[0])
-        if rank == 4:
-            x = self.to_layout(n.inputs[0], True)
-            pads = [pads[TO_NHWC[i]] for i in range(4)] + [pads[4 + TO_NHWC[i]] for i in range(4)]
-        y = self.act_tensor(n.outputs[0])
+        order = stored_order(rank, x.last)
+        pads = [pads[a] for a in order] + [pads[rank + a] for a in order]
+        y = self.act_tensor(n.outputs[0], last=x.last)
         self.op(OpCode.PAD, [x], [y], PadOptions(tuple(pads)), n)
 
 

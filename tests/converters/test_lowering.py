@@ -159,3 +159,63 @@ def test_max_and_min_lower_to_maximum_and_minimum(tmp_path):
     assert OpCode.MAXIMUM in codes and OpCode.MINIMUM in codes, report.qrt_ops
     assert ops[codes.index(OpCode.MINIMUM)].activation.name == "RELU"
     assert qrt.read_model(path).min_runtime_version == "0.2.0"
+
+
+class Signal(nn.Module):
+    """A 1-D front end on [N, 4, 24] signals, then `fn`."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 8, 3, padding=1)
+        self.fn = fn
+        self.conv2 = nn.Conv1d(8, 8, 3, stride=2, padding=1)
+        self.dw = nn.Conv1d(8, 8, 5, padding=4, dilation=2, groups=8)
+        self.bn = nn.BatchNorm1d(8)
+        self.lin = nn.Linear(8, 6)
+        self.ln = nn.LayerNorm(8)
+
+    def forward(self, x):
+        return self.fn(self, F.gelu(self.conv(x)))
+
+
+SIGNAL_CASES = {
+    "conv1d_strided": lambda s, y: s.conv2(y),
+    "depthwise_dilated": lambda s, y: s.dw(y),
+    "batchnorm1d": lambda s, y: torch.relu(s.bn(y)),
+    "maxpool1d": lambda s, y: F.max_pool1d(y, 3, 2, padding=1),
+    "avgpool1d": lambda s, y: F.avg_pool1d(y, 2),
+    "global_pool": lambda s, y: s.lin(F.adaptive_avg_pool1d(y, 1).squeeze(-1)),
+    "mean_over_time": lambda s, y: y.mean(dim=2),
+    "softmax_channels": lambda s, y: torch.softmax(y, dim=1),
+    "concat_time": lambda s, y: torch.cat([y, -y], dim=2),
+    # Whisper's front end: frames as tokens after the convolutions
+    "tokens": lambda s, y: s.lin(s.ln(F.gelu(s.conv2(y)).transpose(1, 2))),
+    "tokens_pos": lambda s, y: s.ln(s.conv2(y).permute(0, 2, 1) + torch.linspace(-1, 1, 96).reshape(12, 8)),
+}
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int16", pytest.param("float", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", sorted(SIGNAL_CASES))
+def test_signal_ops_track_float(name, scheme, tmp_path):
+    """1-D convolutions and pools run as 2-D ones of height 1 on channels-last signals [N, L, C],
+    whose bytes are those of the image [N, 1, L, C]; a transpose to frames-as-tokens is free."""
+    torch.manual_seed(0)
+    module = Signal(SIGNAL_CASES[name]).eval()
+    if name == "batchnorm1d":
+        with torch.no_grad():
+            module.bn.running_mean.uniform_(-1, 1)
+            module.bn.running_var.uniform_(0.5, 2)
+    x = np.random.default_rng(1).standard_normal((40, 4, 24)).astype(np.float32)
+    path = tmp_path / f"{name}.qmodel"
+    report = qrt.convert(module, x[:30], path, example_inputs=torch.tensor(x[:1]), method="minmax",
+                         show_progress=False, **SCHEMES[scheme][0])
+    m = qrt.load(path)
+    want = module(torch.tensor(x[30:])).detach().numpy()
+    got = m.run(x[30:])
+    assert got.shape == want.shape
+    cos = float(np.sum(want * got) / (np.linalg.norm(want) * np.linalg.norm(got)))
+    assert cos > SCHEMES[scheme][1], (name, scheme, cos, report.qrt_ops)
+    assert np.array_equal(got, qrt.load(path, kernels="reference").run(x[30:]))
+    transposes = [op for op in qrt.read_model(path).operators if op.opcode == OpCode.TRANSPOSE]
+    want_transposes = {"tokens": 1, "tokens_pos": 1, "mean_over_time": 1, "global_pool": 1}.get(name, 2)  # in (and out)
+    assert len(transposes) == want_transposes, report.qrt_ops
