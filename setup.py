@@ -31,14 +31,19 @@ packages = find_namespace_packages(include=["qrt", "qrt.*"], exclude=["qrt.kerne
 headers = [str(h) for h in sorted(Path("qrt/kernels/simd").glob("*.h"))]
 debug = os.environ.get("QRT_DEBUG") == "1"
 cflags = ["-ffp-contract=off"] + ([] if debug else ["-g0"])  # every module's (see the top)
+# smaller modules at no cost in speed: only PyInit_* is exported (Cython's shared code is reached
+# through module attributes, not symbols), C needs no unwind tables, unused sections are dropped
+small = [] if debug else ["-fvisibility=hidden", "-fno-asynchronous-unwind-tables", "-ffunction-sections",
+                          "-fdata-sections"]
+ldflags = [] if debug else ["-s", "-Wl,--gc-sections"]
 extensions = [
     Extension(
         f"qrt.kernels.{pyx.stem}",
         [str(pyx)],
         include_dirs=[np.get_include(), "qrt/kernels"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=["-O3", "-fopenmp"] + cflags,
-        extra_link_args=["-fopenmp"] + ([] if debug else ["-s"]),
+        extra_compile_args=["-O3", "-fopenmp"] + cflags + small,
+        extra_link_args=["-fopenmp"] + ldflags,
         depends=headers,
     )
     for pyx in sorted(Path("qrt/kernels").glob("*.pyx"))
@@ -46,8 +51,8 @@ extensions = [
 # Cython's own support code (memoryviews, argument parsing, ...) once, in one module the others
 # import, rather than a copy in each: about 1.3 MB less installed.
 SHARED = "qrt.kernels._cython"
-extensions.append(Extension(SHARED, sources=[], extra_compile_args=["-O2"] + cflags,
-                            extra_link_args=[] if debug else ["-s"]))
+extensions.append(Extension(SHARED, sources=[], extra_compile_args=["-O2"] + cflags + small,
+                            extra_link_args=ldflags))
 
 setup(
     packages=packages,

@@ -439,15 +439,21 @@ def _layer_norm(node, inputs, graph):
     return [y.astype(F32), mean.astype(F32), inv]
 
 
+def _rms_norm(node, inputs, graph):
+    """ONNX RMSNormalization (opset 23): x / sqrt(mean(x^2) + eps) * scale over axis.. end."""
+    x = _f32(inputs[0])
+    axes = tuple(range(_axis(node.attrs.get("axis", -1), x.ndim), x.ndim))
+    inv = (1 / np.sqrt((x * x).mean(axis=axes, keepdims=True) + F32(node.attrs.get("epsilon", 1e-5)))).astype(F32)
+    return [(x * inv * _f32(inputs[1])).astype(F32)]
+
+
 def _reduce(fn):
     def op(node, inputs, graph):
         x = inputs[0]
         axes = _axes_of(node, inputs)
         keep = bool(node.attrs.get("keepdims", 1))
-        if not axes:
-            if node.attrs.get("noop_with_empty_axes", 0):
-                return [x.copy()]
-            axes = list(range(x.ndim))
+        if not axes:  # noop_with_empty_axes: reduce nothing (ReduceL2 is |x|, ReduceSumSquare x^2)
+            axes = [] if node.attrs.get("noop_with_empty_axes", 0) else list(range(x.ndim))
         axes = tuple(sorted(_axis(a, x.ndim) for a in axes))
         return [_like(fn(x, axis=axes, keepdims=keep), x)]
     return op
@@ -802,10 +808,13 @@ OPS = {
     "GlobalMaxPool": _global_pool(np.max),
     "BatchNormalization": _batch_norm,
     "LayerNormalization": _layer_norm,
+    "RMSNormalization": _rms_norm,
     "ReduceMean": _reduce(np.mean),
     "ReduceSum": _reduce(np.sum),
     "ReduceMax": _reduce(np.max),
     "ReduceMin": _reduce(np.min),
+    "ReduceL2": _reduce(lambda x, axis, keepdims: np.sqrt(np.sum(np.square(x), axis, keepdims=keepdims))),
+    "ReduceSumSquare": _reduce(lambda x, axis, keepdims: np.sum(np.square(x), axis, keepdims=keepdims)),
     "Concat": _concat,
     "Reshape": _reshape,
     "Flatten": _flatten,

@@ -44,8 +44,12 @@ class Graph:
     name: str = ""
     notes: list = field(default_factory=list)  # what the front end changed (opset upgrade, frozen inputs, ...)
     dtypes: dict = field(default_factory=dict)  # integer graph inputs (ids, masks): name -> numpy dtype
+    # dynamic input dimensions, at their maximum in shapes: input name -> {axis: symbol name}
+    symbols: dict = field(default_factory=dict)
 
-    _ids = itertools.count()
+    # fresh names count per graph: reading a model twice names its new values alike (symbolic.py
+    # matches conversions at two lengths value by value)
+    _ids: itertools.count = field(default_factory=itertools.count, repr=False, compare=False)
 
     def fresh(self, base: str) -> str:
         """A value name not used yet."""

@@ -421,6 +421,8 @@ class Lowering:
     def pin_qparams(self):
         """Outputs that must keep their input's parameters, or take fixed ones."""
         for n in self.g.nodes:
+            if id(n) in self.skip and n.op not in RULES:  # a mask's Where
+                continue
             rule = RULES[n.op]
             if rule.keeps_input_quantization:
                 for table in (self.qparams, self.qparams16):
@@ -507,12 +509,49 @@ class Lowering:
                     self.skip.add(id(add))
                     chains.append(nodes)
                     break
+        for sm in self.g.nodes:  # constant masks: a causal mask added, or scores.masked_fill(mask, -inf)
+            src = producers.get(sm.inputs[0]) if sm.op == "Softmax" and id(sm) not in self.masked else None
+            if src is None or len(consumers.get(src.outputs[0], [])) != 1 or \
+                    sm.attrs.get("axis", -1) % len(self.shape(sm.inputs[0])) != len(self.shape(sm.inputs[0])) - 1:
+                continue
+            found = self._constant_mask(src)
+            if found is not None:
+                scores, keep = found
+                name = self.g.fresh(src.outputs[0] + ".mask")
+                self.g.constants[name] = keep.astype(np.int32)
+                self.masked[id(sm)] = (scores, name, False, keep.shape)
+                self.skip.add(id(src))
         # a mask's nodes go when every reader of theirs is gone too
         dropped = {id(n) for nodes in chains for n in nodes}
         for nodes in chains:
             for n in nodes:
                 if all(id(r) in self.skip or id(r) in dropped for o in n.outputs for r in consumers.get(o, [])):
                     self.skip.add(id(n))
+
+    def _constant_mask(self, n: Node):
+        """(scores, which elements a constant mask keeps) when n is Add(scores, c) with c 0 or
+        huge and negative, or Where(c, scores, huge negative) / Where(c, huge negative, scores),
+        and the mask broadcasts against the scores; else None."""
+        const = [i in self.g.constants for i in n.inputs]
+        out = self.shape(n.outputs[0])
+
+        def lifted(v):
+            v = np.asarray(v)
+            return v.reshape((1,) * (len(out) - v.ndim) + v.shape)
+        found = None
+        if n.op == "Add" and sum(const) == 1:
+            c = lifted(self.g.constants[n.inputs[const.index(True)]]).astype(np.float64)
+            if ((c == 0) | (c <= -1e4)).all() and (c <= -1e4).any():
+                found = n.inputs[const.index(False)], c == 0
+        elif n.op == "Where" and const[0] and sum(const) == 2:
+            cond = lifted(self.g.constants[n.inputs[0]]).astype(bool)
+            k = 1 if const[2] else 2  # the scores' branch
+            fill = lifted(self.g.constants[n.inputs[3 - k]]).astype(np.float64)
+            if fill.size and (fill <= -1e4).all():
+                found = n.inputs[k], np.broadcast_to(cond if k == 1 else ~cond, np.broadcast_shapes(cond.shape, fill.shape))
+        if found is not None and all(d in (1, o) for d, o in zip(found[1].shape, out)):
+            return found
+        return None
 
     def _mask_term(self, name: str, producers):
         """(integer input, its nodes, zero_keeps) when `name` is 0 for one mask value and huge
@@ -839,9 +878,6 @@ class Lowering:
     def _batch_matmul(self, n: Node):
         """BATCH_MATMUL of two activations in the source's order; a Transpose of b's last two
         dimensions that only this MatMul reads becomes transpose_b (attention's K^T)."""
-        if self.cur == INT16:  # BATCH_MATMUL computes in int8
-            self.cur = INT8
-            self.notes.append(f"{n.name or n.op} ({n.op}): BATCH_MATMUL has no int16 form; int8 here")
         a, b_name, transpose_b = self.to_layout(n.inputs[0], False), n.inputs[1], False
         t = self._folded_transpose(n)
         if t is not None:
@@ -869,9 +905,10 @@ class Lowering:
         consts = all(i in self.g.constants for i in n.inputs[1:3] if i)
         return consts and n.attrs.get("axis", -1) % rank == rank - 1 and n.outputs[1:] in ([], [""], ["", ""])
 
-    @lowers("LayerNormalization", supports=_layer_norm_supported)
+    @lowers("LayerNormalization", "RMSNormalization", supports=_layer_norm_supported, int16=True)
     def lower_LayerNormalization(self, n: Node):
-        """LAYER_NORM over the last dimension (in the source's order); gamma and beta stay float32."""
+        """LAYER_NORM over the last dimension (in the source's order), without the mean for
+        RMSNormalization; gamma and beta stay float32."""
         x = self.to_layout(n.inputs[0], False)
         c = self.shape(n.inputs[0])[-1]
         gamma = np.broadcast_to(np.asarray(self.g.constants[n.inputs[1]], np.float32).reshape(-1), (c,))
@@ -882,7 +919,7 @@ class Lowering:
                           DType.FLOAT32, (c,), np.ascontiguousarray(beta))
         y = self.act_tensor(n.outputs[0])
         self.op(OpCode.LAYER_NORM, [x, g, b], [y],
-                LayerNormOptions(float(n.attrs.get("epsilon", 1e-5))), n)
+                LayerNormOptions(float(n.attrs.get("epsilon", 1e-5)), rms=n.op == "RMSNormalization"), n)
 
     @lowers("BatchNormalization", int16=True)
     def lower_BatchNormalization(self, n: Node):
@@ -1047,6 +1084,9 @@ class Lowering:
     def _mask_tensor(self, mask: str, shape: tuple) -> _Value:
         """The integer mask input reshaped to broadcast against the scores (once per shape)."""
         key = (mask, tuple(shape))
+        if key not in self.converted and mask in self.g.constants:  # a constant mask: stored as it broadcasts
+            data = np.ascontiguousarray(self.g.constants[mask])
+            self.converted[key] = _Value(self.b.tensor(self._unique(mask), DType.INT32, data.shape, data), False)
         if key not in self.converted:
             src = self.values[mask]
             t = self.b.model.tensors[src.tensor]
@@ -1132,6 +1172,49 @@ class Lowering:
         xs = self.shape(n.inputs[0])
         node = Node("MaxPool", n.inputs, n.outputs, {"kernel_shape": list(xs[2:])}, n.name)
         self._pool(node, OpCode.MAX_POOL_2D)
+
+    def _reduce_supported(self, n: Node) -> bool:
+        """Axes known at conversion (the attribute, or a constant input since opset 13 / 18) of
+        an input of rank >= 1."""
+        return len(self.shape(n.inputs[0])) >= 1 and (len(n.inputs) < 2 or not n.inputs[1]
+                                                      or n.inputs[1] in self.g.constants)
+
+    @lowers("ReduceSum", "ReduceL2", supports=_reduce_supported, fusable=True, int16=True)
+    def lower_reduce(self, n: Node):
+        """REDUCE (SPEC.md 2.13.25) over the stored positions of the node's axes: the attribute
+        or the constant input; none: every axis, or with noop_with_empty_axes none at all (the
+        function of each element alone). A channels-last input stays so when the result's
+        order allows, as in _mean."""
+        from qrt.format import ReduceFunction, ReduceOptions
+        rank = len(self.shape(n.inputs[0]))
+        axes = n.attrs.get("axes")
+        if axes is None and len(n.inputs) > 1 and n.inputs[1]:
+            axes = np.asarray(self.g.constants[n.inputs[1]]).reshape(-1).tolist()
+        if not axes and not n.attrs.get("noop_with_empty_axes", 0):
+            axes = range(rank)
+        axes = sorted({int(a) % rank for a in axes or ()})
+        keep = bool(n.attrs.get("keepdims", 1)) or not axes
+        x = self.value(n.inputs[0])
+        order = stored_order(rank, x.last)
+        kept = [a for a in order if a not in axes]
+        if x.last and not keep and kept != sorted(kept):  # the result would list C after the others
+            x, order = self.to_layout(n.inputs[0], False), tuple(range(rank))
+        y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]), last=x.last and keep)
+        function = {"ReduceSum": ReduceFunction.SUM, "ReduceMax": ReduceFunction.MAX, "ReduceMin": ReduceFunction.MIN,
+                    "ReduceL2": ReduceFunction.L2, "ReduceSumSquare": ReduceFunction.SUM_SQUARE}[n.op]
+        self.op(OpCode.REDUCE, [x], [y], ReduceOptions(tuple(sorted(order.index(a) for a in axes)), keep, function),
+                n, fuse=True)
+
+    @lowers("ReduceMax", "ReduceMin", supports=_reduce_supported, keeps_input_quantization=True, int16=True)
+    def lower_reduce_extremum(self, n: Node):
+        """REDUCE MAX / MIN: the output keeps the input's quantization, so a Relu after it
+        stays a node of its own."""
+        self.lower_reduce(n)
+
+    @lowers("ReduceSumSquare", supports=_reduce_supported, fusable=True)
+    def lower_ReduceSumSquare(self, n: Node):
+        """REDUCE SUM_SQUARE, int8 only: a sum of int16 squares overflows int32 (SPEC.md 2.13.25)."""
+        self.lower_reduce(n)
 
     # Data movement -------------------------------------------------------------
 
@@ -1259,6 +1342,26 @@ class Lowering:
             self._slice(n, out, windows)
             at += self.shape(out)[axis]
 
+    def _expand_supported(self, n: Node) -> bool:
+        return n.inputs[1] in self.g.constants
+
+    @lowers("Expand", supports=_expand_supported, keeps_input_quantization=True, int16=True)
+    def lower_Expand(self, n: Node):
+        """A broadcast: SLICE with step 0 along the repeated dimensions (after a RESHAPE, which
+        the arena aliases, to the output's rank)."""
+        out, src = self.shape(n.outputs[0]), n.inputs[0]
+        shape = (1,) * (len(out) - len(self.shape(src))) + self.shape(src)
+        x = self.value(src)
+        if len(shape) != len(self.shape(src)):
+            v = self.to_layout(src, False)
+            x = _Value(self._like(self.b.model.tensors[v.tensor], src + ".rank", shape), False)
+            self.b.op(OpCode.RESHAPE, [v.tensor], [x.tensor], name=f"{src}.rank")
+        order = stored_order(len(out), x.last)
+        windows = [(0, 0 if shape[a] == 1 and out[a] != 1 else 1) for a in order]
+        begin, step = zip(*windows) if windows else ((), ())
+        y = self.act_tensor(n.outputs[0], last=x.last)
+        self.op(OpCode.SLICE, [x], [y], SliceOptions(tuple(begin), tuple(step)), n)
+
     def _pad_supported(self, n: Node) -> bool:
         value_ok = len(n.inputs) < 3 or not n.inputs[2] or (
             n.inputs[2] in self.g.constants and float(np.asarray(self.g.constants[n.inputs[2]])) == 0.0)
@@ -1281,11 +1384,11 @@ class Lowering:
 
 # Shape arithmetic and no-ops that simplify() folds into constants or removes.
 # ops that fold away in practice (shape chains, conditions on frozen inputs) or that the passes
-# fuse (Pow of a decomposed layer norm); check_quantizable catches any left computing on
+# fuse (Pow and Reciprocal of decomposed layer and RMS norms); check_quantizable catches any left computing on
 # run-time values
 FOLDED_OPS = {"Identity", "Dropout", "Constant", "Shape", "Cast", "CastLike",
-              "ConstantOfShape", "Range", "Expand", "Equal", "Where", "Greater", "Less",
-              "GreaterOrEqual", "LessOrEqual", "Not", "Pow"}
+              "ConstantOfShape", "Range", "Equal", "Where", "Greater", "Less",
+              "GreaterOrEqual", "LessOrEqual", "Not", "Pow", "Reciprocal"}
 
 
 def bias_correction(err: np.ndarray, mean: np.ndarray, conv_like: bool) -> np.ndarray:
@@ -1315,10 +1418,13 @@ def quantizable(op: str) -> bool:
     return op in RULES or op in FOLDED_OPS
 
 
-def check_quantizable(graph: Graph):
+def check_quantizable(graph: Graph) -> set:
     """Raise UnsupportedOpsError listing every node of a simplified graph that cannot be
-    lowered (before any calibration is spent on it)."""
-    Lowering(graph, {}, LoweringOptions()).check_supported()
+    lowered (before any calibration is spent on it); else the values that need no quantization
+    parameters (an attention mask's terms, the masked scores: -inf is no range)."""
+    low = Lowering(graph, {}, LoweringOptions())
+    low.check_supported()
+    return {o for n in graph.nodes if id(n) in low.skip for o in n.outputs}
 
 
 def lower(graph: Graph, qparams: dict, options: LoweringOptions | None = None, metadata: Metadata | None = None,

@@ -205,10 +205,31 @@ def _static_shape(value_info, where):
             shape.append(1)  # symbolic / dynamic batch
         else:
             sym = d.dim_param or "?"
+            dims = "x".join(str(v.dim_value) if v.HasField("dim_value") and v.dim_value > 0 else "N"
+                            for v in t.shape.dim)
             raise ConversionError(
-                f"{where}: input {value_info.name!r} has a dynamic dimension {i} ({sym!r}); only the "
-                "batch dimension may be dynamic. Re-export the model with a fixed input shape.")
+                f"{where}: input {value_info.name!r} has a dynamic dimension {i} ({sym!r}): give its "
+                f"maximum, e.g. --max-shape {value_info.name}={dims} (max_shape={{{value_info.name!r}: ...}}), "
+                "and the file runs any size up to it")
     return shape, t.elem_type
+
+
+def _symbolic_dims(value_info, shape, where) -> dict:
+    """{axis: symbol name} of the dynamic dimensions (but the batch) of an input given its
+    maximum `shape`; a static dimension must match it."""
+    dims = list(value_info.type.tensor_type.shape.dim)
+    if len(dims) != len(shape):
+        raise ConversionError(f"{where}: input {value_info.name!r} has rank {len(dims)}; the shape given for it, "
+                              f"{tuple(shape)}, has rank {len(shape)}")
+    symbols = {}
+    for i, (d, size) in enumerate(zip(dims, shape)):
+        if d.HasField("dim_value") and d.dim_value > 0:
+            if d.dim_value != size:
+                raise ConversionError(f"{where}: input {value_info.name!r} dimension {i} is {d.dim_value}; the "
+                                      f"shape given for it says {size}")
+        elif i > 0:
+            symbols[i] = d.dim_param or f"{value_info.name}:{i}"
+    return symbols
 
 
 def _topo_sort(nodes, available, where):
@@ -752,8 +773,8 @@ def _frozen_value(vi, value, onnx, where):
 def read_onnx(source, input_shapes: dict | None = None, also_supported=None, freeze: dict | None = None) -> Graph:
     """Read an ONNX model (a path or an onnx.ModelProto) into the float IR.
 
-    input_shapes optionally overrides the shape of named inputs (for models exported with
-    dynamic dimensions other than the batch). also_supported(op_type) -> bool lets a caller
+    input_shapes gives named inputs their shape: the size of a dynamic batch, the maximum of the
+    other dynamic dimensions (Graph.symbols records them). also_supported(op_type) -> bool lets a caller
     refuse more op types in the same error (the converter: ops with no int8 form). freeze:
     {input name: value} makes those inputs constants (a scalar fills the input's shape), so
     that control flow and shapes depending on them fold away."""
@@ -810,9 +831,15 @@ def read_onnx(source, input_shapes: dict | None = None, also_supported=None, fre
     for vi in graph.input:
         if vi.name in const_names:
             continue
-        if vi.name in input_shapes:
+        if vi.name in input_shapes:  # a maximum for the dynamic dimensions, a size for the batch
             shape = [int(d) for d in input_shapes.pop(vi.name)]
             elem = vi.type.tensor_type.elem_type
+            if any(d < 1 for d in shape):
+                raise ConversionError(f"{where}: the shape given for input {vi.name!r}, {tuple(shape)}, must be positive")
+            if vi.type.tensor_type.HasField("shape"):
+                symbols = _symbolic_dims(vi, shape, where)
+                if symbols:
+                    g.symbols[vi.name] = symbols
         else:
             shape, elem = _static_shape(vi, where)
         if elem in (6, 7):  # INT32, INT64: ids, masks, byte tokens, passed through as they are

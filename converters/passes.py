@@ -10,6 +10,9 @@
     remove_unused(graph)       nodes and constants nobody reads
     inline_constant_ifs(graph)  an If whose condition is a constant becomes its branch's nodes
     fuse_layer_norms(graph)    the decomposed layer norm older exporters write -> LayerNormalization
+    fuse_rms_norms(graph)      x / sqrt(mean(x^2) + eps) * g (LLaMA's, T5's) -> RMSNormalization
+    fuse_softmaxes(graph)      Exp(x - ReduceMax x) / ReduceSum -> Softmax
+    fuse_gelus(graph)          x * 0.5 * (1 + Erf(x / sqrt 2)) in any order -> Gelu (one table)
 
 Shapes are static: infer_shapes uses the input shapes of graph.shapes (a dynamic batch was set
 to 1 by the reader), and constant folding turns exporters' shape chains (Shape -> Gather ->
@@ -20,6 +23,8 @@ another (an Identity), its qparams move to the value that replaces it. Activatio
 done here: the lowering decides what to fuse.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -467,14 +472,179 @@ def check_no_control_flow(graph: Graph):
                           "(qrt.convert(..., freeze={NAME: VALUE})).")
 
 
-def _last_axis_mean(graph: Graph, node, rank: int) -> bool:
-    """A ReduceMean over the last axis only, keeping it."""
-    if node is None or node.op != "ReduceMean" or not node.attrs.get("keepdims", 1):
-        return False
+def _kept_axis(graph: Graph, node, op: str, rank: int):
+    """The axis a Reduce `op` node reduces, keeping it, when it reduces exactly one; else None."""
+    if node is None or node.op != op or not node.attrs.get("keepdims", 1):
+        return None
     axes = node.attrs.get("axes")
     if axes is None and len(node.inputs) > 1 and node.inputs[1] in graph.constants:
         axes = np.asarray(graph.constants[node.inputs[1]]).reshape(-1).tolist()
-    return axes is not None and [a % rank for a in axes] == [rank - 1]
+    return axes[0] % rank if axes is not None and len(axes) == 1 else None
+
+
+def _last_axis_mean(graph: Graph, node, rank: int) -> bool:
+    """A ReduceMean over the last axis only, keeping it."""
+    return _kept_axis(graph, node, "ReduceMean", rank) == rank - 1
+
+
+def _private(graph: Graph, consumers: dict, nodes: list, inside: list) -> bool:
+    """Whether every output of `nodes` is read only by `inside` nodes (and is no graph output)."""
+    ids = {id(n) for n in inside}
+    return not any(v in graph.outputs or any(id(r) not in ids for r in consumers.get(v, []))
+                   for n in nodes for v in n.outputs)
+
+
+def fuse_rms_norms(graph: Graph) -> Graph:
+    """x / Sqrt(ReduceMean(x^2) + eps), or x * Reciprocal(Sqrt(...)) (also 1 / Sqrt), over the
+    last axis, then * gamma (how exporters write LLaMA's and T5's RMSNorm) becomes one
+    RMSNormalization (ONNX opset 23), which has an integer form (LAYER_NORM without the mean)."""
+    producers, consumers = graph.producers(), graph.consumers()
+
+    def const(name):
+        return np.asarray(graph.constants[name], np.float64) if name in graph.constants else None
+
+    def root_of(x, v, rank):  # the nodes of Sqrt(ReduceMean(x^2) + eps) producing v, and eps
+        sqrt = producers.get(v)
+        add = producers.get(sqrt.inputs[0]) if sqrt is not None and sqrt.op == "Sqrt" else None
+        if add is None or add.op != "Add":
+            return None
+        eps = next((i for i in add.inputs if i in graph.constants and const(i).size == 1), None)
+        mean = next((producers.get(i) for i in add.inputs if i != eps), None)
+        if eps is None or not _last_axis_mean(graph, mean, rank):
+            return None
+        sq = producers.get(mean.inputs[0])
+        if sq is None or not ((sq.op == "Pow" and sq.inputs[0] == x and sq.inputs[1] in graph.constants
+                               and float(const(sq.inputs[1]).reshape(-1)[0]) == 2.0)
+                              or (sq.op == "Mul" and sq.inputs[:2] == [x, x])):
+            return None
+        return [sq, mean, add, sqrt], float(const(eps).reshape(-1)[0])
+
+    gone = set()  # ids of nodes fused by an earlier match
+    for n in [n for n in graph.nodes if n.op in ("Div", "Mul")]:
+        if id(n) in gone:
+            continue
+        found = None
+        for x, other in ((n.inputs[0], n.inputs[1]), (n.inputs[1], n.inputs[0])) if n.op == "Mul" else \
+                ((n.inputs[0], n.inputs[1]),):
+            rank = len(graph.shapes.get(x, ()))
+            if not rank or x in graph.constants:
+                continue
+            if n.op == "Div":
+                found = root_of(x, other, rank)
+            else:
+                r = producers.get(other)
+                one = r is not None and r.op == "Div" and r.inputs[0] in graph.constants and \
+                    const(r.inputs[0]).size == 1 and float(const(r.inputs[0]).reshape(-1)[0]) == 1.0
+                if r is not None and (r.op == "Reciprocal" or one):
+                    found = root_of(x, r.inputs[-1] if one else r.inputs[0], rank)
+                    found = found and (found[0] + [r], found[1])
+            if found:
+                break
+        if not found:
+            continue
+        nodes, eps = found
+        c = graph.shapes[x][-1]
+        gamma, out, tail = np.ones(c, np.float32), n.outputs[0], [n]
+        readers = consumers.get(out, [])
+        k = next((i for i in readers[0].inputs if i in graph.constants), None) \
+            if len(readers) == 1 and readers[0].op == "Mul" and out not in graph.outputs else None
+        if k is not None and const(k).size in (1, c):
+            gamma[:] = np.broadcast_to(const(k).reshape(-1), (c,))
+            out, tail = readers[0].outputs[0], tail + [readers[0]]
+        inside = nodes + tail
+        if not _private(graph, consumers, inside[:-1], inside):
+            continue
+        g_name = graph.fresh(out + ".gamma")
+        graph.constants[g_name] = gamma
+        rms = Node("RMSNormalization", [x, g_name], [out], {"axis": -1, "epsilon": eps}, n.name + "/rmsnorm")
+        graph.nodes[graph.nodes.index(tail[-1])] = rms
+        gone |= {id(m) for m in inside}
+        graph.nodes = [m for m in graph.nodes if id(m) not in gone]
+        producers, consumers = graph.producers(), graph.consumers()
+    return graph
+
+
+def fuse_gelus(graph: Graph) -> Graph:
+    """The exact GELU as exporters before opset 20 write it, Erf(x / sqrt(2)) (or x * 1/sqrt(2)),
+    + 1, then times x and 0.5 in any order, becomes one Gelu: one table instead of an Erf table,
+    an Add and two Muls whose int8 steps lose the small values of x * (1 + erf)."""
+    producers, consumers = graph.producers(), graph.consumers()
+
+    def scalar(name):
+        if name not in graph.constants or np.size(graph.constants[name]) != 1:
+            return None
+        return float(np.asarray(graph.constants[name]).reshape(-1)[0])
+
+    def other(n, v):  # n's operand that is not v (binary n)
+        return n.inputs[1] if n.inputs[0] == v else n.inputs[0]
+
+    def only_reader(v, op):
+        readers = consumers.get(v, [])
+        return readers[0] if len(readers) == 1 and readers[0].op == op and v not in graph.outputs else None
+
+    for erf in [n for n in graph.nodes if n.op == "Erf"]:
+        scale = producers.get(erf.inputs[0])
+        if scale is None or scale.op not in ("Div", "Mul") or len(scale.inputs) != 2:
+            continue
+        c = scalar(scale.inputs[1])
+        x = scale.inputs[0]
+        if c is None or not math.isclose(c, math.sqrt(2.0) if scale.op == "Div" else math.sqrt(0.5), rel_tol=1e-3):
+            continue
+        add = only_reader(erf.outputs[0], "Add")
+        if add is None or scalar(other(add, erf.outputs[0])) != 1.0:
+            continue
+        m1 = only_reader(add.outputs[0], "Mul")
+        if m1 is None:
+            continue
+        o1, inside = other(m1, add.outputs[0]), [scale, erf, add, m1]
+        half = producers.get(o1)
+        if o1 == x or scalar(o1) == 0.5:  # (1 + erf) * x, then * 0.5; or * 0.5, then * x
+            m2 = only_reader(m1.outputs[0], "Mul")
+            want = 0.5 if o1 == x else x
+            if m2 is None or (scalar(other(m2, m1.outputs[0])) if o1 == x else other(m2, m1.outputs[0])) != want:
+                continue
+            inside.append(m2)
+        elif half is not None and half.op == "Mul" and x in half.inputs and scalar(other(half, x)) == 0.5 \
+                and only_reader(o1, "Mul") is m1:  # (x * 0.5) * (1 + erf)
+            inside.insert(0, half)
+        else:
+            continue
+        if not _private(graph, consumers, inside[:-1], inside) or consumers.get(scale.outputs[0], []) != [erf]:
+            continue
+        gelu = Node("Gelu", [x], [inside[-1].outputs[0]], {}, erf.name + "/gelu")
+        graph.nodes[graph.nodes.index(inside[-1])] = gelu
+        graph.nodes = [n for n in graph.nodes if n is gelu or all(n is not i for i in inside)]
+        producers, consumers = graph.producers(), graph.consumers()
+    return graph
+
+
+def fuse_softmaxes(graph: Graph) -> Graph:
+    """e = Exp(x - ReduceMax(x)) (or Exp(x)), then e / ReduceSum(e), along one axis (how some
+    exporters and hand-written attention write softmax) becomes one Softmax, which has an
+    integer form."""
+    producers, consumers = graph.producers(), graph.consumers()
+    for div in [n for n in graph.nodes if n.op == "Div"]:
+        e, s = div.inputs[:2]
+        exp, total = producers.get(e), producers.get(s)
+        rank = len(graph.shapes.get(e, ()))
+        if exp is None or exp.op != "Exp" or not rank:
+            continue
+        axis = _kept_axis(graph, total, "ReduceSum", rank)
+        if axis is None or total.inputs[0] != e:
+            continue
+        x, inside = exp.inputs[0], [exp, total, div]
+        sub = producers.get(x)
+        if sub is not None and sub.op == "Sub":
+            peak = producers.get(sub.inputs[1])
+            if _kept_axis(graph, peak, "ReduceMax", rank) == axis and peak.inputs[0] == sub.inputs[0]:
+                x, inside = sub.inputs[0], [peak, sub] + inside
+        if not _private(graph, consumers, inside[:-1], inside):
+            continue
+        sm = Node("Softmax", [x], [div.outputs[0]], {"axis": axis}, div.name + "/softmax")
+        graph.nodes[graph.nodes.index(div)] = sm
+        graph.nodes = [n for n in graph.nodes if n is sm or all(n is not i for i in inside)]
+        producers, consumers = graph.producers(), graph.consumers()
+    return graph
 
 
 def fuse_layer_norms(graph: Graph) -> Graph:
@@ -522,10 +692,10 @@ def fuse_layer_norms(graph: Graph) -> Graph:
             default[:] = np.broadcast_to(const(k).reshape(-1), (c,))
             out, tail = nxt.outputs[0], tail + [nxt]
         # every intermediate value read only inside the pattern
-        inside = {id(n) for n in (producers[m], sub, sq, var, add, sqrt, *tail)}
-        if any(v in graph.outputs or any(id(r) not in inside for r in consumers.get(v, []))
-               for n in (producers[m], sub, sq, var, add, sqrt, *tail[:-1]) for v in n.outputs):
+        nodes = [producers[m], sub, sq, var, add, sqrt, *tail]
+        if not _private(graph, consumers, nodes[:-1], nodes):
             continue
+        inside = {id(n) for n in nodes}
         g_name, b_name = graph.fresh(out + ".gamma"), graph.fresh(out + ".beta")
         graph.constants[g_name], graph.constants[b_name] = gamma.copy(), beta.copy()
         ln = Node("LayerNormalization", [x, g_name, b_name], [out],
@@ -571,6 +741,9 @@ def simplify(graph: Graph) -> Graph:
     fold_batch_norms(graph)
     fold_pads_into_convs(graph)
     fuse_layer_norms(graph)
+    fuse_rms_norms(graph)
+    fuse_softmaxes(graph)
+    fuse_gelus(graph)
     remove_unused(graph)
     infer_shapes(graph)
     return graph

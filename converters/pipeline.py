@@ -26,6 +26,7 @@ from .ir import Graph
 from .lower import LoweringOptions, check_quantizable, lower, node_forms, quantizable
 from .passes import simplify
 from .schemes import INT8, INT16, Scheme, SchemeTable
+from .symbolic import make_symbolic
 
 
 @dataclass
@@ -126,13 +127,14 @@ def _check_output_path(out_path: str, model) -> str:
     return out_path
 
 
-def load_source(model, example_inputs=None, trust_source: bool = False, freeze: dict | None = None
-                ) -> tuple[Graph, str, bytes | None]:
-    """(float IR, a name for it, the source file's bytes when it is a file)."""
+def load_source(model, example_inputs=None, trust_source: bool = False, freeze: dict | None = None,
+                max_shape: dict | None = None) -> tuple[Graph, str, bytes | None]:
+    """(float IR, a name for it, the source file's bytes when it is a file); max_shape: input
+    shapes (the maximum of dynamic dimensions)."""
     from .onnx_reader import read_onnx as read
 
     def read_onnx(src, also_supported):
-        return read(src, also_supported=also_supported, freeze=freeze)
+        return read(src, also_supported=also_supported, freeze=freeze, input_shapes=max_shape)
 
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
@@ -155,14 +157,16 @@ def load_source(model, example_inputs=None, trust_source: bool = False, freeze: 
 
 
 def _stats_pass(graph: Graph, samples, stats: dict, means: dict | None, histogram: bool, progress,
-                grams: dict | None = None):
+                grams: dict | None = None, unquantized: frozenset = frozenset(), graph_for=None):
+    """One pass over the calibration samples; graph_for(feeds) gives the graph at a sample's own
+    shapes (dynamic dimensions below their maximum), else every sample runs `graph`."""
     wanted_means = means is not None
     layers = {}  # layer input -> its layers' nodes, for grams (weight name -> summed input Gram matrix)
     for n in _layers(graph) if grams is not None else ():
         layers.setdefault(n.inputs[0], []).append(n)
     for feeds in progress(samples, desc="calibrating (histograms)" if histogram else "calibrating (ranges)"):
         def observe(name, value):
-            if not np.issubdtype(np.asarray(value).dtype, np.floating):
+            if name in unquantized or not np.issubdtype(np.asarray(value).dtype, np.floating):
                 return
             st = stats.get(name)
             if st is None:
@@ -178,7 +182,7 @@ def _stats_pass(graph: Graph, samples, stats: dict, means: dict | None, histogra
                 h = C.input_gram(value, n.op, n.attrs, np.shape(graph.constants[n.inputs[1]])[2:])
                 if h is not None:
                     grams[n.inputs[1]] = h + grams.get(n.inputs[1], 0.0)
-        run_graph(graph, feeds, observe=observe)
+        run_graph(graph_for(feeds) if graph_for else graph, feeds, observe=observe)
 
 
 def _layers(graph: Graph) -> list:
@@ -188,6 +192,13 @@ def _layers(graph: Graph) -> list:
 
 def _layer_inputs(graph: Graph) -> set:
     return {n.inputs[0] for n in _layers(graph)}
+
+
+def _joined(arrays: list) -> np.ndarray:
+    """The samples' outputs stacked; of several lengths, one row of all their values."""
+    if len({a.shape[1:] for a in arrays}) == 1:
+        return np.concatenate(arrays)
+    return np.concatenate([a.reshape(-1) for a in arrays])[None]
 
 
 def _agreement(name: str, ref: np.ndarray, got: np.ndarray) -> OutputAgreement:
@@ -217,7 +228,8 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
             preprocess=None, labels=None, show_progress: bool | None = None, metadata: dict | None = None,
             trust_source: bool = False, mode: str = "static", weights: str = "int8", group_size: int | None = None,
             activations: str = "int8", symmetric_activations: bool = False, float_ops=None, overrides=None,
-            integer_only: bool = False, freeze: dict | None = None, weight_rounding: str = "nearest") -> Report:
+            integer_only: bool = False, freeze: dict | None = None, weight_rounding: str = "nearest",
+            max_shape: dict | None = None) -> Report:
     """Quantize a float model after training and write it as .qmodel. Returns a Report.
 
     model: an .onnx or .pt2 path, an onnx.ModelProto, or a torch.nn.Module (with example_inputs).
@@ -237,6 +249,9 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
     overrides: per-layer schemes, a dict or a JSON file; integer_only: refuse any float32 op.
     freeze: {input name: value}: those inputs become constants (control flow and shapes that
     depend on them fold away). Opsets older than 13 are upgraded (the report notes it).
+    max_shape: {input name: shape}: the maximum of an input's dynamic dimensions (a sequence
+    length) and the size of its batch; the file then runs any size up to the maximum
+    (converters/symbolic.py). Calibration feeds have the maximum shape.
     """
     if weight_rounding not in ("nearest", "gptq"):
         raise ConversionError(f"unknown weight_rounding '{weight_rounding}'; choose nearest or gptq")
@@ -246,19 +261,34 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
                      symmetric_activations=symmetric_activations)
     start = time.perf_counter()
     out_path = _check_output_path(os.fspath(out_path), model)
-    graph, source_name, source_bytes = load_source(model, example_inputs, trust_source, freeze)
+    graph, source_name, source_bytes = load_source(model, example_inputs, trust_source, freeze, max_shape)
     graph = simplify(graph)
     table = SchemeTable(default, overrides, float_ops)
     forms = _plan(graph, table, integer_only)
     int4_only = bias_correction is None  # by default only int4 weights are corrected
     if bias_correction is None:
         bias_correction = default.weights == "int4" or any(o.get("weights") == "int4" for o in table.overrides.values())
-    check_quantizable(graph)  # before calibration is spent on a model that cannot be lowered
+    unquantized = check_quantizable(graph)  # before calibration is spent on a model that cannot be lowered
     progress = (lambda it, desc: D.progress(it, total=None, desc=desc, force=show_progress))
 
-    shapes = {n: graph.shapes[n] for n in graph.inputs}
+    # dynamic dimensions are free in the calibration feeds, up to their maximum: each length
+    # runs the graph simplified at its shapes (ranges then cover short and long inputs alike)
+    shapes = {n: tuple(None if a in graph.symbols.get(n, {}) else d for a, d in enumerate(graph.shapes[n]))
+              for n in graph.inputs}
     samples = list(D.iter_calibration(calibration, graph.inputs, shapes, limit=limit, preprocess=preprocess,
                                       dtypes=graph.dtypes))
+    graphs = {tuple(graph.shapes[n] for n in graph.inputs): graph}
+
+    def graph_for(feeds):
+        key = tuple(tuple(np.shape(feeds[n])) for n in graph.inputs)
+        if key not in graphs:
+            for n, shape in zip(graph.inputs, key):
+                if any(d > m for d, m in zip(shape, graph.shapes[n])):
+                    raise ConversionError(f"calibration feed for input '{n}' has shape {shape}, beyond the "
+                                          f"maximum {graph.shapes[n]}")
+            graphs[key] = simplify(load_source(model, example_inputs, trust_source, freeze,
+                                               dict(zip(graph.inputs, key)))[0])
+        return graphs[key]
     calib, held = D.split_holdout(samples, holdout)
     if not calib:
         raise ConversionError("no calibration samples left after holding some back; pass more data")
@@ -274,11 +304,13 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
         integer = any(f in (INT8, INT16) for f in forms.values())  # ranges: for integer values only
         grams = {} if integer and weight_rounding == "gptq" else None  # GPTQ rounding (lower.py)
         if integer or means is not None:
-            _stats_pass(graph, calib, stats, means, histogram=False, progress=progress, grams=grams)
+            _stats_pass(graph, calib, stats, means, histogram=False, progress=progress, grams=grams,
+                        unquantized=unquantized, graph_for=graph_for)
             for st in stats.values():
                 st.finish_ranges()
         if integer:
-            _stats_pass(graph, calib, stats, None, histogram=True, progress=progress)
+            _stats_pass(graph, calib, stats, None, histogram=True, progress=progress, unquantized=unquantized,
+                        graph_for=graph_for)
         else:
             stats.clear()
         calibration_peak = tracemalloc.get_traced_memory()[1]
@@ -309,10 +341,16 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
     md.calibration.settings["weight_rounding"] = weight_rounding
     if table.overrides:
         md.calibration.settings["overrides"] = json.dumps(table.overrides, sort_keys=True)
-    qmodel, lowered, notes = lower(graph, qparams, LoweringOptions(per_channel=per_channel, input_means=input_means,
-                                                            schemes=table, correct_int4_only=int4_only,
-                                                            weight_grams=grams or {}),
-                            md, qparams16)
+    options = LoweringOptions(per_channel=per_channel, input_means=input_means, schemes=table,
+                              correct_int4_only=int4_only, weight_grams=grams or {})
+    qmodel, lowered, notes = lower(graph, qparams, options, md, qparams16)
+    if graph.symbols:  # one file for every size up to the maximum
+        def lowered_at(shapes):
+            g = simplify(load_source(model, example_inputs, trust_source, freeze, shapes)[0])
+            return lower(g, qparams, options, md, qparams16)[0]
+        qmodel, more = make_symbolic(qmodel, graph, lowered_at,
+                                     lambda it, desc: D.progress(it, total=len(it), desc=desc, force=show_progress))
+        notes = notes + more
     size = qrt.write_model(qmodel, out_path)
 
     report = Report(source=source_name, output=out_path, method=method, per_channel=per_channel,
@@ -325,30 +363,31 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
         report.forms[form] = report.forms.get(form, 0) + 1
         if form not in (INT8, INT16):
             report.float_ops.append(f"{name or code} ({code}, {form})")
-    evaluate(report, graph, out_path, held or calib[-1:], labels)
+    evaluate(report, graph, out_path, held or calib[-1:], labels, graph_for)
     report.seconds = time.perf_counter() - start
     report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report.calibration_peak_mb = calibration_peak / 2**20
     return report
 
 
-def evaluate(report: Report, graph: Graph, qmodel_path: str, samples, labels=None):
-    """Fill the report's agreement (and accuracy) from float and int8 runs on `samples`."""
+def evaluate(report: Report, graph: Graph, qmodel_path: str, samples, labels=None, graph_for=None):
+    """Fill the report's agreement (and accuracy) from float and int8 runs on `samples`
+    (graph_for(feeds): the graph at a sample's shapes, when they vary)."""
     m = qrt.load(qmodel_path)
     ref = {n: [] for n in graph.outputs}
     got = {n: [] for n in graph.outputs}
     for feeds in samples:
-        f = run_graph(graph, feeds)
+        f = run_graph(graph_for(feeds) if graph_for else graph, feeds)
         q = m.run(feeds)
         q = q if isinstance(q, dict) else {graph.outputs[0]: q}
         for n in graph.outputs:
             ref[n].append(np.asarray(f[n]))
             got[n].append(np.asarray(q[n]))
-    report.agreement = [_agreement(n, np.concatenate(ref[n]), np.concatenate(got[n])) for n in graph.outputs]
+    report.agreement = [_agreement(n, _joined(ref[n]), _joined(got[n])) for n in graph.outputs]
     if labels is not None:
         labels = np.asarray(labels).reshape(-1)
         first = graph.outputs[0]
-        fr, qr = np.concatenate(ref[first]), np.concatenate(got[first])
+        fr, qr = _joined(ref[first]), _joined(got[first])
         n = min(len(labels), len(fr))
         report.float_accuracy = float(np.mean(fr[:n].reshape(n, -1).argmax(1) == labels[:n]))
         report.int8_accuracy = float(np.mean(qr[:n].reshape(n, -1).argmax(1) == labels[:n]))

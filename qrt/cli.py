@@ -70,9 +70,27 @@ def _convert(args) -> int:
                      mode=args.mode, weights=args.weights, group_size=args.group_size,
                      activations=args.activations, symmetric_activations=args.symmetric_activations,
                      float_ops=float_ops, overrides=args.overrides, integer_only=args.integer_only,
-                     freeze=_freeze(args.freeze), weight_rounding=args.weight_rounding)
+                     freeze=_freeze(args.freeze), weight_rounding=args.weight_rounding,
+                     max_shape=_max_shape(args.max_shape))
     print(report)
     return 0
+
+
+def _max_shape(items) -> dict | None:
+    """--max-shape NAME=1x512 ...: an input's shape, the maximum of its dynamic dimensions."""
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name] = tuple(int(d) for d in value.lower().split("x"))
+        except ValueError:
+            out[name] = None
+        if not sep or not name or not out[name]:
+            raise SystemExit(f"qrt convert: --max-shape takes NAME=SHAPE with the dimensions joined by x "
+                             f"(e.g. input_ids=1x512), not {item!r}")
+    return out
 
 
 def _freeze(items) -> dict | None:
@@ -274,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make input NAME a constant (a number, comma-separated numbers or a .npy file), "
                         "so that control flow and shapes depending on it fold away, e.g. "
                         "--freeze sample_rate=16000 (repeatable)")
+    p.add_argument("--max-shape", action="append", metavar="NAME=SHAPE",
+                   help="the shape of input NAME with its dynamic dimensions at their maximum, e.g. "
+                        "--max-shape input_ids=1x512: the file then runs any length up to 512 without "
+                        "reloading (repeatable; calibration feeds have this shape)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_convert)
 

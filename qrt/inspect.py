@@ -5,6 +5,7 @@ import dataclasses
 import os
 
 from .format import Activation, Layout, ModelDefinition
+from .format.model import shape_text
 from .format.reader import read_model
 
 
@@ -43,11 +44,17 @@ def summary(model: ModelDefinition, path: str | None = None) -> dict:
     from .runtime.arena import plan_arena
 
     def io(ios):
-        return [{"name": g.name, "tensor": g.tensor, "dtype": model.tensors[g.tensor].dtype.name,
-                 "shape": _user_shape(model.tensors[g.tensor], g.layout), "layout": Layout(g.layout).name,
-                 "scale": None if model.tensors[g.tensor].quant is None else float(model.tensors[g.tensor].quant.scale[0]),
-                 "zero_point": None if model.tensors[g.tensor].quant is None else int(model.tensors[g.tensor].quant.zero_point[0])}
-                for g in ios]
+        out = []
+        for g in ios:
+            t = model.tensors[g.tensor]
+            out.append({"name": g.name, "tensor": g.tensor, "dtype": t.dtype.name,
+                        "shape": _user_shape(t, g.layout), "layout": Layout(g.layout).name,
+                        "scale": None if t.quant is None else float(t.quant.scale[0]),
+                        "zero_point": None if t.quant is None else int(t.quant.zero_point[0])})
+            if t.symbolic_dims:  # the dimensions that vary from run to run; "shape" holds their max
+                out[-1]["symbols"] = [{"axis": a, "name": n, "min": lo, "max": hi}
+                                      for a, (n, lo, hi) in model.io_symbols(g).items()]
+        return out
 
     ops = []
     for i, op in enumerate(model.operators):
@@ -70,6 +77,7 @@ def summary(model: ModelDefinition, path: str | None = None) -> dict:
     return {
         "file": path, "file_bytes": os.path.getsize(path) if path else None,
         "name": model.name, "format_version": model.format_version,
+        "symbols": [{"name": s.name, "min": s.min, "max": s.max} for s in model.symbols],
         "min_runtime_version": model.min_runtime_version, "numerics_version": model.numerics_version,
         "inputs": io(model.inputs), "outputs": io(model.outputs), "operators": ops,
         "tensors": len(model.tensors),
@@ -96,9 +104,20 @@ def render(s: dict) -> str:
            f"{s['macs']:,} MACs per batch; activation arena {s['arena_bytes']:,} bytes "
            f"({s['unshared_activation_bytes']:,} without sharing)",
            (f"float32 activations in {len(s['float_ops'])} operator(s): " + ", ".join(s["float_ops"]))
-           if s["float_ops"] else "integer-only: every operator computes on integer activations", ""]
+           if s["float_ops"] else "integer-only: every operator computes on integer activations"]
+    if s["symbols"]:
+        out.append("sizes that vary from run to run: " + ", ".join(
+            f"{y['name']} {y['min']} to {y['max']}" for y in s["symbols"])
+            + " (operator shapes below at every symbol's max)")
+    out.append("")
+
+    def shape(g):
+        if "symbols" in g:
+            return shape_text(g["shape"], {y["axis"]: (y["name"], y["min"], y["max"]) for y in g["symbols"]})
+        return "x".join(map(str, g["shape"]))
+
     for kind in ("inputs", "outputs"):
-        rows = [[g["name"], g["dtype"], "x".join(map(str, g["shape"])), g["layout"],
+        rows = [[g["name"], g["dtype"], shape(g), g["layout"],
                  "" if g["scale"] is None else f"{g['scale']:.6g}", "" if g["zero_point"] is None else g["zero_point"]]
                 for g in s[kind]]
         out += [kind.capitalize(), _table(["name", "dtype", "shape", "layout", "scale", "zero_point"], rows), ""]

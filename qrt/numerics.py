@@ -40,6 +40,7 @@ SOFTMAX_OUTPUT_16 = (1.0 / 32768.0, 0)  # the same for int16 SOFTMAX outputs (SP
 SOFTMAX_EXP_BITS_16 = 30  # the int16 form's table entries are round(exp(-beta * s * 16 * i) * 2**30)
 SOFTMAX_TABLE_16 = 4097  # its entries: the differences d = 16 i, i = 0 .. 4096 (the last past 65535)
 SOFTMAX_STEP_BITS_16 = 4  # 16 differences between entries, interpolated linearly
+REDUCE_L2_ROOT_BITS = 8  # REDUCE L2's root isqrt(Q << 16) carries 8 fraction bits (SPEC.md 2.13.25)
 
 
 def accumulator_bound(reduction: int, max_bias: int = 0) -> int:
@@ -52,6 +53,19 @@ def int16_accumulator_bound(weight_l1: np.ndarray, bias) -> np.ndarray:
     """Per output channel, the largest |int32 accumulator| of int16 inputs: sum_k |w[c, k]|
     x 2**15 + |bias[c]|; a model is valid only if every one is <= INT32_MAX."""
     return np.asarray(weight_l1, np.int64) * MAX_INT16_MAGNITUDE + np.abs(np.asarray(bias, np.int64))
+
+
+def isqrt(d) -> np.ndarray:
+    """floor(sqrt(d)) of int64 0 <= d < 2^63 - 2^33, exactly (a float64 estimate, then
+    corrected by whole steps): LAYER_NORM's and REDUCE L2's root. Its C twin is common.pxd's
+    _isqrt, the same steps."""
+    d = np.asarray(d, np.int64)
+    r = np.floor(np.sqrt(d.astype(np.float64))).astype(np.int64)
+    while (r * r > d).any():
+        r = np.where(r * r > d, r - 1, r)
+    while ((r + 1) * (r + 1) <= d).any():
+        r = np.where((r + 1) * (r + 1) <= d, r + 1, r)
+    return r
 
 
 def quantize_multipliers(reals) -> tuple[np.ndarray, np.ndarray]:

@@ -10,8 +10,8 @@ from their modules (or as qrt.read_model, qrt.write_model, qrt.verify_model, qrt
 from .model import (
     Activation, BatchMatMulOptions, Calibration, GatherOptions, ConcatOptions, Conv2DOptions, DepthwiseConv2DOptions, DType,
     GraphIO, InputQuantization, LayerNormOptions, Layout, LeakyReluOptions, LutOptions, MeanOptions, Metadata, ModelDefinition,
-    OpCode, Operator, PadOptions, Pool2DOptions, Quantization, SliceOptions, SoftmaxOptions, Tensor, TransposeOptions,
-    UnaryFunction, UnaryOptions,
+    OpCode, Operator, PadOptions, Pool2DOptions, Quantization, ReduceFunction, ReduceOptions, SliceOptions, SoftmaxOptions,
+    Symbol, SymbolicDim, Tensor, TransposeOptions, UnaryFunction, UnaryOptions,
 )
 from .builder import ModelBuilder
 from .versions import FORMAT_VERSION, NUMERICS_VERSION
@@ -19,6 +19,7 @@ from .versions import FORMAT_VERSION, NUMERICS_VERSION
 __all__ = [
     "Activation", "BatchMatMulOptions", "Calibration", "GatherOptions", "ConcatOptions", "Conv2DOptions", "DepthwiseConv2DOptions",
     "DType", "GraphIO", "InputQuantization", "LayerNormOptions", "Layout", "LeakyReluOptions", "LutOptions", "MeanOptions", "Metadata",
-    "ModelDefinition", "OpCode", "Operator", "PadOptions", "Pool2DOptions", "Quantization", "SliceOptions", "SoftmaxOptions",
+    "ModelDefinition", "OpCode", "Operator", "PadOptions", "Pool2DOptions", "Quantization", "ReduceFunction", "ReduceOptions",
+    "SliceOptions", "SoftmaxOptions", "Symbol", "SymbolicDim",
     "Tensor", "TransposeOptions", "UnaryFunction", "UnaryOptions", "ModelBuilder", "FORMAT_VERSION", "NUMERICS_VERSION",
 ]

@@ -81,12 +81,22 @@ QUANTIZATION = Table("Quantization", (
 
 BUFFER = Struct("Buffer", (("offset", U64), ("size", U64)))
 
+SYMBOL = Table("Symbol", (("name", STRING, None), ("max", I32, 0), ("min", I32, 1)))
+SYMBOLIC_DIM = Table("SymbolicDim", (
+    ("axis", I32, 0),
+    ("symbol", I32, 0),
+    ("multiplier", I32, 1),
+    ("offset", I32, 0),
+    ("divisor", I32, 1),
+))
+
 TENSOR = Table("Tensor", (
     ("name", STRING, REQUIRED),
     ("dtype", I8, 0),
     ("shape", Vector(I32), None),
     ("buffer", U32, 0),
     ("quantization", QUANTIZATION, None),
+    ("symbolic_dims", Vector(SYMBOLIC_DIM), None),
 ))
 
 _WINDOW = (
@@ -122,9 +132,10 @@ SOFTMAX_OPTIONS = Table("SoftmaxOptions", (("axis", I32, -1), ("beta", F32, 1.0)
 LUT_OPTIONS = Table("LutOptions", (("function", STRING, None),))
 UNARY_OPTIONS = Table("UnaryOptions", (("function", I8, 0), ("alpha", F32, 0.2), ("beta", F32, 0.5)))
 BATCH_MATMUL_OPTIONS = Table("BatchMatMulOptions", (("transpose_b", BOOL, False),))
-LAYER_NORM_OPTIONS = Table("LayerNormOptions", (("epsilon", F32, 1e-5),))
+LAYER_NORM_OPTIONS = Table("LayerNormOptions", (("epsilon", F32, 1e-5), ("rms", BOOL, False)))
 SLICE_OPTIONS = Table("SliceOptions", (("begin", Vector(I32), None), ("step", Vector(I32), None)))
 GATHER_OPTIONS = Table("GatherOptions", (("axis", I32, 0),))
+REDUCE_OPTIONS = Table("ReduceOptions", (("axes", Vector(I32), None), ("keep_dims", BOOL, False), ("function", I8, 0)))
 
 OP_OPTIONS = Union("OpOptions", (
     CONV_2D_OPTIONS,
@@ -142,6 +153,7 @@ OP_OPTIONS = Union("OpOptions", (
     LAYER_NORM_OPTIONS,
     SLICE_OPTIONS,
     GATHER_OPTIONS,
+    REDUCE_OPTIONS,
 ))
 
 OPERATOR = Table("Operator", (
@@ -191,6 +203,7 @@ MODEL = Table("Model", (
     ("outputs", Vector(GRAPH_IO), None),
     ("buffers", Vector(BUFFER), None),
     ("metadata", METADATA, None),
+    ("symbols", Vector(SYMBOL), None),
 ))
 
 FILE_IDENTIFIER = b"QMDL"

@@ -5,7 +5,7 @@ copies) and the writer turns them back into bytes. Field meanings are in schema/
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
 import numpy as np
@@ -61,6 +61,7 @@ class OpCode(IntEnum):
     LAYER_NORM = 24
     SLICE = 25
     GATHER = 26
+    REDUCE = 27
 
 
 class InputQuantization(IntEnum):
@@ -83,6 +84,14 @@ class UnaryFunction(IntEnum):
     EXP = 10
     LOG = 11
     ABS = 12
+
+
+class ReduceFunction(IntEnum):
+    SUM = 0
+    MAX = 1
+    MIN = 2
+    L2 = 3  # sqrt(sum x^2)
+    SUM_SQUARE = 4  # sum x^2
 
 
 # numpy dtype of each DType's elements (INT4 is stored packed, as raw bytes).
@@ -154,20 +163,93 @@ class Quantization:
         return self.group_size > 0
 
 
+@dataclass(frozen=True)
+class Symbol:
+    """A size that varies from run to run (a sequence length): min <= S <= max. The tensors'
+    stored shapes hold their sizes at S = max (SPEC.md section 2.15)."""
+    name: str
+    max: int
+    min: int = 1
+
+
+@dataclass(frozen=True)
+class SymbolicDim:
+    """Dimension `axis` of a tensor at a run: floor((multiplier * S + offset) / divisor), S the
+    run's size of Model.symbols[symbol] (SPEC.md section 2.15)."""
+    axis: int
+    symbol: int
+    multiplier: int = 1
+    offset: int = 0
+    divisor: int = 1
+
+    def at(self, size: int) -> int:
+        """The dimension when the symbol's size is `size` (exact integer floor division; the
+        verifier has checked divisor >= 1)."""
+        return (self.multiplier * size + self.offset) // self.divisor
+
+    @property
+    def plain(self) -> bool:
+        """The dimension is the symbol's size itself."""
+        return (self.multiplier, self.offset, self.divisor) == (1, 0, 1)
+
+    def text(self, name: str) -> str:
+        """The expression with the symbol called `name`, as Python writes it: "length",
+        "(length+1)//2", "2*length-1"."""
+        m, o, d = self.multiplier, self.offset, self.divisor
+        t = name if m == 1 else f"{m}*{name}" if m else ""
+        if o:
+            t = f"{t}{'+' if o > 0 else '-'}{abs(o)}" if t else str(o)
+        t = t or "0"
+        if d != 1:
+            t = f"({t})//{d}" if t != name else f"{t}//{d}"
+        return t
+
+
+def user_axis(axis: int, layout: Layout) -> int:
+    """Where stored axis `axis` of a graph input or output is in the array the user sees
+    (NCHW: stored [N, H, W, C] is the user's [N, C, H, W])."""
+    return (0, 2, 3, 1)[axis] if layout == Layout.NCHW else axis
+
+
+def shape_text(shape, symbols: dict) -> str:
+    """A shape for people: "[1, sequence<=128, 256]", the symbolic axes (symbols: axis ->
+    (expression, min, max), as ModelDefinition.io_symbols gives them) by their range."""
+    dims = []
+    for a, d in enumerate(shape):
+        if a in symbols:
+            text, lo, hi = symbols[a]
+            dims.append(f"{text}<={hi}" if lo <= 1 else f"{lo}<={text}<={hi}")
+        else:
+            dims.append(str(d))
+    return "[" + ", ".join(dims) + "]"
+
+
 @dataclass(eq=False)
 class Tensor:
     """A named tensor. `data` holds the values of a constant (weights, biases, tables); it is
-    None for tensors computed at run time."""
+    None for tensors computed at run time. `symbolic_dims`: the dimensions that vary with a
+    symbol (revision 4), SymbolicDims or tuples of their fields (axis, symbol[, multiplier,
+    offset, divisor]); `shape` holds their sizes at every symbol's max."""
 
     name: str
     dtype: DType
     shape: tuple
     data: np.ndarray | None = None
     quant: Quantization | None = None
+    symbolic_dims: tuple = ()
 
     def __post_init__(self):
         self.dtype = DType(self.dtype)
         self.shape = tuple(int(d) for d in self.shape)
+        self.symbolic_dims = tuple(d if isinstance(d, SymbolicDim) else SymbolicDim(*d) for d in self.symbolic_dims)
+
+    def shape_at(self, sizes) -> tuple:
+        """The shape when symbol i has size sizes[i] (the stored shape with each symbolic
+        dimension evaluated)."""
+        shape = list(self.shape)
+        for sd in self.symbolic_dims:
+            shape[sd.axis] = sd.at(sizes[sd.symbol])
+        return tuple(shape)
 
     @property
     def numel(self) -> int:
@@ -270,6 +352,7 @@ class BatchMatMulOptions:
 @dataclass
 class LayerNormOptions:
     epsilon: float = 1e-5
+    rms: bool = False  # no mean subtracted (RMSNorm)
 
 
 @dataclass
@@ -281,6 +364,13 @@ class GatherOptions:
 class SliceOptions:
     begin: tuple = ()
     step: tuple = ()
+
+
+@dataclass
+class ReduceOptions:
+    axes: tuple = ()  # empty: no dimension is reduced (f of each element alone)
+    keep_dims: bool = False
+    function: int = ReduceFunction.SUM  # a ReduceFunction; checked by the verifier
 
 
 # Union member order of OpOptions in the schema: the type code of options class i is i + 1.
@@ -300,6 +390,7 @@ OPTIONS_TYPES = (
     LayerNormOptions,
     SliceOptions,
     GatherOptions,
+    ReduceOptions,
 )
 
 
@@ -358,6 +449,51 @@ class ModelDefinition:
     format_version: int = 0
     min_runtime_version: str = ""
     numerics_version: int = 1
+    symbols: tuple = ()  # Symbols (revision 4): sizes that vary from run to run
+
+    @property
+    def max_sizes(self) -> tuple:
+        """Every symbol at its max: the sizes the stored shapes hold."""
+        return tuple(s.max for s in self.symbols)
+
+    @property
+    def min_sizes(self) -> tuple:
+        return tuple(s.min for s in self.symbols)
+
+    def io_symbols(self, g) -> dict:
+        """The symbolic dimensions of graph input or output `g` as the user sees them: user
+        axis -> (expression, its min, its max); for a graph input the expression is the
+        symbol's name and the range the symbol's."""
+        t = self.tensors[g.tensor]
+        out = {}
+        for sd in t.symbolic_dims:
+            s = self.symbols[sd.symbol]
+            out[user_axis(sd.axis, g.layout)] = (sd.text(s.name), sd.at(s.min), sd.at(s.max))
+        return dict(sorted(out.items()))
+
+    def cut(self, sizes) -> "ModelDefinition":
+        """The model with symbol i at size sizes[i], as a model without symbols (SPEC.md section
+        2.15): every tensor at its shape there, a constant cut to the corner data[:d0, :d1, ...]
+        of its stored values. Tensors without symbolic dimensions are shared, not copied.
+        Unverified: the caller verifies (the verifier at every symbol's min, the runtime at
+        each run's sizes)."""
+        sizes = tuple(int(s) for s in sizes)
+        tensors = []
+        for t in self.tensors:
+            if not t.symbolic_dims:
+                tensors.append(t)
+                continue
+            shape = t.shape_at(sizes)
+            data = t.data
+            if data is not None and shape != t.shape:
+                corner = tuple(slice(0, d) for d in shape)
+                if t.dtype == DType.INT4:
+                    data = pack_int4(unpack_int4(data, t.numel).reshape(t.shape)[corner])
+                else:
+                    data = np.ascontiguousarray(data[corner])
+                data.flags.writeable = False
+            tensors.append(Tensor(t.name, t.dtype, shape, data, t.quant))
+        return replace(self, tensors=tensors, symbols=())
 
     def tensor_label(self, index: int) -> str:
         """How errors name a tensor: its index and, when it is valid, its name."""

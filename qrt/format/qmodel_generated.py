@@ -72,6 +72,8 @@ class OpCode(object):
     SLICE = 25
     # Revision 3: rows of a table by integer indices (embeddings; ONNX Gather).
     GATHER = 26
+    # Revision 3: a sum, maximum, minimum, L2 norm or sum of squares over axes.
+    REDUCE = 27
 
 
 # How an operator with float32 activations and quantized weights (CONV_2D, FULLY_CONNECTED)
@@ -103,6 +105,17 @@ class UnaryFunction(object):
     ABS = 12
 
 
+# REDUCE's function. Revision 3.
+class ReduceFunction(object):
+    SUM = 0
+    MAX = 1
+    MIN = 2
+    # sqrt(sum x^2)
+    L2 = 3
+    # sum x^2
+    SUM_SQUARE = 4
+
+
 class OpOptions(object):
     NONE = 0
     Conv2DOptions = 1
@@ -120,6 +133,7 @@ class OpOptions(object):
     LayerNormOptions = 13
     SliceOptions = 14
     GatherOptions = 15
+    ReduceOptions = 16
 
 def OpOptionsCreator(unionType, table):
     from flatbuffers.table import Table
@@ -155,6 +169,8 @@ def OpOptionsCreator(unionType, table):
         return SliceOptionsT.InitFromBuf(table.Bytes, table.Pos)
     if unionType == OpOptions.GatherOptions:
         return GatherOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions.ReduceOptions:
+        return ReduceOptionsT.InitFromBuf(table.Bytes, table.Pos)
     return None
 
 
@@ -430,6 +446,257 @@ class BufferT(object):
         return CreateBuffer(builder, self.offset, self.size)
 
 
+# A dimension that varies from run to run (a sequence length), at most `max`: the size the
+# tensors' shapes hold. Revision 4.
+class Symbol(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = Symbol()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsSymbol(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def SymbolBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x51\x4D\x44\x4C", size_prefixed=size_prefixed)
+
+    # Symbol
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # Symbol
+    def Name(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
+    # Symbol
+    def Max(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, o + self._tab.Pos)
+        return 0
+
+    # Symbol
+    def Min(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, o + self._tab.Pos)
+        return 1
+
+def SymbolStart(builder):
+    builder.StartObject(3)
+
+def SymbolAddName(builder, name):
+    builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(name), 0)
+
+def SymbolAddMax(builder, max):
+    builder.PrependInt32Slot(1, max, 0)
+
+def SymbolAddMin(builder, min):
+    builder.PrependInt32Slot(2, min, 1)
+
+def SymbolEnd(builder):
+    return builder.EndObject()
+
+
+
+class SymbolT(object):
+
+    # SymbolT
+    def __init__(
+        self,
+        name = None,
+        max = 0,
+        min = 1,
+    ):
+        self.name = name  # type: Optional[str]
+        self.max = max  # type: int
+        self.min = min  # type: int
+
+    @classmethod
+    def InitFromBuf(cls, buf, pos):
+        symbol = Symbol()
+        symbol.Init(buf, pos)
+        return cls.InitFromObj(symbol)
+
+    @classmethod
+    def InitFromPackedBuf(cls, buf, pos=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, pos)
+        return cls.InitFromBuf(buf, pos+n)
+
+    @classmethod
+    def InitFromObj(cls, symbol):
+        x = SymbolT()
+        x._UnPack(symbol)
+        return x
+
+    # SymbolT
+    def _UnPack(self, symbol):
+        if symbol is None:
+            return
+        self.name = symbol.Name()
+        self.max = symbol.Max()
+        self.min = symbol.Min()
+
+    # SymbolT
+    def Pack(self, builder):
+        if self.name is not None:
+            name = builder.CreateString(self.name)
+        SymbolStart(builder)
+        if self.name is not None:
+            SymbolAddName(builder, name)
+        SymbolAddMax(builder, self.max)
+        SymbolAddMin(builder, self.min)
+        symbol = SymbolEnd(builder)
+        return symbol
+
+
+# Tensor dimension `axis` at a run = floor((multiplier * S + offset) / divisor), S the run's size
+# of Model.symbols[symbol]; the stored shape holds its value at S = max. Revision 4.
+class SymbolicDim(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = SymbolicDim()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsSymbolicDim(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def SymbolicDimBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x51\x4D\x44\x4C", size_prefixed=size_prefixed)
+
+    # SymbolicDim
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # SymbolicDim
+    def Axis(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, o + self._tab.Pos)
+        return 0
+
+    # SymbolicDim
+    def Symbol(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, o + self._tab.Pos)
+        return 0
+
+    # SymbolicDim
+    def Multiplier(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, o + self._tab.Pos)
+        return 1
+
+    # SymbolicDim
+    def Offset(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, o + self._tab.Pos)
+        return 0
+
+    # SymbolicDim
+    def Divisor(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, o + self._tab.Pos)
+        return 1
+
+def SymbolicDimStart(builder):
+    builder.StartObject(5)
+
+def SymbolicDimAddAxis(builder, axis):
+    builder.PrependInt32Slot(0, axis, 0)
+
+def SymbolicDimAddSymbol(builder, symbol):
+    builder.PrependInt32Slot(1, symbol, 0)
+
+def SymbolicDimAddMultiplier(builder, multiplier):
+    builder.PrependInt32Slot(2, multiplier, 1)
+
+def SymbolicDimAddOffset(builder, offset):
+    builder.PrependInt32Slot(3, offset, 0)
+
+def SymbolicDimAddDivisor(builder, divisor):
+    builder.PrependInt32Slot(4, divisor, 1)
+
+def SymbolicDimEnd(builder):
+    return builder.EndObject()
+
+
+
+class SymbolicDimT(object):
+
+    # SymbolicDimT
+    def __init__(
+        self,
+        axis = 0,
+        symbol = 0,
+        multiplier = 1,
+        offset = 0,
+        divisor = 1,
+    ):
+        self.axis = axis  # type: int
+        self.symbol = symbol  # type: int
+        self.multiplier = multiplier  # type: int
+        self.offset = offset  # type: int
+        self.divisor = divisor  # type: int
+
+    @classmethod
+    def InitFromBuf(cls, buf, pos):
+        symbolicDim = SymbolicDim()
+        symbolicDim.Init(buf, pos)
+        return cls.InitFromObj(symbolicDim)
+
+    @classmethod
+    def InitFromPackedBuf(cls, buf, pos=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, pos)
+        return cls.InitFromBuf(buf, pos+n)
+
+    @classmethod
+    def InitFromObj(cls, symbolicDim):
+        x = SymbolicDimT()
+        x._UnPack(symbolicDim)
+        return x
+
+    # SymbolicDimT
+    def _UnPack(self, symbolicDim):
+        if symbolicDim is None:
+            return
+        self.axis = symbolicDim.Axis()
+        self.symbol = symbolicDim.Symbol()
+        self.multiplier = symbolicDim.Multiplier()
+        self.offset = symbolicDim.Offset()
+        self.divisor = symbolicDim.Divisor()
+
+    # SymbolicDimT
+    def Pack(self, builder):
+        SymbolicDimStart(builder)
+        SymbolicDimAddAxis(builder, self.axis)
+        SymbolicDimAddSymbol(builder, self.symbol)
+        SymbolicDimAddMultiplier(builder, self.multiplier)
+        SymbolicDimAddOffset(builder, self.offset)
+        SymbolicDimAddDivisor(builder, self.divisor)
+        symbolicDim = SymbolicDimEnd(builder)
+        return symbolicDim
+
+
 class Tensor(object):
     __slots__ = ['_tab']
 
@@ -511,8 +778,34 @@ class Tensor(object):
             return obj
         return None
 
+    # Revision 4. The dimensions that vary with a symbol (SPEC.md section 2.15); a constant
+    # takes the corner data[:d0, :d1, ...] of its stored values.
+    # Tensor
+    def SymbolicDims(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
+            x = self._tab.Indirect(x)
+            obj = SymbolicDim()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # Tensor
+    def SymbolicDimsLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Tensor
+    def SymbolicDimsIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        return o == 0
+
 def TensorStart(builder):
-    builder.StartObject(5)
+    builder.StartObject(6)
 
 def TensorAddName(builder, name):
     builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(name), 0)
@@ -531,6 +824,12 @@ def TensorAddBuffer(builder, buffer):
 
 def TensorAddQuantization(builder, quantization):
     builder.PrependUOffsetTRelativeSlot(4, flatbuffers.number_types.UOffsetTFlags.py_type(quantization), 0)
+
+def TensorAddSymbolicDims(builder, symbolicDims):
+    builder.PrependUOffsetTRelativeSlot(5, flatbuffers.number_types.UOffsetTFlags.py_type(symbolicDims), 0)
+
+def TensorStartSymbolicDimsVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
 
 def TensorEnd(builder):
     return builder.EndObject()
@@ -551,12 +850,14 @@ class TensorT(object):
         shape = None,
         buffer = 0,
         quantization = None,
+        symbolicDims = None,
     ):
         self.name = name  # type: Optional[str]
         self.dtype = dtype  # type: int
         self.shape = shape  # type: Optional[List[int]]
         self.buffer = buffer  # type: int
         self.quantization = quantization  # type: Optional[QuantizationT]
+        self.symbolicDims = symbolicDims  # type: Optional[List[SymbolicDimT]]
 
     @classmethod
     def InitFromBuf(cls, buf, pos):
@@ -591,6 +892,14 @@ class TensorT(object):
         self.buffer = tensor.Buffer()
         if tensor.Quantization() is not None:
             self.quantization = QuantizationT.InitFromObj(tensor.Quantization())
+        if not tensor.SymbolicDimsIsNone():
+            self.symbolicDims = []
+            for i in range(tensor.SymbolicDimsLength()):
+                if tensor.SymbolicDims(i) is None:
+                    self.symbolicDims.append(None)
+                else:
+                    symbolicDim_ = SymbolicDimT.InitFromObj(tensor.SymbolicDims(i))
+                    self.symbolicDims.append(symbolicDim_)
 
     # TensorT
     def Pack(self, builder):
@@ -606,6 +915,14 @@ class TensorT(object):
                 shape = builder.EndVector()
         if self.quantization is not None:
             quantization = self.quantization.Pack(builder)
+        if self.symbolicDims is not None:
+            symbolicDimslist = []
+            for i in range(len(self.symbolicDims)):
+                symbolicDimslist.append(self.symbolicDims[i].Pack(builder))
+            TensorStartSymbolicDimsVector(builder, len(self.symbolicDims))
+            for i in reversed(range(len(self.symbolicDims))):
+                builder.PrependUOffsetTRelative(symbolicDimslist[i])
+            symbolicDims = builder.EndVector()
         TensorStart(builder)
         if self.name is not None:
             TensorAddName(builder, name)
@@ -615,6 +932,8 @@ class TensorT(object):
         TensorAddBuffer(builder, self.buffer)
         if self.quantization is not None:
             TensorAddQuantization(builder, quantization)
+        if self.symbolicDims is not None:
+            TensorAddSymbolicDims(builder, symbolicDims)
         tensor = TensorEnd(builder)
         return tensor
 
@@ -2153,11 +2472,22 @@ class LayerNormOptions(object):
             return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
         return 0.00001
 
+    # RMS normalisation: no mean subtracted (x / sqrt(mean(x^2) + epsilon); RMSNorm).
+    # LayerNormOptions
+    def Rms(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
 def LayerNormOptionsStart(builder):
-    builder.StartObject(1)
+    builder.StartObject(2)
 
 def LayerNormOptionsAddEpsilon(builder, epsilon):
     builder.PrependFloat32Slot(0, epsilon, 0.00001)
+
+def LayerNormOptionsAddRms(builder, rms):
+    builder.PrependBoolSlot(1, rms, 0)
 
 def LayerNormOptionsEnd(builder):
     return builder.EndObject()
@@ -2170,8 +2500,10 @@ class LayerNormOptionsT(object):
     def __init__(
         self,
         epsilon = 0.00001,
+        rms = False,
     ):
         self.epsilon = epsilon  # type: float
+        self.rms = rms  # type: bool
 
     @classmethod
     def InitFromBuf(cls, buf, pos):
@@ -2195,11 +2527,13 @@ class LayerNormOptionsT(object):
         if layerNormOptions is None:
             return
         self.epsilon = layerNormOptions.Epsilon()
+        self.rms = layerNormOptions.Rms()
 
     # LayerNormOptionsT
     def Pack(self, builder):
         LayerNormOptionsStart(builder)
         LayerNormOptionsAddEpsilon(builder, self.epsilon)
+        LayerNormOptionsAddRms(builder, self.rms)
         layerNormOptions = LayerNormOptionsEnd(builder)
         return layerNormOptions
 
@@ -2460,6 +2794,157 @@ class GatherOptionsT(object):
         return gatherOptions
 
 
+# Revision 3. As MeanOptions, with the function; empty axes: no dimension is reduced.
+class ReduceOptions(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = ReduceOptions()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsReduceOptions(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def ReduceOptionsBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x51\x4D\x44\x4C", size_prefixed=size_prefixed)
+
+    # ReduceOptions
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # ReduceOptions
+    def Axes(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # ReduceOptions
+    def AxesAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Int32Flags, o)
+        return 0
+
+    # ReduceOptions
+    def AxesLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # ReduceOptions
+    def AxesIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        return o == 0
+
+    # ReduceOptions
+    def KeepDims(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # ReduceOptions
+    def Function(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int8Flags, o + self._tab.Pos)
+        return 0
+
+def ReduceOptionsStart(builder):
+    builder.StartObject(3)
+
+def ReduceOptionsAddAxes(builder, axes):
+    builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(axes), 0)
+
+def ReduceOptionsStartAxesVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def ReduceOptionsAddKeepDims(builder, keepDims):
+    builder.PrependBoolSlot(1, keepDims, 0)
+
+def ReduceOptionsAddFunction(builder, function):
+    builder.PrependInt8Slot(2, function, 0)
+
+def ReduceOptionsEnd(builder):
+    return builder.EndObject()
+
+
+try:
+    from typing import List
+except:
+    pass
+
+class ReduceOptionsT(object):
+
+    # ReduceOptionsT
+    def __init__(
+        self,
+        axes = None,
+        keepDims = False,
+        function = 0,
+    ):
+        self.axes = axes  # type: Optional[List[int]]
+        self.keepDims = keepDims  # type: bool
+        self.function = function  # type: int
+
+    @classmethod
+    def InitFromBuf(cls, buf, pos):
+        reduceOptions = ReduceOptions()
+        reduceOptions.Init(buf, pos)
+        return cls.InitFromObj(reduceOptions)
+
+    @classmethod
+    def InitFromPackedBuf(cls, buf, pos=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, pos)
+        return cls.InitFromBuf(buf, pos+n)
+
+    @classmethod
+    def InitFromObj(cls, reduceOptions):
+        x = ReduceOptionsT()
+        x._UnPack(reduceOptions)
+        return x
+
+    # ReduceOptionsT
+    def _UnPack(self, reduceOptions):
+        if reduceOptions is None:
+            return
+        if not reduceOptions.AxesIsNone():
+            if np is None:
+                self.axes = []
+                for i in range(reduceOptions.AxesLength()):
+                    self.axes.append(reduceOptions.Axes(i))
+            else:
+                self.axes = reduceOptions.AxesAsNumpy()
+        self.keepDims = reduceOptions.KeepDims()
+        self.function = reduceOptions.Function()
+
+    # ReduceOptionsT
+    def Pack(self, builder):
+        if self.axes is not None:
+            if np is not None and type(self.axes) is np.ndarray:
+                axes = builder.CreateNumpyVector(self.axes)
+            else:
+                ReduceOptionsStartAxesVector(builder, len(self.axes))
+                for i in reversed(range(len(self.axes))):
+                    builder.PrependInt32(self.axes[i])
+                axes = builder.EndVector()
+        ReduceOptionsStart(builder)
+        if self.axes is not None:
+            ReduceOptionsAddAxes(builder, axes)
+        ReduceOptionsAddKeepDims(builder, self.keepDims)
+        ReduceOptionsAddFunction(builder, self.function)
+        reduceOptions = ReduceOptionsEnd(builder)
+        return reduceOptions
+
+
 class Operator(object):
     __slots__ = ['_tab']
 
@@ -2677,7 +3162,7 @@ class OperatorT(object):
         self.inputs = inputs  # type: Optional[List[int]]
         self.outputs = outputs  # type: Optional[List[int]]
         self.optionsType = optionsType  # type: int
-        self.options = options  # type: Union[None, 'Conv2DOptionsT', 'DepthwiseConv2DOptionsT', 'Pool2DOptionsT', 'ConcatOptionsT', 'MeanOptionsT', 'PadOptionsT', 'TransposeOptionsT', 'LeakyReluOptionsT', 'SoftmaxOptionsT', 'LutOptionsT', 'UnaryOptionsT', 'BatchMatMulOptionsT', 'LayerNormOptionsT', 'SliceOptionsT', 'GatherOptionsT']
+        self.options = options  # type: Union[None, 'Conv2DOptionsT', 'DepthwiseConv2DOptionsT', 'Pool2DOptionsT', 'ConcatOptionsT', 'MeanOptionsT', 'PadOptionsT', 'TransposeOptionsT', 'LeakyReluOptionsT', 'SoftmaxOptionsT', 'LutOptionsT', 'UnaryOptionsT', 'BatchMatMulOptionsT', 'LayerNormOptionsT', 'SliceOptionsT', 'GatherOptionsT', 'ReduceOptionsT']
         self.activation = activation  # type: int
         self.clipMin = clipMin  # type: float
         self.clipMax = clipMax  # type: float
@@ -3528,8 +4013,33 @@ class Model(object):
             return obj
         return None
 
+    # Revision 4. The sizes that vary from run to run (SPEC.md section 2.15).
+    # Model
+    def Symbols(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
+            x = self._tab.Indirect(x)
+            obj = Symbol()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # Model
+    def SymbolsLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Model
+    def SymbolsIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        return o == 0
+
 def ModelStart(builder):
-    builder.StartObject(10)
+    builder.StartObject(11)
 
 def ModelAddFormatVersion(builder, formatVersion):
     builder.PrependUint32Slot(0, formatVersion, 0)
@@ -3576,6 +4086,12 @@ def ModelStartBuffersVector(builder, numElems):
 def ModelAddMetadata(builder, metadata):
     builder.PrependUOffsetTRelativeSlot(9, flatbuffers.number_types.UOffsetTFlags.py_type(metadata), 0)
 
+def ModelAddSymbols(builder, symbols):
+    builder.PrependUOffsetTRelativeSlot(10, flatbuffers.number_types.UOffsetTFlags.py_type(symbols), 0)
+
+def ModelStartSymbolsVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
 def ModelEnd(builder):
     return builder.EndObject()
 
@@ -3600,6 +4116,7 @@ class ModelT(object):
         outputs = None,
         buffers = None,
         metadata = None,
+        symbols = None,
     ):
         self.formatVersion = formatVersion  # type: int
         self.minRuntimeVersion = minRuntimeVersion  # type: Optional[str]
@@ -3611,6 +4128,7 @@ class ModelT(object):
         self.outputs = outputs  # type: Optional[List[GraphIOT]]
         self.buffers = buffers  # type: Optional[List[BufferT]]
         self.metadata = metadata  # type: Optional[MetadataT]
+        self.symbols = symbols  # type: Optional[List[SymbolT]]
 
     @classmethod
     def InitFromBuf(cls, buf, pos):
@@ -3679,6 +4197,14 @@ class ModelT(object):
                     self.buffers.append(buffer_)
         if model.Metadata() is not None:
             self.metadata = MetadataT.InitFromObj(model.Metadata())
+        if not model.SymbolsIsNone():
+            self.symbols = []
+            for i in range(model.SymbolsLength()):
+                if model.Symbols(i) is None:
+                    self.symbols.append(None)
+                else:
+                    symbol_ = SymbolT.InitFromObj(model.Symbols(i))
+                    self.symbols.append(symbol_)
 
     # ModelT
     def Pack(self, builder):
@@ -3725,6 +4251,14 @@ class ModelT(object):
             buffers = builder.EndVector()
         if self.metadata is not None:
             metadata = self.metadata.Pack(builder)
+        if self.symbols is not None:
+            symbolslist = []
+            for i in range(len(self.symbols)):
+                symbolslist.append(self.symbols[i].Pack(builder))
+            ModelStartSymbolsVector(builder, len(self.symbols))
+            for i in reversed(range(len(self.symbols))):
+                builder.PrependUOffsetTRelative(symbolslist[i])
+            symbols = builder.EndVector()
         ModelStart(builder)
         ModelAddFormatVersion(builder, self.formatVersion)
         if self.minRuntimeVersion is not None:
@@ -3744,6 +4278,8 @@ class ModelT(object):
             ModelAddBuffers(builder, buffers)
         if self.metadata is not None:
             ModelAddMetadata(builder, metadata)
+        if self.symbols is not None:
+            ModelAddSymbols(builder, symbols)
         model = ModelEnd(builder)
         return model
 

@@ -20,7 +20,7 @@ from ..errors import ModelFormatError, UnsupportedModelError
 from . import layout as L
 from .model import (
     NUMPY_DTYPE, OPTIONS_TYPES, Activation, InputQuantization, Calibration, DType, GraphIO, Layout, Metadata,
-    ModelDefinition, Operator, Quantization, Tensor, buffer_nbytes,
+    ModelDefinition, Operator, Quantization, Symbol, SymbolicDim, Tensor, buffer_nbytes,
 )
 from .verify import check_shape, verify_model
 from .versions import FORMAT_VERSION, NUMERICS_VERSION, RUNTIME_VERSION, __version__, parse_version
@@ -239,7 +239,9 @@ def _tensor(i: int, t: dict, buffers, filebuf) -> Tensor:
                              offset=offset)
         if dtype != DType.INT4:
             data = data.reshape(shape)
-    return Tensor(t["name"], dtype, shape, data, quant)
+    dims = tuple(SymbolicDim(d["axis"], d["symbol"], d["multiplier"], d["offset"], d["divisor"])
+                 for d in t["symbolic_dims"] or ())
+    return Tensor(t["name"], dtype, shape, data, quant, dims)
 
 
 def _operator(i: int, o: dict) -> Operator:
@@ -311,6 +313,7 @@ def decode(filebuf) -> ModelDefinition:
         format_version=m["format_version"],
         min_runtime_version=m["min_runtime_version"],
         numerics_version=m["numerics_version"],
+        symbols=tuple(Symbol(s["name"] or "", s["max"], s["min"]) for s in m["symbols"] or ()),
     )
     verify_model(model)
     return model

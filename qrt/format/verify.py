@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from ..errors import InvalidModelError
 from ..ops import check_op_version, verify_operator
 from ..ops.base import fail
 from .model import NUMPY_DTYPE, QUANT_RANGE, DType, ModelDefinition, Tensor, buffer_nbytes
@@ -75,6 +76,90 @@ def _check_tensor(where: str, t: Tensor):
         if t.shape[q.axis] != n:
             fail(where, f"{n} per-channel scales but dimension {q.axis} of shape {t.shape} "
                         f"has {t.shape[q.axis]} channels")
+
+
+# ---------------------------------------------------------------------------- symbols
+
+INT32 = (-(2**31), 2**31 - 1)
+
+
+def _int32(value) -> bool:
+    return isinstance(value, (int, np.integer)) and INT32[0] <= value <= INT32[1]
+
+
+def _check_symbols(model: ModelDefinition):
+    """Model.symbols and every tensor's symbolic_dims (SPEC.md section 2.15)."""
+    names = {}
+    for i, s in enumerate(model.symbols):
+        where = f"symbol {i} '{s.name}'"
+        if not isinstance(s.name, str) or not s.name:
+            fail(f"symbol {i}", "name must be a non-empty string")
+        if s.name in names:
+            fail(where, f"the name is already used by symbol {names[s.name]}")
+        names[s.name] = i
+        if not (_int32(s.min) and _int32(s.max) and 1 <= s.min <= s.max):
+            fail(where, f"sizes min {s.min}, max {s.max}: need 1 <= min <= max (32-bit integers)")
+    for i, t in enumerate(model.tensors):
+        if not t.symbolic_dims:
+            continue
+        where = f"tensor {i} '{t.name}'"
+        axes = set()
+        for sd in t.symbolic_dims:
+            what = f"symbolic dimension (axis {sd.axis}, symbol {sd.symbol})"
+            if not (_int32(sd.symbol) and 0 <= sd.symbol < len(model.symbols)):
+                fail(where, f"{what}: symbol {sd.symbol} is not one of the model's {len(model.symbols)} symbols")
+            if not (_int32(sd.axis) and 0 <= sd.axis < len(t.shape)):
+                fail(where, f"{what}: axis {sd.axis} is not a dimension of shape {t.shape}")
+            if sd.axis in axes:
+                fail(where, f"{what}: axis {sd.axis} has two symbolic dimensions")
+            axes.add(sd.axis)
+            if not (_int32(sd.multiplier) and _int32(sd.offset) and _int32(sd.divisor)):
+                fail(where, f"{what}: multiplier, offset and divisor must be 32-bit integers")
+            if sd.divisor < 1:
+                fail(where, f"{what}: divisor {sd.divisor} must be >= 1")
+            if sd.multiplier < 0:
+                fail(where, f"{what}: multiplier {sd.multiplier} must be >= 0 (a dimension never shrinks "
+                            f"as the symbol grows)")
+            s = model.symbols[sd.symbol]
+            expr = sd.text(s.name)
+            if sd.at(s.max) != t.shape[sd.axis]:
+                fail(where, f"{what}: {expr} is {sd.at(s.max)} at {s.name} = {s.max} (its max), but the "
+                            f"stored dimension {sd.axis} of shape {t.shape} is {t.shape[sd.axis]}")
+            if sd.at(s.min) < 1:
+                fail(where, f"{what}: {expr} is {sd.at(s.min)} at {s.name} = {s.min} (its min); "
+                            f"dimensions must be >= 1")
+
+
+def _check_symbolic_inputs(model: ModelDefinition):
+    """Where a run reads each symbol's size: plain dimensions of graph inputs, not the batch."""
+    seen = set()
+    for k, io in enumerate(model.inputs):
+        t = model.tensors[io.tensor]
+        for sd in t.symbolic_dims:
+            where = f"graph inputs[{k}] '{io.name}'"
+            name = model.symbols[sd.symbol].name
+            if sd.axis == 0:
+                fail(where, f"dimension 0 varies with symbol '{name}', but the batch is not symbolic: "
+                            f"the first dimension may be any multiple of the file's batch")
+            if not sd.plain:
+                fail(where, f"dimension {sd.axis} is {sd.text(name)}; a graph input's symbolic dimensions must "
+                            f"be the symbol itself (multiplier 1, offset 0, divisor 1), so that a run reads its size")
+            seen.add(sd.symbol)
+    for i, s in enumerate(model.symbols):
+        if i not in seen:
+            fail(f"symbol {i} '{s.name}'", "appears on no graph input, so a run cannot tell its size")
+
+
+def _verify_at_min(model: ModelDefinition):
+    """The model with every symbol at its min (constants cut to their corners) must verify too."""
+    sizes = model.min_sizes
+    if sizes == model.max_sizes:
+        return
+    try:
+        verify_model(model.cut(sizes))
+    except InvalidModelError as e:
+        at = ", ".join(f"{s.name} = {s.min}" for s in model.symbols)
+        raise InvalidModelError(f"at {at} (every symbol at its min): {e}") from None
 
 
 # ---------------------------------------------------------------------------- graph
@@ -173,6 +258,9 @@ def verify_model(model: ModelDefinition):
         if t.name in names:
             fail(f"tensor {i} '{t.name}'", f"the name is already used by tensor {names[t.name]}")
         names[t.name] = i
+    _check_symbols(model)
     _check_graph(model)
+    _check_symbolic_inputs(model)
     for i in range(len(model.operators)):
         verify_operator(model, i)
+    _verify_at_min(model)

@@ -8,8 +8,11 @@ from .._version import __version__
 
 # Revision of schema/qmodel.fbs. Bump it whenever a field, enum value or op is added.
 # 2: MAXIMUM, MINIMUM. 3: per-group quantization, float32 and hybrid forms (weight-only,
-# dynamic), UNARY.
-FORMAT_VERSION = 3
+# dynamic), UNARY. 4: symbols (dimensions that vary from run to run).
+FORMAT_VERSION = 4
+# What the writer stamps on a file that declares no symbols: such a file is written byte for
+# byte as revision 3's writer wrote it (SPEC.md section 6).
+REVISION_WITHOUT_SYMBOLS = 3
 # Revision of the numerics rule (SPEC.md section 4).
 NUMERICS_VERSION = 1
 
@@ -28,4 +31,10 @@ def parse_version(text: str) -> tuple[int, int, int]:
 
 
 RUNTIME_VERSION = parse_version(__version__)
+
+
+def written_revision(model) -> int:
+    """Model.format_version as the writer stamps it: FORMAT_VERSION on a file that declares
+    symbols (revision 4's addition), REVISION_WITHOUT_SYMBOLS on any other."""
+    return FORMAT_VERSION if model.symbols else REVISION_WITHOUT_SYMBOLS
 

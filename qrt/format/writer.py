@@ -16,7 +16,7 @@ from . import layout as L
 from .model import OPTIONS_TYPES, ModelDefinition
 from .verify import verify_model
 from ..ops import min_runtime_version
-from .versions import FORMAT_VERSION, NUMERICS_VERSION
+from .versions import NUMERICS_VERSION, written_revision
 
 
 def _generated():
@@ -69,8 +69,11 @@ def _flatbuffer(model: ModelDefinition, spans, buffer_of) -> bytes:
             q = gen.QuantizationT(scale=t.quant.scale.astype("<f4"),
                                   zeroPoint=t.quant.zero_point.astype("<i4"),
                                   quantizedDimension=t.quant.axis, groupSize=t.quant.group_size)
+        dims = [gen.SymbolicDimT(axis=d.axis, symbol=d.symbol, multiplier=d.multiplier, offset=d.offset,
+                                 divisor=d.divisor) for d in t.symbolic_dims]
         tensors.append(gen.TensorT(name=t.name, dtype=int(t.dtype), shape=list(t.shape),
-                                   buffer=buffer_of.get(i, 0), quantization=q))
+                                   buffer=buffer_of.get(i, 0), quantization=q,
+                                   symbolicDims=dims or None))  # absent, not empty: as revision 3 wrote
     operators = []
     for op in model.operators:
         options, options_type = None, 0
@@ -88,7 +91,7 @@ def _flatbuffer(model: ModelDefinition, spans, buffer_of) -> bytes:
         calibration = gen.CalibrationT(method=c.method, numSamples=c.num_samples,
                                        settings=_key_values(gen, c.settings))
     root = gen.ModelT(
-        formatVersion=FORMAT_VERSION,
+        formatVersion=written_revision(model),
         minRuntimeVersion=min_runtime_version(model),
         numericsVersion=NUMERICS_VERSION,
         name=model.name or None,
@@ -100,6 +103,7 @@ def _flatbuffer(model: ModelDefinition, spans, buffer_of) -> bytes:
         metadata=gen.MetadataT(producer=md.producer, producerVersion=md.producer_version,
                                sourceFile=md.source_file, sourceSha256=md.source_sha256,
                                calibration=calibration, properties=_key_values(gen, md.properties)),
+        symbols=[gen.SymbolT(name=s.name, max=s.max, min=s.min) for s in model.symbols] or None,
     )
     builder = flatbuffers.Builder(1024)
     builder.FinishSizePrefixed(root.Pack(builder), file_identifier=L.FILE_IDENTIFIER)

@@ -2,13 +2,15 @@
 """What the elementwise, data-movement and SOFTMAX kernels (elementwise.pyx, movement.pyx,
 softmax.pyx) share at bind time: flat views of the inputs and output, the shape, dtype,
 zero-point and (multiplier, shift) checks, the named-path check of single-path ops, and the
-256-entry rescale table (REQUANTIZE, MAXIMUM/MINIMUM, CONCAT) with the loop that applies one;
+256-entry rescale table (REQUANTIZE, MAXIMUM/MINIMUM, CONCAT) with the loop that applies one,
+the exact integer square root (LAYER_NORM, REDUCE L2);
 and what the int16 forms (SPEC.md 4.6) of REQUANTIZE, CONCAT and the pools share: the element
 types as fused types, the requantization into int16 and the rescale of int16 values.
 
 Inline functions only, so no module is built from this file; cimport them with
 `from qrt.kernels.common cimport _flat_in, ...`. A .pxd holds no module-level imports, so the
 functions that call NumPy or qrt.kernels.isa import it themselves (bind time only)."""
+from libc.math cimport floor, sqrt
 from libc.stdint cimport INT32_MAX, int8_t, int16_t, int32_t, int64_t, uint8_t
 
 from qrt.kernels.numerics cimport requantize_one, rounding_shift
@@ -165,6 +167,17 @@ cdef struct Rescale16:
 cdef inline int64_t _clamp64(int64_t v, int64_t lo, int64_t hi) noexcept nogil:
     v = lo if v < lo else v
     return hi if v > hi else v
+
+
+cdef inline int64_t _isqrt(int64_t d) noexcept nogil:
+    """floor(sqrt(d)) for 0 <= d < 2^63 - 2^33 (LAYER_NORM, REDUCE L2): a double estimate
+    corrected to the exact floor, as qrt/numerics.py isqrt, its reference."""
+    cdef int64_t r = <int64_t>floor(sqrt(<double>d))
+    while r * r > d:
+        r -= 1
+    while (r + 1) * (r + 1) <= d:
+        r += 1
+    return r
 
 
 cdef inline int16_t _requant16(int64_t acc, int64_t m, int64_t n, int64_t zp, int64_t lo,

@@ -24,12 +24,12 @@ import numpy as np
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t
 
 from qrt.kernels.common cimport _check_isa, _in_bytes, _out_bytes
-from qrt.kernels.numerics cimport check_requant, requantize_one
+from qrt.kernels.numerics cimport check_requant, requantize_one, rounding_shift
 from qrt.kernels.plan cimport Step
 
 from qrt.kernels import Kernel, geometry, isa as _isa
 from qrt.kernels.requantize import tables32
-from qrt.ops.batch_matmul import output_shape
+from qrt.ops.batch_matmul import output_shape, pre_shift
 
 
 from qrt.kernels.isa cimport qrt_gemm_int16_ops_for, qrt_gemm_ops_for, qrt_gemm_run
@@ -355,26 +355,20 @@ DEF MAX_LEAD = 8
 
 
 cdef class BatchMatMulStep(Step):
-    cdef const int8_t* a
-    cdef const int8_t* b
-    cdef int8_t* y
+    cdef const void* a
+    cdef const void* b
+    cdef void* y
     cdef int16_t* ra  # [M, K] scratch
     cdef int16_t* rb  # [N, K] scratch
     cdef Py_ssize_t M, N, K, batches, lead
-    cdef bint tb
-    cdef int32_t zp_a, zp_b, m, n, zp_y, lo, hi
+    cdef bint tb, wide  # transpose_b; the int16 form
+    cdef int32_t zp_a, zp_b, m, n, zp_y, lo, hi, pre
     cdef Py_ssize_t ya[MAX_LEAD]   # per leading dimension: y's extent, a's and b's strides (0: broadcast)
     cdef Py_ssize_t sa[MAX_LEAD]
     cdef Py_ssize_t sb[MAX_LEAD]
 
     cdef int run(self) noexcept nogil:
         cdef Py_ssize_t bi, j, rem, oa, ob, i, kk, c
-        cdef const int8_t* pa
-        cdef const int8_t* pb
-        cdef int16_t* row
-        cdef const int16_t* r1
-        cdef const int16_t* r2
-        cdef int32_t acc
         cdef Py_ssize_t MK = self.M * self.K, KN = self.K * self.N
         for bi in range(self.batches):
             rem, oa, ob = bi, 0, 0
@@ -382,27 +376,72 @@ cdef class BatchMatMulStep(Step):
                 oa += (rem % self.ya[j]) * self.sa[j]
                 ob += (rem % self.ya[j]) * self.sb[j]
                 rem //= self.ya[j]
-            pa = self.a + oa * MK
-            pb = self.b + ob * KN
-            for i in range(MK):
-                self.ra[i] = <int16_t>pa[i] - self.zp_a
-            if self.tb:  # b is [N, K] already
-                for i in range(KN):
-                    self.rb[i] = <int16_t>pb[i] - self.zp_b
+            if self.wide:
+                _products16(self, <const int16_t*>self.a + oa * MK,
+                            _columns16(self, <const int16_t*>self.b + ob * KN), <int16_t*>self.y + bi * self.M * self.N)
             else:
-                for kk in range(self.K):
-                    for c in range(self.N):
-                        self.rb[c * self.K + kk] = <int16_t>pb[kk * self.N + c] - self.zp_b
-            for i in range(self.M):
-                r1 = self.ra + i * self.K
-                for c in range(self.N):
-                    r2 = self.rb + c * self.K
-                    acc = 0
-                    for kk in range(self.K):
-                        acc = acc + <int32_t>r1[kk] * r2[kk]
-                    self.y[(bi * self.M + i) * self.N + c] = requantize_one(acc, self.m, self.n, self.zp_y,
-                                                                            self.lo, self.hi)
+                _rows8(self, <const int8_t*>self.a + oa * MK, <const int8_t*>self.b + ob * KN)
+                _products8(self, <int8_t*>self.y + bi * self.M * self.N)
         return 0
+
+
+cdef inline void _rows8(BatchMatMulStep s, const int8_t* pa, const int8_t* pb) noexcept nogil:
+    """a's rows and b's columns as int16 differences x - zp, b as [N, K]."""
+    cdef Py_ssize_t i, kk, c
+    for i in range(s.M * s.K):
+        s.ra[i] = <int16_t>pa[i] - s.zp_a
+    if s.tb:  # b is [N, K] already
+        for i in range(s.K * s.N):
+            s.rb[i] = <int16_t>pb[i] - s.zp_b
+    else:
+        for kk in range(s.K):
+            for c in range(s.N):
+                s.rb[c * s.K + kk] = <int16_t>pb[kk * s.N + c] - s.zp_b
+
+
+cdef inline const int16_t* _columns16(BatchMatMulStep s, const int16_t* pb) noexcept nogil:
+    """int16 (symmetric) b as [N, K]: itself with transpose_b, else transposed into scratch."""
+    cdef Py_ssize_t kk, c
+    if s.tb:
+        return pb
+    for kk in range(s.K):
+        for c in range(s.N):
+            s.rb[c * s.K + kk] = pb[kk * s.N + c]
+    return s.rb
+
+
+cdef inline void _products8(BatchMatMulStep s, int8_t* y) noexcept nogil:
+    cdef Py_ssize_t i, c, kk
+    cdef const int16_t* r1
+    cdef const int16_t* r2
+    cdef int32_t acc
+    for i in range(s.M):
+        r1 = s.ra + i * s.K
+        for c in range(s.N):
+            r2 = s.rb + c * s.K
+            acc = 0
+            for kk in range(s.K):
+                acc = acc + <int32_t>r1[kk] * r2[kk]
+            y[i * s.N + c] = requantize_one(acc, s.m, s.n, s.zp_y, s.lo, s.hi)
+
+
+cdef inline void _products16(BatchMatMulStep s, const int16_t* ra, const int16_t* rb, int16_t* y) noexcept nogil:
+    """int64 sums of products (each exact in int32: |a b| <= 2^30), rounded by 2^pre, requantized."""
+    cdef Py_ssize_t i, c, kk
+    cdef const int16_t* r1
+    cdef const int16_t* r2
+    cdef int64_t acc, v
+    for i in range(s.M):
+        r1 = ra + i * s.K
+        for c in range(s.N):
+            r2 = rb + c * s.K
+            acc = 0
+            for kk in range(s.K):
+                acc = acc + <int32_t>r1[kk] * r2[kk]
+            if s.pre:
+                acc = (acc + (<int64_t>1 << (s.pre - 1))) >> s.pre
+            v = rounding_shift(acc, s.m, s.n) + s.zp_y
+            y[i * s.N + c] = <int16_t>(s.lo if v < s.lo else (s.hi if v > s.hi else v))
 
 
 def _lead_strides(x, int lead):
@@ -416,36 +455,45 @@ def _lead_strides(x, int lead):
     return strides
 
 
-def _int8(x, what):
-    if not isinstance(x, np.ndarray) or x.dtype != np.int8 or not x.flags.c_contiguous:
-        raise ValueError(f"{what} must be a C-contiguous int8 array")
+def _activation(x, what, dtype):
+    if not isinstance(x, np.ndarray) or x.dtype != dtype or not x.flags.c_contiguous:
+        raise ValueError(f"{what} must be a C-contiguous {np.dtype(dtype).name} array")
     return x
 
 
 def bind_batch_matmul(ins, p, out, isa=None, threads=1):
     """BATCH_MATMUL as a Step: ins = [a [..., M, K], b [..., K, N] (transpose_b: [..., N, K])],
-    out [..., M, N] int8, leading dimensions broadcast (ValueError on anything else)."""
+    out [..., M, N], all int8 or all int16 (symmetric), leading dimensions broadcast (ValueError
+    on anything else)."""
     cdef BatchMatMulStep s = BatchMatMulStep.__new__(BatchMatMulStep)
     cdef const int32_t[::1] mult = p.out.multiplier
     cdef const int32_t[::1] shift = p.out.shift
     cdef int16_t[::1] ra, rb
     if len(ins) != 2:
         raise ValueError(f"expected inputs [a, b], got {len(ins)}")
-    a, b, y = _int8(ins[0], "a"), _int8(ins[1], "b"), _int8(out, "out")
+    dtype = np.int16 if isinstance(ins[0], np.ndarray) and ins[0].dtype == np.int16 else np.int8
+    a, b, y = _activation(ins[0], "a", dtype), _activation(ins[1], "b", dtype), _activation(out, "out", dtype)
     shape = output_shape(a.shape, b.shape, bool(p.transpose_b))
     if isinstance(shape, str):
         raise ValueError(shape)
     if y.shape != shape:
         raise ValueError(f"out has shape {y.shape}; expected {shape}")
-    check_requant(mult, shift, 1, p.out.zero_point, p.out.lo, p.out.hi)
-    for zp, what in ((p.zp_a, "a"), (p.zp_b, "b")):
-        if not -128 <= zp <= 127:
-            raise ValueError(f"zero point of {what} {zp} must lie in [-128, 127]")
-    _check_isa(isa)
     M, K = a.shape[a.ndim - 2], a.shape[a.ndim - 1]
     N = shape[len(shape) - 1]
-    if K * 255 * 255 > 2**31 - 1:
-        raise ValueError(f"reduction length {K} can overflow the int32 accumulator")
+    s.wide = dtype == np.int16
+    if s.wide:
+        if (p.zp_a, p.zp_b, p.out.zero_point) != (0, 0, 0) or not -32768 <= p.out.lo <= p.out.hi <= 32767:
+            raise ValueError("int16 operands are symmetric (zero points 0) and the clamp inside int16")
+        if len(mult) != 1 or not (1 <= shift[0] <= 62) or mult[0] < 0 or p.pre_shift != pre_shift(K):
+            raise ValueError(f"one multiplier, a shift in [1, 62] and the pre-shift {pre_shift(K)} for K = {K}")
+    else:
+        check_requant(mult, shift, 1, p.out.zero_point, p.out.lo, p.out.hi)
+        for zp, what in ((p.zp_a, "a"), (p.zp_b, "b")):
+            if not -128 <= zp <= 127:
+                raise ValueError(f"zero point of {what} {zp} must lie in [-128, 127]")
+        if K * 255 * 255 > 2**31 - 1:
+            raise ValueError(f"reduction length {K} can overflow the int32 accumulator")
+    _check_isa(isa)
     lead = shape[:len(shape) - 2]
     if len(lead) > MAX_LEAD:
         raise ValueError(f"at most {MAX_LEAD} leading dimensions, not {len(lead)}")
@@ -455,13 +503,13 @@ def bind_batch_matmul(ins, p, out, isa=None, threads=1):
     for j in range(len(lead)):
         s.ya[j], s.sa[j], s.sb[j] = lead[j], sa[j], sb[j]
     s.M, s.N, s.K, s.tb = M, N, K, bool(p.transpose_b)
-    s.zp_a, s.zp_b = p.zp_a, p.zp_b
+    s.zp_a, s.zp_b, s.pre = p.zp_a, p.zp_b, p.pre_shift
     s.m, s.n, s.zp_y, s.lo, s.hi = mult[0], shift[0], p.out.zero_point, p.out.lo, p.out.hi
     ra_arr, rb_arr = np.empty(max(M * K, 1), np.int16), np.empty(max(N * K, 1), np.int16)
     ra, rb = ra_arr, rb_arr
     s.ra, s.rb = &ra[0], &rb[0]
-    s.a, s.b = <const int8_t*>_in_bytes(a, "a"), <const int8_t*>_in_bytes(b, "b")
-    s.y = <int8_t*>_out_bytes(y)
+    s.a, s.b = _in_bytes(a, "a"), _in_bytes(b, "b")
+    s.y = _out_bytes(y)
     if s.y == NULL:  # an empty output
         s.batches = 0
     s.keep = (a, b, y, ra_arr, rb_arr)

@@ -1,9 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Pooling kernels: MAX_POOL_2D, AVERAGE_POOL_2D and MEAN on int8 activations, and their int16
-forms (SPEC.md 4.6: the same loops over int16 x and y, instantiated from Cython fused types).
+"""Pooling kernels: MAX_POOL_2D, AVERAGE_POOL_2D, MEAN and REDUCE on int8 activations, and their
+int16 forms (SPEC.md 4.6: the same loops over int16 x and y, instantiated from Cython fused types).
 
-References: qrt/ops/max_pool_2d.py, average_pool_2d.py and mean.py (SPEC.md sections
-2.13.6-2.13.8 and 4); every kernel here is bit-exact with its reference.
+References: qrt/ops/max_pool_2d.py, average_pool_2d.py, mean.py and reduce.py (SPEC.md sections
+2.13.6-2.13.8, 2.13.25 and 4); every kernel here is bit-exact with its reference.
 
 Each op is used in two steps, as in qrt/kernels/gemm.pyx: bind_NAME(ins, p, out, isa=None,
 threads=1) -> Step checks every shape and parameter once (ValueError), keeps raw pointers to x
@@ -27,10 +27,11 @@ from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t
 from qrt.kernels.plan cimport Step
 
 from qrt.kernels import Kernel, isa as _isa
-from qrt.numerics import INT32_MAX, MAX_INPUT_MAGNITUDE, MAX_INT16_MAGNITUDE
+from qrt.numerics import INT32_MAX, MAX_INPUT_MAGNITUDE, MAX_INT16_MAGNITUDE, REDUCE_L2_ROOT_BITS
 from qrt.ops.window import out_size
 
-from qrt.kernels.common cimport MAX_RANK, _requant16, act_t
+from qrt.kernels.common cimport MAX_RANK, _clamp64, _isqrt, _requant16, act_t
+from qrt.kernels.numerics cimport rounding_shift
 from qrt.kernels.isa cimport qrt_requant_ops_for
 from qrt.kernels.simd_requant cimport qrt_requant1_row, qrt_requant_ops, qrt_requant_select
 
@@ -423,16 +424,29 @@ cdef enum MeanMode:
     MEAN_RUNS
 
 
+cdef int L2_ROOT_BITS = REDUCE_L2_ROOT_BITS
+
+
+cdef enum:  # REDUCE's functions (qrt.format.model.ReduceFunction); MEAN walks as SUM
+    R_SUM = 0
+    R_MAX = 1
+    R_MIN = 2
+    R_L2 = 3
+    R_SUM_SQUARE = 4
+
+
 cdef struct MeanWalk:
     # The walk of mean()'s docstring: `inner` contiguous values (C kept or L reduced), n_out
     # outputs over the kept groups, n_red positions over the reduced ones.
     const void* x  # int8 or int16 (int16)
     void* y  # x's type
     int32_t* acc  # inner sums (GAP, ROWS), owned through the step's keep
+    int64_t* acc64  # REDUCE but SUM: inner (GAP, ROWS) or 1 (RUNS) folds, acc's memory
     MeanMode mode
+    int function  # R_SUM for MEAN
     bint int16
     Py_ssize_t inner, n_out, n_red
-    int32_t init, m, sh, zp, lo, hi
+    int32_t init, zp_x, m, sh, zp, lo, hi
     const qrt_requant_ops* rq  # the path's requantization (simd/requant.h; int8 outputs)
     _Odometer kept, red  # idx all 0: each run walks copies
 
@@ -449,11 +463,89 @@ cdef void _mean(const MeanWalk* s, const act_t* x, act_t* y) noexcept nogil:
                    s.init, s.m, s.sh, s.zp, s.lo, s.hi)
 
 
+cdef inline void _fold(int function, int64_t* acc, const act_t* x, Py_ssize_t n, int64_t zp) noexcept nogil:
+    """REDUCE but SUM, a row of n contiguous values into n folds: acc[i] = max(acc[i], x[i]),
+    min(acc[i], x[i]) or acc[i] + (x[i] - zp)^2."""
+    cdef Py_ssize_t i
+    cdef int64_t d
+    if function == R_MAX:
+        for i in range(n):
+            acc[i] = x[i] if x[i] > acc[i] else acc[i]
+    elif function == R_MIN:
+        for i in range(n):
+            acc[i] = x[i] if x[i] < acc[i] else acc[i]
+    else:
+        for i in range(n):
+            d = x[i] - zp
+            acc[i] += d * d
+
+
+cdef inline int64_t _fold_run(int function, int64_t a, const act_t* x, Py_ssize_t n, int64_t zp) noexcept nogil:
+    """A run of n contiguous values into the one fold a (see _fold)."""
+    cdef Py_ssize_t i
+    cdef int64_t d
+    if function == R_MAX:
+        for i in range(n):
+            a = x[i] if x[i] > a else a
+    elif function == R_MIN:
+        for i in range(n):
+            a = x[i] if x[i] < a else a
+    else:
+        for i in range(n):
+            d = x[i] - zp
+            a += d * d
+    return a
+
+
+cdef inline act_t _finish(const MeanWalk* s, int64_t a, act_t* kind) noexcept nogil:
+    """One output of REDUCE but SUM: a maximum or minimum clamped to [lo, hi]; the L2 root of a
+    sum of squares (8 fraction bits, < 2^31 by the bind-time bound) or the sum of squares
+    (< 2^31), requantized by SPEC.md 4.2."""
+    if s.function == R_MAX or s.function == R_MIN:
+        return <act_t>_clamp64(a, s.lo, s.hi)
+    if s.function == R_L2:
+        a = _isqrt(a << (2 * L2_ROOT_BITS))
+    return <act_t>_clamp64(rounding_shift(a, s.m, s.sh) + s.zp, s.lo, s.hi)
+
+
+cdef void _reduce(const MeanWalk* s, const act_t* x, act_t* y) noexcept nogil:
+    """REDUCE but SUM over the walk of mean()'s docstring, kept inner groups (GAP, ROWS) as
+    rows of `inner` folds, a reduced inner group (RUNS) as one fold per output."""
+    cdef _Odometer kept = s.kept, red = s.red
+    cdef Py_ssize_t o, j, c, koff = 0, roff, C = s.inner
+    cdef int64_t* acc = s.acc64
+    cdef int64_t zp_x = s.zp_x
+    cdef int64_t start = -65536 if s.function == R_MAX else (65536 if s.function == R_MIN else 0)  # past int16
+    cdef bint runs = s.mode == MEAN_RUNS
+    for o in range(s.n_out):
+        for c in range(1 if runs else C):
+            acc[c] = start
+        roff = 0
+        for j in range(s.n_red):
+            if runs:
+                acc[0] = _fold_run(s.function, acc[0], x + koff + roff, C, zp_x)
+            else:
+                _fold(s.function, acc, x + koff + roff, C, zp_x)
+            roff = _advance(&red, roff)
+        if runs:
+            y[o] = _finish(s, acc[0], y)
+        else:
+            for c in range(C):
+                y[o * C + c] = _finish(s, acc[c], y)
+        koff = _advance(&kept, koff)
+
+
 cdef class MeanStep(Step):
     cdef MeanWalk w
 
     cdef int run(self) noexcept nogil:
         if self.w.mode == MEAN_EMPTY:
+            return 0
+        if self.w.function != R_SUM:
+            if self.w.int16:
+                _reduce(&self.w, <const int16_t*>self.w.x, <int16_t*>self.w.y)
+            else:
+                _reduce(&self.w, <const int8_t*>self.w.x, <int8_t*>self.w.y)
             return 0
         if self.w.int16:
             _mean(&self.w, <const int16_t*>self.w.x, <int16_t*>self.w.y)
@@ -472,36 +564,52 @@ cdef void _odometer(_Odometer* od, list groups):
 
 
 cdef MeanStep _bind_mean(ins, p, out, isa, object dtype):
+    """MEAN's params, or REDUCE's (with a function). The messages name both ops literally: a
+    formatted name would cost the module about a kilobyte each."""
     cdef MeanStep step = MeanStep.__new__(MeanStep)
     cdef MeanWalk* s = &step.w
     cdef int32_t[::1] acc
-    x = _single_input(ins, "MEAN")
-    _check_c_contiguous(x, dtype, "MEAN input")
-    _check_c_contiguous(out, dtype, "MEAN output")
+    cdef int function = getattr(p, "function", R_SUM)
+    x = _single_input(ins, "MEAN/REDUCE")
+    _check_c_contiguous(x, dtype, "MEAN/REDUCE input")
+    _check_c_contiguous(out, dtype, "MEAN/REDUCE output")
     shape = tuple(x.shape)
     rank = len(shape)
     if rank < 1 or rank > MAX_RANK:
-        raise ValueError(f"MEAN: input rank {rank} must lie in [1, {MAX_RANK}]")
+        raise ValueError(f"MEAN/REDUCE: input rank {rank} must lie in [1, {MAX_RANK}]")
     axes = tuple(p.axes)
-    if not axes or not (0 <= min(axes) and max(axes) < rank) or list(axes) != sorted(set(axes)):
-        raise ValueError(f"MEAN: axes {axes} must be sorted, distinct and in [0, {rank})")
+    if (not axes and not hasattr(p, "function")) or (axes and not (0 <= min(axes) and max(axes) < rank)) \
+            or list(axes) != sorted(set(axes)):
+        raise ValueError(f"MEAN/REDUCE: axes {axes} must be sorted, distinct and in [0, {rank})")
     reduced = set(axes)
     expect = tuple(1 if a in reduced else d for a, d in enumerate(shape) if p.keep_dims or a not in reduced)
     if tuple(out.shape) != expect:
-        raise ValueError(f"MEAN: output has shape {tuple(out.shape)}; input {shape} reduced over "
+        raise ValueError(f"MEAN/REDUCE: output has shape {tuple(out.shape)}; input {shape} reduced over "
                          f"{axes} (keep_dims={bool(p.keep_dims)}) gives {expect}")
     count = 1
     for a in axes:
         count *= shape[a]
     if count < 1:
-        raise ValueError(f"MEAN: the reduced dimensions of {shape} are empty")
+        raise ValueError(f"MEAN/REDUCE: the reduced dimensions of {shape} are empty")
+    if not R_SUM <= function <= R_SUM_SQUARE:
+        raise ValueError("REDUCE: the function is not a ReduceFunction")
     zp_x = p.rescale.input_zero_point
-    if count * _magnitude(zp_x, dtype, "MEAN") > INT32_MAX:
-        raise ValueError(f"MEAN: averaging {count} values can overflow the int32 accumulator")
+    # the bounds of SPEC.md 4.5, 4.6 and 2.13.25 (in C): every sum, sum of squares and L2 root
+    # stays below 2^31 (L2: count M^2 2^16 < 2^62); MAX and MIN sum nothing
+    cdef int64_t n = count, mag = _magnitude(zp_x, dtype, "MEAN/REDUCE"), limit = n
+    if function == R_SUM:
+        limit = 2147483647 // mag
+    elif function == R_SUM_SQUARE:
+        limit = 2147483647 // (mag * mag)
+    elif function == R_L2:
+        limit = (((<int64_t>1) << (62 - 2 * L2_ROOT_BITS)) - 1) // (mag * mag)
+    if n > limit:
+        raise ValueError(f"MEAN/REDUCE: {count} values can overflow the accumulator")
     r = p.rescale.out
-    _check_requant(r, 1, "MEAN", dtype)
+    _check_requant(r, 1, "MEAN/REDUCE", dtype)
     s.rq = qrt_requant_ops_for(_isa.resolve(isa))
     s.int16 = dtype == np.int16
+    s.function = function
     step.keep = (x, out)
     if x.size == 0:
         s.mode = MEAN_EMPTY
@@ -541,22 +649,26 @@ cdef MeanStep _bind_mean(ins, p, out, isa, object dtype):
         s.mode = MEAN_GAP
     else:
         s.mode = MEAN_ROWS
-    s.init = -count * zp_x
+    s.init, s.zp_x = (-count * zp_x if function == R_SUM else 0), zp_x  # (the sums' bound keeps init in int32)
     s.m, s.sh, s.zp, s.lo, s.hi = r.multiplier[0], r.shift[0], r.zero_point, r.lo, r.hi
     cdef const uint8_t[::1] xv = x.reshape(-1).view(np.uint8)
     cdef uint8_t[::1] yv = out.reshape(-1).view(np.uint8)
     s.x, s.y = &xv[0], &yv[0]
-    if s.mode != MEAN_RUNS:
-        acc_arr = np.empty(s.inner, np.int32)
+    if function != R_SUM or s.mode != MEAN_RUNS:  # the int64 folds: int32 pairs (NumPy aligns them)
+        acc_arr = np.empty((1 if s.mode == MEAN_RUNS else s.inner) * (1 if function == R_SUM else 2), np.int32)
         acc = acc_arr
         s.acc = &acc[0]
+        s.acc64 = <int64_t*>s.acc
         step.keep += (acc_arr,)
     return step
 
 
 def bind_mean(ins, p, out, isa=None, threads=1):
     """MEAN as a Step: y = requantize(sum over `axes` of (x - zp_x)), 1/count folded into the
-    single multiplier. Reference: qrt/ops/mean.py.
+    single multiplier. Reference: qrt/ops/mean.py. REDUCE's kernel too, given its params
+    (qrt/ops/reduce.py, with a function; empty axes reduce nothing): SUM runs MEAN's loops
+    with the multiplier s_x/s_y, MAX, MIN, L2 and SUM_SQUARE fold in int64 (_reduce) and
+    finish one output at a time.
 
     Size-1 dimensions are dropped and adjacent kept/reduced dimensions merged, leaving
     alternating groups. If the innermost group is kept (C contiguous values, e.g. the global
@@ -588,4 +700,6 @@ KERNELS = {
     "max_pool_2d_int16": Kernel(max_pool_2d_int16, bind_max_pool_2d_int16),
     "average_pool_2d_int16": Kernel(average_pool_2d_int16, bind_average_pool_2d_int16),
     "mean_int16": Kernel(mean_int16, bind_mean_int16),
+    "reduce": Kernel(mean, bind_mean),  # MEAN's walk binds REDUCE's params too
+    "reduce_int16": Kernel(mean_int16, bind_mean_int16),
 }

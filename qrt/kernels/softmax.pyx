@@ -15,10 +15,9 @@ path is still checked). The bind-time helpers are common.pxd's.
 """
 import numpy as np
 
-from libc.math cimport floor, sqrt
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t
 
-from qrt.kernels.common cimport _check_isa, _check_same_shape, _in_bytes, _out_bytes
+from qrt.kernels.common cimport _check_isa, _check_same_shape, _in_bytes, _isqrt, _out_bytes
 from qrt.kernels.plan cimport Step
 
 from qrt import numerics
@@ -289,55 +288,84 @@ def softmax_int16(ins, p, out, isa=None, threads=1):
 # int8 -> int8 over the last dimension (reference: qrt/ops/layer_norm.py, bit for bit; SPEC.md
 # 2.13.22): per row, S = sum d and Q = sum d^2 of d = x - zp_x, r = isqrt((C Q - S^2) 2^14 + E),
 # then n = round((C d - S) 2^22 / r) (ties away from 0) and y = clamp(offset[c] + ((n m[c] +
-# 2^(s[c]-1)) >> s[c])), all in 64-bit integers. isqrt is a double estimate corrected to the exact
+# 2^(s[c]-1)) >> s[c])), all in 64-bit integers; S = 0 for RMSNorm. isqrt is a double estimate corrected to the exact
 # floor. Like SOFTMAX, a normalisation along the rows; `isa` checked, `threads` ignored.
 
-cdef int FRACTION_BITS = _spec.FRACTION_BITS
-cdef int ROOT_BITS = _spec.ROOT_BITS
 MAX_CHANNELS = _spec.MAX_CHANNELS
+cdef int ROOT_BITS = _spec.ROOT_BITS
+cdef int ROOT_BITS_16 = _spec.ROOT_BITS_16
 
 
-cdef inline int64_t _isqrt(int64_t d) noexcept nogil:
-    cdef int64_t r = <int64_t>floor(sqrt(<double>d))
-    while r * r > d:
-        r -= 1
-    while (r + 1) * (r + 1) <= d:
-        r += 1
-    return r
+cdef extern from *:
+    int __builtin_clzll(unsigned long long) nogil
+
+
+cdef extern from "<math.h>" nogil:
+    double rint(double)
+    double ldexp(double, int)
+
+
+cdef void _ln_rows(const act_t* x, act_t* y, Py_ssize_t rows, Py_ssize_t C, int64_t zp, int64_t eps, double eps_unit,
+                   int frac_bits, bint rms, const int64_t* mult, const int64_t* shift, const int64_t* offset, int64_t lo,
+                   int64_t hi) noexcept nogil:
+    cdef Py_ssize_t row, i
+    cdef const act_t* xr
+    cdef act_t* yr
+    cdef int64_t d, s, q, r, t, n, v, a, e
+    cdef int bits, length
+    cdef double u
+    for row in range(rows):
+        xr = x + row * C
+        yr = y + row * C
+        s = 0
+        q = 0
+        for i in range(C):
+            d = xr[i] - zp
+            s += d
+            q += d * d
+        if rms:
+            s = 0
+        a = C * q - s * s
+        bits = ROOT_BITS
+        e = eps
+        if act_t is int16_t:  # as many fraction bits as keep a 2^(2 bits) below 2^61
+            length = 64 - __builtin_clzll(<unsigned long long>(a + eps)) if a + eps > 0 else 0
+            bits = (61 - length) // 2
+            bits = 0 if bits < 0 else (ROOT_BITS_16 if bits > ROOT_BITS_16 else bits)
+            u = ldexp(eps_unit, 2 * bits)
+            e = <int64_t>rint(u if u < 2.0**61 else 2.0**61)
+            if e < 1:
+                e = 1
+        r = _isqrt((a << (2 * bits)) + e)
+        for i in range(C):
+            t = (C * (xr[i] - zp) - s) << (frac_bits + bits)
+            if t >= 0:
+                n = (2 * t + r) // (2 * r)
+            else:
+                n = -((-2 * t + r) // (2 * r))
+            v = ((n * mult[i] + (<int64_t>1 << (shift[i] - 1))) >> shift[i]) + offset[i]
+            yr[i] = <act_t>(lo if v < lo else (hi if v > hi else v))
 
 
 cdef class LayerNormStep(Step):
-    cdef const int8_t* x
-    cdef int8_t* y
+    cdef const void* x
+    cdef void* y
     cdef const int64_t* mult
     cdef const int64_t* shift
     cdef const int64_t* offset
     cdef Py_ssize_t rows, C
     cdef int64_t zp, eps, lo, hi
+    cdef double eps_unit
+    cdef int frac_bits  # n's
+    cdef bint rms, wide  # RMSNorm (S = 0); int16 activations
 
     cdef int run(self) noexcept nogil:
-        cdef Py_ssize_t row, i
-        cdef const int8_t* xr
-        cdef int8_t* yr
-        cdef int64_t d, s, q, r, t, n, v, C = self.C
-        for row in range(self.rows):
-            xr = self.x + row * C
-            yr = self.y + row * C
-            s = 0
-            q = 0
-            for i in range(C):
-                d = xr[i] - self.zp
-                s += d
-                q += d * d
-            r = _isqrt(((C * q - s * s) << (2 * ROOT_BITS)) + self.eps)
-            for i in range(C):
-                t = (C * (xr[i] - self.zp) - s) << (FRACTION_BITS + ROOT_BITS)
-                if t >= 0:
-                    n = (2 * t + r) // (2 * r)
-                else:
-                    n = -((-2 * t + r) // (2 * r))
-                v = ((n * self.mult[i] + (<int64_t>1 << (self.shift[i] - 1))) >> self.shift[i]) + self.offset[i]
-                yr[i] = <int8_t>(self.lo if v < self.lo else (self.hi if v > self.hi else v))
+        if self.wide:
+            _ln_rows(<const int16_t*>self.x, <int16_t*>self.y, self.rows, self.C, self.zp, self.eps, self.eps_unit,
+                     self.frac_bits, self.rms, self.mult, self.shift, self.offset, self.lo, self.hi)
+        else:
+            _ln_rows(<const int8_t*>self.x, <int8_t*>self.y, self.rows, self.C, self.zp, self.eps, self.eps_unit,
+                     self.frac_bits, self.rms, self.mult, self.shift, self.offset, self.lo, self.hi)
         return 0
 
 
@@ -349,14 +377,15 @@ def _params(a, n, what):
 
 
 def bind_layer_norm(ins, p, out, isa=None, threads=1):
-    """LAYER_NORM as a Step: ins = [x [..., C] int8, gamma, beta] (their values are in p),
-    out int8 of x's shape (ValueError on anything else)."""
+    """LAYER_NORM as a Step: ins = [x [..., C] int8 or int16, gamma, beta] (their values are in
+    p), out of x's dtype and shape (ValueError on anything else)."""
     cdef LayerNormStep s = LayerNormStep.__new__(LayerNormStep)
     cdef const int64_t[::1] mv, sv, ov
     x = ins[0]
     for a, what in ((x, "x"), (out, "out")):
-        if not isinstance(a, np.ndarray) or a.dtype != np.int8 or not a.flags.c_contiguous:
-            raise ValueError(f"{what} must be a C-contiguous int8 array")
+        if not isinstance(a, np.ndarray) or a.dtype not in (np.int8, np.int16) or not a.flags.c_contiguous \
+                or a.dtype != x.dtype:
+            raise ValueError(f"{what} must be a C-contiguous int8 or int16 array, both of one dtype")
     if x.shape != out.shape or x.ndim < 1:
         raise ValueError(f"out has shape {out.shape}; expected x's {x.shape} (rank >= 1)")
     C = x.shape[x.ndim - 1]
@@ -366,17 +395,23 @@ def bind_layer_norm(ins, p, out, isa=None, threads=1):
                                                         (p.offset, "offset")))
     if ((shift < 1) | (shift > 62)).any() or (np.abs(mult) >= 2**31).any():
         raise ValueError("shifts must lie in [1, 62] and multipliers in (-2^31, 2^31)")
-    if (np.abs(offset) >= 2**40).any() or not (1 <= p.eps_term <= 2**61):
+    if (np.abs(offset) >= 2**40).any() or not (0 <= p.eps_term <= 2**61):
         raise ValueError("offsets must be below 2^40 in magnitude and the epsilon term in [1, 2^61]")
-    if not (-128 <= p.zp_x <= 127 and -128 <= p.lo <= p.hi <= 127):
-        raise ValueError(f"zero point {p.zp_x} and clamp [{p.lo}, {p.hi}] must lie in int8")
+    info = np.iinfo(x.dtype)
+    if not (info.min <= p.zp_x <= info.max and info.min <= p.lo <= p.hi <= info.max):
+        raise ValueError(f"zero point {p.zp_x} and clamp [{p.lo}, {p.hi}] must lie in {x.dtype}")
     _check_isa(isa)
     mv, sv, ov = mult, shift, offset
     s.mult, s.shift, s.offset = &mv[0], &sv[0], &ov[0]
     s.C = C
     s.rows = x.size // C if C else 0
     s.zp, s.eps, s.lo, s.hi = p.zp_x, p.eps_term, p.lo, p.hi
-    s.x, s.y = <const int8_t*>_in_bytes(x, "x"), <int8_t*>_out_bytes(out)
+    s.eps_unit = p.eps_unit
+    if not (0.0 <= p.eps_unit < float("inf")):
+        raise ValueError(f"the epsilon unit {p.eps_unit} must be finite and >= 0")
+    s.rms, s.wide = p.rms, x.dtype == np.int16
+    s.frac_bits = _spec.fraction_bits(x.dtype)
+    s.x, s.y = _in_bytes(x, "x"), _out_bytes(out)
     if s.y == NULL:
         s.rows = 0
     s.keep = (x, out, mult, shift, offset)
@@ -392,6 +427,7 @@ def layer_norm(ins, p, out, isa=None, threads=1):
 
 KERNELS = {
     "layer_norm": Kernel(layer_norm, bind_layer_norm),
+    "layer_norm_int16": Kernel(layer_norm, bind_layer_norm),
     "softmax": Kernel(softmax, bind_softmax),
     "softmax_int16": Kernel(softmax_int16, bind_softmax_int16),
 }

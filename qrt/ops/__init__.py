@@ -37,6 +37,7 @@ from .mul import MUL
 from .pad import PAD
 from .prelu import PRELU
 from .quantize import QUANTIZE
+from .reduce import REDUCE
 from .requantize import REQUANTIZE
 from .reshape import RESHAPE
 from .slice import SLICE
@@ -48,7 +49,7 @@ from .unary import UNARY
 OPS: dict[OpCode, OpDef] = {d.opcode: d for d in (
     CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, SUB, MUL, CONCAT, MAX_POOL_2D, AVERAGE_POOL_2D,
     MEAN, PAD, RESHAPE, TRANSPOSE, LEAKY_RELU, PRELU, LUT, SOFTMAX, QUANTIZE, DEQUANTIZE, REQUANTIZE,
-    MAXIMUM, MINIMUM, UNARY, BATCH_MATMUL, LAYER_NORM, SLICE, GATHER,
+    MAXIMUM, MINIMUM, UNARY, BATCH_MATMUL, LAYER_NORM, SLICE, GATHER, REDUCE,
 )}
 
 # Releases of the format's features that are not ops (each op's form has its own `since`).
@@ -56,6 +57,7 @@ PER_GROUP_SINCE = "0.3.0"
 INT4_SINCE = "0.3.0"  # operators reading int4 weights (the weight-only form is 0.3.0's too)
 INT4_WEIGHTS = (OpCode.CONV_2D, OpCode.FULLY_CONNECTED)
 MASKED_SOFTMAX_SINCE = "0.3.0"  # SOFTMAX's optional mask input
+SYMBOLS_SINCE = "0.3.0"  # Model.symbols, Tensor.symbolic_dims (format revision 4)
 
 
 def check_op_version(model: ModelDefinition, index: int):
@@ -82,7 +84,7 @@ def op_form(model: ModelDefinition, index: int) -> Form:
 
 def min_runtime_version(model: ModelDefinition) -> str:
     """The lowest qrt release that can run `model`: every op and form it uses, per-group
-    quantization and int4 weights (files that use none of the newer features keep the older
+    quantization, int4 weights, masked softmax and symbols (files that use none of the newer features keep the older
     number)."""
     needs = [BASE_SINCE] + [OPS[op.opcode].since for op in model.operators]
     for i in range(len(model.operators)):
@@ -98,6 +100,8 @@ def min_runtime_version(model: ModelDefinition) -> str:
         needs.append(INT4_SINCE)
     if any(op.opcode == OpCode.SOFTMAX and len(op.inputs) > 1 for op in model.operators):
         needs.append(MASKED_SOFTMAX_SINCE)
+    if model.symbols or any(t.symbolic_dims for t in model.tensors):
+        needs.append(SYMBOLS_SINCE)
     return max(needs, key=parse_version)
 
 

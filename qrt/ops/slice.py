@@ -1,5 +1,6 @@
 """SLICE (SPEC.md section 2.13.23): y[i] = x[begin + i * step] along every dimension, y's shape
-giving the extent; quantization kept, any dtype (as TRANSPOSE). Compiled kernel:
+giving the extent (a step of 0 repeats one index: ONNX Expand); quantization kept, any dtype (as
+TRANSPOSE). Compiled kernel:
 qrt/kernels/movement.pyx slice, TRANSPOSE's strided copy from another origin. Its float32 and
 int16 forms are the same copy."""
 from __future__ import annotations
@@ -29,8 +30,6 @@ def check_window(x_shape: tuple, y_shape: tuple, begin, step):
     if len(y_shape) != rank or len(begin) != rank or len(step) != rank:
         return f"x {x_shape}, y {y_shape}, begin {tuple(begin)} and step {tuple(step)} must have the same length"
     for d, (n, m, b, s) in enumerate(zip(x_shape, y_shape, begin, step)):
-        if s == 0:
-            return f"step of dimension {d} is 0"
         if m and not (0 <= b < n and 0 <= b + (m - 1) * s < n):
             return f"dimension {d}: indices {b}, {b + s}, ..., {b + (m - 1) * s} leave [0, {n})"
     return None

@@ -6,6 +6,13 @@ model gets its own arena and compiled plan (qrt/kernels/plan.pyx: every op bound
 buffers, run by a C loop) on first use, so one model may be run from several threads at once;
 a run allocates nothing but its outputs.
 
+Runs at other shapes - several file batches per feed, symbol sizes below their max (SPEC.md
+section 2.15) - run the model at those shapes (batching.py: a verified copy, prepared once and
+shared by the threads), each thread binding its plan once; both are kept for the latest
+MAX_PLANS shapes. A thread's plans of one file batch, at any symbol sizes, share one arena
+buffer of the file's arena size (no tensor is larger than at the symbols' max); its plans of
+several file batches share another, grown when a shape needs more.
+
 A model pickles by reference to what it was loaded from (Model.__reduce__): the file's path
 with its size and SHA-256, or the bytes, with the load options as the caller gave them; the
 receiving process loads it again, so it picks its own CPU's best path unless an isa was forced.
@@ -15,15 +22,16 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import InputError, QrtError
-from ..format.model import NUMPY_DTYPE, DType, Layout, OpCode
+from ..format.model import NUMPY_DTYPE, DType, Layout, OpCode, shape_text, user_axis
 from ..format.reader import read_model, release_pages
 from .arena import plan_arena
-from .batching import MAX_BATCH_ARENA, batchable, batched
+from .batching import MAX_BATCH_ARENA, at, batchable
 from ..kernels import isa as _isa
 from ..kernels.plan import Plan
 from ..ops import Form, op_form, op_macs, prepare_op
@@ -32,15 +40,28 @@ from ..ops.quantize import quantize_params
 from .kernel_sets import DEFAULT_KERNELS, KERNEL_SETS
 
 
+# Shapes (file batches per run, symbol sizes) whose prepared model, and whose plan per thread,
+# a model keeps besides the file's own: the latest used.
+MAX_PLANS = 8
+
+
 @dataclass(frozen=True)
 class IOInfo:
     """A graph input or output as the user sees it."""
     name: str
-    shape: tuple  # in `layout`; shape[0] is the batch the file was made for
+    shape: tuple  # in `layout`, symbolic dimensions at their max; shape[0] is the file's batch
     dtype: str  # numpy name of the stored tensor's dtype
     layout: str  # "NCHW" or "AS_STORED"
     scale: float | None
     zero_point: int | None
+    # the dimensions that vary from run to run (SPEC.md section 2.15): axis (in `layout`) ->
+    # (name, min, max); an output's name is its expression in the symbols, e.g. "(length+1)//2"
+    symbols: dict = field(default_factory=dict, hash=False)
+
+    @property
+    def shape_text(self) -> str:
+        """The shape for people: "[1, sequence<=128, 256]"."""
+        return shape_text(self.shape, self.symbols)
 
 
 @dataclass
@@ -54,11 +75,15 @@ class _PreparedOp:
 
 @dataclass(eq=False, repr=False)
 class _Batched:
-    """The model at k file batches per run (batching.py): its definition, prepared operators
-    and arena plan; k = 1 is the file itself."""
+    """The model at one shape: k file batches per run and symbol sizes (batching.at): its
+    definition, prepared operators, arena plan, constants (cut to the sizes) and packed
+    weights (the file's, unless an operator's constants were cut); k = 1 at the symbols' max
+    is the file itself."""
     definition: object
     ops: list
     arena: object
+    constants: dict
+    packed: list
 
 
 @dataclass(eq=False, repr=False)
@@ -68,12 +93,17 @@ class _Bound:
     views: dict
     conversions: dict
     plan: object
-    fast: tuple | None  # run()'s short path (k = 1): the boundary's quantize and dequantize steps
-    finite: list  # the finiteness check's scratch, one file batch per input that takes floats
+    fast: tuple | None  # run()'s short path (the file's shape): the boundary's quantize and dequantize steps
 
 
 def _user_shape(shape: tuple, layout: Layout) -> tuple:
     return (shape[0], shape[3], shape[1], shape[2]) if layout == Layout.NCHW else shape
+
+
+def _evict(cache: OrderedDict, keep):
+    """Drop the least recently used entries of `cache` beyond MAX_PLANS, all but `keep`'s."""
+    while len(cache) - (keep in cache) > MAX_PLANS:
+        cache.pop(next(key for key in cache if key != keep))
 
 
 class Model:
@@ -105,7 +135,6 @@ class Model:
         self._ops = [_PreparedOp(op.opcode, op_form(m, i), op.inputs, op.outputs[0], prepare_op(m, i))
                      for i, op in enumerate(m.operators)]
         self._arena = plan_arena(m)
-        self._batched = {1: _Batched(m, self._ops, self._arena)}  # by k, made on first use
         self._batchable = None  # whether a plan for k file batches can exist (batching.py), once known
         self._batch_lock = threading.Lock()
         self._local = threading.local()
@@ -117,6 +146,17 @@ class Model:
             ins = [self._constants.get(t) for t in s.inputs]
             self._packed.append(self.kernels.pack(s.form, ins, s.params, self.isa))
             release_pages(ins)
+        # The model at each shape a run has needed, by (k file batches, symbol sizes), made on
+        # first use; the file's shape, (1, every symbol at its max), always.
+        self._sizes = m.max_sizes
+        self._file_key = (1, self._sizes)
+        self._batched = OrderedDict({self._file_key: _Batched(m, self._ops, self._arena, self._constants,
+                                                              self._packed)})
+        # where a run reads each symbol's size: (input index, user axis) of its plain dimensions
+        self._symbol_axes = [[] for _ in m.symbols]
+        for j, g in enumerate(m.inputs):
+            for sd in m.tensors[g.tensor].symbolic_dims:
+                self._symbol_axes[sd.symbol].append((j, user_axis(sd.axis, g.layout)))
         # Graph-boundary conversions of quantized inputs and outputs.
         self._boundary = {g.tensor: (quantize_params(m.tensors[g.tensor]), dequantize_params(m.tensors[g.tensor]))
                           for g in m.inputs + m.outputs if m.tensors[g.tensor].quant is not None}
@@ -130,7 +170,7 @@ class Model:
         q = t.quant
         return IOInfo(g.name, _user_shape(t.shape, g.layout), NUMPY_DTYPE[t.dtype].name,
                       Layout(g.layout).name, None if q is None else float(q.scale[0]),
-                      None if q is None else int(q.zero_point[0]))
+                      None if q is None else int(q.zero_point[0]), self.definition.io_symbols(g))
 
     @property
     def arena_bytes(self) -> int:
@@ -176,35 +216,70 @@ class Model:
         """This thread's arena views for one file batch (the plan bound to them is made too)."""
         return self._bind(1).views
 
-    def _at(self, k: int):
-        """The model at k file batches per run (None if it cannot run so: batching.py); made
-        once and shared by the threads, a few k at a time."""
-        b = self._batched.get(k)
-        if b is None and k not in self._batched:
-            d = batched(self.definition, k)
-            if d is not None:
-                ops = [_PreparedOp(s.opcode, s.form, s.inputs, s.output, prepare_op(d, i))
-                       for i, s in enumerate(self._ops)]
-                b = _Batched(d, ops, plan_arena(d))
-            with self._batch_lock:
-                if len(self._batched) > 4:  # feeds of many sizes: keep the file's and the latest
-                    for old in [j for j in self._batched if j != 1][:-2]:
-                        del self._batched[old]
-                self._batched[k] = b
+    def _key(self, k: int, sizes) -> tuple:
+        return (k, self._sizes if sizes is None else tuple(sizes))
+
+    def _at(self, k: int, sizes=None):
+        """The model at k file batches per run and symbol sizes `sizes` (None: the file's), or
+        None if k batches cannot run as one plan (batching.py); made once and shared by the
+        threads, for the latest MAX_PLANS shapes besides the file's. InvalidModelError if the
+        model breaks a rule at those sizes."""
+        key = self._key(k, sizes)
+        with self._batch_lock:
+            if key in self._batched:
+                self._batched.move_to_end(key)
+                return self._batched[key]
+        b = None
+        d = at(self.definition, k, key[1])
+        if d is not None:
+            ops = [_PreparedOp(s.opcode, s.form, s.inputs, s.output, prepare_op(d, i))
+                   for i, s in enumerate(self._ops)]
+            constants = {i: t.data for i, t in enumerate(d.tensors) if t.data is not None}
+            # the file's packed weights, unless an operator's constants were cut to the sizes
+            packed = [p if all(constants.get(t) is self._constants.get(t) for t in s.inputs)
+                      else self.kernels.pack(s.form, [constants.get(t) for t in s.inputs], s.params, self.isa)
+                      for s, p in zip(ops, self._packed)]
+            # at one file batch every tensor is at most its size in the file (SPEC.md section
+            # 2.15), so the file's arena plan holds it
+            arena = self._arena if k == 1 else plan_arena(d)
+            b = _Batched(d, ops, arena, constants, packed)
+        with self._batch_lock:
+            self._batched[key] = b
+            _evict(self._batched, self._file_key)
         return b
 
-    def _bind(self, k: int) -> _Bound:
-        """This thread's arena and plan for k file batches per run, made on first use and
-        reused by every later run of this thread with that k."""
-        bounds = getattr(self._local, "bounds", None)
-        if bounds is None:
-            bounds = self._local.bounds = {}
-        bound = bounds.get(k)
-        if bound is not None:
-            return bound
-        at = self._at(k)
+    def _arena_buffer(self, k: int, size: int) -> np.ndarray:
+        """This thread's arena buffer for plans of k file batches, at least `size` bytes past a
+        64-byte boundary. One file batch: one buffer of the file's arena, shared by the plans at
+        every symbol size (the file's arena plan holds them all). More: one more buffer, shared
+        by those plans; a larger one replaces it, and the plans bound to the old one go."""
+        local = self._local
+        if getattr(local, "bounds", None) is None:
+            local.bounds, local.buffers = OrderedDict(), {}
+        buf = local.buffers.get(k > 1)
+        if buf is None or buf.size < size + 64:
+            buf = local.buffers[k > 1] = np.zeros(size + 64, np.uint8)
+            for key in [key for key in local.bounds if key[0] > 1]:
+                del local.bounds[key]
+        return buf
+
+    def _bind(self, k: int = 1, sizes=None) -> _Bound:
+        """This thread's arena and plan for k file batches per run at symbol sizes `sizes`
+        (None: the file's), made on first use and reused by every later run of this thread at
+        that shape (the latest MAX_PLANS shapes besides the file's)."""
+        key = k, sizes = self._key(k, sizes)
+        local = self._local
+        if key == self._file_key:
+            bound = getattr(local, "file", None)
+            if bound is not None:
+                return bound
+        bounds = getattr(local, "bounds", None)
+        if bounds is not None and key in bounds:
+            bounds.move_to_end(key)
+            return bounds[key]
+        at = self._at(k, sizes)
         m = at.definition
-        buf = np.zeros(at.arena.size + 64, np.uint8)
+        buf = self._arena_buffer(k, at.arena.size)
         base = (-buf.ctypes.data) % 64
         views = {}
         for t, off in at.arena.offsets.items():
@@ -225,25 +300,34 @@ class Model:
                 conversions[(quantize, g.tensor)] = self.kernels.conversion(
                     quantize, src, params, dst, nchw=g.layout == Layout.NCHW, isa=self.isa,
                     threads=self.threads)
-        # the finiteness check's scratch: a flag per element of each input that takes floats
-        finite = [np.empty(info.shape, np.bool_) if info.scale is not None or np.dtype(info.dtype).kind == "f"
-                  else None for info in self.inputs]
-        # run()'s short path: every input and output converted at the boundary
+        # run()'s short path (the file's shape): every input and output converted at the boundary
         fast = None
-        if k == 1 and all((True, g.tensor) in conversions for g in m.inputs) \
+        if key == self._file_key and all((True, g.tensor) in conversions for g in m.inputs) \
                 and all((False, g.tensor) in conversions for g in m.outputs):
             fast = ([conversions[(True, g.tensor)] for g in m.inputs],
                     [(conversions[(False, g.tensor)], info.shape) for g, info in zip(m.outputs, self.outputs)])
-        constants = self._constants
+        constants = at.constants
         plan = Plan([
             self.kernels.step(s.form, [views[t] if t in views else constants[t] for t in s.inputs],
                               s.params, views[s.output], self.isa, self.threads, packed)
-            for s, packed in zip(at.ops, self._packed)])
-        if k != 1 and len(bounds) > 3:  # this thread's arenas for other k: the file's and the latest
-            for old in [j for j in bounds if j != 1][:-1]:
-                del bounds[old]
-        bound = bounds[k] = _Bound(views, conversions, plan, fast, finite)
+            for s, packed in zip(at.ops, at.packed)])
+        bound = _Bound(views, conversions, plan, fast)
+        if key == self._file_key:
+            local.file = bound
+        else:
+            local.bounds[key] = bound
+            _evict(local.bounds, None)
         return bound
+
+    def _finite(self) -> list:
+        """This thread's scratch for the finiteness check: a flag per element of one file batch
+        of each input that takes floats, at the symbols' max (a run at smaller sizes uses a part)."""
+        finite = getattr(self._local, "finite", None)
+        if finite is None:
+            finite = self._local.finite = [
+                np.empty(info.shape, np.bool_) if info.scale is not None or np.dtype(info.dtype).kind == "f"
+                else None for info in self.inputs]
+        return finite
 
     def _group(self, chunks: int) -> int:
         """How many file batches one run of the plan takes when a feed holds `chunks`: all of
@@ -294,10 +378,32 @@ class Model:
             want = f"float32 or {stored.name}" if info.scale is not None else stored.name
             raise InputError(f"input '{info.name}': dtype {x.dtype} is not accepted; pass {want}")
         batch = info.shape[0]
-        if x.ndim != len(info.shape) or x.shape[1:] != info.shape[1:] or x.shape[0] % batch or x.shape[0] == 0:
-            raise InputError(f"input '{info.name}': shape {x.shape} does not match {info.shape} "
+        if x.ndim != len(info.shape) or x.shape[0] % batch or x.shape[0] == 0 or (
+                any(a != b for i, (a, b) in enumerate(zip(x.shape, info.shape)) if i and i not in info.symbols)
+                if info.symbols else x.shape[1:] != info.shape[1:]):
+            shape = info.shape_text if info.symbols else info.shape
+            raise InputError(f"input '{info.name}': shape {x.shape} does not match {shape} "
                              f"({info.layout}); the first dimension may be any multiple of {batch}")
         return x, x.shape[0] // batch
+
+    def _sizes_of(self, feeds) -> tuple:
+        """Each symbol's size in this run's feeds (SPEC.md section 2.15): inside its range, the
+        same on every input that carries it."""
+        sizes = []
+        for s, places in zip(self.definition.symbols, self._symbol_axes):
+            first = None
+            for j, axis in places:
+                name, n = self.inputs[j].name, feeds[j][0].shape[axis]
+                if not s.min <= n <= s.max:
+                    raise InputError(f"input '{name}': axis {axis} has size {n}, outside the range of symbol "
+                                     f"'{s.name}': {s.min} to {s.max}")
+                if first is None:
+                    first = (name, axis, n)
+                elif n != first[2]:
+                    raise InputError(f"inputs '{first[0]}' (axis {first[1]}) and '{name}' (axis {axis}) both have "
+                                     f"symbol '{s.name}' ({s.min} to {s.max}) but sizes {first[2]} and {n}")
+            sizes.append(first[2])
+        return tuple(sizes)
 
     def run(self, *args, raw: bool = False, check_finite: bool = True, **kwargs):
         """Run the model.
@@ -322,31 +428,33 @@ class Model:
         if len(chunks) != 1:
             raise InputError("all inputs must hold the same number of batches")
         chunks = chunks.pop()
+        sizes = self._sizes_of(feeds)
         m = self.definition
         if check_finite:  # feeds the boundary's QUANTIZE does not check as it converts them
-            for info, g, (x, _), flags in zip(self.inputs, m.inputs, feeds, self._bind(1).finite):
+            for info, g, (x, _), flags in zip(self.inputs, m.inputs, feeds, self._finite()):
                 if x.dtype.kind == "f" and not self._kernel_checks(g, x) and not _all_finite(x, flags):
                     raise _non_finite(info.name, x)
         results = []
         for g, info in zip(m.outputs, self.outputs):
             t = m.tensors[g.tensor]
             dtype = t.dtype if raw or t.quant is None else DType.FLOAT32
-            results.append(np.empty((info.shape[0] * chunks,) + info.shape[1:], NUMPY_DTYPE[dtype]))
+            shape = info.shape if sizes == self._sizes else _user_shape(t.shape_at(sizes), g.layout)
+            results.append(np.empty((shape[0] * chunks,) + shape[1:], NUMPY_DTYPE[dtype]))
         group = self._group(chunks)  # file batches per run of the plan
         c = 0
         while c < chunks:
             k = min(group, chunks - c)
-            if k > 1 and self._at(k) is None:  # this k's copy does not verify: one batch at a time
+            if k > 1 and self._at(k, sizes) is None:  # this k's copy does not verify: one batch at a time
                 group = k = 1
-            bound = self._bind(k)
+            bound = self._bind(k, sizes)
             for (x, _), g, info in zip(feeds, m.inputs, self.inputs):
-                b = m.tensors[g.tensor].shape[0]
+                b = info.shape[0]
                 if self._load_input(x[c * b:(c + k) * b], g, bound) and check_finite \
                         and self._kernel_checks(g, x):
                     raise _non_finite(info.name, x)
             bound.plan.run()
-            for out, g, info in zip(results, m.outputs, self.outputs):
-                b = info.shape[0]
+            for out, g in zip(results, m.outputs):
+                b = out.shape[0] // chunks
                 self._store_output(g, bound, out[c * b:(c + k) * b])
             c += k
         self._local.last = bound
@@ -359,7 +467,7 @@ class Model:
         every input a C-contiguous float32 array of the file's shape, every input quantized
         and every output dequantized at the boundary. None for any other call, which the
         general path then takes (and explains, if it is wrong)."""
-        bound = self._bind(1)
+        bound = getattr(self._local, "file", None) or self._bind(1)
         fast = bound.fast
         if fast is None or len(args) != len(fast[0]):
             return None
@@ -450,6 +558,8 @@ def _all_finite(x: np.ndarray, flags: np.ndarray) -> bool:
         if np.isfinite(x.sum()):
             return True
     b = flags.shape[0]
+    if x.shape[1:] != flags.shape[1:]:  # symbol sizes below their max: the first elements will do
+        flags = flags.reshape(-1)[:x[:b].size].reshape((b,) + x.shape[1:])
     if x.shape[0] == b:
         return bool(np.isfinite(x, out=flags).all())
     return all(np.isfinite(x[i:i + b], out=flags).all() for i in range(0, x.shape[0], b))

@@ -128,7 +128,7 @@ def many_unsupported_model():
     hidden = 3
     return make_model([
         helper.make_node("LSTM", ["x", "lstm_W", "lstm_R"], ["", "h"], name="encoder_lstm", hidden_size=hidden),
-        helper.make_node("ReduceSum", ["x", "axes2"], ["s"], name="scores_sum", keepdims=1),
+        helper.make_node("Tile", ["x", "reps"], ["s"], name="scores_tile"),
         helper.make_node("Transpose", ["s"], ["scores"], name="scores_t", perm=[0, 2, 1]),
         helper.make_node("NonMaxSuppression", ["x", "scores", "max_boxes"], ["keep"], name="box_nms"),
         helper.make_node("Flatten", ["x"], ["flat"], name="flat"),
@@ -136,7 +136,7 @@ def many_unsupported_model():
         helper.make_node("TopK", ["top3", "k1"], ["y", "top1_idx"], name="topk_second"),
     ], {"lstm_W": RNG.standard_normal((1, 4 * hidden, 4)).astype(np.float32),
         "lstm_R": RNG.standard_normal((1, 4 * hidden, hidden)).astype(np.float32),
-        "axes2": np.array([2], np.int64), "max_boxes": np.array([2], np.int64),
+        "reps": np.array([1, 1, 2], np.int64), "max_boxes": np.array([2], np.int64),
         "k3": np.array([3], np.int64), "k1": np.array([1], np.int64)},
         inputs=(("x", (1, 6, 4)),),
         outputs=(("y", TensorProto.FLOAT, [1, 1]), ("h", TensorProto.FLOAT, [1, 6, hidden]),
@@ -156,9 +156,9 @@ def test_unsupported_ops_are_all_named_and_nothing_is_written(tmp_path, capsys):
         with pytest.raises(UnsupportedOpsError) as info:
             qrt.convert(path, x[None].repeat(4, 0)[:, 0], out)
     e = info.value
-    # ReduceSum runs in the float executor but has no int8 form: named in the same error.
+    # Tile runs in the float executor but has no int8 form: named in the same error.
     assert e.ops == {"LSTM": ["encoder_lstm"], "NonMaxSuppression": ["box_nms"],
-                     "TopK": ["topk_first", "topk_second"], "ReduceSum": ["scores_sum"]}
+                     "TopK": ["topk_first", "topk_second"], "Tile": ["scores_tile"]}
     msg = str(e)
     for word in ("LSTM", "NonMaxSuppression", "TopK (2 nodes)", "'encoder_lstm'", "'box_nms'",
                  "'topk_first'", "'topk_second'", str(path)):

@@ -69,6 +69,12 @@ CASES = {
     "reshape_split_channels": lambda s, y: y.reshape(y.shape[0], 2, 4, 64).mean(dim=1),
     "maximum_broadcast": lambda s, y: torch.maximum(y, y.mean(dim=1, keepdim=True)),
     "minimum_const_relu": lambda s, y: F.relu(torch.minimum(y, torch.linspace(-0.5, 0.5, 8).reshape(1, 8, 1, 1))),
+    # REDUCE (SPEC.md 2.13.25): ReduceSum, ReduceMax, ReduceMin, ReduceL2
+    "reduce_sum_hw": lambda s, y: y.sum(dim=(2, 3)),
+    "reduce_sum_c_keep": lambda s, y: y.sum(dim=1, keepdim=True),
+    "reduce_max_c": lambda s, y: y.amax(dim=1),
+    "reduce_min_hw_keep": lambda s, y: y.amin(dim=(2, 3), keepdim=True),
+    "reduce_l2_c": lambda s, y: torch.linalg.vector_norm(y, dim=1),
 }
 
 
@@ -191,6 +197,9 @@ SIGNAL_CASES = {
     # Whisper's front end: frames as tokens after the convolutions
     "tokens": lambda s, y: s.lin(s.ln(F.gelu(s.conv2(y)).transpose(1, 2))),
     "tokens_pos": lambda s, y: s.ln(s.conv2(y).permute(0, 2, 1) + torch.linspace(-1, 1, 96).reshape(12, 8)),
+    "l2_over_time": lambda s, y: torch.linalg.vector_norm(y, dim=2),
+    "max_over_channels": lambda s, y: y.amax(dim=1, keepdim=True),
+    "token_norms": lambda s, y: s.lin(s.ln(s.conv2(y).transpose(1, 2)) / 4.0).norm(dim=-1),
 }
 
 
@@ -217,5 +226,23 @@ def test_signal_ops_track_float(name, scheme, tmp_path):
     assert cos > SCHEMES[scheme][1], (name, scheme, cos, report.qrt_ops)
     assert np.array_equal(got, qrt.load(path, kernels="reference").run(x[30:]))
     transposes = [op for op in qrt.read_model(path).operators if op.opcode == OpCode.TRANSPOSE]
-    want_transposes = {"tokens": 1, "tokens_pos": 1, "mean_over_time": 1, "global_pool": 1}.get(name, 2)  # in (and out)
+    want_transposes = {"tokens": 1, "tokens_pos": 1, "mean_over_time": 1, "global_pool": 1, "l2_over_time": 1,
+                       "token_norms": 1}.get(name, 2)  # in (and out)
     assert len(transposes) == want_transposes, report.qrt_ops
+
+
+@pytest.mark.parametrize("form", ["erf", "erf_scaled_first"])
+def test_exact_gelu_is_one_table(form, tmp_path):
+    """The exact GELU as exporters before opset 20 write it (Div by sqrt 2 or Mul by 1/sqrt 2,
+    Erf, Add 1, Mul by x and by 0.5 in either order) becomes one table (passes.fuse_gelus)."""
+    import math
+
+    fn = {"erf": lambda s, y: F.gelu(y),
+          "erf_scaled_first": lambda s, y: (y * 0.5) * (1.0 + torch.erf(y * (1 / math.sqrt(2.0))))}[form]
+    module = Block(fn).eval()
+    x, path, report = _convert(module, tmp_path, form)
+    ops = [op.opcode for op in qrt.read_model(path).operators]
+    assert ops == [OpCode.CONV_2D, OpCode.LUT], report.qrt_ops
+    want = module(torch.tensor(x[30:])).detach().numpy()
+    got = qrt.load(path).run(x[30:])
+    assert float(np.sum(want * got) / (np.linalg.norm(want) * np.linalg.norm(got))) > 0.999

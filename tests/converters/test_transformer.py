@@ -198,3 +198,102 @@ def test_decomposed_layer_norm_becomes_layer_norm(tmp_path):
     with torch.no_grad():
         want = model(torch.from_numpy(x)).numpy()
     assert np.abs(qrt.load(out).run(x) - want).max() < 0.08 * np.abs(want).max()
+
+
+def _integer_run(model, x, tmp_path):
+    """model converted integer-only on x[:40] (as torch exports it), run on x[40:]: (the file's
+    ModelDefinition, the report, the output cosine to PyTorch)."""
+    out = tmp_path / "m.qmodel"
+    report = qrt.convert(model, x[:40, None], out, example_inputs=torch.from_numpy(x[:1]), show_progress=False,
+                         integer_only=True)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x[40:])).numpy()
+    got = qrt.load(out).run(x[40:])
+    return qrt.read_model(out), report, float(np.sum(got * want) / np.linalg.norm(got) / np.linalg.norm(want))
+
+
+@pytest.mark.parametrize("style", ["masked_fill", "additive"])
+def test_constant_causal_mask_becomes_a_masked_softmax(style, tmp_path):
+    """A decoder's causal mask is a constant: scores.masked_fill(future, -inf) (Where) or scores
+    plus a constant of 0 and -inf (Add) before the Softmax becomes SOFTMAX(scores, constant
+    mask); and an Expand of an activation (a learned query broadcast over the batch) is a SLICE
+    with step 0. Integer-only, and it follows PyTorch."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    t_len, d = 8, 16
+
+    class Causal(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv, self.o = nn.Linear(d, 3 * d), nn.Linear(d, d)
+            self.register_buffer("future", torch.triu(torch.ones(t_len, t_len, dtype=torch.bool), 1))
+
+        def forward(self, x):
+            q, k, v = self.qkv(x).chunk(3, -1)
+            s = q @ k.transpose(-1, -2) / 4.0
+            s = s.masked_fill(self.future, float("-inf")) if style == "masked_fill" else \
+                s + torch.zeros(t_len, t_len).masked_fill(self.future, float("-inf"))
+            y = self.o(torch.softmax(s, -1) @ v)
+            return y + torch.relu(y[:, :1]).expand(-1, t_len, -1)
+
+    x = np.random.default_rng(0).normal(size=(60, t_len, d)).astype(np.float32)
+    m, report, cos = _integer_run(Causal().eval(), x, tmp_path)
+    sm = [op for op in m.operators if op.opcode == OpCode.SOFTMAX]
+    assert len(sm) == 1 and len(sm[0].inputs) == 2, report.qrt_ops
+    assert any(op.opcode == OpCode.SLICE and 0 in op.options.step for op in m.operators), report.qrt_ops
+    assert cos > 0.99, cos
+
+
+@pytest.mark.parametrize("stable", [True, False])
+def test_decomposed_softmax_becomes_softmax(stable, tmp_path):
+    """Hand-written attention's softmax, Exp(x - ReduceMax x) / ReduceSum (or without the max),
+    is fused into one Softmax (converters/passes.py fuse_softmaxes): integer SOFTMAX, no Exp
+    table, no division by an activation."""
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qk = nn.Linear(8, 16)
+
+        def forward(self, x):
+            q, k = self.qk(x).chunk(2, -1)
+            s = q @ k.transpose(-1, -2)
+            e = torch.exp(s - s.amax(-1, keepdim=True)) if stable else torch.exp(s)
+            return (e / e.sum(-1, keepdim=True)) @ x
+
+    x = np.random.default_rng(0).normal(size=(50, 6, 8)).astype(np.float32)
+    m, report, cos = _integer_run(Attn().eval(), x, tmp_path)
+    ops = [op.opcode for op in m.operators]
+    assert OpCode.SOFTMAX in ops and OpCode.LUT not in ops, report.qrt_ops
+    assert cos > 0.99, cos
+
+
+@pytest.mark.parametrize("style", ["rsqrt", "div"])
+def test_decomposed_rms_norm_becomes_rms_layer_norm(style, tmp_path):
+    """LLaMA's and T5's RMSNorm as exporters write it (Pow 2, ReduceMean, Add eps, Sqrt, then
+    Reciprocal and Mul, or Div; times the weight) is fused into one RMSNormalization and runs as
+    LAYER_NORM without the mean (SPEC.md 2.13.22): integer-only, no Sqrt table."""
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class RMS(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.w, self.head = nn.Linear(8, 16), nn.Parameter(torch.rand(16) + 0.5), nn.Linear(16, 4)
+
+        def forward(self, x):
+            h = self.lin(x)
+            var = h.pow(2).mean(-1, keepdim=True) + 1e-6
+            h = h * torch.rsqrt(var) if style == "rsqrt" else h / torch.sqrt(var)
+            return self.head(self.w * h)
+
+    x = np.random.default_rng(0).normal(size=(50, 5, 8)).astype(np.float32)
+    m, report, cos = _integer_run(RMS().eval(), x, tmp_path)
+    ln = [op for op in m.operators if op.opcode == OpCode.LAYER_NORM]
+    assert len(ln) == 1 and ln[0].options.rms and OpCode.LUT not in {op.opcode for op in m.operators}, report.qrt_ops
+    assert cos > 0.995, cos

@@ -24,8 +24,8 @@ from qrt.format import writer
 
 # vtable slots, in schema declaration order (a union takes two: its type, then its value).
 MODEL_SLOTS = dict(format_version=0, min_runtime_version=1, numerics_version=2, name=3, tensors=4,
-                   operators=5, inputs=6, outputs=7, buffers=8, metadata=9)
-TENSOR_SLOTS = dict(name=0, dtype=1, shape=2, buffer=3, quantization=4)
+                   operators=5, inputs=6, outputs=7, buffers=8, metadata=9, symbols=10)
+TENSOR_SLOTS = dict(name=0, dtype=1, shape=2, buffer=3, quantization=4, symbolic_dims=5)
 OPERATOR_SLOTS = dict(opcode=0, version=1, inputs=2, outputs=3, options_type=4, options=5,
                       activation=6, clip_min=7, clip_max=8, name=9, input_quantization=10)
 GRAPH_IO_SLOTS = dict(name=0, tensor=1, layout=2)

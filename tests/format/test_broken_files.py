@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 INT32_MAX = 2**31 - 1
 QRT = re.escape(qrt.__version__)  # the running qrt, as messages name it
 FORMAT = qrt.format.FORMAT_VERSION
+WRITTEN = qrt.format.versions.REVISION_WITHOUT_SYMBOLS  # what the writer stamps on these files
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -553,7 +554,7 @@ def _next(kind: int) -> str:
 def test_min_runtime_version_newer(version):
     data = unverified_bytes(all_ops_model(), min_runtime_version=lambda m: version)
     raises(UnsupportedModelError,
-           rf"^this file needs qrt >= {re.escape(version)} \(it was written with format revision {FORMAT}\); "
+           rf"^this file needs qrt >= {re.escape(version)} \(it was written with format revision {WRITTEN}\); "
            rf"this is qrt {QRT}, which reads revision {FORMAT}: upgrade with pip install -U qrt$",
            qrt.read_model, data)
 

@@ -63,6 +63,29 @@ def test_batch_matmul(a_shape, b_shape, tb, zps):
         assert ref.shape == y_shape
 
 
+@pytest.mark.parametrize("a_shape,b_shape,tb", [((2, 5, 8), (2, 8, 6), False), ((1, 3, 7, 64), (1, 3, 9, 64), True),
+                                                 ((4, 1, 1500), (4, 1500, 3), False), ((2, 1, 1), (1, 1, 1), True)])
+def test_batch_matmul_int16(a_shape, b_shape, tb):
+    """The int16 form: int64 sums rounded by 2^k (k from K) and requantized; bit-exact with the
+    reference on every path, and the real product within an output step or so at every K."""
+    rng = np.random.default_rng(sum(a_shape))
+    y_shape = output_shape(a_shape, b_shape, tb)
+    k = a_shape[-1]
+    s_a, s_b = 1 / 32768, 4 / 32768
+    s_y = s_a * s_b * 32768 * 40 * np.sqrt(k) / 32768
+    model = one_op(OpCode.BATCH_MATMUL, [Spec(a_shape, DType.INT16, s_a, 0), Spec(b_shape, DType.INT16, s_b, 0)],
+                   Spec(y_shape, DType.INT16, s_y, 0), BatchMatMulOptions(tb))
+    for kind in ("random", "extreme"):
+        if kind == "random":
+            a, b = (rng.integers(-32768, 32768, s).astype(np.int16) for s in (a_shape, b_shape))
+        else:  # the accumulator's largest magnitude: every product (-2^15)^2
+            a, b = np.full(a_shape, -32768, np.int16), np.full(b_shape, -32768, np.int16)
+        ref = _check(model, [a, b], gemm.batch_matmul)
+        real = np.matmul(a.astype(np.float64) * s_a, np.swapaxes(b, -1, -2) * s_b if tb else b * s_b)
+        want = np.clip(np.rint(real / s_y), -32768, 32767)
+        assert np.abs(ref.astype(np.float64) - want).max() <= 1, kind
+
+
 def test_batch_matmul_fused_relu_and_accumulator_bound():
     a_shape, b_shape = (1, 2, 33025), (1, 33025, 2)
     model = one_op(OpCode.BATCH_MATMUL, [Spec(a_shape, I8, 0.1, -128), Spec(b_shape, I8, 0.1, 127)],
@@ -84,14 +107,44 @@ def test_batch_matmul_fused_relu_and_accumulator_bound():
 
 # ---------------------------------------------------------------------------- LAYER_NORM
 
-def _ln_model(c, zp_x=5, zp_y=-4, eps=1e-5, gamma=None, beta=None, s_x=0.05, s_y=0.03, rows=(3, 4), seed=0):
+def _ln_model(c, zp_x=5, zp_y=-4, eps=1e-5, gamma=None, beta=None, s_x=0.05, s_y=0.03, rows=(3, 4), seed=0,
+              dtype=I8, rms=False):
     rng = np.random.default_rng(seed)
     gamma = rng.normal(1, 0.5, c).astype(np.float32) if gamma is None else np.asarray(gamma, np.float32)
     beta = rng.normal(0, 0.3, c).astype(np.float32) if beta is None else np.asarray(beta, np.float32)
     shape = rows + (c,)
-    return one_op(OpCode.LAYER_NORM, [Spec(shape, I8, s_x, zp_x), Spec((c,), DType.FLOAT32, data=gamma),
+    return one_op(OpCode.LAYER_NORM, [Spec(shape, dtype, s_x, zp_x), Spec((c,), DType.FLOAT32, data=gamma),
                                       Spec((c,), DType.FLOAT32, data=beta)],
-                  Spec(shape, I8, s_y, zp_y), LayerNormOptions(eps)), gamma, beta
+                  Spec(shape, dtype, s_y, zp_y), LayerNormOptions(eps, rms)), gamma, beta
+
+
+@pytest.mark.parametrize("c", [1, 3, 16, 384, 1000, 1 << 16])
+@pytest.mark.parametrize("rms", [False, True])
+def test_layer_norm_int16(c, rms):
+    """The int16 form (no fraction bits in the root) and RMSNorm (no mean): bit-exact on every
+    path, and within about one output step of the real function."""
+    s_x, s_y = 0.05 / 256, 0.03 / 256
+    zps = (0, 0)  # int16 activations are symmetric
+    model, g, b = _ln_model(c, *zps, s_x=s_x, s_y=s_y, rows=(2, 3), seed=c, dtype=DType.INT16, rms=rms)
+    rng = np.random.default_rng(c)
+    x = rng.integers(-32768, 32768, (2, 3, c)).astype(np.int16)
+    x[0, 0] = 7
+    x[0, 1] = np.where(np.arange(c) % 2, 32767, -32768)
+    ref = _check(model, [x, g, b], rows.layer_norm)
+    xf = (x.astype(np.float64) - zps[0]) * s_x
+    mu = 0.0 if rms else xf.mean(-1, keepdims=True)
+    var = ((xf - mu) ** 2).mean(-1, keepdims=True)
+    want = np.clip((xf - mu) / np.sqrt(var + 1e-5) * g + b, (-32768 - zps[1]) * s_y, (32767 - zps[1]) * s_y)
+    assert np.abs((ref.astype(np.float64) - zps[1]) * s_y - want).max() <= 1.1 * s_y
+
+
+def test_rms_norm_int8():
+    model, g, b = _ln_model(64, 3, -2, rms=True, seed=4)
+    x = np.random.default_rng(4).integers(-128, 128, (3, 4, 64)).astype(np.int8)
+    ref = _check(model, [x, g, b], rows.layer_norm)
+    xf = (x.astype(np.float64) - 3) * 0.05
+    want = np.clip(xf / np.sqrt((xf**2).mean(-1, keepdims=True) + 1e-5) * g + b, (-128 + 2) * 0.03, (127 + 2) * 0.03)
+    assert np.abs((ref.astype(np.float64) + 2) * 0.03 - want).max() <= 1.1 * 0.03
 
 
 @pytest.mark.parametrize("c", [1, 2, 3, 16, 31, 64, 384, 1000])
@@ -133,6 +186,8 @@ def test_layer_norm_refusals():
                Spec((2, 4), I8, 0.1), LayerNormOptions())
     with pytest.raises(InvalidModelError, match="epsilon"):
         _ln_model(4, eps=float("nan"))
+    with pytest.raises(InvalidModelError, match="integer forms normalise at most 65536"):
+        _ln_model((1 << 16) + 1, 0, 0, dtype=DType.INT16, rows=(1,))
 
 
 # ---------------------------------------------------------------------------- SLICE
@@ -141,6 +196,7 @@ SLICES = [  # x shape, begin, step, y shape
     ((2, 3, 4, 5), (0, 1, 0, 4), (1, 1, 2, -1), (2, 2, 2, 5)), ((6,), (5,), (-2,), (3,)),
     ((3, 4), (0, 0), (1, 1), (3, 4)), ((1, 3, 28, 32), (0, 0, 0, 8), (1, 1, 1, 1), (1, 3, 28, 8)),
     ((3, 1, 2, 4, 8), (1, 0, 0, 0, 0), (1, 1, 1, 1, 1), (1, 1, 2, 4, 8)), ((5, 7), (4, 6), (-1, -3), (5, 3)),
+    ((1, 4, 1, 6), (0, 0, 0, 0), (0, 1, 0, 1), (3, 4, 5, 6)), ((2, 3), (1, 2), (0, 0), (4, 7)),  # broadcasts
 ]
 DTYPES = {DType.INT8: np.int8, DType.INT16: np.int16, DType.FLOAT32: np.float32, DType.UINT8: np.uint8}
 
@@ -157,7 +213,7 @@ def test_slice(xs, begin, step, ys, dtype):
 
 
 def test_slice_refusals():
-    for begin, step, ys, what in (((0, 3), (1, 1), (2, 2), "leave"), ((0, 0), (1, 0), (2, 2), "step of dimension 1 is 0"),
+    for begin, step, ys, what in (((0, 3), (1, 1), (2, 2), "leave"), ((0, 4), (1, 0), (2, 2), "leave"),
                                   ((0,), (1,), (2,), "same length")):
         with pytest.raises(InvalidModelError, match=what):
             one_op(OpCode.SLICE, [Spec((2, 4), I8, 0.1)], Spec(ys, I8, 0.1), SliceOptions(begin, step))

@@ -1,0 +1,140 @@
+"""Dynamic dimensions through `qrt convert --max-shape` (converters/symbolic.py): one file runs
+every length up to the maximum, without reloading, and follows the float model at each; what
+cannot follow a length is refused with the reason."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import qrt
+from qrt.converters import ConversionError
+
+onnx = pytest.importorskip("onnx")
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+from torch import nn  # noqa: E402
+
+from qrt.converters.torch_frontend import quiet_export  # noqa: E402
+
+MAX = 16
+
+
+class TextEncoder(nn.Module):
+    """Token and position embeddings (positions cut to the length by a Shape chain), masked
+    attention, LayerNorm, GELU, mean over the tokens."""
+
+    def __init__(self, d=32, h=2):
+        super().__init__()
+        self.d, self.h = d, h
+        self.emb, self.pos = nn.Embedding(60, d), nn.Parameter(torch.randn(64, d) * 0.3)
+        self.qkv, self.o = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.ff = nn.Sequential(nn.Linear(d, 64), nn.GELU(), nn.Linear(64, d))
+
+    def forward(self, ids, mask):
+        b, t = ids.shape
+        x = self.emb(ids) + self.pos[:t]
+        q, k, v = self.qkv(self.ln1(x)).reshape(b, t, 3, self.h, self.d // self.h).permute(2, 0, 3, 1, 4)
+        ext = (1.0 - mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min
+        att = torch.softmax(q @ k.transpose(-1, -2) * 0.25 + ext, -1)
+        x = x + self.o((att @ v).transpose(1, 2).reshape(b, t, self.d))
+        x = x + self.ff(self.ln2(x))
+        return x.mean(1)
+
+
+class SignalNet(nn.Module):
+    """A strided Conv1d front end (length floor((L + 1) / 2)), frames as tokens, a LayerNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv1d(4, 16, 3, padding=1), nn.Conv1d(16, 16, 3, stride=2, padding=1)
+        self.ln = nn.LayerNorm(16)
+
+    def forward(self, x):
+        y = torch.nn.functional.gelu(self.c2(torch.nn.functional.gelu(self.c1(x))))
+        return self.ln(y.transpose(1, 2))
+
+
+def _export(model, args, names, dynamic, path):
+    with quiet_export(), torch.no_grad():
+        torch.onnx.export(model, args, path, input_names=names, output_names=["y"], dynamic_axes=dynamic,
+                          opset_version=17, dynamo=False)
+    return path
+
+
+def _cos(a, b):
+    return float(np.sum(a * b) / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_text_encoder_runs_every_length(tmp_path):
+    torch.manual_seed(0)
+    model = TextEncoder().eval()
+    ids, mask = torch.randint(0, 60, (1, MAX)), torch.ones(1, MAX, dtype=torch.int64)
+    path = _export(model, (ids, mask), ["ids", "mask"], {"ids": {1: "sequence"}, "mask": {1: "sequence"}},
+                   str(tmp_path / "text.onnx"))
+    rng = np.random.default_rng(0)
+    calib = []  # sentences of every length: ranges for short and long inputs alike
+    for t in list(range(1, MAX + 1)) * 3:
+        keep = (rng.random((1, t)) < 0.9).astype(np.int64)
+        keep[:, 0] = 1
+        calib.append({"ids": rng.integers(0, 60, (1, t)), "mask": keep})
+    out = tmp_path / "text.qmodel"
+    report = qrt.convert(path, calib, out, show_progress=False, integer_only=True,
+                         max_shape={"ids": (1, MAX), "mask": (1, MAX)})
+    assert any("sequence" in n for n in report.notes), report.notes
+    m = qrt.load(out)
+    assert m.definition.symbols[0].name == "sequence" and m.definition.symbols[0].max == MAX
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for t in (MAX, 11, 5, 1):
+        x = rng.integers(0, 60, (3, t))
+        keep = np.ones((3, t), np.int64)
+        keep[1, t // 2 + 1:] = 0
+        want = np.concatenate([sess.run(None, {"ids": x[i:i + 1], "mask": keep[i:i + 1]})[0] for i in range(3)])
+        got = m.run({"ids": x, "mask": keep})
+        assert got.shape == want.shape
+        assert _cos(got, want) > 0.99, (t, _cos(got, want))
+    with pytest.raises(qrt.InputError, match="sequence"):
+        m.run({"ids": np.zeros((1, MAX + 1), np.int64), "mask": np.ones((1, MAX + 1), np.int64)})
+    with pytest.raises(qrt.InputError):
+        m.run({"ids": np.zeros((1, 4), np.int64), "mask": np.ones((1, 5), np.int64)})
+
+
+def test_strided_signal_runs_every_length(tmp_path):
+    torch.manual_seed(0)
+    model = SignalNet().eval()
+    path = _export(model, (torch.randn(1, 4, 40),), ["x"], {"x": {2: "length"}}, str(tmp_path / "sig.onnx"))
+    rng = np.random.default_rng(1)
+    out = tmp_path / "sig.qmodel"
+    qrt.convert(path, rng.normal(size=(30, 1, 4, 40)).astype(np.float32), out, show_progress=False,
+                integer_only=True, max_shape={"x": (1, 4, 40)})
+    m = qrt.load(out)
+    for length in (40, 39, 24, 7, 2):
+        x = rng.normal(size=(2, 4, length)).astype(np.float32)
+        with torch.no_grad():
+            want = model(torch.from_numpy(x)).numpy()
+        got = m.run(x)
+        assert got.shape == want.shape == (2, (length + 1) // 2, 16)
+        assert _cos(got, want) > 0.99, (length, _cos(got, want))
+
+
+def test_what_cannot_follow_a_length_is_refused(tmp_path):
+    """A constant computed from the length (a ramp 0 .. 1 over the tokens: at every length
+    other values, not a corner of the longest) cannot run at other lengths from one file: the
+    conversion says which constant and why. And a dynamic dimension needs its maximum."""
+    torch.manual_seed(0)
+
+    class Ramp(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(8, 8)
+
+        def forward(self, x):
+            t = x.shape[1]
+            return self.lin(x) * (torch.arange(t, dtype=torch.float32) / t)[None, :, None]
+
+    path = _export(Ramp().eval(), (torch.randn(1, 6, 8),), ["x"], {"x": {1: "sequence"}}, str(tmp_path / "ramp.onnx"))
+    with pytest.raises(ConversionError, match="changes with 'sequence' other than by cutting its corner"):
+        qrt.convert(path, np.random.default_rng(0).normal(size=(10, 1, 6, 8)).astype(np.float32),
+                    tmp_path / "ramp.qmodel", show_progress=False, max_shape={"x": (1, 6, 8)})
+    with pytest.raises(ConversionError, match="--max-shape x=1xNx8"):
+        qrt.convert(path, np.zeros((2, 1, 6, 8), np.float32), tmp_path / "ramp2.qmodel", show_progress=False)
