@@ -12,7 +12,7 @@
     fuse_layer_norms(graph)    the decomposed layer norm older exporters write -> LayerNormalization
     fuse_rms_norms(graph)      x / sqrt(mean(x^2) + eps) * g (LLaMA's, T5's) -> RMSNormalization
     fuse_softmaxes(graph)      Exp(x - ReduceMax x) / ReduceSum -> Softmax
-    fuse_gelus(graph)          x * 0.5 * (1 + Erf(x / sqrt 2)) in any order -> Gelu (one table)
+    fuse_gelus(graph)          x * 0.5 * (1 + Erf(x / sqrt 2)) (or the tanh form) -> Gelu (one table)
 
 Shapes are static: infer_shapes uses the input shapes of graph.shapes (a dynamic batch was set
 to 1 by the reader), and constant folding turns exporters' shape chains (Shape -> Gather ->
@@ -565,9 +565,10 @@ def fuse_rms_norms(graph: Graph) -> Graph:
 
 
 def fuse_gelus(graph: Graph) -> Graph:
-    """The exact GELU as exporters before opset 20 write it, Erf(x / sqrt(2)) (or x * 1/sqrt(2)),
-    + 1, then times x and 0.5 in any order, becomes one Gelu: one table instead of an Erf table,
-    an Add and two Muls whose int8 steps lose the small values of x * (1 + erf)."""
+    """GELU as exporters before opset 20 write it becomes one Gelu (one table instead of a
+    table, an Add and two Muls whose int8 steps lose the small values of x * (1 + f)):
+    exact, 1 + Erf(x / sqrt(2)) (or x * 1/sqrt(2)), and the tanh form, 1 + Tanh(sqrt(2/pi) (x +
+    0.044715 x^3)) (x^3 as Pow 3 or x * x * x), then times x and 0.5 in any order."""
     producers, consumers = graph.producers(), graph.consumers()
 
     def scalar(name):
@@ -582,36 +583,68 @@ def fuse_gelus(graph: Graph) -> Graph:
         readers = consumers.get(v, [])
         return readers[0] if len(readers) == 1 and readers[0].op == op and v not in graph.outputs else None
 
-    for erf in [n for n in graph.nodes if n.op == "Erf"]:
-        scale = producers.get(erf.inputs[0])
-        if scale is None or scale.op not in ("Div", "Mul") or len(scale.inputs) != 2:
+    def scaled(v, op, c):  # (x, node) when v = op(x, ~c) (Mul: either order), else None
+        n = producers.get(v)
+        if n is None or n.op != op or len(n.inputs) != 2:
+            return None
+        for k in ((1,) if op == "Div" else (1, 0)):
+            got = scalar(n.inputs[k])
+            if got is not None and math.isclose(got, c, rel_tol=1e-3):
+                return n.inputs[1 - k], n
+        return None
+
+    def cube_of(v):  # (x, nodes) when v = x^3
+        n = producers.get(v)
+        if n is not None and n.op == "Pow" and scalar(n.inputs[1]) == 3.0:
+            return n.inputs[0], [n]
+        if n is not None and n.op == "Mul":
+            for a, b in (n.inputs[:2], n.inputs[1::-1]):
+                sq = producers.get(b)
+                if sq is not None and sq.op == "Mul" and sq.inputs[:2] == [a, a]:
+                    return a, [sq, n]
+        return None
+
+    def head(f):  # (x, the nodes before f, approximate) when f computes erf / tanh of GELU's argument
+        if f.op == "Erf":
+            found = scaled(f.inputs[0], "Div", math.sqrt(2.0)) or scaled(f.inputs[0], "Mul", math.sqrt(0.5))
+            return (found[0], [found[1]], "none") if found else None
+        found = scaled(f.inputs[0], "Mul", math.sqrt(2.0 / math.pi))
+        inner = producers.get(found[0]) if found else None
+        if inner is None or inner.op != "Add":
+            return None
+        for x, w in (inner.inputs[:2], inner.inputs[1::-1]):
+            term = scaled(w, "Mul", 0.044715)
+            cube = cube_of(term[0]) if term else None
+            if cube and cube[0] == x:
+                return x, cube[1] + [term[1], inner, found[1]], "tanh"
+        return None
+
+    for f in [n for n in graph.nodes if n.op in ("Erf", "Tanh")]:
+        found = head(f)
+        if found is None:
             continue
-        c = scalar(scale.inputs[1])
-        x = scale.inputs[0]
-        if c is None or not math.isclose(c, math.sqrt(2.0) if scale.op == "Div" else math.sqrt(0.5), rel_tol=1e-3):
-            continue
-        add = only_reader(erf.outputs[0], "Add")
-        if add is None or scalar(other(add, erf.outputs[0])) != 1.0:
+        x, before, approximate = found
+        add = only_reader(f.outputs[0], "Add")
+        if add is None or scalar(other(add, f.outputs[0])) != 1.0:
             continue
         m1 = only_reader(add.outputs[0], "Mul")
         if m1 is None:
             continue
-        o1, inside = other(m1, add.outputs[0]), [scale, erf, add, m1]
+        o1, inside = other(m1, add.outputs[0]), before + [f, add, m1]
         half = producers.get(o1)
-        if o1 == x or scalar(o1) == 0.5:  # (1 + erf) * x, then * 0.5; or * 0.5, then * x
+        if o1 == x or scalar(o1) == 0.5:  # (1 + f) * x, then * 0.5; or * 0.5, then * x
             m2 = only_reader(m1.outputs[0], "Mul")
-            want = 0.5 if o1 == x else x
-            if m2 is None or (scalar(other(m2, m1.outputs[0])) if o1 == x else other(m2, m1.outputs[0])) != want:
+            if m2 is None or (scalar(other(m2, m1.outputs[0])) != 0.5 if o1 == x else other(m2, m1.outputs[0]) != x):
                 continue
             inside.append(m2)
         elif half is not None and half.op == "Mul" and x in half.inputs and scalar(other(half, x)) == 0.5 \
-                and only_reader(o1, "Mul") is m1:  # (x * 0.5) * (1 + erf)
+                and only_reader(o1, "Mul") is m1:  # (x * 0.5) * (1 + f)
             inside.insert(0, half)
         else:
             continue
-        if not _private(graph, consumers, inside[:-1], inside) or consumers.get(scale.outputs[0], []) != [erf]:
+        if not _private(graph, consumers, inside[:-1], inside):
             continue
-        gelu = Node("Gelu", [x], [inside[-1].outputs[0]], {}, erf.name + "/gelu")
+        gelu = Node("Gelu", [x], [inside[-1].outputs[0]], {"approximate": approximate}, f.name + "/gelu")
         graph.nodes[graph.nodes.index(inside[-1])] = gelu
         graph.nodes = [n for n in graph.nodes if n is gelu or all(n is not i for i in inside)]
         producers, consumers = graph.producers(), graph.consumers()

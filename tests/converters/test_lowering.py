@@ -231,14 +231,18 @@ def test_signal_ops_track_float(name, scheme, tmp_path):
     assert len(transposes) == want_transposes, report.qrt_ops
 
 
-@pytest.mark.parametrize("form", ["erf", "erf_scaled_first"])
-def test_exact_gelu_is_one_table(form, tmp_path):
-    """The exact GELU as exporters before opset 20 write it (Div by sqrt 2 or Mul by 1/sqrt 2,
-    Erf, Add 1, Mul by x and by 0.5 in either order) becomes one table (passes.fuse_gelus)."""
+@pytest.mark.parametrize("form", ["erf", "erf_scaled_first", "tanh", "tanh_pow"])
+def test_gelu_is_one_table(form, tmp_path):
+    """GELU as exporters before opset 20 write it (Div by sqrt 2 or Mul by 1/sqrt 2, Erf; or the
+    tanh form with x^3 as x * x * x or Pow 3; then Add 1, Mul by x and by 0.5 in either order)
+    becomes one table (passes.fuse_gelus)."""
     import math
 
+    c = math.sqrt(2 / math.pi)
     fn = {"erf": lambda s, y: F.gelu(y),
-          "erf_scaled_first": lambda s, y: (y * 0.5) * (1.0 + torch.erf(y * (1 / math.sqrt(2.0))))}[form]
+          "erf_scaled_first": lambda s, y: (y * 0.5) * (1.0 + torch.erf(y * (1 / math.sqrt(2.0)))),
+          "tanh": lambda s, y: F.gelu(y, approximate="tanh"),
+          "tanh_pow": lambda s, y: 0.5 * y * (1.0 + torch.tanh(c * (y + 0.044715 * torch.pow(y, 3.0))))}[form]
     module = Block(fn).eval()
     x, path, report = _convert(module, tmp_path, form)
     ops = [op.opcode for op in qrt.read_model(path).operators]
