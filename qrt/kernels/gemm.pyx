@@ -411,37 +411,75 @@ cdef inline const int16_t* _columns16(BatchMatMulStep s, const int16_t* pb) noex
 
 
 cdef inline void _products8(BatchMatMulStep s, int8_t* y) noexcept nogil:
-    cdef Py_ssize_t i, c, kk
+    """Four of b's columns per pass over a's row: four dot products share each load of a."""
+    cdef Py_ssize_t i, c, kk, K = s.K
     cdef const int16_t* r1
     cdef const int16_t* r2
-    cdef int32_t acc
+    cdef int32_t acc, a0, a1, a2, a3
+    cdef int16_t v
     for i in range(s.M):
-        r1 = s.ra + i * s.K
-        for c in range(s.N):
-            r2 = s.rb + c * s.K
+        r1 = s.ra + i * K
+        c = 0
+        while c + 4 <= s.N:
+            r2 = s.rb + c * K
+            a0 = a1 = a2 = a3 = 0
+            for kk in range(K):
+                v = r1[kk]
+                a0 = a0 + <int32_t>v * r2[kk]
+                a1 = a1 + <int32_t>v * r2[K + kk]
+                a2 = a2 + <int32_t>v * r2[2 * K + kk]
+                a3 = a3 + <int32_t>v * r2[3 * K + kk]
+            y[i * s.N + c] = requantize_one(a0, s.m, s.n, s.zp_y, s.lo, s.hi)
+            y[i * s.N + c + 1] = requantize_one(a1, s.m, s.n, s.zp_y, s.lo, s.hi)
+            y[i * s.N + c + 2] = requantize_one(a2, s.m, s.n, s.zp_y, s.lo, s.hi)
+            y[i * s.N + c + 3] = requantize_one(a3, s.m, s.n, s.zp_y, s.lo, s.hi)
+            c += 4
+        while c < s.N:
+            r2 = s.rb + c * K
             acc = 0
-            for kk in range(s.K):
+            for kk in range(K):
                 acc = acc + <int32_t>r1[kk] * r2[kk]
             y[i * s.N + c] = requantize_one(acc, s.m, s.n, s.zp_y, s.lo, s.hi)
+            c += 1
 
 
 cdef inline void _products16(BatchMatMulStep s, const int16_t* ra, const int16_t* rb, int16_t* y) noexcept nogil:
-    """int64 sums of products (each exact in int32: |a b| <= 2^30), rounded by 2^pre, requantized."""
-    cdef Py_ssize_t i, c, kk
+    """int64 sums of products (each exact in int32: |a b| <= 2^30), rounded by 2^pre, requantized;
+    four of b's columns per pass over a's row."""
+    cdef Py_ssize_t i, c, j, kk, K = s.K
     cdef const int16_t* r1
     cdef const int16_t* r2
-    cdef int64_t acc, v
+    cdef int64_t a0, a1, a2, a3
+    cdef int64_t acc[4]
+    cdef int32_t v
     for i in range(s.M):
-        r1 = ra + i * s.K
-        for c in range(s.N):
-            r2 = rb + c * s.K
-            acc = 0
-            for kk in range(s.K):
-                acc = acc + <int32_t>r1[kk] * r2[kk]
-            if s.pre:
-                acc = (acc + (<int64_t>1 << (s.pre - 1))) >> s.pre
-            v = rounding_shift(acc, s.m, s.n) + s.zp_y
-            y[i * s.N + c] = <int16_t>(s.lo if v < s.lo else (s.hi if v > s.hi else v))
+        r1 = ra + i * K
+        c = 0
+        while c < s.N:
+            r2 = rb + c * K
+            a0 = a1 = a2 = a3 = 0
+            if c + 4 <= s.N:
+                for kk in range(K):
+                    v = r1[kk]
+                    a0 = a0 + v * r2[kk]
+                    a1 = a1 + v * r2[K + kk]
+                    a2 = a2 + v * r2[2 * K + kk]
+                    a3 = a3 + v * r2[3 * K + kk]
+            else:
+                for kk in range(K):
+                    a0 = a0 + <int32_t>r1[kk] * r2[kk]
+            acc[0], acc[1], acc[2], acc[3] = a0, a1, a2, a3
+            for j in range(4 if c + 4 <= s.N else 1):
+                y[i * s.N + c + j] = _requant16(acc[j], s)
+            c += 4 if c + 4 <= s.N else 1
+
+
+cdef inline int16_t _requant16(int64_t acc, BatchMatMulStep s) noexcept nogil:
+    cdef int64_t v
+    if s.pre:
+        acc = (acc + (<int64_t>1 << (s.pre - 1))) >> s.pre
+    v = rounding_shift(acc, s.m, s.n) + s.zp_y
+    return <int16_t>(s.lo if v < s.lo else (s.hi if v > s.hi else v))
 
 
 def _lead_strides(x, int lead):

@@ -15,7 +15,7 @@ path is still checked). The bind-time helpers are common.pxd's.
 """
 import numpy as np
 
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint64_t
 
 from qrt.kernels.common cimport _check_isa, _check_same_shape, _in_bytes, _isqrt, _out_bytes
 from qrt.kernels.plan cimport Step
@@ -54,16 +54,37 @@ cdef inline int64_t _exp(const int64_t* tab, int64_t d, act_t* kind) noexcept no
         return _exp16(tab, d)
 
 
-cdef inline act_t _share(int64_t e, int64_t total, act_t* kind) noexcept nogil:
-    """y of one element. total >= tab[0] > 0 and both terms >= 0, so C division is the
-    reference's floor division; the sums stay below 2^62 and the shifted term below 2^63
-    (int8: length < 2^31, entries <= 2^31; int16: entries <= 2^30)."""
+cdef extern from *:
+    ctypedef unsigned long long u128 "unsigned __int128"
+
+
+cdef inline uint64_t _reciprocal(int64_t total) noexcept nogil:
+    """floor(2^64 / total) for total >= 2 (0 for 1, which _divide handles apart)."""
+    return <uint64_t>((<u128>1 << 64) // <u128>total) if total > 1 else 0
+
+
+cdef inline int64_t _divide(int64_t n, int64_t total, uint64_t inv) noexcept nogil:
+    """floor(n / total) for 0 <= n < 2^63 without a division: n inv / 2^64 is at most 1 below
+    it (inv <= 2^64 / total, n < 2^64), so one correction step makes it exact."""
+    cdef int64_t q
+    if total == 1:
+        return n
+    q = <int64_t>((<u128>n * inv) >> 64)
+    if (q + 1) * total <= n:
+        q += 1
+    return q
+
+
+cdef inline act_t _share(int64_t e, int64_t total, uint64_t inv, act_t* kind) noexcept nogil:
+    """y of one element: the reference's floor division (total >= tab[0] > 0, both terms >= 0),
+    by a reciprocal taken once per row; the sums stay below 2^62 and the shifted term below
+    2^63 (int8: length < 2^31, entries <= 2^31; int16: entries <= 2^30)."""
     cdef int64_t q
     if act_t is int8_t:
-        q = ((e << 8) + (total >> 1)) // total - 128
+        q = _divide((e << 8) + (total >> 1), total, inv) - 128
         return <int8_t>(127 if q > 127 else q)  # q >= -128 as e >= 0
     else:
-        q = ((e << 15) + (total >> 1)) // total
+        q = _divide((e << 15) + (total >> 1), total, inv)
         return <int16_t>(32767 if q > 32767 else q)  # q >= 0 as e >= 0
 
 
@@ -71,6 +92,7 @@ cdef void _softmax_rows(const act_t* xv, act_t* ov, const int64_t* tab, Py_ssize
                         Py_ssize_t length, Py_ssize_t inner, int32_t* mxs, int64_t* totals) noexcept nogil:
     cdef Py_ssize_t o, k, j, i, base
     cdef int64_t mx, total
+    cdef uint64_t inv
     cdef act_t* kind = NULL
     if inner == 1:
         for o in range(outer):
@@ -82,8 +104,9 @@ cdef void _softmax_rows(const act_t* xv, act_t* ov, const int64_t* tab, Py_ssize
             total = 0
             for k in range(length):
                 total += _exp(tab, mx - xv[base + k], kind)
+            inv = _reciprocal(total)
             for k in range(length):
-                ov[base + k] = _share(_exp(tab, mx - xv[base + k], kind), total, kind)
+                ov[base + k] = _share(_exp(tab, mx - xv[base + k], kind), total, inv, kind)
         return
     for o in range(outer):
         base = o * length * inner
@@ -103,7 +126,7 @@ cdef void _softmax_rows(const act_t* xv, act_t* ov, const int64_t* tab, Py_ssize
         for k in range(length):
             i = base + k * inner
             for j in range(inner):
-                ov[i + j] = _share(_exp(tab, mxs[j] - xv[i + j], kind), totals[j], kind)
+                ov[i + j] = _share(_exp(tab, mxs[j] - xv[i + j], kind), totals[j], _reciprocal(totals[j]), kind)
 
 
 cdef inline bint _keeps(const void* mask, bint mask64, Py_ssize_t at, bint zero_keeps) noexcept nogil:
@@ -118,6 +141,7 @@ cdef void _softmax_masked_rows(const act_t* xv, act_t* ov, const int64_t* tab, P
     e = 0; a row that keeps none is uniform (every element, d = 0)."""
     cdef Py_ssize_t o, k, base, m
     cdef int64_t mx, total, e
+    cdef uint64_t inv
     cdef bint any_kept
     cdef act_t* kind = NULL
     for o in range(outer):
@@ -136,6 +160,7 @@ cdef void _softmax_masked_rows(const act_t* xv, act_t* ov, const int64_t* tab, P
                 total += _exp(tab, 0, kind)
             elif _keeps(mask, mask64, m + k * mstep, zero_keeps):
                 total += _exp(tab, mx - xv[base + k], kind)
+        inv = _reciprocal(total)
         for k in range(length):
             if not any_kept:
                 e = _exp(tab, 0, kind)
@@ -143,7 +168,7 @@ cdef void _softmax_masked_rows(const act_t* xv, act_t* ov, const int64_t* tab, P
                 e = _exp(tab, mx - xv[base + k], kind)
             else:
                 e = 0
-            ov[base + k] = _share(e, total, kind)
+            ov[base + k] = _share(e, total, inv, kind)
 
 
 cdef class SoftmaxStep(Step):
@@ -314,6 +339,7 @@ cdef void _ln_rows(const act_t* x, act_t* y, Py_ssize_t rows, Py_ssize_t C, int6
     cdef int64_t d, s, q, r, t, n, v, a, e
     cdef int bits, length
     cdef double u
+    cdef uint64_t inv
     for row in range(rows):
         xr = x + row * C
         yr = y + row * C
@@ -337,12 +363,13 @@ cdef void _ln_rows(const act_t* x, act_t* y, Py_ssize_t rows, Py_ssize_t C, int6
             if e < 1:
                 e = 1
         r = _isqrt((a << (2 * bits)) + e)
+        inv = _reciprocal(2 * r)  # r >= 1: D >= 1
         for i in range(C):
             t = (C * (xr[i] - zp) - s) << (frac_bits + bits)
             if t >= 0:
-                n = (2 * t + r) // (2 * r)
+                n = _divide(2 * t + r, 2 * r, inv)
             else:
-                n = -((-2 * t + r) // (2 * r))
+                n = -_divide(-2 * t + r, 2 * r, inv)
             v = ((n * mult[i] + (<int64_t>1 << (shift[i] - 1))) >> shift[i]) + offset[i]
             yr[i] = <act_t>(lo if v < lo else (hi if v > hi else v))
 
