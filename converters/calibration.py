@@ -854,7 +854,7 @@ GPTQ_BLOCK = 128  # inputs rounded between two matrix updates of the rest
 
 
 def input_gram(x, op: str, attrs: dict, kernel: tuple | None = None) -> np.ndarray | None:
-    """sum x_p x_p^T over the input vectors x_p that a Conv (4-D input) or Gemm / MatMul layer
+    """sum x_p x_p^T over the input vectors x_p that a Conv (3-D or 4-D input) or Gemm / MatMul layer
     multiplies by each output channel's weights: [groups, K, K] float64, K in the weights'
     order ([C/g, KH, KW] flattened, or the reduction axis); None for a layout it does not know.
     kernel: the Conv's (KH, KW) when its attributes do not say (kernel_shape is optional)."""
@@ -862,14 +862,20 @@ def input_gram(x, op: str, attrs: dict, kernel: tuple | None = None) -> np.ndarr
     if op != "Conv":
         x2 = x.reshape(-1, x.shape[-1])
         return (x2.T @ x2).astype(np.float64)[None]
-    if x.ndim != 4 or attrs.get("auto_pad", "NOTSET") != "NOTSET":
+    if x.ndim not in (3, 4) or attrs.get("auto_pad", "NOTSET") != "NOTSET":
         return None
     if "kernel_shape" not in attrs and kernel is None:
         return None
-    kh, kw = attrs.get("kernel_shape", kernel)
-    top, left, bottom, right = attrs.get("pads", (0, 0, 0, 0))
-    sh, sw = attrs.get("strides", (1, 1))
-    dh, dw = attrs.get("dilations", (1, 1))
+    kh, kw = attrs.get("kernel_shape", kernel)[-2:] if x.ndim == 4 else (1, attrs.get("kernel_shape", kernel)[-1])
+    if x.ndim == 3:  # a signal [N, C, L] as the image [N, C, 1, L], as the lowering runs it
+        x = x[:, :, None, :]
+        (left, right), sh, dh = attrs.get("pads", (0, 0)), 1, 1
+        top, bottom = 0, 0
+        sw, dw = attrs.get("strides", (1,))[0], attrs.get("dilations", (1,))[0]
+    else:
+        top, left, bottom, right = attrs.get("pads", (0, 0, 0, 0))
+        sh, sw = attrs.get("strides", (1, 1))
+        dh, dw = attrs.get("dilations", (1, 1))
     group = int(attrs.get("group", 1))
     n, c, h, w = x.shape
     oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1

@@ -323,7 +323,7 @@ class Lowering:
         x = self.to_layout(name, True)
         if len(self.shape(name)) == 4:
             return x
-        key = (name, "image")
+        key = (name, x.tensor, "image")
         if key not in self.converted:
             t = self.b.model.tensors[x.tensor]
             idx = self._like(t, name + ".image", (t.shape[0], 1) + tuple(t.shape[1:]))
@@ -511,7 +511,7 @@ class Lowering:
                     break
         for sm in self.g.nodes:  # constant masks: a causal mask added, or scores.masked_fill(mask, -inf)
             src = producers.get(sm.inputs[0]) if sm.op == "Softmax" and id(sm) not in self.masked else None
-            if src is None or len(consumers.get(src.outputs[0], [])) != 1 or \
+            if src is None or len(consumers.get(src.outputs[0], [])) != 1 or src.outputs[0] in self.g.outputs or \
                     sm.attrs.get("axis", -1) % len(self.shape(sm.inputs[0])) != len(self.shape(sm.inputs[0])) - 1:
                 continue
             found = self._constant_mask(src)
@@ -549,7 +549,8 @@ class Lowering:
             fill = lifted(self.g.constants[n.inputs[3 - k]]).astype(np.float64)
             if fill.size and (fill <= -1e4).all():
                 found = n.inputs[k], np.broadcast_to(cond if k == 1 else ~cond, np.broadcast_shapes(cond.shape, fill.shape))
-        if found is not None and all(d in (1, o) for d, o in zip(found[1].shape, out)):
+        if found is not None and all(d in (1, o) for d, o in zip(found[1].shape, out)) \
+                and self.shape(found[0]) == out:  # the scores are not broadcast up by the mask
             return found
         return None
 

@@ -161,6 +161,7 @@ def _stats_pass(graph: Graph, samples, stats: dict, means: dict | None, histogra
     """One pass over the calibration samples; graph_for(feeds) gives the graph at a sample's own
     shapes (dynamic dimensions below their maximum), else every sample runs `graph`."""
     wanted_means = means is not None
+    conv_inputs = {n.inputs[0] for n in graph.nodes if n.op == "Conv"}  # per channel: axis 1
     layers = {}  # layer input -> its layers' nodes, for grams (weight name -> summed input Gram matrix)
     for n in _layers(graph) if grams is not None else ():
         layers.setdefault(n.inputs[0], []).append(n)
@@ -173,7 +174,7 @@ def _stats_pass(graph: Graph, samples, stats: dict, means: dict | None, histogra
                 st = stats[name] = C.TensorStats()
             (st.update_histogram if histogram else st.update_range)(value)
             if wanted_means and name in means and value.ndim >= 2:
-                axes = (0,) + tuple(range(2, value.ndim)) if value.ndim == 4 else tuple(range(value.ndim - 1))
+                axes = (0,) + tuple(range(2, value.ndim)) if name in conv_inputs else tuple(range(value.ndim - 1))
                 m = value.astype(np.float64).mean(axis=axes)
                 acc = means[name]
                 acc[0] = m if acc[0] is None else acc[0] + m
@@ -195,19 +196,20 @@ def _layer_inputs(graph: Graph) -> set:
 
 
 def _joined(arrays: list) -> np.ndarray:
-    """The samples' outputs stacked; of several lengths, one row of all their values."""
+    """The samples' outputs stacked; of several lengths, one row of all their values (which
+    has no top-1 to compare: _agreement leaves it out)."""
     if len({a.shape[1:] for a in arrays}) == 1:
         return np.concatenate(arrays)
     return np.concatenate([a.reshape(-1) for a in arrays])[None]
 
 
-def _agreement(name: str, ref: np.ndarray, got: np.ndarray) -> OutputAgreement:
+def _agreement(name: str, ref: np.ndarray, got: np.ndarray, joined: bool = False) -> OutputAgreement:
     ref = ref.astype(np.float64).reshape(ref.shape[0], -1)
     got = got.astype(np.float64).reshape(got.shape[0], -1)
     err = np.sum((ref - got) ** 2)
     sqnr = 10 * np.log10(max(np.sum(ref**2), 1e-30) / max(err, 1e-30))
     cos = float(np.sum(ref * got) / max(np.linalg.norm(ref) * np.linalg.norm(got), 1e-30))
-    top1 = float(np.mean(ref.argmax(1) == got.argmax(1))) if ref.shape[1] > 1 else None
+    top1 = float(np.mean(ref.argmax(1) == got.argmax(1))) if ref.shape[1] > 1 and not joined else None
     return OutputAgreement(name, float(sqnr), cos, top1)
 
 
@@ -277,19 +279,27 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
               for n in graph.inputs}
     samples = list(D.iter_calibration(calibration, graph.inputs, shapes, limit=limit, preprocess=preprocess,
                                       dtypes=graph.dtypes))
-    graphs = {tuple(graph.shapes[n] for n in graph.inputs): graph}
+    top = tuple(graph.shapes[n] for n in graph.inputs)
+    graphs = {top: graph}  # and the last other length's (samples are sorted by shape: each is built once a pass)
+
+    def shape_key(feeds):
+        return tuple(tuple(np.shape(feeds[n])) for n in graph.inputs)
 
     def graph_for(feeds):
-        key = tuple(tuple(np.shape(feeds[n])) for n in graph.inputs)
+        key = shape_key(feeds)
         if key not in graphs:
             for n, shape in zip(graph.inputs, key):
                 if any(d > m for d, m in zip(shape, graph.shapes[n])):
                     raise ConversionError(f"calibration feed for input '{n}' has shape {shape}, beyond the "
                                           f"maximum {graph.shapes[n]}")
+            for old in [k for k in graphs if k != top]:
+                del graphs[old]
             graphs[key] = simplify(load_source(model, example_inputs, trust_source, freeze,
                                                dict(zip(graph.inputs, key)))[0])
         return graphs[key]
+
     calib, held = D.split_holdout(samples, holdout)
+    calib.sort(key=shape_key)  # one length after another (a stable sort: the order within one stays)
     if not calib:
         raise ConversionError("no calibration samples left after holding some back; pass more data")
 
@@ -383,10 +393,11 @@ def evaluate(report: Report, graph: Graph, qmodel_path: str, samples, labels=Non
         for n in graph.outputs:
             ref[n].append(np.asarray(f[n]))
             got[n].append(np.asarray(q[n]))
-    report.agreement = [_agreement(n, _joined(ref[n]), _joined(got[n])) for n in graph.outputs]
-    if labels is not None:
+    report.agreement = [_agreement(n, _joined(ref[n]), _joined(got[n]), len({a.shape for a in ref[n]}) > 1)
+                        for n in graph.outputs]
+    first = graph.outputs[0]
+    if labels is not None and len({a.shape for a in ref[first]}) == 1:
         labels = np.asarray(labels).reshape(-1)
-        first = graph.outputs[0]
         fr, qr = _joined(ref[first]), _joined(got[first])
         n = min(len(labels), len(fr))
         report.float_accuracy = float(np.mean(fr[:n].reshape(n, -1).argmax(1) == labels[:n]))

@@ -6,7 +6,8 @@ dimensions follow each symbol, the same model is read, simplified and lowered ag
 smaller sizes, with the same quantization parameters, and the lowered models are compared
 tensor by tensor: they must have the same operators with the same options, and a dimension that
 changes is fitted with floor((a S + b) / c) over the sizes seen (consecutive sizes below the
-maximum pin b for divisors up to 4, the strides of convolutions and pools). A constant whose
+maximum pin b for divisors up to 4, the strides of convolutions and pools; sizes 1 to 3 catch
+what stops following the length below the maximum, such as a slice of fixed end). A constant whose
 shape follows a symbol (a position table cut to the length, a causal mask) must be, at every
 size, the corner of the constant at the maximum: the runtime cuts it so. Anything else that
 changes with the size (an option, a constant's values, a dimension following two symbols)
@@ -22,7 +23,8 @@ from qrt.format import ModelDefinition, Symbol, SymbolicDim
 
 from .errors import ConversionError
 
-BELOW = (1, 2, 3)  # probe sizes max - 1, max - 2, max - 3 (and max // 2)
+BELOW = (1, 2, 3)  # probe sizes max - 1, max - 2, max - 3, max // 2, and the small ones:
+SMALL = (1, 2, 3)  # a model that cannot convert at one of these gets a min above it
 DIVISORS = (1, 2, 3, 4)
 
 
@@ -46,19 +48,24 @@ def make_symbolic(model: ModelDefinition, graph, lowered_at, progress=None) -> t
     samples = {}  # (tensor, axis) -> (symbol index, {size: dimension})
     symbols, notes = [], []
     for k, (name, (top, where)) in enumerate(sorted(found.items())):
-        sizes = sorted({top - d for d in BELOW if top - d >= 1} | ({top // 2} if top // 2 >= 1 else set()) - {top})
+        sizes = sorted(({top - d for d in BELOW} | {top // 2} | set(SMALL)) - {top})
+        sizes = [size for size in sizes if size >= 1]
         probes = {}  # size -> every tensor's shape
+        least = 1  # above the small sizes that do not convert
         for size in (progress(sizes, f"dynamic '{name}'") if progress else sizes):
             shapes = {i: list(graph.shapes[i]) for i in graph.inputs}
             for i, axis in where:
                 shapes[i][axis] = size
             try:
                 probe = lowered_at(shapes)
+                _same_program(model, probe, name, size)
+                for a, b in zip(model.tensors, probe.tensors):
+                    _same_constant(a, b, name, size)
             except ConversionError as e:
+                if size in SMALL and size < top // 2:  # the file's sizes start above this one
+                    least = size + 1
+                    continue
                 raise ConversionError(f"at {name} = {size} (below its maximum {top}): {e}") from None
-            _same_program(model, probe, name, size)
-            for a, b in zip(model.tensors, probe.tensors):
-                _same_constant(a, b, name, size)
             probes[size] = [t.shape for t in probe.tensors]
         for t, a in enumerate(model.tensors):
             for axis, top_dim in enumerate(a.shape):
@@ -70,15 +77,15 @@ def make_symbolic(model: ModelDefinition, graph, lowered_at, progress=None) -> t
                                           f"'{symbols[samples[(t, axis)][0]].name}' and '{name}'; qrt's dynamic "
                                           f"dimensions follow one each")
                 samples[(t, axis)] = (k, {top: top_dim, **seen})
-        symbols.append(Symbol(name, top, 1))
+        symbols.append(Symbol(name, top, least))
         notes.append(f"dynamic dimension '{name}': any size up to {top} ("
                      + ", ".join(f"{i}[{axis}]" for i, axis in where) + ")")
     dims = {}
     for (t, axis), (k, seen) in samples.items():
         dims.setdefault(t, []).append(SymbolicDim(axis, k, *_fit(seen, model.tensors[t].name, axis, symbols[k].name)))
-    # the least size at which every dimension is at least 1
+    # the least size at which every dimension is at least 1 (and the model converted)
     for k, s in enumerate(symbols):
-        least = 1
+        least = s.min
         for t, ds in dims.items():
             for d in ds:
                 if d.symbol == k and d.multiplier > 0:

@@ -422,11 +422,14 @@ def bind_layer_norm(ins, p, out, isa=None, threads=1):
                                                         (p.offset, "offset")))
     if ((shift < 1) | (shift > 62)).any() or (np.abs(mult) >= 2**31).any():
         raise ValueError("shifts must lie in [1, 62] and multipliers in (-2^31, 2^31)")
-    if (np.abs(offset) >= 2**40).any() or not (0 <= p.eps_term <= 2**61):
-        raise ValueError("offsets must be below 2^40 in magnitude and the epsilon term in [1, 2^61]")
+    wide = x.dtype == np.int16
+    if (np.abs(offset) >= 2**40).any() or not ((0 if wide else 1) <= p.eps_term <= 2**61):
+        raise ValueError("offsets must be below 2^40 in magnitude and the epsilon term in [1, 2^61] "
+                         "([0, 2^61] for int16)")
     info = np.iinfo(x.dtype)
-    if not (info.min <= p.zp_x <= info.max and info.min <= p.lo <= p.hi <= info.max):
-        raise ValueError(f"zero point {p.zp_x} and clamp [{p.lo}, {p.hi}] must lie in {x.dtype}")
+    if not (info.min <= p.zp_x <= info.max and info.min <= p.lo <= p.hi <= info.max) or (wide and p.zp_x):
+        raise ValueError(f"zero point {p.zp_x} and clamp [{p.lo}, {p.hi}] must lie in {x.dtype} "
+                         f"(int16: symmetric, zero point 0)")
     _check_isa(isa)
     mv, sv, ov = mult, shift, offset
     s.mult, s.shift, s.offset = &mv[0], &sv[0], &ov[0]
@@ -436,7 +439,7 @@ def bind_layer_norm(ins, p, out, isa=None, threads=1):
     s.eps_unit = p.eps_unit
     if not (0.0 <= p.eps_unit < float("inf")):
         raise ValueError(f"the epsilon unit {p.eps_unit} must be finite and >= 0")
-    s.rms, s.wide = p.rms, x.dtype == np.int16
+    s.rms, s.wide = p.rms, wide
     s.frac_bits = _spec.fraction_bits(x.dtype)
     s.x, s.y = _in_bytes(x, "x"), _out_bytes(out)
     if s.y == NULL:

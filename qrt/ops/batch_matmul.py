@@ -2,8 +2,8 @@
 [..., K, N] (or [..., N, K] with transpose_b), over leading dimensions that broadcast, -> y
 [..., M, N]: attention's Q K^T and weights x V. int8 form: acc = sum_k (a - zp_a)(b - zp_b),
 exact in int32 for K <= 33025 (K * 255 * 255 < 2^31), requantized with one multiplier s_a s_b / s_y. int16 form (a, b, y int16, symmetric): acc exact in
-int64 (|acc| <= K 2^30), rounded to acc' = (acc + 2^(k-1)) >> k with k = max(0, bitlength(K 2^30)
-- 30), so that |acc'| <= 2^30 + 1, and acc' requantized with s_a s_b 2^k / s_y: attention over long
+int64 (|acc| <= K 2^30), rounded to acc' = (acc + 2^(k-1)) >> k with k = bitlength(K), so that
+|acc'| <= 2^30 + 1, and acc' requantized with s_a s_b 2^k / s_y: attention over long
 sequences keeps int16's probabilities (SOFTMAX's 1/32768) and values.
 Compiled kernel: qrt/kernels/gemm.pyx batch_matmul (both forms). Its float32 form multiplies in
 NumPy."""
@@ -30,8 +30,9 @@ class BatchMatMulParams:
 
 
 def pre_shift(k: int) -> int:
-    """The int16 form's k for a reduction of length k: |acc| <= k 2^30 shifted to <= 2^30."""
-    return max(0, (k << 30).bit_length() - 30)
+    """The int16 form's shift for a reduction of length k: bitlength(k), so |acc| <= k 2^30 is
+    brought to <= 2^30."""
+    return k.bit_length()
 
 
 def prepare(model, op) -> BatchMatMulParams:
@@ -88,7 +89,7 @@ def _operands(ins, p):
 def reference(ins, p: BatchMatMulParams) -> np.ndarray:
     a, b = _operands(ins, p)
     acc = np.matmul(a.astype(np.int64) - p.zp_a, b.astype(np.int64) - p.zp_b)
-    if p.pre_shift:
+    if p.pre_shift:  # the int16 form's
         acc = (acc + (np.int64(1) << (p.pre_shift - 1))) >> p.pre_shift
     return requantize_to(acc, p.out)
 

@@ -11,7 +11,7 @@ gamma[c] / (s_y 2^15) and B[c] = round(beta[c] / s_y): the input's scale cancels
 int16 form: the same with int16 x and y, 20 fraction bits in n (t = (C d - S) 2^(20 + R), m[c] of
 gamma[c] / (s_y 2^20): int16's output steps are finer than 2^-15) and R fraction bits in r per row,
 R = min(15, max(0, (61 - bitlength(A + E_0)) // 2)) for A = C Q - S^2, so that D = A 2^(2R) + E_R
-< 2^62 (E_R = rint(min(u 2^(2R), 2^61)), at least 1, in float64, u = epsilon C^2 / s_x^2): a row of
+<= 2^62 + 2^61 (E_R = rint(min(u 2^(2R), 2^61)), at least 1, in float64, u = epsilon C^2 / s_x^2): a row of
 large values needs none, a row of small ones all 15. |C d - S| <= sqrt(C A) keeps t < 2^59.
 int16 activations are symmetric, so |d| <= 2^15 and C <= 2^16 as well.
 With `rms` (RMSNorm) S is taken as 0: no mean is subtracted, d itself is normalised by its root

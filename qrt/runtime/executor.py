@@ -94,6 +94,7 @@ class _Bound:
     conversions: dict
     plan: object
     fast: tuple | None  # run()'s short path (the file's shape): the boundary's quantize and dequantize steps
+    definition: object = None  # the model at this plan's shapes
 
 
 def _user_shape(shape: tuple, layout: Layout) -> tuple:
@@ -311,7 +312,7 @@ class Model:
             self.kernels.step(s.form, [views[t] if t in views else constants[t] for t in s.inputs],
                               s.params, views[s.output], self.isa, self.threads, packed)
             for s, packed in zip(at.ops, at.packed)])
-        bound = _Bound(views, conversions, plan, fast)
+        bound = _Bound(views, conversions, plan, fast, m)
         if key == self._file_key:
             local.file = bound
         else:
@@ -502,7 +503,7 @@ class Model:
         import time
 
         self.run(*args, **kwargs)  # fills this thread's arena with real intermediate values
-        plan, m = self._local.last.plan, self.definition
+        plan, m = self._local.last.plan, self._local.last.definition  # at the shapes it ran
         rows = []
         for i, op in enumerate(m.operators):
             step, times = plan[i], []

@@ -250,3 +250,31 @@ def test_gelu_is_one_table(form, tmp_path):
     want = module(torch.tensor(x[30:])).detach().numpy()
     got = qrt.load(path).run(x[30:])
     assert float(np.sum(want * got) / (np.linalg.norm(want) * np.linalg.norm(got))) > 0.999
+
+
+@pytest.mark.parametrize("kw", [{"weights": "int4"}, {"weight_rounding": "gptq"}, {"float_ops": ["node_conv1d_1"]},
+                                {"activations": "int16", "float_ops": ["node_conv1d_1"]}],
+                         ids=["int4_bias_corrected", "gptq", "float_reader", "int16_and_float_readers"])
+def test_signal_schemes(kw, tmp_path):
+    """Conv1d inputs calibrated per channel (bias correction, GPTQ's Gram matrices of 1-D
+    windows), and one signal read as an image by convolutions in different forms."""
+    torch.manual_seed(0)
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.conv2 = nn.Conv1d(4, 16, 3, padding=1), nn.Conv1d(16, 8, 3, stride=2, padding=1)
+            self.conv3 = nn.Conv1d(16, 8, 3, stride=2, padding=1)
+
+        def forward(self, x):
+            y = F.relu(self.conv(x))
+            return self.conv2(y) + self.conv3(y)
+
+    module = Two().eval()
+    x = np.random.default_rng(2).standard_normal((40, 4, 24)).astype(np.float32)
+    path = tmp_path / "two.qmodel"
+    report = qrt.convert(module, x[:30], path, example_inputs=torch.tensor(x[:1]), show_progress=False, **kw)
+    want = module(torch.tensor(x[30:])).detach().numpy()
+    got = qrt.load(path).run(x[30:])
+    cos = float(np.sum(want * got) / (np.linalg.norm(want) * np.linalg.norm(got)))
+    assert cos > (0.97 if kw.get("weights") == "int4" else 0.99), (kw, cos, report.notes)
