@@ -24,7 +24,8 @@ import numpy as np
 from qrt.format import (
     Activation, BatchMatMulOptions, ConcatOptions, Conv2DOptions, DepthwiseConv2DOptions, DType, InputQuantization,
     LayerNormOptions, Layout, LeakyReluOptions, LutOptions, MeanOptions, Metadata, ModelBuilder, OpCode, PadOptions,
-    Pool2DOptions, GatherOptions, SliceOptions, SoftmaxOptions, TransposeOptions, UnaryFunction, UnaryOptions,
+    Pool2DOptions, GatherOptions, ReduceFunction, ReduceOptions, SliceOptions, SoftmaxOptions, TransposeOptions,
+    UnaryFunction, UnaryOptions,
 )
 from qrt.format.model import pack_int4
 from qrt.numerics import INT32_MAX, SOFTMAX_OUTPUT, SOFTMAX_OUTPUT_16, accumulator_bound, int16_accumulator_bound
@@ -410,13 +411,14 @@ class Lowering:
                     break
 
     def _clip_bounds(self, n: Node):
+        """(min, max); min above max makes every output max (ONNX Clip)."""
         lo = n.attrs.get("min", -math.inf)
         hi = n.attrs.get("max", math.inf)
         if len(n.inputs) > 1 and n.inputs[1]:
             lo = float(np.asarray(self.g.constants[n.inputs[1]]))
         if len(n.inputs) > 2 and n.inputs[2]:
             hi = float(np.asarray(self.g.constants[n.inputs[2]]))
-        return float(lo), float(hi)
+        return float(min(lo, hi)), float(hi)
 
     def pin_qparams(self):
         """Outputs that must keep their input's parameters, or take fixed ones."""
@@ -864,14 +866,15 @@ class Lowering:
         self._fully_connected(n, n.inputs[0], np.ascontiguousarray(w), n.inputs[1], bias)
 
     def _matmul_supported(self, n: Node) -> bool:
-        """Constant weights (FULLY_CONNECTED), or two activations of rank >= 2 (BATCH_MATMUL)."""
-        if n.inputs[1] in self.g.constants:
+        """Constant 2-D weights (FULLY_CONNECTED), or operands of rank >= 2, one an activation
+        (BATCH_MATMUL; a constant b of another rank as an int8 tensor)."""
+        if n.inputs[1] in self.g.constants and np.ndim(self.g.constants[n.inputs[1]]) == 2:
             return self._fc_supported(n)
         return n.inputs[0] not in self.g.constants and min(len(self.shape(i)) for i in n.inputs[:2]) >= 2
 
     @lowers("MatMul", supports=_matmul_supported, fusable=True, int16=True)
     def lower_MatMul(self, n: Node):
-        if n.inputs[1] not in self.g.constants:
+        if n.inputs[1] not in self.g.constants or np.ndim(self.g.constants[n.inputs[1]]) != 2:
             return self._batch_matmul(n)
         b = np.asarray(self.g.constants[n.inputs[1]], np.float32)
         self._fully_connected(n, n.inputs[0], np.ascontiguousarray(b.T), n.inputs[1], self.matmul_bias.get(id(n)))
@@ -883,7 +886,7 @@ class Lowering:
         t = self._folded_transpose(n)
         if t is not None:
             b_name, transpose_b = t.inputs[0], True
-        b = self.to_layout(b_name, False)
+        b = self.const_activation(b_name) if b_name in self.g.constants else self.to_layout(b_name, False)
         y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]))
         self.op(OpCode.BATCH_MATMUL, [a, b], [y], BatchMatMulOptions(transpose_b), n, fuse=True)
 
@@ -902,25 +905,39 @@ class Lowering:
         return None
 
     def _layer_norm_supported(self, n: Node) -> bool:
-        rank = len(self.shape(n.inputs[0]))
         consts = all(i in self.g.constants for i in n.inputs[1:3] if i)
-        return consts and n.attrs.get("axis", -1) % rank == rank - 1 and n.outputs[1:] in ([], [""], ["", ""])
+        return consts and n.outputs[1:] in ([], [""], ["", ""])
 
     @lowers("LayerNormalization", "RMSNormalization", supports=_layer_norm_supported, int16=True)
     def lower_LayerNormalization(self, n: Node):
         """LAYER_NORM over the last dimension (in the source's order), without the mean for
-        RMSNormalization; gamma and beta stay float32."""
+        RMSNormalization; gamma and beta stay float32. Normalising from an earlier axis to the
+        end: over those dimensions flattened into one (RESHAPEs the arena aliases)."""
+        shape = self.shape(n.inputs[0])
+        axis = n.attrs.get("axis", -1) % len(shape)
+        c = math.prod(shape[axis:])
         x = self.to_layout(n.inputs[0], False)
-        c = self.shape(n.inputs[0])[-1]
-        gamma = np.broadcast_to(np.asarray(self.g.constants[n.inputs[1]], np.float32).reshape(-1), (c,))
-        beta = np.zeros(c, np.float32) if len(n.inputs) < 3 or not n.inputs[2] else \
-            np.broadcast_to(np.asarray(self.g.constants[n.inputs[2]], np.float32).reshape(-1), (c,))
-        g = self.b.tensor(self._unique(n.inputs[1]), DType.FLOAT32, (c,), np.ascontiguousarray(gamma))
-        b = self.b.tensor(self._unique((n.inputs[2] if len(n.inputs) > 2 and n.inputs[2] else n.name) + ".beta"),
-                          DType.FLOAT32, (c,), np.ascontiguousarray(beta))
+        if axis != len(shape) - 1:
+            src = x
+            x = _Value(self._like(self.b.model.tensors[src.tensor], n.inputs[0] + ".rows", tuple(shape[:axis]) + (c,)),
+                       False)
+            self.b.op(OpCode.RESHAPE, [src.tensor], [x.tensor], name=f"{n.inputs[0]}.rows")
+
+        def per_channel(name, default):
+            if not name:
+                return np.full(c, default, np.float32)
+            return np.ascontiguousarray(np.broadcast_to(np.asarray(self.g.constants[name], np.float32),
+                                                        shape[axis:]).reshape(-1))
+        beta_name = n.inputs[2] if len(n.inputs) > 2 else ""
+        g = self.b.tensor(self._unique(n.inputs[1]), DType.FLOAT32, (c,), per_channel(n.inputs[1], 1.0))
+        b = self.b.tensor(self._unique((beta_name or n.name) + ".beta"), DType.FLOAT32, (c,), per_channel(beta_name, 0.0))
         y = self.act_tensor(n.outputs[0])
-        self.op(OpCode.LAYER_NORM, [x, g, b], [y],
-                LayerNormOptions(float(n.attrs.get("epsilon", 1e-5)), rms=n.op == "RMSNormalization"), n)
+        opts = LayerNormOptions(float(n.attrs.get("epsilon", 1e-5)), rms=n.op == "RMSNormalization")
+        if axis == len(shape) - 1:
+            return self.op(OpCode.LAYER_NORM, [x, g, b], [y], opts, n)
+        rows = self._like(self.b.model.tensors[y.tensor], n.outputs[0] + ".rows", self.b.model.tensors[x.tensor].shape)
+        self.op(OpCode.LAYER_NORM, [x, g, b], [rows], opts, n)
+        self.b.op(OpCode.RESHAPE, [rows], [y.tensor], name=f"{n.outputs[0]}.rows")
 
     @lowers("BatchNormalization", int16=True)
     def lower_BatchNormalization(self, n: Node):
@@ -940,24 +957,38 @@ class Lowering:
     # Elementwise -------------------------------------------------------------
 
     def _binary(self, n: Node, code):
-        """Operands in one layout: the first activation operand's (constants follow it)."""
+        """Operands in one layout: the first activation operand's (constants follow it); an
+        activation of lower rank is lifted to the output's (leading 1s, a RESHAPE the arena
+        aliases) and then all are in the source's order."""
         out = self.shape(n.outputs[0])
         rank = len(out)
         names = n.inputs[:2]
-        for name in names:
-            if name not in self.g.constants and len(self.shape(name)) != rank:
-                raise ConversionError(f"{n.op} '{n.name}': operands of rank {len(self.shape(name))} "
-                                      f"and {rank} (only equal ranks or constants broadcast)")
-        last = next(self.value(i).last for i in names if i not in self.g.constants)
-        operands = [self.const_activation(i, rank, last) if i in self.g.constants else self.to_layout(i, last)
-                    for i in names]
+        lower = [i for i in names if i not in self.g.constants and len(self.shape(i)) < rank]
+        last = not lower and next(self.value(i).last for i in names if i not in self.g.constants)
+        operands = [self.const_activation(i, rank, last) if i in self.g.constants else
+                    self._lifted(i, rank) if i in lower else self.to_layout(i, last) for i in names]
         y = self.act_tensor(self.out_value(n), out, last=last)
         self.op(code, operands, [y], None, n, fuse=True)
 
+    def _lifted(self, name: str, rank: int) -> _Value:
+        """An activation of lower rank with leading 1s up to `rank`, in the source's order."""
+        v = self.to_layout(name, False)
+        key = (name, v.tensor, rank)
+        if key not in self.converted:
+            t = self.b.model.tensors[v.tensor]
+            idx = self._like(t, name + ".lifted", (1,) * (rank - len(t.shape)) + tuple(t.shape))
+            self.b.op(OpCode.RESHAPE, [v.tensor], [idx], name=f"{name}.lifted")
+            self.converted[key] = _Value(idx, False)
+        return self.converted[key]
+
     def _binary_supported(self, n: Node) -> bool:
-        """Operands of equal ranks, or a constant that broadcasts."""
-        rank = len(self.shape(n.outputs[0]))
-        return all(i in self.g.constants or len(self.shape(i)) == rank for i in n.inputs[:2])
+        """Operands that broadcast as NumPy's (constants, or activations of any lower rank)."""
+        try:
+            np.broadcast_shapes(*(self.shape(i) if i not in self.g.constants else np.shape(self.g.constants[i])
+                                  for i in n.inputs[:2]))
+        except ValueError:
+            return False
+        return True
 
     @lowers("Add", supports=_binary_supported, fusable=True, int16=True)
     def lower_Add(self, n):
@@ -983,7 +1014,7 @@ class Lowering:
     def lower_extremum(self, n):
         self._binary(n, OpCode.MAXIMUM if n.op == "Max" else OpCode.MINIMUM)
 
-    @lowers("Div", supports=_divisor_constant)
+    @lowers("Div", supports=_divisor_constant, int16=True)
     def lower_Div(self, n):
         if n.inputs[1] not in self.g.constants:
             raise ConversionError(f"Div '{n.name}': only division by a constant is supported")
@@ -1140,17 +1171,23 @@ class Lowering:
     def lower_AveragePool(self, n):
         self._pool(n, OpCode.AVERAGE_POOL_2D)
 
-    def _mean(self, n: Node, axes, keep):
-        """MEAN over the stored positions of `axes`; a channels-last input stays so when the
-        result's order allows."""
+    def _reduced(self, n: Node, axes, keep) -> tuple:
+        """(n's input, the stored order of its axes) for a reduction over `axes`: a
+        channels-last input stays so when the result's order allows (keep, or C not left
+        after the others), else it goes to the source's order."""
         rank = len(self.shape(n.inputs[0]))
-        axes = sorted({a % rank for a in axes})
         x = self.value(n.inputs[0])
         order = stored_order(rank, x.last)
         kept = [a for a in order if a not in axes]
         if x.last and not keep and kept != sorted(kept):
-            x = self.to_layout(n.inputs[0], False)  # the result would list C after the others: as the source
-            order = tuple(range(rank))
+            x, order = self.to_layout(n.inputs[0], False), tuple(range(rank))
+        return x, order
+
+    def _mean(self, n: Node, axes, keep):
+        """MEAN over the stored positions of `axes`."""
+        rank = len(self.shape(n.inputs[0]))
+        axes = sorted({a % rank for a in axes})
+        x, order = self._reduced(n, axes, keep)
         y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]), last=x.last and keep)
         self.op(OpCode.MEAN, [x], [y], MeanOptions(tuple(sorted(order.index(a) for a in axes)), bool(keep)), n,
                 fuse=True)
@@ -1159,13 +1196,28 @@ class Lowering:
     def lower_GlobalAveragePool(self, n):
         self._mean(n, range(2, len(self.shape(n.inputs[0]))), True)
 
-    @lowers("ReduceMean", fusable=True, int16=True)
-    def lower_ReduceMean(self, n):
+    def _reduce_axes(self, n: Node) -> list:
+        """The axes a Reduce* node reduces (sorted, >= 0): the attribute or the constant input;
+        none given: every axis, or with noop_with_empty_axes none at all."""
+        rank = len(self.shape(n.inputs[0]))
         axes = n.attrs.get("axes")
         if axes is None and len(n.inputs) > 1 and n.inputs[1]:
-            axes = [int(a) for a in np.asarray(self.g.constants[n.inputs[1]]).reshape(-1)]
-        if axes is None:
-            axes = list(range(len(self.shape(n.inputs[0]))))
+            axes = np.asarray(self.g.constants[n.inputs[1]]).reshape(-1).tolist()
+        if not axes and not n.attrs.get("noop_with_empty_axes", 0):
+            axes = range(rank)
+        return sorted({int(a) % rank for a in axes or ()})
+
+    def _reduce_supported(self, n: Node) -> bool:
+        """Axes known at conversion (the attribute, or a constant input since opset 13 / 18) of
+        an input of rank >= 1."""
+        return len(self.shape(n.inputs[0])) >= 1 and (len(n.inputs) < 2 or not n.inputs[1]
+                                                      or n.inputs[1] in self.g.constants)
+
+    @lowers("ReduceMean", supports=_reduce_supported, fusable=True, int16=True)
+    def lower_ReduceMean(self, n):
+        axes = self._reduce_axes(n)
+        if not axes:  # noop_with_empty_axes: the input as it is (in the output's quantization)
+            return self._requantize(n)
         self._mean(n, axes, bool(n.attrs.get("keepdims", 1)))
 
     @lowers("GlobalMaxPool", keeps_input_quantization=True, int16=True)
@@ -1174,32 +1226,13 @@ class Lowering:
         node = Node("MaxPool", n.inputs, n.outputs, {"kernel_shape": list(xs[2:])}, n.name)
         self._pool(node, OpCode.MAX_POOL_2D)
 
-    def _reduce_supported(self, n: Node) -> bool:
-        """Axes known at conversion (the attribute, or a constant input since opset 13 / 18) of
-        an input of rank >= 1."""
-        return len(self.shape(n.inputs[0])) >= 1 and (len(n.inputs) < 2 or not n.inputs[1]
-                                                      or n.inputs[1] in self.g.constants)
-
     @lowers("ReduceSum", "ReduceL2", supports=_reduce_supported, fusable=True, int16=True)
     def lower_reduce(self, n: Node):
-        """REDUCE (SPEC.md 2.13.25) over the stored positions of the node's axes: the attribute
-        or the constant input; none: every axis, or with noop_with_empty_axes none at all (the
-        function of each element alone). A channels-last input stays so when the result's
-        order allows, as in _mean."""
-        from qrt.format import ReduceFunction, ReduceOptions
-        rank = len(self.shape(n.inputs[0]))
-        axes = n.attrs.get("axes")
-        if axes is None and len(n.inputs) > 1 and n.inputs[1]:
-            axes = np.asarray(self.g.constants[n.inputs[1]]).reshape(-1).tolist()
-        if not axes and not n.attrs.get("noop_with_empty_axes", 0):
-            axes = range(rank)
-        axes = sorted({int(a) % rank for a in axes or ()})
+        """REDUCE (SPEC.md 2.13.25) over the stored positions of the node's axes (_reduce_axes;
+        none: the function of each element alone)."""
+        axes = self._reduce_axes(n)
         keep = bool(n.attrs.get("keepdims", 1)) or not axes
-        x = self.value(n.inputs[0])
-        order = stored_order(rank, x.last)
-        kept = [a for a in order if a not in axes]
-        if x.last and not keep and kept != sorted(kept):  # the result would list C after the others
-            x, order = self.to_layout(n.inputs[0], False), tuple(range(rank))
+        x, order = self._reduced(n, axes, keep)
         y = self.act_tensor(self.out_value(n), self.shape(n.outputs[0]), last=x.last and keep)
         function = {"ReduceSum": ReduceFunction.SUM, "ReduceMax": ReduceFunction.MAX, "ReduceMin": ReduceFunction.MIN,
                     "ReduceL2": ReduceFunction.L2, "ReduceSumSquare": ReduceFunction.SUM_SQUARE}[n.op]
@@ -1366,7 +1399,8 @@ class Lowering:
     def _pad_supported(self, n: Node) -> bool:
         value_ok = len(n.inputs) < 3 or not n.inputs[2] or (
             n.inputs[2] in self.g.constants and float(np.asarray(self.g.constants[n.inputs[2]])) == 0.0)
-        return n.attrs.get("mode", "constant") in ("constant", b"constant") and value_ok
+        known = all(i in self.g.constants for i in n.inputs[1:2] + n.inputs[3:4] if i)
+        return n.attrs.get("mode", "constant") in ("constant", b"constant") and value_ok and known
 
     @lowers("Pad", supports=_pad_supported, keeps_input_quantization=True, int16=True)
     def lower_Pad(self, n):
@@ -1375,7 +1409,13 @@ class Lowering:
             pads = [int(p) for p in np.asarray(self.g.constants[n.inputs[1]]).reshape(-1)]
         if len(n.inputs) > 2 and n.inputs[2] and float(np.asarray(self.g.constants[n.inputs[2]])) != 0.0:
             raise ConversionError(f"Pad '{n.name}': only zero padding is supported")
-        rank = len(pads) // 2
+        rank = len(self.shape(n.inputs[0]))
+        if len(n.inputs) > 3 and n.inputs[3]:  # pads for these axes only (opset 18)
+            axes = [int(a) % rank for a in np.asarray(self.g.constants[n.inputs[3]]).reshape(-1)]
+            full = [0] * (2 * rank)
+            for j, a in enumerate(axes):
+                full[a], full[rank + a] = pads[j], pads[len(axes) + j]
+            pads = full
         x = self.value(n.inputs[0])
         order = stored_order(rank, x.last)
         pads = [pads[a] for a in order] + [pads[rank + a] for a in order]
@@ -1387,8 +1427,8 @@ class Lowering:
 # ops that fold away in practice (shape chains, conditions on frozen inputs) or that the passes
 # fuse (Pow and Reciprocal of decomposed layer and RMS norms); check_quantizable catches any left computing on
 # run-time values
-FOLDED_OPS = {"Identity", "Dropout", "Constant", "Shape", "Cast", "CastLike",
-              "ConstantOfShape", "Range", "Equal", "Where", "Greater", "Less",
+FOLDED_OPS = {"Identity", "Dropout", "Constant", "Shape", "Size", "Cast", "CastLike",
+              "ConstantOfShape", "Range", "Equal", "Where", "Sum", "Greater", "Less",
               "GreaterOrEqual", "LessOrEqual", "Not", "Pow", "Reciprocal"}
 
 

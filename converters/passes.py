@@ -1,7 +1,8 @@
 """Graph passes on the float IR (converters/ir.py). Each is `(graph) -> graph` and works in place.
 
     simplify(graph)            all of them, in order (what the converter runs after a front-end)
-    remove_identities(graph)   Identity, Dropout (inference) and float -> float Cast go
+    remove_identities(graph)   Identity, Dropout (inference) and float -> float Cast / CastLike go
+    split_variadic(graph)      Sum / Max / Min of n inputs -> a chain of two-input nodes
     infer_shapes(graph)        runs the graph once on zeros: graph.shapes of every value
     fold_constants(graph)      nodes whose inputs are all constants (and Shape / Size of a value
                                with a known shape) become constants
@@ -123,20 +124,45 @@ def remove_identities(graph: Graph, dtypes: dict | None = None) -> Graph:
     return graph
 
 
+def _float_value(graph, name, dtypes) -> bool:
+    """Whether a value is known to be floating point (a float input, constant or value)."""
+    if name in graph.inputs:
+        return name not in graph.dtypes
+    if name in graph.constants:
+        return np.asarray(graph.constants[name]).dtype.kind == "f"
+    return dtypes is not None and name in dtypes and np.dtype(dtypes[name]).kind == "f"
+
+
+def split_variadic(graph: Graph) -> Graph:
+    """Sum, Max and Min of n inputs become a chain of n - 1 two-input Add, Max or Min (one
+    input: an Identity), which have integer forms."""
+    nodes = []
+    for n in graph.nodes:
+        if n.op not in ("Sum", "Max", "Min") or (len(n.inputs) == 2 and n.op != "Sum"):
+            nodes.append(n)
+            continue
+        op = "Add" if n.op == "Sum" else n.op
+        if len(n.inputs) == 1:
+            nodes.append(Node("Identity", n.inputs, n.outputs, {}, n.name))
+            continue
+        acc = n.inputs[0]
+        for k, v in enumerate(n.inputs[1:]):
+            out = n.outputs[0] if k == len(n.inputs) - 2 else graph.fresh(f"{n.outputs[0]}.{k}")
+            nodes.append(Node(op, [acc, v], [out], {}, f"{n.name}/{k}" if n.name else ""))
+            acc = out
+    graph.nodes = nodes
+    return graph
+
+
 def _is_identity(graph, node, dtypes):
     if node.op == "Identity":
         return True
     if node.op == "Dropout":
         mask = node.outputs[1] if len(node.outputs) > 1 else ""
         return not mask or (mask not in graph.outputs and not any(mask in n.inputs for n in graph.nodes))
-    if node.op == "Cast" and int(node.attrs.get("to", 0)) in _FLOAT_TYPES:
-        x = node.inputs[0]
-        if x in graph.inputs:
-            return x not in graph.dtypes  # an integer input's Cast is real
-        if x in graph.constants:
-            return np.asarray(graph.constants[x]).dtype.kind == "f"
-        if dtypes is not None and x in dtypes:
-            return np.dtype(dtypes[x]).kind == "f"
+    like = node.op == "CastLike" and _float_value(graph, node.inputs[1], dtypes)
+    if (node.op == "Cast" and int(node.attrs.get("to", 0)) in _FLOAT_TYPES) or like:
+        return _float_value(graph, node.inputs[0], dtypes)  # an integer value's Cast is real
     return False
 
 
@@ -681,9 +707,9 @@ def fuse_softmaxes(graph: Graph) -> Graph:
 
 
 def fuse_layer_norms(graph: Graph) -> Graph:
-    """x - mean, then / sqrt(mean((x - mean)^2) + eps), then * gamma + beta, over the last axis
-    (ReduceMean, Sub, Pow 2 or Mul by itself, ReduceMean, Add eps, Sqrt, Div, Mul, Add: how
-    exporters before opset 17 write nn.LayerNorm) becomes one LayerNormalization, which has an
+    """x - mean, then / sqrt(mean((x - mean)^2) + eps) (or of mean(x^2) - mean^2), then * gamma +
+    beta, over the last axis (ReduceMean, Sub, Pow 2 or Mul by itself, ReduceMean, Add eps, Sqrt,
+    Div, Mul, Add: how exporters before opset 17 write nn.LayerNorm, and ONNX's function body) becomes one LayerNormalization, which has an
     integer form; gamma and beta must be constants of the last axis' size (or absent: 1, 0)."""
     producers, consumers = graph.producers(), graph.consumers()
 
@@ -704,14 +730,25 @@ def fuse_layer_norms(graph: Graph) -> Graph:
             continue
         eps_name = next((i for i in add.inputs if i in graph.constants), None)
         var = next((producers.get(i) for i in add.inputs if i != eps_name), None)
-        if eps_name is None or const(eps_name).size != 1 or not _last_axis_mean(graph, var, rank):
+        if eps_name is None or const(eps_name).size != 1 or var is None:
             continue
-        sq = producers.get(var.inputs[0])
-        squares = sq is not None and (
-            (sq.op == "Pow" and sq.inputs[0] == d and sq.inputs[1] in graph.constants
-             and float(const(sq.inputs[1]).reshape(-1)[0]) == 2.0)
-            or (sq.op == "Mul" and sq.inputs[0] == d and sq.inputs[1] == d))
-        if not squares:
+
+        def square(v, of):  # the node computing v = of^2 (Pow 2 or a Mul by itself), or None
+            n = producers.get(v)
+            if n is not None and ((n.op == "Pow" and n.inputs[0] == of and n.inputs[1] in graph.constants
+                                   and float(const(n.inputs[1]).reshape(-1)[0]) == 2.0)
+                                  or (n.op == "Mul" and n.inputs[:2] == [of, of])):
+                return n
+            return None
+        if _last_axis_mean(graph, var, rank):  # mean((x - mean)^2)
+            sq = [square(var.inputs[0], d)]
+        elif var.op == "Sub":  # mean(x^2) - mean^2, as ONNX's own function body writes it
+            ms = producers.get(var.inputs[0])
+            sq = [square(ms.inputs[0], x) if _last_axis_mean(graph, ms, rank) else None, ms,
+                  square(var.inputs[1], m)]
+        else:
+            continue
+        if None in sq:
             continue
         c = graph.shapes[x][-1]
         out, tail = div.outputs[0], [div]
@@ -725,7 +762,7 @@ def fuse_layer_norms(graph: Graph) -> Graph:
             default[:] = np.broadcast_to(const(k).reshape(-1), (c,))
             out, tail = nxt.outputs[0], tail + [nxt]
         # every intermediate value read only inside the pattern
-        nodes = [producers[m], sub, sq, var, add, sqrt, *tail]
+        nodes = [producers[m], sub, *sq, var, add, sqrt, *tail]
         if not _private(graph, consumers, nodes[:-1], nodes):
             continue
         inside = {id(n) for n in nodes}
@@ -761,6 +798,7 @@ def simplify(graph: Graph) -> Graph:
         if not inline_constant_ifs(graph):
             break
     check_no_control_flow(graph)
+    split_variadic(graph)
     shapes, dtypes = value_types(graph)
     graph.shapes.update(shapes)
     remove_identities(graph, dtypes)
