@@ -140,6 +140,8 @@ class LoweringOptions:
     # Per weight: the summed Gram matrix of its layer's calibration inputs (calibration.input_gram),
     # for GPTQ rounding of static int8 weights; empty: round to nearest.
     weight_grams: dict = field(default_factory=dict)
+    # Per value: the (min, max) calibration saw, for the int16 tables' output ranges (plan_tables).
+    ranges: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -420,6 +422,27 @@ class Lowering:
             hi = float(np.asarray(self.g.constants[n.inputs[2]]))
         return float(min(lo, hi)), float(hi)
 
+    def plan_tables(self):
+        """An int16 table (SPEC.md 2.13.14) interpolates between entries 128 input steps apart:
+        the output's range must hold the function at every entry around the inputs calibration
+        saw (clamped entries bend the last segment), so it widens to them, before any reader
+        takes its parameters."""
+        for n in self.g.nodes:
+            label = n.attrs.get("__lut__", n.op if n.op in _LUT_FUNCTIONS else None)
+            x = n.attrs.get("__lut_input__", n.inputs[0] if n.inputs else None)
+            out = n.outputs[0] if n.outputs else None
+            if label is None or id(n) in self.skip or self.forms.get(id(n)) != INT16 or x not in self.opt.ranges \
+                    or x not in self.qparams16 or out not in self.qparams16:
+                continue
+            lo, hi = self.opt.ranges[x]
+            sx = np.float64(self.qparams16[x][0])
+            first = int(np.clip(np.floor((lo / sx + 32768) / 128), 0, 512))
+            last = int(np.clip(np.ceil((hi / sx + 32768) / 128), 0, 512))
+            f = _LUT_FUNCTIONS[label](sx * (np.arange(first, last + 1, dtype=np.float64) * 128 - 32768), n)
+            top = 32767 * np.float64(self.qparams16[out][0])
+            if np.isfinite(f).all() and np.abs(f).max() > top:
+                self.qparams16[out] = C.int16_qparams(-float(np.abs(f).max()), float(np.abs(f).max()))
+
     def pin_qparams(self):
         """Outputs that must keep their input's parameters, or take fixed ones."""
         for n in self.g.nodes:
@@ -460,6 +483,7 @@ class Lowering:
         self.plan_forms()
         self.check_supported()
         self.plan_fusions()
+        self.plan_tables()
         self.pin_qparams()
         for name in self.g.inputs:
             if name in self.g.dtypes:  # ids, masks: integers as they are

@@ -352,7 +352,8 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
     if table.overrides:
         md.calibration.settings["overrides"] = json.dumps(table.overrides, sort_keys=True)
     options = LoweringOptions(per_channel=per_channel, input_means=input_means, schemes=table,
-                              correct_int4_only=int4_only, weight_grams=grams or {})
+                              correct_int4_only=int4_only, weight_grams=grams or {},
+                              ranges={name: (st.min, st.max) for name, st in stats.items()})
     qmodel, lowered, notes = lower(graph, qparams, options, md, qparams16)
     if graph.symbols:  # one file for every size up to the maximum
         def lowered_at(shapes):

@@ -114,8 +114,6 @@ SKIPPED = {  # why a case is not run
     "test_batchnorm_*training_mode*": "training mode (batch statistics, running-statistics outputs)",
 }
 _ONE_D = "MatMul with a 1-D operand (a vector): refused (UnsupportedOpsError)"
-_LUT16 = ("int16 LUT: the table's entries past the output's calibrated range are clamped (lower._lut), so the "
-          "last segment interpolates towards a clamped value: {} steps low at the input's maximum")
 _IDENTITY = "a graph whose output is its input (one Identity): refused as 'unsupported op type Identity'"
 GAPS = {  # what qrt refuses or gets wrong although it should not
     "test_matmul_1d_3d-const-*": _ONE_D, "test_matmul_*_1d-const-*": _ONE_D,
@@ -124,7 +122,6 @@ GAPS = {  # what qrt refuses or gets wrong although it should not
     "test_min_one_input-*": _IDENTITY,
     "test_PReLU_*_multiparam-*": "opset-6 PRelu's per-channel slope [C] is upgraded by onnx.version_converter "
                                  "without a reshape to [C, 1, ...]: the float run cannot broadcast it",
-    "test_exp-int16": _LUT16.format(78), "test_gelu_*_2*-int16": _LUT16.format(37),
 }
 INT8_PRECISION = {  # why the int16 scheme computes a case at int8 precision
     "test_max_*": "Max has no int16 form", "test_min_*": "Min has no int16 form",
