@@ -60,6 +60,7 @@ class Report:
     scheme: str = "static, int8 weights, int8 asymmetric activations"
     forms: dict = field(default_factory=dict)  # form (int8, float32, weight-only, dynamic) -> qrt ops
     float_ops: list = field(default_factory=list)  # "name (qrt op, form)" of every op with float32 activations
+    int16_ops: list = field(default_factory=list)  # "name (qrt op)" of every op with int16 activations
     notes: list = field(default_factory=list)  # where a layer's scheme could not be followed, and why
 
     def __str__(self) -> str:
@@ -73,9 +74,11 @@ class Report:
                  + f", {self.calibration_samples} samples ({self.holdout_samples} held back for this report)",
                  f"  size: {self.float_bytes / 1e6:.2f} MB float32 -> {self.int8_bytes / 1e6:.2f} MB .qmodel "
                  f"({self.float_bytes / max(self.int8_bytes, 1):.1f}x smaller)"]
-        if self.float_ops:
-            shown = ", ".join(self.float_ops[:12]) + (f", ... ({len(self.float_ops)} in all)" if len(self.float_ops) > 12 else "")
-            lines.append(f"  float32 ops: {shown}")
+        for label, ops in (("float32 ops", self.float_ops),
+                           ("int16 ops", self.int16_ops if self.forms.get(INT8) else [])):  # int16 among int8
+            if ops:
+                shown = ", ".join(ops[:12]) + (f", ... ({len(ops)} in all)" if len(ops) > 12 else "")
+                lines.append(f"  {label}: {shown}")
         lines += [f"  note: {note}" for note in self.notes]
         for a in self.agreement:
             top = f", top-1 agreement {100 * a.top1_agreement:.1f} %" if a.top1_agreement is not None else ""
@@ -374,6 +377,8 @@ def convert(model, calibration, out_path, *, method: str = "auto", per_channel: 
         report.forms[form] = report.forms.get(form, 0) + 1
         if form not in (INT8, INT16):
             report.float_ops.append(f"{name or code} ({code}, {form})")
+        elif form == INT16:
+            report.int16_ops.append(f"{name or code} ({code})")
     evaluate(report, graph, out_path, held or calib[-1:], labels, graph_for)
     report.seconds = time.perf_counter() - start
     report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

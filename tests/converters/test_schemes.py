@@ -176,6 +176,18 @@ def test_overrides_by_name_type_and_pattern(digits, tmp_path):
         assert json.loads(d.metadata.calibration.settings["overrides"]) == overrides
 
 
+def test_report_names_int16_ops_among_int8(digits, tmp_path):
+    """A layer overridden to int16 activations: the report lists the ops that compute in int16
+    (the layer and the REQUANTIZEs at its boundary), and only when int8 ops run too."""
+    m = qrt.read_model(_convert(digits, tmp_path, "plain")[0])
+    conv = [op.name for op in m.operators if op.opcode == OpCode.CONV_2D][1]
+    _, report = _convert(digits, tmp_path, "mixed", overrides={conv: {"activations": "int16"}})
+    assert any(op.startswith(f"{conv} (CONV_2D)") for op in report.int16_ops), report.int16_ops
+    assert "int16 ops: " in str(report)
+    _, report = _convert(digits, tmp_path, "all16", activations="int16")
+    assert "int16 ops: " not in str(report)
+
+
 def test_bad_schemes_are_refused_clearly(digits, tmp_path):
     with pytest.raises(ConversionError, match="per-group weights need mode 'weight-only'"):
         _convert(digits, tmp_path, weights="int4", group_size=32)
