@@ -3,6 +3,8 @@ every length up to the maximum, without reloading, and follows the float model a
 cannot follow a length is refused with the reason."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -138,3 +140,81 @@ def test_what_cannot_follow_a_length_is_refused(tmp_path):
                     tmp_path / "ramp.qmodel", show_progress=False, max_shape={"x": (1, 6, 8)})
     with pytest.raises(ConversionError, match="--max-shape x=1xNx8"):
         qrt.convert(path, np.zeros((2, 1, 6, 8), np.float32), tmp_path / "ramp2.qmodel", show_progress=False)
+
+
+class BertLayer(nn.Module):
+    """A Hugging Face BertLayer as its code writes it: views and permutes for the heads, the
+    extended mask added to the scores, the exact GELU written out with erf, post-norm."""
+
+    def __init__(self, d=64, heads=4):
+        super().__init__()
+        self.d, self.h = d, heads
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.ln1, self.ln2 = nn.LayerNorm(d, eps=1e-12), nn.LayerNorm(d, eps=1e-12)
+        self.up, self.down = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def heads(self, x):
+        b, t, _ = x.size()
+        return x.view(b, t, self.h, self.d // self.h).permute(0, 2, 1, 3)
+
+    def forward(self, x, ext):
+        q, k, v = self.heads(self.q(x)), self.heads(self.k(x)), self.heads(self.v(x))
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.d // self.h) + ext
+        ctx = torch.matmul(torch.softmax(scores, dim=-1), v).permute(0, 2, 1, 3).contiguous()
+        x = self.ln1(x + self.o(ctx.view(ctx.size()[:-2] + (self.d,))))
+        h = self.up(x)
+        return self.ln2(x + self.down(h * 0.5 * (1.0 + torch.erf(h / math.sqrt(2.0)))))
+
+
+class Bert(nn.Module):
+    """Word, position and token-type embeddings (positions and types cut from buffers of 64 by
+    the length, as Hugging Face's BertEmbeddings does), two layers, the tanh pooler."""
+
+    def __init__(self, vocab=100, d=64):
+        super().__init__()
+        self.word, self.pos, self.typ = nn.Embedding(vocab, d), nn.Embedding(64, d), nn.Embedding(2, d)
+        self.ln, self.layers, self.pool = nn.LayerNorm(d, eps=1e-12), nn.ModuleList(BertLayer() for _ in range(2)), \
+            nn.Linear(d, d)
+        self.register_buffer("position_ids", torch.arange(64).expand((1, -1)))
+        self.register_buffer("token_type_ids", torch.zeros(1, 64, dtype=torch.long))
+
+    def forward(self, input_ids, attention_mask):
+        b, t = input_ids.shape
+        x = self.ln(self.word(input_ids) + self.pos(self.position_ids[:, :t])
+                    + self.typ(self.token_type_ids[:, :t].expand(b, t)))
+        ext = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min
+        for layer in self.layers:
+            x = layer(x, ext)
+        return torch.tanh(self.pool(x[:, 0]))
+
+
+@pytest.mark.parametrize("activations", ["int8", pytest.param("int16", marks=pytest.mark.slow)])
+def test_bert_dynamic_batch_and_sequence(activations, tmp_path):
+    """An ONNX export with dynamic batch and sequence (opset 14, as Hugging Face's exporters
+    write it): one integer-only file at batch 1 and sequences up to 24 runs batches of 4 at
+    every length. Measured: cosine 0.9995 (int8) and 0.99998 (int16) to ONNX Runtime at 24, 13
+    and 3 tokens."""
+    torch.manual_seed(0)
+    t_max = 24
+    model = Bert().eval()
+    ids, keep = torch.randint(0, 100, (2, t_max)), torch.ones(2, t_max, dtype=torch.int64)
+    path = _export(model, (ids, keep), ["input_ids", "attention_mask"],
+                   {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}},
+                   str(tmp_path / "bert.onnx"))
+    rng = np.random.default_rng(0)
+    calib = []
+    for t in list(range(2, t_max + 1)) * 2:
+        mask = np.ones((1, t), np.int64)
+        mask[0, rng.integers(1, t + 1):] = 0
+        calib.append({"input_ids": rng.integers(0, 100, (1, t)), "attention_mask": mask})
+    out = tmp_path / "bert.qmodel"
+    qrt.convert(path, calib, out, show_progress=False, integer_only=True, activations=activations,
+                max_shape={"input_ids": (1, t_max), "attention_mask": (1, t_max)})
+    m = qrt.load(out)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for t in (t_max, 13, 3):
+        x, mask = rng.integers(0, 100, (4, t)), np.ones((4, t), np.int64)
+        mask[1, t // 2 + 1:] = 0
+        want = sess.run(None, {"input_ids": x, "attention_mask": mask})[0]
+        got = m.run({"input_ids": x, "attention_mask": mask})
+        assert _cos(got, want) > (0.999 if activations == "int16" else 0.995), (t, _cos(got, want))
