@@ -326,12 +326,17 @@ class Lowering:
         x = self.to_layout(name, True)
         if len(self.shape(name)) == 4:
             return x
-        key = (name, x.tensor, "image")
+        shape = self.b.model.tensors[x.tensor].shape
+        return self._view(x, name + ".image", (shape[0], 1) + tuple(shape[1:]), True)
+
+    def _view(self, v: _Value, name: str, shape, last: bool) -> _Value:
+        """v's tensor in another shape of the same elements (a RESHAPE that the arena aliases),
+        made once per tensor and shape."""
+        key = (v.tensor, tuple(shape))
         if key not in self.converted:
-            t = self.b.model.tensors[x.tensor]
-            idx = self._like(t, name + ".image", (t.shape[0], 1) + tuple(t.shape[1:]))
-            self.b.op(OpCode.RESHAPE, [x.tensor], [idx], name=f"{name}.image")
-            self.converted[key] = _Value(idx, True)
+            idx = self._like(self.b.model.tensors[v.tensor], name, tuple(shape))
+            self.b.op(OpCode.RESHAPE, [v.tensor], [idx], name=name)
+            self.converted[key] = _Value(idx, last)
         return self.converted[key]
 
     def image_output(self, name: str) -> tuple:
@@ -942,10 +947,7 @@ class Lowering:
         c = math.prod(shape[axis:])
         x = self.to_layout(n.inputs[0], False)
         if axis != len(shape) - 1:
-            src = x
-            x = _Value(self._like(self.b.model.tensors[src.tensor], n.inputs[0] + ".rows", tuple(shape[:axis]) + (c,)),
-                       False)
-            self.b.op(OpCode.RESHAPE, [src.tensor], [x.tensor], name=f"{n.inputs[0]}.rows")
+            x = self._view(x, n.inputs[0] + ".rows", tuple(shape[:axis]) + (c,), False)
 
         def per_channel(name, default):
             if not name:
@@ -997,13 +999,8 @@ class Lowering:
     def _lifted(self, name: str, rank: int) -> _Value:
         """An activation of lower rank with leading 1s up to `rank`, in the source's order."""
         v = self.to_layout(name, False)
-        key = (name, v.tensor, rank)
-        if key not in self.converted:
-            t = self.b.model.tensors[v.tensor]
-            idx = self._like(t, name + ".lifted", (1,) * (rank - len(t.shape)) + tuple(t.shape))
-            self.b.op(OpCode.RESHAPE, [v.tensor], [idx], name=f"{name}.lifted")
-            self.converted[key] = _Value(idx, False)
-        return self.converted[key]
+        shape = self.shape(name)
+        return self._view(v, name + ".lifted", (1,) * (rank - len(shape)) + shape, False)
 
     def _binary_supported(self, n: Node) -> bool:
         """Operands that broadcast as NumPy's (constants, or activations of any lower rank)."""
@@ -1150,9 +1147,7 @@ class Lowering:
             if t.shape == want:
                 self.converted[key] = src
             elif int(np.prod(t.shape)) == int(np.prod(want)):
-                idx = self.b.tensor(self._unique(mask + ".mask"), t.dtype, want)
-                self.b.op(OpCode.RESHAPE, [src.tensor], [idx], name=f"{mask}.mask")
-                self.converted[key] = _Value(idx, False)
+                self.converted[key] = self._view(src, mask + ".mask", want, False)
             else:
                 raise ConversionError(f"attention mask '{mask}' {t.shape} does not reshape to {want}")
         return self.converted[key]
@@ -1409,11 +1404,7 @@ class Lowering:
         the arena aliases, to the output's rank)."""
         out, src = self.shape(n.outputs[0]), n.inputs[0]
         shape = (1,) * (len(out) - len(self.shape(src))) + self.shape(src)
-        x = self.value(src)
-        if len(shape) != len(self.shape(src)):
-            v = self.to_layout(src, False)
-            x = _Value(self._like(self.b.model.tensors[v.tensor], src + ".rank", shape), False)
-            self.b.op(OpCode.RESHAPE, [v.tensor], [x.tensor], name=f"{src}.rank")
+        x = self.value(src) if len(shape) == len(self.shape(src)) else self._lifted(src, len(out))
         order = stored_order(len(out), x.last)
         windows = [(0, 0 if shape[a] == 1 and out[a] != 1 else 1) for a in order]
         begin, step = zip(*windows) if windows else ((), ())

@@ -89,7 +89,8 @@ cdef inline act_t _share(int64_t e, int64_t total, uint64_t inv, act_t* kind) no
 
 
 cdef void _softmax_rows(const act_t* xv, act_t* ov, const int64_t* tab, Py_ssize_t outer,
-                        Py_ssize_t length, Py_ssize_t inner, int32_t* mxs, int64_t* totals) noexcept nogil:
+                        Py_ssize_t length, Py_ssize_t inner, int32_t* mxs, int64_t* totals,
+                        uint64_t* invs) noexcept nogil:
     cdef Py_ssize_t o, k, j, i, base
     cdef int64_t mx, total
     cdef uint64_t inv
@@ -123,10 +124,12 @@ cdef void _softmax_rows(const act_t* xv, act_t* ov, const int64_t* tab, Py_ssize
             i = base + k * inner
             for j in range(inner):
                 totals[j] += _exp(tab, mxs[j] - xv[i + j], kind)
+        for j in range(inner):
+            invs[j] = _reciprocal(totals[j])
         for k in range(length):
             i = base + k * inner
             for j in range(inner):
-                ov[i + j] = _share(_exp(tab, mxs[j] - xv[i + j], kind), totals[j], _reciprocal(totals[j]), kind)
+                ov[i + j] = _share(_exp(tab, mxs[j] - xv[i + j], kind), totals[j], invs[j], kind)
 
 
 cdef inline bint _keeps(const void* mask, bint mask64, Py_ssize_t at, bint zero_keeps) noexcept nogil:
@@ -179,6 +182,7 @@ cdef class SoftmaxStep(Step):
     cdef Py_ssize_t outer, length, inner
     cdef int32_t* mxs  # inner > 1: per-column maxima and totals (bind-time rows)
     cdef int64_t* totals
+    cdef uint64_t* invs  # and the totals' reciprocals
     cdef const void* mask  # NULL, or the mask (int32 / int64) read at moff[row] + k * mstep
     cdef bint mask64, zero_keeps
     cdef const int64_t* moff
@@ -195,10 +199,10 @@ cdef class SoftmaxStep(Step):
             return 0
         if self.int16:
             _softmax_rows(<const int16_t*>self.x, <int16_t*>self.o, self.tab, self.outer, self.length,
-                          self.inner, self.mxs, self.totals)
+                          self.inner, self.mxs, self.totals, self.invs)
         else:
             _softmax_rows(<const int8_t*>self.x, <int8_t*>self.o, self.tab, self.outer, self.length,
-                          self.inner, self.mxs, self.totals)
+                          self.inner, self.mxs, self.totals, self.invs)
         return 0
 
 
@@ -208,6 +212,7 @@ def _bind(ins, p, out, isa, bint int16):
     cdef Py_ssize_t axis, rank, k
     cdef int32_t[::1] mxs
     cdef int64_t[::1] totals
+    cdef uint64_t[::1] invs
     cdef int64_t top = EXP_ONE_16 if int16 else INT32_MAX + 1
     cdef Py_ssize_t size = TABLE_16 if int16 else 256
     dtype = np.int16 if int16 else np.int8
@@ -247,10 +252,10 @@ def _bind(ins, p, out, isa, bint int16):
         s.outer = 0
         return s
     if s.inner > 1:
-        mxs_arr, totals_arr = np.empty(s.inner, np.int32), np.empty(s.inner, np.int64)
-        mxs, totals = mxs_arr, totals_arr
-        s.mxs, s.totals = &mxs[0], &totals[0]
-        s.keep += (mxs_arr, totals_arr)
+        mxs_arr, totals_arr, invs_arr = (np.empty(s.inner, d) for d in (np.int32, np.int64, np.uint64))
+        mxs, totals, invs = mxs_arr, totals_arr, invs_arr
+        s.mxs, s.totals, s.invs = &mxs[0], &totals[0], &invs[0]
+        s.keep += (mxs_arr, totals_arr, invs_arr)
     if len(ins) > 1 and ins[1] is not None:
         _bind_mask(s, ins[1], shape, axis, p)
     return s

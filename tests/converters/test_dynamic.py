@@ -218,3 +218,20 @@ def test_bert_dynamic_batch_and_sequence(activations, tmp_path):
         want = sess.run(None, {"input_ids": x, "attention_mask": mask})[0]
         got = m.run({"input_ids": x, "attention_mask": mask})
         assert _cos(got, want) > (0.999 if activations == "int16" else 0.995), (t, _cos(got, want))
+
+
+def test_cli_max_shape(tmp_path, capsys):
+    """`qrt convert --max-shape x=1x4x40` makes the dynamic file; a malformed value is refused
+    saying what the flag takes."""
+    from qrt.cli import main as cli_main
+
+    torch.manual_seed(0)
+    path = _export(SignalNet().eval(), (torch.randn(1, 4, 40),), ["x"], {"x": {2: "length"}}, str(tmp_path / "s.onnx"))
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(0).normal(size=(8, 1, 4, 40)).astype(np.float32))
+    out = tmp_path / "s.qmodel"
+    assert cli_main(["convert", path, "--calib", str(calib), "-o", str(out), "--quiet", "--max-shape", "x=1x4x40"]) == 0
+    assert "dynamic dimension 'length': any size up to 40" in capsys.readouterr().out
+    assert qrt.load(out).run(np.zeros((1, 4, 9), np.float32)).shape == (1, 5, 16)
+    with pytest.raises(SystemExit, match="NAME=SHAPE"):
+        cli_main(["convert", path, "--calib", str(calib), "-o", str(tmp_path / "t.qmodel"), "--max-shape", "x=1by40"])
