@@ -12,6 +12,11 @@ was asked for.
     SUPPORTED_OPS  the op types OPS implements (the ONNX reader rejects every other one)
 
 An input the node does not have ("" in node.inputs) reaches the function as None.
+
+LSTM and GRU follow ONNX Runtime where it departs from the ONNX text (see the comment above
+_lstm). One extension for calibration: an LSTM node with a 4th output gets there the sequence of
+cell states (every step's c_t) in Y's layout, [T, num_directions, B, H] ([B, T, num_directions, H]
+with layout 1), 0 at the steps past an entry's sequence length.
 """
 from __future__ import annotations
 
@@ -758,6 +763,219 @@ def _resize(node, inputs, graph):
     return [np.ascontiguousarray(y, dtype=F32)]
 
 
+# --------------------------------------------------------------------------- recurrent: LSTM, GRU
+#
+# ONNX Runtime's CPU kernels (deep_cpu_lstm / deep_cpu_gru) are the reference where the ONNX
+# text leaves room or differs; the places where they do:
+# - activation_alpha / activation_beta are consumed in activation order, only by the functions
+#   that take them (Affine, LeakyRelu, ThresholdedRelu, ScaledTanh, HardSigmoid: alpha; Affine,
+#   ScaledTanh, HardSigmoid: beta). Missing values default to LeakyRelu 0.01, HardSigmoid
+#   0.2 / 0.5, Elu 1.0 and 0 for all others (ORT): the ONNX spec says "the defaults of the
+#   corresponding ONNX operators", which would be Affine alpha 1.0 and ThresholdedRelu 1.0.
+# - ThresholdedRelu is x if x > alpha (ORT, and the ThresholdedRelu op); the RNN docs say >=.
+# - clip clamps every gate pre-activation, the LSTM cell input c and the GRU hidden gate h
+#   included, after the biases (and peepholes) are added.
+# - an entry whose sequence length is 0 gets Y_h = 0 and Y_c = 0 (not initial_h / initial_c).
+# - the LSTM output gate's peephole reads the new cell state C_t (as the spec's equations).
+# - layout 1 is handled here; ORT refuses it (layout 0 with transposes is the same math).
+
+# name (lower case) -> (function(x, alpha, beta), takes alpha, takes beta, default alpha, default beta)
+_RNN_ACTIVATIONS = {
+    "sigmoid": (lambda x, a, b: _sigmoid(x), False, False, 0.0, 0.0),
+    "tanh": (lambda x, a, b: np.tanh(x), False, False, 0.0, 0.0),
+    "relu": (lambda x, a, b: np.maximum(x, F32(0)), False, False, 0.0, 0.0),
+    "affine": (lambda x, a, b: x * a + b, True, True, 0.0, 0.0),
+    "leakyrelu": (lambda x, a, b: np.where(x >= 0, x, x * a), True, False, 0.01, 0.0),
+    "thresholdedrelu": (lambda x, a, b: np.where(x > a, x, F32(0)), True, False, 0.0, 0.0),
+    "scaledtanh": (lambda x, a, b: a * np.tanh(b * x), True, True, 0.0, 0.0),
+    "hardsigmoid": (lambda x, a, b: np.clip(x * a + b, F32(0), F32(1)), True, True, 0.2, 0.5),
+    "elu": (lambda x, a, b: np.where(x >= 0, x, a * np.expm1(np.minimum(x, F32(0)))), True, False, 1.0, 0.0),
+    "softsign": (lambda x, a, b: x / (1 + np.abs(x)), False, False, 0.0, 0.0),
+    "softplus": (lambda x, a, b: _softplus(x), False, False, 0.0, 0.0),
+}
+
+
+def _rnn_activations(node, defaults, num_dir):
+    """The activation functions of a recurrent node, one list of len(defaults) per direction,
+    each a function of a float32 array."""
+    names = node.attrs.get("activations") or list(defaults) * num_dir
+    if len(names) != len(defaults) * num_dir:
+        raise ValueError(f"{node.op} activations {names}: expected {len(defaults) * num_dir} "
+                         f"({len(defaults)} per direction)")
+    alphas = iter(float(v) for v in node.attrs.get("activation_alpha", []))
+    betas = iter(float(v) for v in node.attrs.get("activation_beta", []))
+    fns = []
+    for name in names:
+        entry = _RNN_ACTIVATIONS.get(str(name).lower())
+        if entry is None:
+            raise ValueError(f"{node.op} activation {name!r} not supported (one of Sigmoid, Tanh, Relu, "
+                             "Affine, LeakyRelu, ThresholdedRelu, ScaledTanh, HardSigmoid, Elu, Softsign, Softplus)")
+        fn, takes_alpha, takes_beta, alpha, beta = entry
+        alpha = next(alphas, alpha) if takes_alpha else alpha
+        beta = next(betas, beta) if takes_beta else beta
+
+        def act(x, fn=fn, alpha=F32(alpha), beta=F32(beta)):
+            return np.asarray(fn(x, alpha, beta), dtype=F32)
+        fns.append(act)
+    return [fns[d * len(defaults):(d + 1) * len(defaults)] for d in range(num_dir)]
+
+
+def _rnn_setup(node, inputs, gates):
+    """What LSTM and GRU share: X as [T, B, I], the weights per direction, the sequence lengths,
+    the initial hidden state as [num_dir, B, H], the clip and the direction list."""
+    layout = int(node.attrs.get("layout", 0))
+    x = _f32(inputs[0])
+    w, r = _f32(inputs[1]), _f32(inputs[2])
+    if x.ndim != 3:
+        raise ValueError(f"{node.op} X must be 3-D, got shape {x.shape}")
+    if layout == 1:
+        x = x.transpose(1, 0, 2)
+    elif layout != 0:
+        raise ValueError(f"{node.op} layout {layout} (0 or 1)")
+    t_len, batch, _ = x.shape
+    direction = node.attrs.get("direction", "forward")
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise ValueError(f"{node.op} direction {direction!r}")
+    num_dir = 2 if direction == "bidirectional" else 1
+    hidden = int(node.attrs.get("hidden_size", r.shape[-1]))
+    if w.shape != (num_dir, gates * hidden, x.shape[2]) or r.shape != (num_dir, gates * hidden, hidden):
+        raise ValueError(f"{node.op} W {w.shape} / R {r.shape} do not match num_directions {num_dir}, "
+                         f"hidden_size {hidden}")
+    b = _opt(inputs, 3)
+    b = np.zeros((num_dir, 2 * gates * hidden), F32) if b is None else _f32(b).reshape(num_dir, 2 * gates * hidden)
+    lens = _opt(inputs, 4)
+    if lens is None:
+        lens = np.full(batch, t_len, I64)
+    else:
+        lens = np.asarray(lens).reshape(-1).astype(I64)
+        if lens.shape != (batch,) or (lens < 0).any() or (lens > t_len).any():
+            raise ValueError(f"{node.op} sequence_lens {lens.tolist()}: batch {batch} values in 0..{t_len}")
+
+    def state(a):
+        if a is None:
+            return np.zeros((num_dir, batch, hidden), F32)
+        a = _f32(a)
+        return a.transpose(1, 0, 2) if layout == 1 else a
+
+    h0 = state(_opt(inputs, 5))
+    clip = node.attrs.get("clip")
+    clip = None if clip is None else F32(clip)
+    directions = ["reverse"] if direction == "reverse" else ["forward", "reverse"][:num_dir]
+    return layout, x, w, r, b, lens, h0, state, clip, directions, hidden
+
+
+def _rnn_steps(x_proj, lens, reverse):
+    """For each step s of one direction: (time index per batch entry, active entries mask).
+    Forward, step s reads time s; reverse, entry b reads time lens[b]-1-s (each sequence is
+    reversed within its own length, as ONNX Runtime does). Entries past their length are
+    inactive: their state stays and their outputs are 0."""
+    batch = x_proj.shape[1]
+    rows = np.arange(batch)
+    for s in range(int(lens.max(initial=0))):
+        active = s < lens
+        t = np.where(active, lens - 1 - s, 0) if reverse else np.full(batch, s)
+        yield t, active, x_proj[t, rows]
+
+
+def _rnn_outputs(node, layout, y, y_h, *more):
+    """Y [T, D, B, H] / states [D, B, H] to the node's layout, in the order of node.outputs."""
+    if layout == 1:
+        y = y.transpose(2, 0, 1, 3)
+        y_h = y_h.transpose(1, 0, 2)
+        more = [m.transpose(1, 0, 2) if m.ndim == 3 else m.transpose(2, 0, 1, 3) for m in more]
+    outs = [np.ascontiguousarray(a, dtype=F32) for a in (y, y_h, *more)]
+    return outs[:max(len(node.outputs), 1)]
+
+
+def _clamp(a, clip):
+    return a if clip is None else np.clip(a, -clip, clip)
+
+
+def _lstm(node, inputs, graph):
+    """ONNX LSTM (opsets 7-22). Gates i, o, f, c; B = [Wb, Rb]; P = [Pi, Po, Pf]:
+        i = f(Xt Wi^T + Ht-1 Ri^T + Pi * Ct-1 + Wbi + Rbi)
+        f = f(Xt Wf^T + Ht-1 Rf^T + Pf * Ct-1 + Wbf + Rbf)     (1 - i with input_forget)
+        c = g(Xt Wc^T + Ht-1 Rc^T + Wbc + Rbc)
+        Ct = f * Ct-1 + i * c
+        o = f(Xt Wo^T + Ht-1 Ro^T + Po * Ct + Wbo + Rbo)
+        Ht = o * h(Ct)
+    Outputs Y, Y_h, Y_c and (a qrt extension, for calibration) a 4th: every step's Ct in Y's
+    layout, 0 past an entry's sequence length."""
+    layout, x, w, r, b, lens, h0, state, clip, directions, hidden = _rnn_setup(node, inputs, 4)
+    c0 = state(_opt(inputs, 6))
+    p = _opt(inputs, 7)
+    p = np.zeros((len(directions), 3 * hidden), F32) if p is None else _f32(p).reshape(len(directions), 3 * hidden)
+    acts = _rnn_activations(node, ("Sigmoid", "Tanh", "Tanh"), len(directions))
+    input_forget = bool(node.attrs.get("input_forget", 0))
+    t_len, batch, _ = x.shape
+    y = np.zeros((t_len, len(directions), batch, hidden), F32)
+    c_seq = np.zeros_like(y)
+    y_h = np.zeros((len(directions), batch, hidden), F32)
+    y_c = np.zeros_like(y_h)
+    rows = np.arange(batch)
+    for d, direction in enumerate(directions):
+        f_act, g_act, h_act = acts[d]
+        x_proj = x @ w[d].T  # [T, B, 4H]
+        r_t = r[d].T
+        bias = b[d, :4 * hidden] + b[d, 4 * hidden:]
+        p_i, p_o, p_f = p[d, :hidden], p[d, hidden:2 * hidden], p[d, 2 * hidden:]
+        h, c = h0[d].copy(), c0[d].copy()
+        for t, active, xw in _rnn_steps(x_proj, lens, direction == "reverse"):
+            g = xw + h @ r_t + bias
+            gi, go, gf, gc = g[:, :hidden], g[:, hidden:2 * hidden], g[:, 2 * hidden:3 * hidden], g[:, 3 * hidden:]
+            i = f_act(_clamp(gi + p_i * c, clip))
+            f = (1 - i) if input_forget else f_act(_clamp(gf + p_f * c, clip))
+            c_new = f * c + i * g_act(_clamp(gc, clip))
+            o = f_act(_clamp(go + p_o * c_new, clip))
+            h_new = o * h_act(c_new)
+            a = active[:, None]
+            h = np.where(a, h_new, h).astype(F32)
+            c = np.where(a, c_new, c).astype(F32)
+            y[t[active], d, rows[active]] = h_new[active]
+            c_seq[t[active], d, rows[active]] = c_new[active]
+        done = (lens > 0)[:, None]  # a sequence of length 0 ends in 0 states (ORT)
+        y_h[d] = np.where(done, h, 0)
+        y_c[d] = np.where(done, c, 0)
+    return _rnn_outputs(node, layout, y, y_h, y_c, c_seq)
+
+
+def _gru(node, inputs, graph):
+    """ONNX GRU (opsets 7-22). Gates z, r, h; B = [Wb, Rb]:
+        z = f(Xt Wz^T + Ht-1 Rz^T + Wbz + Rbz)
+        r = f(Xt Wr^T + Ht-1 Rr^T + Wbr + Rbr)
+        h = g(Xt Wh^T + (r * Ht-1) Rh^T + Rbh + Wbh)        linear_before_reset = 0
+        h = g(Xt Wh^T + r * (Ht-1 Rh^T + Rbh) + Wbh)        linear_before_reset = 1
+        Ht = (1 - z) * h + z * Ht-1
+    Outputs Y, Y_h."""
+    layout, x, w, r, b, lens, h0, state, clip, directions, hidden = _rnn_setup(node, inputs, 3)
+    acts = _rnn_activations(node, ("Sigmoid", "Tanh"), len(directions))
+    linear_before_reset = bool(node.attrs.get("linear_before_reset", 0))
+    t_len, batch, _ = x.shape
+    y = np.zeros((t_len, len(directions), batch, hidden), F32)
+    y_h = np.zeros((len(directions), batch, hidden), F32)
+    rows = np.arange(batch)
+    for d, direction in enumerate(directions):
+        f_act, g_act = acts[d]
+        x_proj = x @ w[d].T  # [T, B, 3H]
+        r_zr, r_h = r[d, :2 * hidden].T, r[d, 2 * hidden:].T
+        wb, rb = b[d, :3 * hidden], b[d, 3 * hidden:]
+        b_zr = wb[:2 * hidden] + rb[:2 * hidden]
+        wb_h, rb_h = wb[2 * hidden:], rb[2 * hidden:]
+        h = h0[d].copy()
+        for t, active, xw in _rnn_steps(x_proj, lens, direction == "reverse"):
+            zr = f_act(_clamp(xw[:, :2 * hidden] + h @ r_zr + b_zr, clip))
+            z, rt = zr[:, :hidden], zr[:, hidden:]
+            if linear_before_reset:
+                pre = xw[:, 2 * hidden:] + rt * (h @ r_h + rb_h) + wb_h
+            else:
+                pre = xw[:, 2 * hidden:] + (rt * h) @ r_h + (wb_h + rb_h)
+            h_new = (1 - z) * g_act(_clamp(pre, clip)) + z * h
+            h = np.where(active[:, None], h_new, h).astype(F32)
+            y[t[active], d, rows[active]] = h_new[active]
+        y_h[d] = np.where((lens > 0)[:, None], h, 0)  # a sequence of length 0 ends in a 0 state (ORT)
+    return _rnn_outputs(node, layout, y, y_h)
+
+
 # --------------------------------------------------------------------------- the table
 
 OPS = {
@@ -837,6 +1055,8 @@ OPS = {
     "ConstantOfShape": _constant_of_shape,
     "Range": _range,
     "Resize": _resize,
+    "LSTM": _lstm,
+    "GRU": _gru,
 }
 
 SUPPORTED_OPS = frozenset(OPS)

@@ -24,10 +24,11 @@ import numpy as np
 from qrt.format import (
     Activation, BatchMatMulOptions, ConcatOptions, Conv2DOptions, DepthwiseConv2DOptions, DType, InputQuantization,
     LayerNormOptions, Layout, LeakyReluOptions, LutOptions, MeanOptions, Metadata, ModelBuilder, OpCode, PadOptions,
-    Pool2DOptions, GatherOptions, ReduceFunction, ReduceOptions, SliceOptions, SoftmaxOptions, TransposeOptions,
-    UnaryFunction, UnaryOptions,
+    Pool2DOptions, GatherOptions, RecurrentOptions, ReduceFunction, ReduceOptions, SliceOptions, SoftmaxOptions,
+    TransposeOptions, UnaryFunction, UnaryOptions,
 )
-from qrt.format.model import pack_int4
+from qrt.format.model import NUMPY_DTYPE, QUANT_RANGE, pack_int4
+from qrt.ops.recurrent import GATE_BITS, make_table
 from qrt.numerics import INT32_MAX, SOFTMAX_OUTPUT, SOFTMAX_OUTPUT_16, accumulator_bound, int16_accumulator_bound
 
 from . import calibration as C
@@ -121,6 +122,11 @@ def lowers(*ops, supports=None, fusable=False, keeps_input_quantization=False, f
     return register
 
 
+# Activations an LSTM / GRU gate may use: bounded by 1, so that a table of int16 values in units
+# of 2^-15 holds them (ScaledTanh only with |alpha| <= 1, checked when its table is made).
+_BOUNDED_ACTIVATIONS = {"sigmoid", "tanh", "hardsigmoid", "softsign", "scaledtanh"}
+
+
 def _erf(v):
     from math import erf
     return np.vectorize(erf)(v)
@@ -171,6 +177,8 @@ class Lowering:
         self.scheme = Scheme()  # and its scheme
         self.converted: dict = {}  # (value name, float?) -> _Value: a value moved across Q/DQ
         self.rounded: dict = {}  # (weight name, scales) -> GPTQ-rounded int8 weights
+        self.recurrent: dict = {}  # LSTM / GRU node id -> (hidden state's parameters, cell state's)
+        self.cell_inputs: set = set()  # graph inputs that are an LSTM's initial cell state (int16)
 
     # ------------------------------------------------------------------ helpers
 
@@ -481,6 +489,8 @@ class Lowering:
     def input_form(self, name: str) -> str:
         """A graph input is float32 when any node that reads it computes in float32, else int16
         when one computes in int16, else int8."""
+        if name in self.cell_inputs:
+            return INT16
         readers = {self.forms[id(n)] for n in self.consumers.get(name, []) if id(n) not in self.skip}
         return FLOAT32 if readers - {INT8, INT16} else INT16 if INT16 in readers else INT8
 
@@ -489,6 +499,7 @@ class Lowering:
         self.check_supported()
         self.plan_fusions()
         self.plan_tables()
+        self.plan_recurrent_states()
         self.pin_qparams()
         for name in self.g.inputs:
             if name in self.g.dtypes:  # ids, masks: integers as they are
@@ -1151,6 +1162,221 @@ class Lowering:
             else:
                 raise ConversionError(f"attention mask '{mask}' {t.shape} does not reshape to {want}")
         return self.converted[key]
+
+    # Recurrent layers --------------------------------------------------------
+
+    def _recurrent_supported(self, n: Node) -> bool:
+        """An LSTM / GRU with constant weights and biases; the refusals name what to change."""
+        where = f"{n.op} node '{n.name or n.outputs[0]}'"
+        ins = list(n.inputs) + [""] * (8 - len(n.inputs))
+        if any(i and i not in self.g.constants for i in ins[1:4]):
+            raise ConversionError(f"{where}: its weights and biases must be constants")
+        steps = self.shape(ins[0])[1 if n.attrs.get("layout", 0) else 0]
+        if ins[4] and not (ins[4] in self.g.constants and (np.asarray(self.g.constants[ins[4]]) == steps).all()):
+            raise ConversionError(f"{where}: sequence_lens shorter than the sequence are not supported; "
+                                  f"run each length as its own sequence (a dynamic length: --max-shape)")
+        if n.op == "LSTM" and ins[7] and np.any(np.asarray(self.g.constants.get(ins[7], 1)) != 0):
+            raise ConversionError(f"{where}: peephole connections (input P) are not supported")
+        if n.attrs.get("input_forget", 0):
+            raise ConversionError(f"{where}: input_forget = 1 is not supported")
+        names = [a.lower() for a in self._recurrent_activations(n)]
+        for name in names:
+            if name not in _BOUNDED_ACTIVATIONS:
+                raise ConversionError(f"{where}: activation {name} is not supported in integer gates (they take "
+                                      f"functions bounded by 1: {', '.join(sorted(_BOUNDED_ACTIVATIONS))})")
+        if "scaledtanh" in names and any(abs(float(v)) > 1 for v in n.attrs.get("activation_alpha", [])):
+            raise ConversionError(f"{where}: ScaledTanh with |alpha| > 1 is not supported in integer gates")
+        return True
+
+    @staticmethod
+    def _recurrent_activations(n: Node) -> list:
+        per = ["Sigmoid", "Tanh", "Tanh"] if n.op == "LSTM" else ["Sigmoid", "Tanh"]
+        dirs = 2 if n.attrs.get("direction", "forward") == "bidirectional" else 1
+        return [str(a) for a in (n.attrs.get("activations") or per * dirs)]
+
+    def plan_recurrent_states(self):
+        """One (scale, zero point) for every hidden state an LSTM / GRU reads or writes (its
+        outputs at every step, the final one, the initial one: they are the same quantity) and
+        one int16 scale for its cell state, from the ranges calibration saw; the initial cell
+        state, a graph input, is int16 too. Before pin_qparams, whose readers then follow."""
+        self.recurrent = {}
+        for n in self.g.nodes:
+            if n.op not in ("LSTM", "GRU") or id(n) in self.skip:
+                continue
+            ins = list(n.inputs) + [""] * (8 - len(n.inputs))
+            h_names = [v for v in (n.outputs[0], n.outputs[1], ins[5]) if v]
+            lo, hi = self._range_of(h_names, (-1.0, 1.0))  # bounded gates keep |h| <= 1
+            wide = self.forms.get(id(n)) == INT16
+            hq = C.int16_qparams(lo, hi) if wide else C.qparams(lo, hi)
+            cq = None
+            if n.op == "LSTM":
+                c_names = [v for v in (n.outputs[2], n.outputs[3] if len(n.outputs) > 3 else "", ins[6]) if v]
+                lo, hi = self._range_of(c_names, (-16.0, 16.0))
+                cq = C.int16_qparams(lo, hi)
+                for v in c_names:
+                    self.qparams16[v] = cq
+                if ins[6] in self.g.inputs:
+                    self.cell_inputs.add(ins[6])
+            for v in h_names:
+                (self.qparams16 if wide else self.qparams)[v] = hq
+            self.recurrent[id(n)] = (hq, cq)
+
+    def _range_of(self, names, default) -> tuple:
+        """The union of the ranges calibration saw for `names` (constants: their values), or default."""
+        seen = []
+        for v in names:
+            if v in self.g.constants:
+                a = np.asarray(self.g.constants[v], np.float64)
+                seen.append((float(a.min(initial=0.0)), float(a.max(initial=0.0))))
+            elif v in self.opt.ranges:
+                seen.append(tuple(map(float, self.opt.ranges[v])))
+        if not seen:
+            return default
+        return min(0.0, min(a for a, _ in seen)), max(0.0, max(b for _, b in seen))
+
+    def _state(self, name: str, shape, dtype: DType, qp, d: int, dirs: int, layout: int, what: str) -> int:
+        """Direction d's initial state [B, H] as a tensor of dtype with parameters qp: the graph
+        value (its direction taken out, requantized when its parameters differ) or zeros."""
+        if not name:
+            data = np.full(shape, qp[1], NUMPY_DTYPE[dtype])
+            return self.b.tensor(self._unique(f"{what}.zero"), dtype, shape, data, scale=qp[0], zero_point=qp[1])
+        if name in self.g.constants:
+            a = np.asarray(self.g.constants[name], np.float64)
+            a = (a.transpose(1, 0, 2) if layout else a)[d]
+            lo, hi = QUANT_RANGE[dtype]
+            data = np.clip(np.rint(a / qp[0]) + qp[1], lo, hi).astype(NUMPY_DTYPE[dtype])
+            return self.b.tensor(self._unique(f"{name}.{d}"), dtype, shape, data, scale=qp[0], zero_point=qp[1])
+        src = self.values.get(name)  # as it is when it has the dtype (an int16 cell state in an int8 node)
+        if src is None or self.b.model.tensors[src.tensor].dtype != dtype:
+            src = self.value(name)
+        src = self.to_layout(name, False, src)
+        t = self.b.model.tensors[src.tensor]
+        v = src.tensor
+        if dirs > 1 or layout:  # [D, B, H] (layout 1: [B, D, H]): direction d's [B, H]
+            begin = [0, d, 0] if layout else [d, 0, 0]
+            part = self._like(t, f"{name}.{d}", (shape[0], 1, shape[1]) if layout else (1,) + tuple(shape))
+            self.b.op(OpCode.SLICE, [v], [part], SliceOptions(tuple(begin), (1, 1, 1)), name=f"{name}.{d}")
+            v = part
+        v = self._view(_Value(v, False), f"{name}.{d}.state", tuple(shape), False).tensor
+        t = self.b.model.tensors[v]
+        if t.dtype != dtype or float(t.quant.scale[0]) != qp[0] or int(t.quant.zero_point[0]) != qp[1]:
+            out = self.b.tensor(self._unique(f"{name}.{d}.q"), dtype, tuple(shape), scale=qp[0], zero_point=qp[1])
+            self.b.op(OpCode.REQUANTIZE, [v], [out], name=f"{name}.{d}.requantize")
+            v = out
+        return v
+
+    def _recurrent_weights(self, n: Node, w: np.ndarray, x_scale: float, bias: np.ndarray, label: str):
+        """int8 symmetric weights [G H, K] (per row, unless per tensor) and their int32 bias at
+        s_x s_w[j], clamped to the accumulator bound of the node's domain."""
+        ws = C.weight_qparams(w, 0, per_channel=self.opt.per_channel)
+        wq = C.quantize_weights(w, ws, 0)
+        rows = w.shape[0]
+        bs = np.float32(x_scale) * np.broadcast_to(ws, (rows,)).astype(np.float32)
+        room = self._headroom(wq, 0, w.shape[1])
+        if (room < 0).any():
+            raise ConversionError(f"{n.op} node '{n.name}': {label} can overflow the int32 accumulator in "
+                                  f"{self.cur} (SPEC.md 4.5, 4.6); keep it int8")
+        bq = np.clip(np.rint(bias / bs.astype(np.float64)), -room, room).astype(np.int32)
+        wi = self.b.tensor(self._unique(f"{n.name or n.op}.{label}"), DType.INT8, wq.shape, wq, scale=ws, axis=0)
+        bi = self.b.tensor(self._unique(f"{n.name or n.op}.{label}.bias"), DType.INT32, (rows,), bq, scale=bs)
+        return wi, bi
+
+    @lowers("LSTM", "GRU", supports=_recurrent_supported, int16=True)
+    def lower_recurrent(self, n: Node):
+        """One LSTM / GRU op per direction (SPEC.md 2.13.26): x [T, B, I] in the source's order
+        (layout 1 transposed), weights per direction, every bias folded into the input half but
+        GRU's n-gate recurrent bias under linear_before_reset; the directions' outputs joined by
+        CONCAT (same parameters: a copy) into Y [T, D, B, H] and Y_h / Y_c [D, B, H]."""
+        lstm = n.op == "LSTM"
+        label = n.name or n.outputs[0]
+        if self.cur not in (INT8, INT16):
+            self.notes.append(f"{label} ({n.op}): computed in int8 (recurrent ops have integer forms only)")
+            self.cur = INT8
+        a = n.attrs
+        ins = list(n.inputs) + [""] * (8 - len(n.inputs))
+        layout = int(a.get("layout", 0))
+        G = 4 if lstm else 3
+        W = np.asarray(self.g.constants[ins[1]], np.float64)
+        R = np.asarray(self.g.constants[ins[2]], np.float64)
+        dirs, rows, _ = W.shape
+        H = rows // G
+        Bias = np.asarray(self.g.constants[ins[3]], np.float64).reshape(dirs, 2 * rows) if ins[3] \
+            else np.zeros((dirs, 2 * rows))
+        lbr = bool(a.get("linear_before_reset", 0)) and not lstm
+        direction = a.get("direction", "forward")
+        reverse = [direction == "reverse"] if dirs == 1 else [False, True]
+        clip = float(a.get("clip", 0.0) or 0.0)
+        (sh, zh), cq = self.recurrent[id(n)]
+        dt = self.act_dtype
+        x = self.to_layout(ins[0], False)
+        if layout:  # [B, T, I] -> [T, B, I]
+            t = self.b.model.tensors[x.tensor]
+            xt = self._like(t, f"{ins[0]}.steps", (t.shape[1], t.shape[0], t.shape[2]))
+            self.b.op(OpCode.TRANSPOSE, [x.tensor], [xt], TransposeOptions((1, 0, 2)), name=f"{ins[0]}.steps")
+            x = _Value(xt, False)
+        T, Bn, _ = self.b.model.tensors[x.tensor].shape
+        sx = float(self.b.model.tensors[x.tensor].quant.scale[0])
+        acts = self._recurrent_activations(n)
+        fns = float_exec._rnn_activations(n, acts[:3 if lstm else 2], dirs)
+        ys, hs, cs = [], [], []
+        for d in range(dirs):
+            b_w, b_r = Bias[d, :rows], Bias[d, rows:]
+            rb = np.zeros(rows)
+            if lbr:  # r * (R h + Rb): the n rows' recurrent bias stays with the recurrent half
+                rb[2 * H:] = b_r[2 * H:]
+            wi, bi = self._recurrent_weights(n, W[d], sx, b_w + b_r - rb, f"W{d}")
+            ri, rbi = self._recurrent_weights(n, R[d], sh, rb, f"R{d}")
+            h0 = self._state(ins[5], (Bn, H), dt, (sh, zh), d, dirs, layout, f"{label}.h0")
+            gate, cand = (make_table(lambda v, f=f: f(v.astype(np.float32)).astype(np.float64), 2.0**-GATE_BITS)
+                          for f in fns[d][:2])
+            tables = [self._table(f"{label}.{d}.{k}", t) for k, t in (("gate", gate), ("candidate", cand))]
+            y = self.b.tensor(self._unique(f"{label}.y{d}"), dt, (T, Bn, H), scale=sh, zero_point=zh)
+            h_t = self.b.tensor(self._unique(f"{label}.h{d}"), dt, (Bn, H), scale=sh, zero_point=zh)
+            outs = [y, h_t]
+            op_ins = [x.tensor, wi, ri, bi, rbi, h0]
+            if lstm:
+                c0 = self._state(ins[6], (Bn, H), DType.INT16, cq, d, dirs, layout, f"{label}.c0")
+                out_t = make_table(lambda v, f=fns[d][2]: f(v.astype(np.float32)).astype(np.float64), cq[0])
+                tables.append(self._table(f"{label}.{d}.output", out_t))
+                outs.append(self.b.tensor(self._unique(f"{label}.c{d}"), DType.INT16, (Bn, H), scale=cq[0],
+                                          zero_point=0))
+                op_ins.append(c0)
+            self.op(OpCode.LSTM if lstm else OpCode.GRU, op_ins + tables, outs,
+                    RecurrentOptions(reverse[d], clip, lbr), n)
+            ys.append(y)
+            hs.append(h_t)
+            cs.append(outs[2] if lstm else None)
+        self._recurrent_output(n.outputs[0], ys, (T, 1, Bn, H), 1, (2, 0, 1, 3) if layout else None)
+        self._recurrent_output(n.outputs[1], hs, (1, Bn, H), 0, (1, 0, 2) if layout else None)
+        if lstm:
+            self._recurrent_output(n.outputs[2], cs, (1, Bn, H), 0, (1, 0, 2) if layout else None)
+
+    def _table(self, name: str, data: np.ndarray) -> int:
+        """An int16 table constant, stored once for every op that uses the same one (the gate
+        tables of all recurrent layers are alike)."""
+        key = ("table", data.tobytes())
+        if key not in self.converted:
+            self.converted[key] = self.b.tensor(self._unique(name), DType.INT16, data.shape, data)
+        return self.converted[key]
+
+    def _recurrent_output(self, name: str, parts: list, part_shape, axis: int, perm):
+        """IR value `name` from the directions' tensors: each viewed as part_shape, joined along
+        axis (CONCAT), then transposed by perm (layout 1)."""
+        if not name or not self.consumers.get(name) and name not in self.g.outputs:
+            return
+        t = self.b.model.tensors[parts[0]]
+        views = [self._view(_Value(p, False), f"{name}.{k}", part_shape, False).tensor for k, p in enumerate(parts)]
+        joined = views[0]
+        shape = list(part_shape)
+        shape[axis] *= len(parts)
+        if len(parts) > 1:
+            joined = self._like(t, f"{name}.joined" if perm else name, tuple(shape))
+            self.b.op(OpCode.CONCAT, views, [joined], ConcatOptions(axis), name=f"{name}.concat")
+        if perm:
+            out = self._like(t, name, tuple(shape[p] for p in perm))
+            self.b.op(OpCode.TRANSPOSE, [joined], [out], TransposeOptions(perm), name=f"{name}.layout")
+            joined = out
+        self.values[name] = _Value(joined, False)
 
     # Pooling and reductions --------------------------------------------------
 

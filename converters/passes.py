@@ -777,6 +777,19 @@ def fuse_layer_norms(graph: Graph) -> Graph:
     return graph
 
 
+def expose_recurrent_states(graph: Graph) -> Graph:
+    """Name every output of each LSTM and GRU, and give an LSTM a fourth: its cell state at
+    every step (float_exec computes it). Calibration then sees the states' ranges at every step,
+    whatever the model reads of them, and lowering takes the states' parameters from those."""
+    for n in graph.nodes:
+        if n.op not in ("LSTM", "GRU"):
+            continue
+        names = ("Y", "Y_h", "Y_c", "cells") if n.op == "LSTM" else ("Y", "Y_h")
+        outs = list(n.outputs) + [""] * (len(names) - len(n.outputs))
+        n.outputs = [o or graph.fresh(f"{n.name or n.op.lower()}.{what}") for o, what in zip(outs, names)]
+    return graph
+
+
 def remove_unused(graph: Graph) -> Graph:
     """Drop nodes whose outputs nobody reads, then constants, shapes and qparams of values
     that are gone."""
@@ -799,6 +812,7 @@ def simplify(graph: Graph) -> Graph:
             break
     check_no_control_flow(graph)
     split_variadic(graph)
+    expose_recurrent_states(graph)
     shapes, dtypes = value_types(graph)
     graph.shapes.update(shapes)
     remove_identities(graph, dtypes)

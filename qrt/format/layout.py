@@ -136,6 +136,8 @@ LAYER_NORM_OPTIONS = Table("LayerNormOptions", (("epsilon", F32, 1e-5), ("rms", 
 SLICE_OPTIONS = Table("SliceOptions", (("begin", Vector(I32), None), ("step", Vector(I32), None)))
 GATHER_OPTIONS = Table("GatherOptions", (("axis", I32, 0),))
 REDUCE_OPTIONS = Table("ReduceOptions", (("axes", Vector(I32), None), ("keep_dims", BOOL, False), ("function", I8, 0)))
+RECURRENT_OPTIONS = Table("RecurrentOptions", (("reverse", BOOL, False), ("clip", F32, 0.0),
+                                               ("linear_before_reset", BOOL, False)))
 
 OP_OPTIONS = Union("OpOptions", (
     CONV_2D_OPTIONS,
@@ -154,6 +156,7 @@ OP_OPTIONS = Union("OpOptions", (
     SLICE_OPTIONS,
     GATHER_OPTIONS,
     REDUCE_OPTIONS,
+    RECURRENT_OPTIONS,
 ))
 
 OPERATOR = Table("Operator", (

@@ -62,6 +62,8 @@ class OpCode(IntEnum):
     SLICE = 25
     GATHER = 26
     REDUCE = 27
+    LSTM = 28
+    GRU = 29
 
 
 class InputQuantization(IntEnum):
@@ -373,6 +375,13 @@ class ReduceOptions:
     function: int = ReduceFunction.SUM  # a ReduceFunction; checked by the verifier
 
 
+@dataclass
+class RecurrentOptions:
+    reverse: bool = False  # the sequence runs from its last step to its first
+    clip: float = 0.0  # > 0: gate pre-activations clamped to [-clip, clip]
+    linear_before_reset: bool = False  # GRU: r * (R h + b) rather than R (r * h) + b
+
+
 # Union member order of OpOptions in the schema: the type code of options class i is i + 1.
 OPTIONS_TYPES = (
     Conv2DOptions,
@@ -391,6 +400,7 @@ OPTIONS_TYPES = (
     SliceOptions,
     GatherOptions,
     ReduceOptions,
+    RecurrentOptions,
 )
 
 

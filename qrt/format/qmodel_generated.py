@@ -74,6 +74,10 @@ class OpCode(object):
     GATHER = 26
     # Revision 3: a sum, maximum, minimum, L2 norm or sum of squares over axes.
     REDUCE = 27
+    # Revision 4: a long short-term memory layer over a sequence, one direction (ONNX LSTM).
+    LSTM = 28
+    # Revision 4: a gated recurrent unit layer over a sequence, one direction (ONNX GRU).
+    GRU = 29
 
 
 # How an operator with float32 activations and quantized weights (CONV_2D, FULLY_CONNECTED)
@@ -134,6 +138,7 @@ class OpOptions(object):
     SliceOptions = 14
     GatherOptions = 15
     ReduceOptions = 16
+    RecurrentOptions = 17
 
 def OpOptionsCreator(unionType, table):
     from flatbuffers.table import Table
@@ -171,6 +176,8 @@ def OpOptionsCreator(unionType, table):
         return GatherOptionsT.InitFromBuf(table.Bytes, table.Pos)
     if unionType == OpOptions.ReduceOptions:
         return ReduceOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions.RecurrentOptions:
+        return RecurrentOptionsT.InitFromBuf(table.Bytes, table.Pos)
     return None
 
 
@@ -2945,6 +2952,119 @@ class ReduceOptionsT(object):
         return reduceOptions
 
 
+# Revision 4. LSTM and GRU.
+class RecurrentOptions(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = RecurrentOptions()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsRecurrentOptions(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    @classmethod
+    def RecurrentOptionsBufferHasIdentifier(cls, buf, offset, size_prefixed=False):
+        return flatbuffers.util.BufferHasIdentifier(buf, offset, b"\x51\x4D\x44\x4C", size_prefixed=size_prefixed)
+
+    # RecurrentOptions
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # Run the sequence from its last step to its first (ONNX direction "reverse").
+    # RecurrentOptions
+    def Reverse(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # > 0: gate pre-activations are clamped to [-clip, clip] (ONNX clip); 0: not clamped.
+    # RecurrentOptions
+    def Clip(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
+        return 0.0
+
+    # GRU: the reset gate multiplies the recurrent product rather than the state (ONNX
+    # linear_before_reset = 1, PyTorch's GRU).
+    # RecurrentOptions
+    def LinearBeforeReset(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+def RecurrentOptionsStart(builder):
+    builder.StartObject(3)
+
+def RecurrentOptionsAddReverse(builder, reverse):
+    builder.PrependBoolSlot(0, reverse, 0)
+
+def RecurrentOptionsAddClip(builder, clip):
+    builder.PrependFloat32Slot(1, clip, 0.0)
+
+def RecurrentOptionsAddLinearBeforeReset(builder, linearBeforeReset):
+    builder.PrependBoolSlot(2, linearBeforeReset, 0)
+
+def RecurrentOptionsEnd(builder):
+    return builder.EndObject()
+
+
+
+class RecurrentOptionsT(object):
+
+    # RecurrentOptionsT
+    def __init__(
+        self,
+        reverse = False,
+        clip = 0.0,
+        linearBeforeReset = False,
+    ):
+        self.reverse = reverse  # type: bool
+        self.clip = clip  # type: float
+        self.linearBeforeReset = linearBeforeReset  # type: bool
+
+    @classmethod
+    def InitFromBuf(cls, buf, pos):
+        recurrentOptions = RecurrentOptions()
+        recurrentOptions.Init(buf, pos)
+        return cls.InitFromObj(recurrentOptions)
+
+    @classmethod
+    def InitFromPackedBuf(cls, buf, pos=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, pos)
+        return cls.InitFromBuf(buf, pos+n)
+
+    @classmethod
+    def InitFromObj(cls, recurrentOptions):
+        x = RecurrentOptionsT()
+        x._UnPack(recurrentOptions)
+        return x
+
+    # RecurrentOptionsT
+    def _UnPack(self, recurrentOptions):
+        if recurrentOptions is None:
+            return
+        self.reverse = recurrentOptions.Reverse()
+        self.clip = recurrentOptions.Clip()
+        self.linearBeforeReset = recurrentOptions.LinearBeforeReset()
+
+    # RecurrentOptionsT
+    def Pack(self, builder):
+        RecurrentOptionsStart(builder)
+        RecurrentOptionsAddReverse(builder, self.reverse)
+        RecurrentOptionsAddClip(builder, self.clip)
+        RecurrentOptionsAddLinearBeforeReset(builder, self.linearBeforeReset)
+        recurrentOptions = RecurrentOptionsEnd(builder)
+        return recurrentOptions
+
+
 class Operator(object):
     __slots__ = ['_tab']
 
@@ -3162,7 +3282,7 @@ class OperatorT(object):
         self.inputs = inputs  # type: Optional[List[int]]
         self.outputs = outputs  # type: Optional[List[int]]
         self.optionsType = optionsType  # type: int
-        self.options = options  # type: Union[None, 'Conv2DOptionsT', 'DepthwiseConv2DOptionsT', 'Pool2DOptionsT', 'ConcatOptionsT', 'MeanOptionsT', 'PadOptionsT', 'TransposeOptionsT', 'LeakyReluOptionsT', 'SoftmaxOptionsT', 'LutOptionsT', 'UnaryOptionsT', 'BatchMatMulOptionsT', 'LayerNormOptionsT', 'SliceOptionsT', 'GatherOptionsT', 'ReduceOptionsT']
+        self.options = options  # type: Union[None, 'Conv2DOptionsT', 'DepthwiseConv2DOptionsT', 'Pool2DOptionsT', 'ConcatOptionsT', 'MeanOptionsT', 'PadOptionsT', 'TransposeOptionsT', 'LeakyReluOptionsT', 'SoftmaxOptionsT', 'LutOptionsT', 'UnaryOptionsT', 'BatchMatMulOptionsT', 'LayerNormOptionsT', 'SliceOptionsT', 'GatherOptionsT', 'ReduceOptionsT', 'RecurrentOptionsT']
         self.activation = activation  # type: int
         self.clipMin = clipMin  # type: float
         self.clipMax = clipMax  # type: float

@@ -8,7 +8,7 @@ from .._version import __version__
 
 # Revision of schema/qmodel.fbs. Bump it whenever a field, enum value or op is added.
 # 2: MAXIMUM, MINIMUM. 3: per-group quantization, float32 and hybrid forms (weight-only,
-# dynamic), UNARY. 4: symbols (dimensions that vary from run to run).
+# dynamic), UNARY. 4: symbols (dimensions that vary from run to run), LSTM and GRU.
 FORMAT_VERSION = 4
 # What the writer stamps on a file that declares no symbols: such a file is written byte for
 # byte as revision 3's writer wrote it (SPEC.md section 6).
@@ -35,6 +35,8 @@ RUNTIME_VERSION = parse_version(__version__)
 
 def written_revision(model) -> int:
     """Model.format_version as the writer stamps it: FORMAT_VERSION on a file that declares
-    symbols (revision 4's addition), REVISION_WITHOUT_SYMBOLS on any other."""
-    return FORMAT_VERSION if model.symbols else REVISION_WITHOUT_SYMBOLS
+    symbols or has a recurrent op (revision 4's additions), REVISION_WITHOUT_SYMBOLS on any other."""
+    from .model import OpCode  # (model.py imports this module)
+    recurrent = any(op.opcode in (OpCode.LSTM, OpCode.GRU) for op in model.operators)
+    return FORMAT_VERSION if model.symbols or recurrent else REVISION_WITHOUT_SYMBOLS
 

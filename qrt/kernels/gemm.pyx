@@ -21,7 +21,8 @@ few panels at a time: half the resident bytes, no int8 copy.
 """
 import numpy as np
 
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, intptr_t, uint8_t, uint64_t
+from libc.string cimport memcpy
 
 from qrt.kernels.common cimport _check_isa, _in_bytes, _out_bytes
 from qrt.kernels.numerics cimport check_requant, requantize_one, rounding_shift
@@ -179,36 +180,45 @@ cdef _array(a, dtype, name):
     return a
 
 
-cdef GemmStep _bind(x, y, packed, p, geometry_, isa, threads):
-    """x and y int8, or int16 for weights packed for the int16 mode (seen as their bytes)."""
-    cdef GemmStep s = GemmStep.__new__(GemmStep)
+cdef int _bind_gemm(qrt_gemm* g, packed, geometry_, isa, threads) except -1:
+    """g for packed weights over one geometry (N, H, W, C_in, OH, OW, C_out, KH, KW, sh, sw,
+    dh, dw, top, left); its clamp (rq.zp_y, lo, hi) and y32 are the caller's. ValueError if the
+    weights were packed for another path."""
     cdef const int8_t[::1] wv = packed.w.reshape(-1)
     cdef const int32_t[::1] bv = packed.bias.reshape(-1)
     cdef const int32_t[::1] mv = packed.mult.reshape(-1)
     cdef const int32_t[::1] nv = packed.shift.reshape(-1)
     cdef const int32_t[::1] rv = packed.round32.reshape(-1)
     cdef const int32_t[::1] sv = packed.shift32.reshape(-1)
+    cdef int path = _isa.resolve(isa)
+    if path != packed.isa:
+        raise ValueError(f"weights were packed for the {_isa.NAMES[packed.isa]} path, not {_isa.NAMES[path]}")
+    (g.N, g.H, g.W, g.C_in, g.OH, g.OW, g.C_out, g.KH, g.KW, g.sh, g.sw,
+     g.dh, g.dw, g.top, g.left) = geometry_
+    g.groups, g.cin_g, g.cout_g = packed.groups, g.C_in // packed.groups, packed.cout_g
+    g.K4, g.panels, g.pad_u8 = packed.k4, packed.panels, packed.pad_u8
+    g.pad_n, g.y32 = NULL, NULL  # one zero point, int8 output
+    g.w, g.rq.bias, g.rq.mult, g.rq.shift = &wv[0], &bv[0], &mv[0], &nv[0]
+    g.w4 = packed.int4
+    g.rq.round32, g.rq.shift32, g.rq.n33 = &rv[0], &sv[0], packed.n33
+    g.isa = path
+    g.ops = qrt_gemm_int16_ops_for(path) if packed.int16 else qrt_gemm_ops_for(path)
+    g.threads = max(1, int(threads))
+    return 0
+
+
+cdef GemmStep _bind(x, y, packed, p, geometry_, isa, threads):
+    """x and y int8, or int16 for weights packed for the int16 mode (seen as their bytes)."""
+    cdef GemmStep s = GemmStep.__new__(GemmStep)
     dtype = np.int16 if packed.int16 else np.int8
     if x.dtype != dtype or y.dtype != dtype:
         raise ValueError(f"weights were packed for {np.dtype(dtype).name} activations; x is "
                          f"{x.dtype}, out {y.dtype}")
     cdef const int8_t[::1] xv = x.reshape(-1).view(np.int8)
     cdef int8_t[::1] yv = y.reshape(-1).view(np.int8)
-    (s.g.N, s.g.H, s.g.W, s.g.C_in, s.g.OH, s.g.OW, s.g.C_out, s.g.KH, s.g.KW, s.g.sh, s.g.sw,
-     s.g.dh, s.g.dw, s.g.top, s.g.left) = geometry_
-    s.g.groups, s.g.cin_g, s.g.cout_g = packed.groups, s.g.C_in // packed.groups, packed.cout_g
-    s.g.K4, s.g.panels, s.g.pad_u8 = packed.k4, packed.panels, packed.pad_u8
-    s.g.pad_n, s.g.y32 = NULL, NULL  # one zero point, int8 output
-    s.g.w, s.g.rq.bias, s.g.rq.mult, s.g.rq.shift = &wv[0], &bv[0], &mv[0], &nv[0]
-    s.g.w4 = packed.int4
-    s.g.rq.round32, s.g.rq.shift32, s.g.rq.n33 = &rv[0], &sv[0], packed.n33
+    _bind_gemm(&s.g, packed, geometry_, isa, threads)
     r = p.out
     s.g.rq.zp_y, s.g.rq.lo, s.g.rq.hi = r.zero_point, r.lo, r.hi
-    s.g.isa = _isa.resolve(isa)
-    if s.g.isa != packed.isa:
-        raise ValueError(f"weights were packed for the {_isa.NAMES[packed.isa]} path, not {_isa.NAMES[s.g.isa]}")
-    s.g.ops = qrt_gemm_int16_ops_for(s.g.isa) if packed.int16 else qrt_gemm_ops_for(s.g.isa)
-    s.g.threads = max(1, int(threads))
     s.x = &xv[0] if xv.shape[0] else NULL
     s.y = &yv[0] if yv.shape[0] else NULL
     s.keep = (x, y, packed)
@@ -352,6 +362,8 @@ def fully_connected_int16(ins, p, out, isa=None, threads=1):
 # change every run. `isa` is checked and otherwise unused (one C path), `threads` ignored.
 
 DEF MAX_LEAD = 8
+DEF RECURRENT_WIDE = 1 << 20  # qrt/ops/recurrent.py WIDE
+DEF RECURRENT_HALF = 1 << 14  # rounds a product with a gate value (2^-15)
 
 
 cdef class BatchMatMulStep(Step):
@@ -559,6 +571,225 @@ def batch_matmul(ins, p, out, isa=None, threads=1):
     bind_batch_matmul(ins, p, out, isa, threads)()
 
 
+
+# ------------------------------------------------------------------------------ LSTM, GRU
+#
+# One direction of a recurrent layer (reference: qrt/ops/recurrent.py, bit for bit). The input
+# half of every step's pre-activations is one GEMM over all T x B rows first (the int8 GEMM's
+# int32 mode: sums + bias); each step then adds the recurrent half, a GEMM of B rows over the
+# previous state (y's previous step, or h0), and does the gates' integer math per element. The
+# cell state is updated in c_t itself. The int16 form sums in plain loops: the GEMM's int16 mode
+# has no int32 output.
+
+cdef class RecurrentStep(Step):
+    cdef qrt_gemm gx, gh, gn  # input half; recurrent half (GRU without lbr: its z, r rows); GRU's n rows
+    cdef bint lstm, lbr, wide, reverse
+    cdef Py_ssize_t T, B, I, H, G
+    cdef const uint8_t* x
+    cdef uint8_t* y
+    cdef const uint8_t* h0
+    cdef uint8_t* h_t
+    cdef const int16_t* c0
+    cdef int16_t* c
+    cdef int32_t* ax  # [T B, G H]
+    cdef int32_t* ah  # [B, G H] (GRU without lbr: [B, 2 H])
+    cdef int32_t* an  # GRU without lbr: [B, H]
+    cdef int32_t* zr  # GRU: z and r [B, 2 H]
+    cdef uint8_t* hr  # GRU without lbr: zp_h + r (h - zp_h) [B, H]
+    cdef const int16_t* tf
+    cdef const int16_t* tg
+    cdef const int16_t* th
+    cdef const int32_t* m  # [4, G H]: mx, nx, mh, nh
+    cdef const int8_t* w  # int16 form: the weights as stored
+    cdef const int8_t* r
+    cdef const int32_t* b
+    cdef const int32_t* rb
+    cdef int32_t zp_x, zp_h, lo, hi, mo, no, lo_h, hi_h, mc, nc
+
+    cdef int run(self) noexcept nogil:
+        cdef Py_ssize_t s, t, prev = -1, GH = self.G * self.H, es = 2 if self.wide else 1
+        cdef const uint8_t* hp = self.h0
+        cdef int rc
+        if self.T * self.B:
+            if self.wide:
+                _sums16(<const int16_t*>self.x, self.T * self.B, self.I, self.w, self.b, GH, self.ax)
+            else:
+                self.gx.y32 = self.ax
+                rc = qrt_gemm_run(&self.gx, <const int8_t*>self.x, NULL)
+                if rc:
+                    return rc
+        if self.lstm and self.B * self.H:
+            memcpy(self.c, self.c0, self.B * self.H * 2)
+        for s in range(self.T):
+            t = self.T - 1 - s if self.reverse else s
+            rc = _lstm_step(self, t, hp) if self.lstm else _gru_step(self, t, hp)
+            if rc:
+                return rc
+            hp = self.y + t * self.B * self.H * es
+        if self.B * self.H:
+            memcpy(self.h_t, hp, self.B * self.H * es)
+        return 0
+
+
+cdef void _sums16(const int16_t* x, Py_ssize_t rows, Py_ssize_t K, const int8_t* w, const int32_t* bias,
+                  Py_ssize_t n, int32_t* out) noexcept nogil:
+    """out[i, j] = bias[j] + sum_k x[i, k] w[j, k]: int16 x (zero point 0), exact in int32 under
+    the int16 form's bound (SPEC.md 4.6)."""
+    cdef Py_ssize_t i, j, k
+    cdef int32_t acc
+    for i in range(rows):
+        for j in range(n):
+            acc = bias[j]
+            for k in range(K):
+                acc = acc + <int32_t>x[i * K + k] * w[j * K + k]
+            out[i * n + j] = acc
+
+
+cdef int _recurrent_sums(RecurrentStep s, qrt_gemm* g, const uint8_t* h, const int8_t* r, const int32_t* rb,
+                         Py_ssize_t n, int32_t* out) noexcept nogil:
+    """The recurrent sums of n rows over the B rows of state h (int8 through the GEMM, int16 in loops)."""
+    if s.B == 0:
+        return 0
+    if s.wide:
+        _sums16(<const int16_t*>h, s.B, s.H, r, rb, n, out)
+        return 0
+    g.y32 = out
+    return qrt_gemm_run(g, <const int8_t*>h, NULL)
+
+
+cdef inline int64_t _wide(int32_t acc, int32_t m, int32_t n) noexcept nogil:
+    cdef int64_t v = rounding_shift(acc, m, n)
+    return -RECURRENT_WIDE if v < -RECURRENT_WIDE else (RECURRENT_WIDE if v > RECURRENT_WIDE else v)
+
+
+cdef inline int32_t _clamp(int64_t v, int32_t lo, int32_t hi) noexcept nogil:
+    return <int32_t>(lo if v < lo else (hi if v > hi else v))
+
+
+cdef inline int32_t _gate(RecurrentStep s, const int16_t* table, int64_t pre) noexcept nogil:
+    """table at the pre-activation, clamped to [lo, hi], interpolated 16 inputs apart."""
+    cdef int32_t u = _clamp(pre, s.lo, s.hi) + 32768
+    cdef int32_t j = u >> 4, f = u & 15
+    return table[j] + (((table[j + 1] - table[j]) * f + 8) >> 4)
+
+
+cdef inline int32_t _interp(const int16_t* table, int32_t x) noexcept nogil:
+    cdef int32_t u = x + 32768
+    cdef int32_t j = u >> 4, f = u & 15
+    return table[j] + (((table[j + 1] - table[j]) * f + 8) >> 4)
+
+
+cdef inline int64_t _pre(RecurrentStep s, const int32_t* ax, const int32_t* ah, Py_ssize_t j,
+                         Py_ssize_t row) noexcept nogil:
+    """Row `row`'s pre-activation: its input half ax[row] plus its recurrent half ah[j]."""
+    cdef Py_ssize_t GH = s.G * s.H
+    return _wide(ax[row], s.m[row], s.m[GH + row]) + _wide(ah[j], s.m[2 * GH + row], s.m[3 * GH + row])
+
+
+cdef inline int32_t _h_at(RecurrentStep s, const uint8_t* h, Py_ssize_t i) noexcept nogil:
+    return (<const int16_t*>h)[i] if s.wide else (<const int8_t*>h)[i]
+
+
+cdef inline void _h_set(RecurrentStep s, uint8_t* h, Py_ssize_t i, int64_t v) noexcept nogil:
+    v = s.lo_h if v < s.lo_h else (s.hi_h if v > s.hi_h else v)
+    if s.wide:
+        (<int16_t*>h)[i] = <int16_t>v
+    else:
+        (<int8_t*>h)[i] = <int8_t>v
+
+
+cdef int _lstm_step(RecurrentStep s, Py_ssize_t t, const uint8_t* hp) noexcept nogil:
+    cdef Py_ssize_t bb, j, H = s.H, GH = 4 * s.H
+    cdef int32_t i, o, f, g, cv
+    cdef const int32_t* ax
+    cdef const int32_t* ah
+    cdef uint8_t* y = s.y + t * s.B * H * (2 if s.wide else 1)
+    cdef int rc = _recurrent_sums(s, &s.gh, hp, s.r, s.rb, GH, s.ah)
+    if rc:
+        return rc
+    for bb in range(s.B):
+        ax, ah = s.ax + (t * s.B + bb) * GH, s.ah + bb * GH
+        for j in range(H):
+            i = _gate(s, s.tf, _pre(s, ax, ah, j, j))
+            o = _gate(s, s.tf, _pre(s, ax, ah, H + j, H + j))
+            f = _gate(s, s.tf, _pre(s, ax, ah, 2 * H + j, 2 * H + j))
+            g = _gate(s, s.tg, _pre(s, ax, ah, 3 * H + j, 3 * H + j))
+            cv = s.c[bb * H + j]
+            cv = _clamp(((f * cv + RECURRENT_HALF) >> 15) + rounding_shift(i * g, s.mc, s.nc), -32768, 32767)
+            s.c[bb * H + j] = <int16_t>cv
+            _h_set(s, y, bb * H + j, s.zp_h + rounding_shift(o * _interp(s.th, cv), s.mo, s.no))
+    return 0
+
+
+cdef int _gru_step(RecurrentStep s, Py_ssize_t t, const uint8_t* hp) noexcept nogil:
+    cdef Py_ssize_t bb, j, H = s.H, GH = 3 * s.H, sh = 3 * s.H if s.lbr else 2 * s.H
+    cdef int32_t z, rg, n, d
+    cdef int64_t pn
+    cdef const int32_t* ax
+    cdef const int32_t* ah
+    cdef uint8_t* y = s.y + t * s.B * H * (2 if s.wide else 1)
+    cdef int rc = _recurrent_sums(s, &s.gh, hp, s.r, s.rb, sh, s.ah)
+    if rc:
+        return rc
+    for bb in range(s.B):  # z and r (and r * h, which the n rows then read without lbr)
+        ax, ah = s.ax + (t * s.B + bb) * GH, s.ah + bb * sh
+        for j in range(2 * H):
+            s.zr[bb * 2 * H + j] = _gate(s, s.tf, _pre(s, ax, ah, j, j))
+        if not s.lbr:
+            for j in range(H):
+                d = _h_at(s, hp, bb * H + j) - s.zp_h
+                _h_set(s, s.hr, bb * H + j, s.zp_h + ((<int64_t>s.zr[bb * 2 * H + H + j] * d + RECURRENT_HALF) >> 15))
+    if not s.lbr:
+        rc = _recurrent_sums(s, &s.gn, s.hr, s.r + 2 * H * H, s.rb + 2 * H, H, s.an)
+        if rc:
+            return rc
+    for bb in range(s.B):
+        ax = s.ax + (t * s.B + bb) * GH
+        for j in range(H):
+            z, rg = s.zr[bb * 2 * H + j], s.zr[bb * 2 * H + H + j]
+            if s.lbr:
+                pn = (rg * _wide(s.ah[bb * sh + 2 * H + j], s.m[2 * GH + 2 * H + j], s.m[3 * GH + 2 * H + j])
+                      + RECURRENT_HALF) >> 15
+            else:
+                pn = _wide(s.an[bb * H + j], s.m[2 * GH + 2 * H + j], s.m[3 * GH + 2 * H + j])
+            n = _gate(s, s.tg, _wide(ax[2 * H + j], s.m[2 * H + j], s.m[GH + 2 * H + j]) + pn)
+            d = _h_at(s, hp, bb * H + j) - s.zp_h
+            _h_set(s, y, bb * H + j, s.zp_h + rounding_shift((32768 - z) * n, s.mo, s.no)
+                   + ((<int64_t>z * d + RECURRENT_HALF) >> 15))
+    return 0
+
+
+def bind_recurrent(ints, ptrs, packed, isa, threads, keep):
+    """The Step of operands qrt/kernels/recurrent.py checked, given as ints (int64: T, B, I, G,
+    H, zp_x, zp_h, lo, hi, lo_h, hi_h, mo, no, mc, nc, reverse, lbr, lstm, wide) and ptrs (the
+    addresses of x, w, r, bias, rbias, h0, y, h_T, c0, c_T, the scratch ax, ah, an, zr, hr, the
+    multipliers [4, G H] int32 and the three tables); the int8 form's packed weights bound to
+    the path. `keep` holds the arrays. (Plain numbers: the checks are Python's, and cost no
+    compiled bytes here.)"""
+    cdef RecurrentStep s = RecurrentStep.__new__(RecurrentStep)
+    cdef const int64_t[::1] v = ints
+    cdef const uint64_t[::1] a = ptrs
+    s.T, s.B, s.I, s.G, s.H = v[0], v[1], v[2], v[3], v[4]
+    s.zp_x, s.zp_h, s.lo, s.hi, s.lo_h, s.hi_h = v[5], v[6], v[7], v[8], v[9], v[10]
+    s.mo, s.no, s.mc, s.nc = v[11], v[12], v[13], v[14]
+    s.reverse, s.lbr, s.lstm, s.wide = v[15], v[16], v[17], v[18]
+    s.x, s.w, s.r = <const uint8_t*><intptr_t>a[0], <const int8_t*><intptr_t>a[1], <const int8_t*><intptr_t>a[2]
+    s.b, s.rb = <const int32_t*><intptr_t>a[3], <const int32_t*><intptr_t>a[4]
+    s.h0, s.y, s.h_t = <const uint8_t*><intptr_t>a[5], <uint8_t*><intptr_t>a[6], <uint8_t*><intptr_t>a[7]
+    s.c0, s.c = <const int16_t*><intptr_t>a[8], <int16_t*><intptr_t>a[9]
+    s.ax, s.ah, s.an, s.zr = <int32_t*><intptr_t>a[10], <int32_t*><intptr_t>a[11], <int32_t*><intptr_t>a[12], \
+        <int32_t*><intptr_t>a[13]
+    s.hr, s.m = <uint8_t*><intptr_t>a[14], <const int32_t*><intptr_t>a[15]
+    s.tf, s.tg, s.th = <const int16_t*><intptr_t>a[16], <const int16_t*><intptr_t>a[17], <const int16_t*><intptr_t>a[18]
+    if not s.wide:
+        split = packed[2] is not None  # GRU without lbr: z, r rows on h; n rows on r * h
+        _bind_gemm(&s.gx, packed[0], (s.T * s.B, 1, 1, s.I, 1, 1, s.G * s.H, 1, 1, 1, 1, 1, 1, 0, 0), isa, threads)
+        _bind_gemm(&s.gh, packed[1], (s.B, 1, 1, s.H, 1, 1, 2 * s.H if split else s.G * s.H, 1, 1, 1, 1, 1, 1, 0, 0),
+                   isa, threads)
+        if split:
+            _bind_gemm(&s.gn, packed[2], (s.B, 1, 1, s.H, 1, 1, s.H, 1, 1, 1, 1, 1, 1, 0, 0), isa, threads)
+    s.keep = (keep, ints, ptrs, packed)
+    return s
 
 
 KERNELS = {

@@ -26,8 +26,10 @@ from .depthwise_conv_2d import DEPTHWISE_CONV_2D
 from .dequantize import DEQUANTIZE
 from .fully_connected import FULLY_CONNECTED
 from .gather import GATHER
+from .gru import GRU
 from .layer_norm import LAYER_NORM
 from .leaky_relu import LEAKY_RELU
+from .lstm import LSTM
 from .lut import LUT
 from .max_pool_2d import MAX_POOL_2D
 from .maximum import MAXIMUM
@@ -49,7 +51,7 @@ from .unary import UNARY
 OPS: dict[OpCode, OpDef] = {d.opcode: d for d in (
     CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, SUB, MUL, CONCAT, MAX_POOL_2D, AVERAGE_POOL_2D,
     MEAN, PAD, RESHAPE, TRANSPOSE, LEAKY_RELU, PRELU, LUT, SOFTMAX, QUANTIZE, DEQUANTIZE, REQUANTIZE,
-    MAXIMUM, MINIMUM, UNARY, BATCH_MATMUL, LAYER_NORM, SLICE, GATHER, REDUCE,
+    MAXIMUM, MINIMUM, UNARY, BATCH_MATMUL, LAYER_NORM, SLICE, GATHER, REDUCE, LSTM, GRU,
 )}
 
 # Releases of the format's features that are not ops (each op's form has its own `since`).

@@ -28,14 +28,20 @@ def reference(ins, p) -> np.ndarray:
     return table[x.astype(np.int64) + 128]
 
 
-def reference_int16(ins, p) -> np.ndarray:
-    """u = x + 32768, j = u >> 7, r = u & 127: y = t[j] + ((t[j+1] - t[j]) * r + 64) >> 7,
-    exact in int32 (floor shift) and always between t[j] and t[j+1]."""
-    x, table = ins
-    u = x.astype(np.int32) + 32768
-    j, r = u >> INT16_STEP_BITS, u & ((1 << INT16_STEP_BITS) - 1)
+def interpolate(table: np.ndarray, x, step_bits: int) -> np.ndarray:
+    """table read at int16 inputs x, linearly between entries 2^step_bits inputs apart: u = x +
+    32768, j = u >> b, r = u & (2^b - 1): y = t[j] + ((t[j+1] - t[j]) r + 2^(b-1)) >> b, exact
+    in int32 (floor shift) and always between t[j] and t[j+1]. LUT's int16 form (b = 7) and the
+    recurrent ops' gates (b = 4, qrt/ops/recurrent.py)."""
+    u = np.asarray(x).astype(np.int32) + 32768
+    j, r = u >> step_bits, u & ((1 << step_bits) - 1)
     t = table.astype(np.int32)
-    return (t[j] + (((t[j + 1] - t[j]) * r + (1 << (INT16_STEP_BITS - 1))) >> INT16_STEP_BITS)).astype(np.int16)
+    return t[j] + (((t[j + 1] - t[j]) * r + (1 << (step_bits - 1))) >> step_bits)
+
+
+def reference_int16(ins, p) -> np.ndarray:
+    x, table = ins
+    return interpolate(table, x, INT16_STEP_BITS).astype(np.int16)
 
 
 LUT = OpDef(OpCode.LUT, (2, 2), 1, False, LutOptions, verify, no_params, reference, "lut",

@@ -69,7 +69,7 @@ class _PreparedOp:
     opcode: OpCode
     form: Form  # which of the op's forms (integer, float32, weight-only, dynamic) it runs
     inputs: tuple
-    output: int
+    outputs: tuple  # most ops write one tensor; LSTM and GRU also their final states
     params: object
 
 
@@ -95,6 +95,11 @@ class _Bound:
     plan: object
     fast: tuple | None  # run()'s short path (the file's shape): the boundary's quantize and dequantize steps
     definition: object = None  # the model at this plan's shapes
+
+
+def _out(views: dict, outputs: tuple):
+    """What a step writes: its output's view, or a list of views for an op of several outputs."""
+    return views[outputs[0]] if len(outputs) == 1 else [views[t] for t in outputs]
 
 
 def _user_shape(shape: tuple, layout: Layout) -> tuple:
@@ -133,7 +138,7 @@ class Model:
         except ValueError as e:
             raise InputError(str(e)) from None
         self.threads = _threads(threads)
-        self._ops = [_PreparedOp(op.opcode, op_form(m, i), op.inputs, op.outputs[0], prepare_op(m, i))
+        self._ops = [_PreparedOp(op.opcode, op_form(m, i), op.inputs, op.outputs, prepare_op(m, i))
                      for i, op in enumerate(m.operators)]
         self._arena = plan_arena(m)
         self._batchable = None  # whether a plan for k file batches can exist (batching.py), once known
@@ -233,7 +238,7 @@ class Model:
         b = None
         d = at(self.definition, k, key[1])
         if d is not None:
-            ops = [_PreparedOp(s.opcode, s.form, s.inputs, s.output, prepare_op(d, i))
+            ops = [_PreparedOp(s.opcode, s.form, s.inputs, s.outputs, prepare_op(d, i))
                    for i, s in enumerate(self._ops)]
             constants = {i: t.data for i, t in enumerate(d.tensors) if t.data is not None}
             # the file's packed weights, unless an operator's constants were cut to the sizes
@@ -310,7 +315,7 @@ class Model:
         constants = at.constants
         plan = Plan([
             self.kernels.step(s.form, [views[t] if t in views else constants[t] for t in s.inputs],
-                              s.params, views[s.output], self.isa, self.threads, packed)
+                              s.params, _out(views, s.outputs), self.isa, self.threads, packed)
             for s, packed in zip(at.ops, at.packed)])
         bound = _Bound(views, conversions, plan, fast, m)
         if key == self._file_key:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import Kernel, depthwise, dynamic, elementwise, gemm, movement, pool, softmax, weight_only
+from ..kernels import Kernel, depthwise, dynamic, elementwise, gemm, movement, pool, recurrent, softmax, weight_only
 from ..kernels.plan import PyStep
 from ..ops import Form
 from ..ops.dequantize import DEQUANTIZE
@@ -19,7 +19,7 @@ from ..ops.quantize import QUANTIZE
 
 COMPILED: dict[str, Kernel] = {
     **gemm.KERNELS, **depthwise.KERNELS, **pool.KERNELS, **elementwise.KERNELS, **movement.KERNELS,
-    **softmax.KERNELS, **weight_only.KERNELS, **dynamic.KERNELS,
+    **softmax.KERNELS, **weight_only.KERNELS, **dynamic.KERNELS, **recurrent.KERNELS,
 }
 
 
@@ -27,7 +27,11 @@ def _reference_step(form: Form, ins, params, out):
     reference = form.reference
 
     def run(ins, p, out):
-        out[...] = reference(ins, p).reshape(out.shape)
+        if isinstance(out, list):  # an op of several outputs (LSTM, GRU)
+            for o, y in zip(out, reference(ins, p)):
+                o[...] = y.reshape(o.shape)
+        else:
+            out[...] = reference(ins, p).reshape(out.shape)
     return PyStep(run, ins, params, out)
 
 

@@ -124,18 +124,18 @@ def test_good_model_converts_by_api_and_cli(good_onnx, tmp_path, capsys):
 # --------------------------------------------------------------------------- unsupported ops
 
 def many_unsupported_model():
-    """A valid model (ONNX Runtime runs it) with an LSTM, a NonMaxSuppression and two TopK."""
+    """A valid model (ONNX Runtime runs it) with an RNN, a NonMaxSuppression and two TopK."""
     hidden = 3
     return make_model([
-        helper.make_node("LSTM", ["x", "lstm_W", "lstm_R"], ["", "h"], name="encoder_lstm", hidden_size=hidden),
+        helper.make_node("RNN", ["x", "rnn_W", "rnn_R"], ["", "h"], name="encoder_rnn", hidden_size=hidden),
         helper.make_node("Tile", ["x", "reps"], ["s"], name="scores_tile"),
         helper.make_node("Transpose", ["s"], ["scores"], name="scores_t", perm=[0, 2, 1]),
         helper.make_node("NonMaxSuppression", ["x", "scores", "max_boxes"], ["keep"], name="box_nms"),
         helper.make_node("Flatten", ["x"], ["flat"], name="flat"),
         helper.make_node("TopK", ["flat", "k3"], ["top3", "top3_idx"], name="topk_first"),
         helper.make_node("TopK", ["top3", "k1"], ["y", "top1_idx"], name="topk_second"),
-    ], {"lstm_W": RNG.standard_normal((1, 4 * hidden, 4)).astype(np.float32),
-        "lstm_R": RNG.standard_normal((1, 4 * hidden, hidden)).astype(np.float32),
+    ], {"rnn_W": RNG.standard_normal((1, hidden, 4)).astype(np.float32),
+        "rnn_R": RNG.standard_normal((1, hidden, hidden)).astype(np.float32),
         "reps": np.array([1, 1, 2], np.int64), "max_boxes": np.array([2], np.int64),
         "k3": np.array([3], np.int64), "k1": np.array([1], np.int64)},
         inputs=(("x", (1, 6, 4)),),
@@ -157,17 +157,17 @@ def test_unsupported_ops_are_all_named_and_nothing_is_written(tmp_path, capsys):
             qrt.convert(path, x[None].repeat(4, 0)[:, 0], out)
     e = info.value
     # Tile runs in the float executor but has no int8 form: named in the same error.
-    assert e.ops == {"LSTM": ["encoder_lstm"], "NonMaxSuppression": ["box_nms"],
+    assert e.ops == {"RNN": ["encoder_rnn"], "NonMaxSuppression": ["box_nms"],
                      "TopK": ["topk_first", "topk_second"], "Tile": ["scores_tile"]}
     msg = str(e)
-    for word in ("LSTM", "NonMaxSuppression", "TopK (2 nodes)", "'encoder_lstm'", "'box_nms'",
+    for word in ("RNN", "NonMaxSuppression", "TopK (2 nodes)", "'encoder_rnn'", "'box_nms'",
                  "'topk_first'", "'topk_second'", str(path)):
         assert word in msg, (word, msg)
     np.save(tmp_path / "calib.npy", x[None].repeat(4, 0)[:, 0])
     with writes_nothing(tmp_path):
         code, _, err = cli(capsys, path, "-o", out, "--calib", tmp_path / "calib.npy")
     assert code == 2
-    assert err.startswith("qrt: error: ") and "TopK" in err and "encoder_lstm" in err and "box_nms" in err
+    assert err.startswith("qrt: error: ") and "TopK" in err and "encoder_rnn" in err and "box_nms" in err
 
 
 def test_unsupported_op_of_another_domain_is_named(tmp_path):

@@ -500,7 +500,7 @@ def test_run_graph_observes_every_value_and_frees_memory():
 
 def test_unsupported_ops_listed_with_every_node():
     vi = helper.make_tensor_value_info
-    nodes = [helper.make_node("LSTM", ["x", "w", "r"], ["h"], name=f"lstm{i}", hidden_size=2) for i in range(7)]
+    nodes = [helper.make_node("RNN", ["x", "w", "r"], ["h"], name=f"rnn{i}", hidden_size=2) for i in range(7)]
     nodes += [helper.make_node("TopK", ["x", "k"], ["v", "i"], name="topk"),
               helper.make_node("NonMaxSuppression", ["x", "x"], ["sel"], name="nms"),
               helper.make_node("Relu", ["x"], ["ok"], name="fine"),
@@ -512,13 +512,13 @@ def test_unsupported_ops_listed_with_every_node():
         read_onnx(model)
     err = e.value
     assert isinstance(err, QrtError)
-    assert set(err.ops) == {"LSTM", "TopK", "NonMaxSuppression", "com.example::Foo"}
-    assert err.ops["LSTM"] == [f"lstm{i}" for i in range(7)]
+    assert set(err.ops) == {"RNN", "TopK", "NonMaxSuppression", "com.example::Foo"}
+    assert err.ops["RNN"] == [f"rnn{i}" for i in range(7)]
     msg = str(err)
-    for s in ("LSTM", "TopK", "NonMaxSuppression", "com.example::Foo", "'lstm0'", "'lstm4'", "2 more", "'topk'",
+    for s in ("RNN", "TopK", "NonMaxSuppression", "com.example::Foo", "'rnn0'", "'rnn4'", "2 more", "'topk'",
               "'nms'", "'custom'", "opset", "replace", "issue"):
         assert s in msg, s
-    assert "'lstm5'" not in msg and "Relu" not in msg
+    assert "'rnn5'" not in msg and "Relu" not in msg
 
 
 def test_broken_files_raise_conversion_error(tmp_path):

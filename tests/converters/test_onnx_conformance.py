@@ -60,7 +60,7 @@ NODE_CASES = {  # op type: the onnx.backend.test.case.node module defining its c
     "Sigmoid": "sigmoid", "Max": "max", "Min": "min", "Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div",
     "Conv": "conv", "MaxPool": "maxpool", "AveragePool": "averagepool", "BatchNormalization": "batch_normalization",
     "Reshape": "reshape", "Flatten": "flatten", "Pad": "pad", "Relu": "relu", "Clip": "clip",
-    "LeakyRelu": "leakyrelu", "PRelu": "prelu"}
+    "LeakyRelu": "leakyrelu", "PRelu": "prelu", "LSTM": "lstm", "GRU": "gru"}
 TORCH_CASES = ("test_Conv1d*", "test_Conv2d*", "test_AvgPool[12]d*", "test_MaxPool[12]d*", "test_BatchNorm[12]d*",
                "test_PReLU*", "test_ZeroPad2d", "test_Embedding*")  # directories of backend/test/data/pytorch-converted
 
@@ -74,6 +74,7 @@ FROZEN = {  # op type: {variant: positions of the inputs frozen}
     "MatMul": _BY_CONSTANT, "Add": _BY_CONSTANT, "Sub": _BY_CONSTANT, "Mul": _BY_CONSTANT, "Div": _BY_CONSTANT,
     "Gather": {"embedding": (0,), "select": (1,)},
     "Pad": {"value": (1, 2, 3), "zero": (1, 2, 3)},
+    "LSTM": {"": (1, 2, 3, 4, 7)}, "GRU": {"": (1, 2, 3, 4)},  # weights, biases, lengths, peepholes
 }
 # variants that also change a frozen input, (op, variant): {position: value}; a case has the
 # variant when it has those inputs, and onnx.reference computes its expected outputs
@@ -115,11 +116,14 @@ SKIPPED = {  # why a case is not run
 }
 _ONE_D = "MatMul with a 1-D operand (a vector): refused (UnsupportedOpsError)"
 _IDENTITY = "a graph whose output is its input (one Identity): refused as 'unsupported op type Identity'"
+_RECURRENT_FLOAT = "LSTM and GRU have integer forms only: a float island computes them in int8"
 GAPS = {  # what qrt refuses or gets wrong although it should not
     "test_matmul_1d_3d-const-*": _ONE_D, "test_matmul_*_1d-const-*": _ONE_D,
     "test_matmul_1d_*-act-*": _ONE_D, "test_matmul_4d_1d-act-*": _ONE_D,
     "test_clip_default_inbounds_expanded-*": _IDENTITY, "test_max_one_input-*": _IDENTITY,
     "test_min_one_input-*": _IDENTITY,
+    "test_lstm_*-float": _RECURRENT_FLOAT, "test_gru_*-float": _RECURRENT_FLOAT,
+    "test_lstm_with_peepholes-*": "LSTM peephole connections (input P): refused",
     "test_PReLU_*_multiparam-*": "opset-6 PRelu's per-channel slope [C] is upgraded by onnx.version_converter "
                                  "without a reshape to [C, 1, ...]: the float run cannot broadcast it",
 }
@@ -129,7 +133,7 @@ INT8_PRECISION = {  # why the int16 scheme computes a case at int8 precision
     "test_PReLU*": "PRelu has no int16 form", "test_leakyrelu*": "LeakyRelu has no int16 form",
     "test_relu_expanded*": "its Max(x, 0) has no int16 form",
     "test_reduce_sum_square_*": "ReduceSumSquare has no int16 form (int16 squares overflow int32 sums)",
-    "test_*conv*": "int8 weights", "test_Conv*": "int8 weights", "test_matmul_*-const-*": "int8 weights",
+    "test_*conv*": "int8 weights", "test_lstm_*": "int8 weights", "test_gru_*": "int8 weights", "test_Conv*": "int8 weights", "test_matmul_*-const-*": "int8 weights",
 }
 LUT = dict.fromkeys(("test_exp*", "test_erf*", "test_gelu*", "test_sigmoid*", "test_tanh*", "test_sqrt*",
                      "test_reduce_l2_*expanded*"), "an elementwise function: an interpolated table in int16")
