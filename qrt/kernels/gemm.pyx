@@ -505,12 +505,6 @@ def _lead_strides(x, int lead):
     return strides
 
 
-def _activation(x, what, dtype):
-    if not isinstance(x, np.ndarray) or x.dtype != dtype or not x.flags.c_contiguous:
-        raise ValueError(f"{what} must be a C-contiguous {np.dtype(dtype).name} array")
-    return x
-
-
 def bind_batch_matmul(ins, p, out, isa=None, threads=1):
     """BATCH_MATMUL as a Step: ins = [a [..., M, K], b [..., K, N] (transpose_b: [..., N, K])],
     out [..., M, N], all int8 or all int16 (symmetric), leading dimensions broadcast (ValueError
@@ -522,7 +516,7 @@ def bind_batch_matmul(ins, p, out, isa=None, threads=1):
     if len(ins) != 2:
         raise ValueError(f"expected inputs [a, b], got {len(ins)}")
     dtype = np.int16 if isinstance(ins[0], np.ndarray) and ins[0].dtype == np.int16 else np.int8
-    a, b, y = _activation(ins[0], "a", dtype), _activation(ins[1], "b", dtype), _activation(out, "out", dtype)
+    a, b, y = _array(ins[0], dtype, "a"), _array(ins[1], dtype, "b"), _array(out, dtype, "out")
     shape = output_shape(a.shape, b.shape, bool(p.transpose_b))
     if isinstance(shape, str):
         raise ValueError(shape)
@@ -760,12 +754,7 @@ cdef int _gru_step(RecurrentStep s, Py_ssize_t t, const uint8_t* hp) noexcept no
 
 
 def bind_recurrent(ints, ptrs, packed, isa, threads, keep):
-    """The Step of operands qrt/kernels/recurrent.py checked, given as ints (int64: T, B, I, G,
-    H, zp_x, zp_h, lo, hi, lo_h, hi_h, mo, no, mc, nc, reverse, lbr, lstm, wide) and ptrs (the
-    addresses of x, w, r, bias, rbias, h0, y, h_T, c0, c_T, the scratch ax, ah, an, zr, hr, the
-    multipliers [4, G H] int32 and the three tables); the int8 form's packed weights bound to
-    the path. `keep` holds the arrays. (Plain numbers: the checks are Python's, and cost no
-    compiled bytes here.)"""
+    """The Step of operands qrt/kernels/recurrent.py checked (ints, ptrs: its _bind_recurrent)."""
     cdef RecurrentStep s = RecurrentStep.__new__(RecurrentStep)
     cdef const int64_t[::1] v = ints
     cdef const uint64_t[::1] a = ptrs

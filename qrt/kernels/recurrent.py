@@ -1,7 +1,5 @@
-"""LSTM and GRU kernels (references: qrt/ops/lstm.py, gru.py, bit for bit): the operands
-checked and the scratch made here, once per bind; the step itself, the GEMMs of its two halves
-and the gates' integer math, is qrt/kernels/gemm.pyx RecurrentStep (compiled: Python-level checks
-cost nothing there but installed bytes)."""
+"""LSTM and GRU kernels (references qrt/ops/lstm.py, gru.py): operands checked here, the step in
+qrt/kernels/gemm.pyx RecurrentStep."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,34 +1,7 @@
-"""LSTM and GRU (SPEC.md section 2.13.26): one direction of a recurrent layer over a sequence,
-integer only, as TFLite's integer LSTM computes (int16 gates and cell state, table activations).
-
-    x [T, B, I], w [G H, I], r [G H, H] (int8 symmetric, per tensor or per row), bias and
-    rbias [G H] int32 (scales s_x s_w[j] and s_h s_r[j]), h0 [B, H] -> y [T, B, H], h_T [B, H]
-    (LSTM: c0 [B, H] int16 -> c_T [B, H]); G = 4 (gates i, o, f, c: ONNX's order) or 3 (z, r, n).
-
-Per step t (0 .. T-1, or T-1 .. 0 when `reverse`), with rs(v, m, n) = (v m + 2^(n-1)) >> n
-(SPEC.md 4.2) and W = 2^20:
-
-    px[j] = clamp(rs(sum_k (x[t,k] - zp_x) w[j,k] + bias[j], mx[j], nx[j]), -W, W)
-    ph[j] = clamp(rs(sum_k (h[k] - zp_h) r[j,k] + rbias[j], mh[j], nh[j]), -W, W)
-
-mx, mh the multipliers of s_x s_w[j] 2^12 and s_h s_r[j] 2^12: pre-activations in units of 2^-12.
-A gate is act(p) = interpolate(table, clamp(p, lo, hi)) with [lo, hi] = [-32768, 32767], or
-+-min(32767, floor(clip 2^12)) with `clip`; its value is int16 in units of 2^-15.
-
-LSTM:  i, o, f = act_f(px + ph) (their rows), g = act_g(px + ph)
-       c = clamp((f c + 2^14) >> 15 + rs(i g, mc, nc), -32768, 32767)     (mc: 2^-30 / s_c)
-       h = clamp(zp_h + rs(o act_h(c), mo, no), lo_h, hi_h)               (mo: 2^-30 / s_h)
-GRU:   z, r = act_f(px + ph)
-       n = act_g(px_n + (r ph_n + 2^14) >> 15)                    (linear_before_reset)
-       n = act_g(px_n + ph_n(zp_h + (r (h - zp_h) + 2^14) >> 15))  (else: ph_n of r * h)
-       h = clamp(zp_h + rs((2^15 - z) n, mo, no) + (z (h - zp_h) + 2^14) >> 15, lo_h, hi_h)
-
-act_f, act_g (and act_h, LSTM) are 4097-entry int16 tables over int16 inputs, interpolated
-linearly 16 inputs apart (lut.interpolate): act_f, act_g over pre-activations (2^-12), act_h
-over the cell state (its scale s_c). Any bounded activation fits (sigmoid, tanh, hard sigmoid).
-The int8 form has int8 x, h (asymmetric); the int16 form int16 x, h (symmetric). The cell state
-is int16 symmetric in both. What both share lives here; the ops in qrt/ops/lstm.py and gru.py.
-Compiled kernels: qrt/kernels/recurrent.py lstm, gru."""
+"""What LSTM and GRU (qrt/ops/lstm.py, gru.py) share: their parameters, verification, tables
+and the parts of their references. The integer math, to the bit: SPEC.md section 2.13.26 (int16
+pre-activations in units of 2^-12, gate values in 2^-15, an int16 cell state, 4097-entry
+interpolated tables). Compiled kernels: qrt/kernels/recurrent.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass
