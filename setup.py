@@ -36,13 +36,18 @@ cflags = ["-ffp-contract=off"] + ([] if debug else ["-g0"])  # every module's (s
 small = [] if debug else ["-fvisibility=hidden", "-fno-asynchronous-unwind-tables", "-ffunction-sections",
                           "-fdata-sections"]
 ldflags = [] if debug else ["-s", "-Wl,--gc-sections"]
+# -O3 where loops compiled here are hot: the vector paths (isa), BATCH_MATMUL's and the recurrent
+# steps' loops (gemm), softmax, the elementwise ops, data movement (the encoder 2-7x slower at
+# -O2), the depthwise and dynamic forms' float loops (MobileNetV2 4-7 %). The rest spend their
+# time in isa's code (pools, weight-only): -O2 keeps them 75 kB smaller, within run-to-run noise.
+FAST = {"isa", "plan", "gemm", "softmax", "elementwise", "movement", "depthwise", "dynamic"}
 extensions = [
     Extension(
         f"qrt.kernels.{pyx.stem}",
         [str(pyx)],
         include_dirs=[np.get_include(), "qrt/kernels"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=["-O3", "-fopenmp"] + cflags + small,
+        extra_compile_args=["-O3" if pyx.stem in FAST else "-O2", "-fopenmp"] + cflags + small,
         extra_link_args=["-fopenmp"] + ldflags,
         depends=headers,
     )

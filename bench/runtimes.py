@@ -12,7 +12,7 @@ ort    (.onnx,)                                        onnxruntime
 torch  (pickled float module,)                         torch (+ the module's own package)
 fx     (pickled float module, int8 FX state_dict)      torch, torch.ao.quantization: PyTorch's
        recipe for an FX model: rebuild it from the float module, then load the int8 state_dict
-dyn    (pickled float module, dynamic int8 state_dict) torch: quantize_dynamic (nn.Linear, qint8
+dyn    (pickled float module, dynamic int8 state_dict) torch: quantize_dynamic (nn.Linear, nn.LSTM, nn.GRU; qint8
        weights, x86 engine) on the float module, then the saved state_dict loaded into it
 numpy  (.npz of a fully-connected stack,)              numpy (+ threadpoolctl): the float32 chain
        x @ w.T + b with ReLU between layers, numpy's BLAS limited to `threads` (process-wide)
@@ -101,8 +101,9 @@ def fx_int8(module, example: np.ndarray, calib=()):
 
 
 def dynamic_int8(module):
-    """PyTorch eager dynamic quantization: every nn.Linear with qint8 per-tensor weights, its
-    input quantized per call (x86 engine). PyTorch has no dynamic form for convolutions."""
+    """PyTorch eager dynamic quantization: every nn.Linear, nn.LSTM and nn.GRU with qint8
+    per-tensor weights, inputs quantized per call (x86 engine). PyTorch has no dynamic form
+    for convolutions."""
     import warnings
 
     import torch
@@ -111,7 +112,7 @@ def dynamic_int8(module):
     torch.backends.quantized.engine = "x86"
     with warnings.catch_warnings():  # the note that torch.ao.quantization moves to torchao
         warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(module.eval(), {nn.Linear}, dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(module.eval(), {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8)
 
 
 def _dyn(paths, threads, shape):

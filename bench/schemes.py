@@ -44,9 +44,9 @@ import numpy as np
 from bench.__main__ import (MAX_ROUNDS, MIN_ROUNDS, NORMAL, QUICK, ROUND_BUDGET_S, SETTLE_S, _cosine,
                             environment, model_result, time_model, timing_args, write_results)
 
-# model -> what it is: "fc" (timed at batch 1 and --batch), "conv" or "encoder" (batch 1)
+# model -> what it is: "fc" (timed at batch 1 and --batch), "conv", "encoder" or "recurrent" (batch 1)
 MODELS = {"mlp": "fc", "mobilenet_v2": "conv", "resnet18": "conv", "mlp_small": "fc", "small_cnn": "conv",
-          "encoder": "encoder", "encoder_small": "encoder"}
+          "encoder": "encoder", "encoder_small": "encoder", "lstm": "recurrent", "lstm_small": "recurrent"}
 DEFAULT_MODELS = ("mlp", "mobilenet_v2")
 QUICK_MODELS = ("mlp", "small_cnn")  # --quick without --models: well under a minute
 FC_BATCH = 64
@@ -66,7 +66,7 @@ FAMILIES = {
                         "32 / 128, activations quantized per block at run time)",
 }
 FC_ONLY_NBITS = "MatMulNBits quantizes MatMul only: every convolution would stay float32"
-FC_ONLY_DYN = "PyTorch has no dynamic quantized convolution (quantize_dynamic covers nn.Linear)"
+FC_ONLY_DYN = "PyTorch has no dynamic quantized convolution (quantize_dynamic covers nn.Linear, nn.LSTM, nn.GRU)"
 FC_ONLY_NUMPY = "numpy runs the FC stack only (its chain of x @ w.T + b)"
 
 
@@ -235,13 +235,17 @@ TARGETS = (
     ("weight_only_fc", "weight-only FC no slower than numpy float32", "fc", WEIGHT_ONLY, "numpy fp32", 1.0, False),
     ("encoder", "encoder, integer-only: <= 0.9x ORT quantize_dynamic (its faster row)", "encoder", ("qrt int8",),
      ORT_DYNAMIC, 0.9, False),
+    ("lstm", "LSTM, integer-only: <= 0.9x the faster of ORT quantize_dynamic and PyTorch dynamic int8", "recurrent",
+     ("qrt int8",), ORT_DYNAMIC + ("PyTorch dynamic int8",), 0.9, False),
 )
 
 
 def recipes_for(kind: str):
     """prepare()'s recipes for a model of this kind, and its n/a rows [{runtime, family, reason}]."""
-    def applies(r):  # an encoder's MatMuls take the FC-only rows, but it is no FC stack for numpy
-        return kind == "fc" or not r.fc_only or (kind == "encoder" and r.kind != "numpy")
+    def applies(r):  # an encoder's MatMuls take the FC-only rows, but it is no FC stack for numpy;
+        # a recurrent net has PyTorch's dynamic LSTM, and no MatMul for MatMulNBits
+        return kind == "fc" or not r.fc_only or (kind == "encoder" and r.kind != "numpy") or \
+            (kind == "recurrent" and r.kind == "dyn")
     rows = [r for r in ROWS if applies(r)]
     na = [{"runtime": r.label, "family": r.family, "reason": r.fc_only} for r in ROWS if not applies(r)]
     return (lambda src: [(r.label, r.kind, (lambda r=r: r.files(src))) for r in rows]), na

@@ -180,6 +180,18 @@ class Encoder(nn.Module):
         return x
 
 
+class Recurrent(nn.Module):
+    """An LSTM over [1, steps, inputs] float features (batch first), its output sequence: the
+    acoustic-model shape of speech and sensor models."""
+
+    def __init__(self, inputs: int = 64, hidden: int = 256):
+        super().__init__()
+        self.lstm = nn.LSTM(inputs, hidden, batch_first=True)
+
+    def forward(self, x):
+        return self.lstm(x)[0]
+
+
 # ---------------------------------------------------------------- the suite
 
 def _efficientnet_lite0():
@@ -220,6 +232,10 @@ MODELS = {
                      in_suite=False),
     "encoder_small": Entry(lambda: Encoder(64, 2, 1), (1, 16, 64), "encoder, 1 layer, width 64, sequence 16 (smoke tests)",
                            in_suite=False),
+    # one layer, exported at batch 1 (torch fixes an LSTM's batch in the export): timed as a single op
+    "lstm": Entry(Recurrent, (1, 100, 64), "LSTM 64->256, 100 steps", single_op=True, in_suite=False),
+    "lstm_small": Entry(lambda: Recurrent(8, 16), (1, 10, 8), "LSTM 8->16, 10 steps (smoke tests)", single_op=True,
+                        in_suite=False),
 }
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from qrt.ops.window import out_size
 
+from . import resampling
 from .errors import ConversionError, UnsupportedOpsError
 
 F32 = np.float32
@@ -373,6 +374,68 @@ def _conv(node, inputs, graph):
     return [y]
 
 
+def conv_transpose_geometry(node, x_spatial, kernel):
+    """strides, dilations, begin pads, end pads and output sizes of a ConvTranspose: ONNX's
+    rules (output_shape, or SAME_* without it, sets the total padding; its odd unit goes at the
+    end for SAME_UPPER, at the start otherwise)."""
+    n = len(x_spatial)
+    strides = _ints(node.attrs.get("strides", [1] * n))
+    dil = _ints(node.attrs.get("dilations", [1] * n))
+    extra = _ints(node.attrs.get("output_padding", [0] * n))
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
+    if isinstance(auto_pad, bytes):
+        auto_pad = auto_pad.decode()
+    full = [s * (i - 1) + o + (k - 1) * d + 1 for i, s, o, k, d in zip(x_spatial, strides, extra, kernel, dil)]
+    total = None
+    if "output_shape" in node.attrs:  # beyond the full output: zeros at the end (ONNX Runtime)
+        total = [f - w for f, w in zip(full, _ints(node.attrs["output_shape"])[-n:])]
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):  # x * stride, or the full output if shorter
+        total = [max(f - i * s, 0) for f, i, s in zip(full, x_spatial, strides)]
+    if total is not None:
+        if auto_pad == "SAME_UPPER":
+            pb = [max(t // 2, 0) for t in total]
+        else:
+            pb = [max(t - t // 2, 0) for t in total]
+        pe = [t - b for t, b in zip(total, pb)]
+    elif auto_pad in ("NOTSET", "", "VALID", None):
+        pads = [0] * (2 * n) if auto_pad == "VALID" else _ints(node.attrs.get("pads", [0] * (2 * n)))
+        pb, pe = pads[:n], pads[n:]
+    else:
+        raise ValueError(f"unknown auto_pad {auto_pad!r}")
+    out = [f - b - e for f, b, e in zip(full, pb, pe)]
+    if min(out) < 1 or min(pb) < 0:
+        raise ValueError(f"ConvTranspose pads {pb + pe} leave no output of {full}")
+    return strides, dil, pb, pe, out
+
+
+def _conv_transpose(node, inputs, graph):
+    """ONNX ConvTranspose: each input position scatters x * w over the kernel's window of the
+    (stride-spaced) full output, which the pads then crop."""
+    x, w = _f32(inputs[0]), _f32(inputs[1])
+    b = _opt(inputs, 2)
+    group = int(node.attrs.get("group", 1))
+    n, c = x.shape[:2]
+    kernel = list(w.shape[2:])
+    if w.shape[0] != c or c % group:
+        raise ValueError(f"input channels {c}, weight {w.shape} and group {group} do not fit")
+    mg = w.shape[1]
+    strides, dil, pb, pe, out = conv_transpose_geometry(node, x.shape[2:], kernel)
+    full = [o + p + max(e, 0) for o, p, e in zip(out, pb, pe)]
+    nsp = len(kernel)
+    y = np.zeros((n, group, mg, *full), F32)
+    xg = x.reshape(n, group, c // group, -1)
+    wg = w.reshape(group, c // group, mg, -1)
+    for k, offs in enumerate(itertools.product(*[range(kk) for kk in kernel])):
+        part = np.einsum("ngcp,gcm->ngmp", xg, wg[..., k]).reshape(n, group, mg, *x.shape[2:])
+        sl = tuple(slice(o * d, o * d + (i - 1) * s + 1, s) for o, d, s, i in zip(offs, dil, strides, x.shape[2:]))
+        y[(slice(None), slice(None), slice(None)) + sl] += part
+    y = y.reshape(n, group * mg, *full)[(slice(None), slice(None)) +
+                                        tuple(slice(p, p + o) for p, o in zip(pb, out))]
+    if b is not None:
+        y = y + _f32(b).reshape((1, group * mg) + (1,) * nsp)
+    return [np.ascontiguousarray(y)]
+
+
 def _pool(kind):
     def op(node, inputs, graph):
         x = _f32(inputs[0])
@@ -709,57 +772,22 @@ def _resize(node, inputs, graph):
         raise ValueError(f"Resize mode {mode!r} not supported (nearest and linear are)")
     if ctm == "tf_crop_and_resize":
         raise ValueError("Resize coordinate_transformation_mode 'tf_crop_and_resize' not supported")
-    full_scale = [1.0] * r
+    given = [1.0] * r  # each axis' scale as given; None: from sizes (resampling.axis_scale)
     out_shape = list(x.shape)
     if sizes is not None and np.asarray(sizes).size:
         for a, s in zip(axes, _ints(sizes)):
             out_shape[a] = s
-            full_scale[a] = s / x.shape[a]
+            given[a] = None
     elif scales is not None and np.asarray(scales).size:
         for a, s in zip(axes, np.asarray(scales, dtype=np.float64).reshape(-1)):
-            full_scale[a] = float(s)
+            given[a] = float(s)
             out_shape[a] = int(math.floor(x.shape[a] * float(s)))
     else:
         raise ValueError("Resize needs scales or sizes")
     y = x
-    for a in range(r):
-        n_in, n_out, sc = x.shape[a], out_shape[a], full_scale[a]
-        if n_in == n_out and sc == 1.0:
-            continue
-        o = np.arange(n_out, dtype=np.float64)
-        if ctm == "half_pixel":
-            src = (o + 0.5) / sc - 0.5
-        elif ctm == "pytorch_half_pixel":
-            src = (o + 0.5) / sc - 0.5 if n_out > 1 else np.zeros_like(o)
-        elif ctm == "align_corners":
-            src = o * (n_in - 1) / (n_out - 1) if n_out > 1 else np.zeros_like(o)
-        elif ctm == "asymmetric":
-            src = o / sc
-        elif ctm == "half_pixel_symmetric":
-            adj = n_out / (sc * n_in)
-            center = n_in / 2
-            src = center * (1 - adj) + (o + 0.5) / sc - 0.5
-        else:
-            raise ValueError(f"Resize coordinate_transformation_mode {ctm!r} not supported")
-        if mode == "nearest":
-            if nearest_mode == "round_prefer_floor":
-                idx = np.where(src == np.floor(src) + 0.5, np.floor(src), np.round(src))
-            elif nearest_mode == "round_prefer_ceil":
-                idx = np.floor(src + 0.5)
-            elif nearest_mode == "floor":
-                idx = np.floor(src)
-            elif nearest_mode == "ceil":
-                idx = np.ceil(src)
-            else:
-                raise ValueError(f"Resize nearest_mode {nearest_mode!r} not supported")
-            idx = np.clip(idx, 0, n_in - 1).astype(I64)
-            y = np.take(y, idx, axis=a)
-        else:
-            src = np.clip(src, 0, n_in - 1)
-            lo = np.floor(src).astype(I64)
-            hi = np.minimum(lo + 1, n_in - 1)
-            w = (src - lo).astype(F32).reshape([-1 if i == a else 1 for i in range(r)])
-            y = np.take(y, lo, axis=a) * (1 - w) + np.take(y, hi, axis=a) * w
+    for a in range(r):  # ONNX Runtime's sampling, axis by axis (converters/resampling.py)
+        scale = resampling.axis_scale(x.shape[a], out_shape[a], given[a])
+        y = resampling.resize_1d(y, a, out_shape[a], scale, mode, ctm, nearest_mode)
     return [np.ascontiguousarray(y, dtype=F32)]
 
 
@@ -1055,6 +1083,7 @@ OPS = {
     "ConstantOfShape": _constant_of_shape,
     "Range": _range,
     "Resize": _resize,
+    "ConvTranspose": _conv_transpose,
     "LSTM": _lstm,
     "GRU": _gru,
 }

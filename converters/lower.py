@@ -23,16 +23,17 @@ import numpy as np
 
 from qrt.format import (
     Activation, BatchMatMulOptions, ConcatOptions, Conv2DOptions, DepthwiseConv2DOptions, DType, InputQuantization,
-    LayerNormOptions, Layout, LeakyReluOptions, LutOptions, MeanOptions, Metadata, ModelBuilder, OpCode, PadOptions,
-    Pool2DOptions, GatherOptions, RecurrentOptions, ReduceFunction, ReduceOptions, SliceOptions, SoftmaxOptions,
+    LayerNormOptions, Layout, LeakyReluOptions, LutOptions, MeanOptions, Metadata, ModelBuilder, OpCode, PadMode,
+    PadOptions, Pool2DOptions, GatherOptions, RecurrentOptions, ReduceFunction, ReduceOptions, SliceOptions, SoftmaxOptions,
     TransposeOptions, UnaryFunction, UnaryOptions,
 )
 from qrt.format.model import NUMPY_DTYPE, QUANT_RANGE, pack_int4
 from qrt.ops.recurrent import GATE_BITS, make_table
+from qrt.ops.window import out_size
 from qrt.numerics import INT32_MAX, SOFTMAX_OUTPUT, SOFTMAX_OUTPUT_16, accumulator_bound, int16_accumulator_bound
 
 from . import calibration as C
-from . import float_exec
+from . import float_exec, resampling
 from .errors import ConversionError, UnsupportedOpsError
 from .ir import Graph, Node
 from .schemes import DYNAMIC, FLOAT32, INT8, INT16, WEIGHT_ONLY, Scheme, SchemeTable, node_form
@@ -125,6 +126,16 @@ def lowers(*ops, supports=None, fusable=False, keeps_input_quantization=False, f
 # Activations an LSTM / GRU gate may use: bounded by 1, so that a table of int16 values in units
 # of 2^-15 holds them (ScaledTanh only with |alpha| <= 1, checked when its table is made).
 _BOUNDED_ACTIVATIONS = {"sigmoid", "tanh", "hardsigmoid", "softsign", "scaledtanh"}
+
+_PAD_MODES = {"constant": PadMode.CONSTANT, "reflect": PadMode.REFLECT, "edge": PadMode.EDGE, "wrap": PadMode.WRAP}
+# RESIZE's weight fraction bits per form: int8 sums then fit int32 (255 x 2^22), int16's need
+# int64 but keep the weights' rounding under one int16 step; SPEC.md 2.13.27
+_RESIZE_FRAC_BITS = {INT8: 11, INT16: 15}
+
+
+def _text(v) -> str:
+    """A string attribute as str (ONNX readers may leave bytes)."""
+    return v.decode() if isinstance(v, bytes) else v
 
 
 def _erf(v):
@@ -262,6 +273,14 @@ class Lowering:
             self.converted[key] = _Value(idx, v.last)
         return self.converted[key]
 
+    def _constant_qparams(self, name: str, form: str) -> tuple:
+        """A constant's per-tensor parameters over its whole range: int16 symmetric, int8
+        asymmetric with 0 inside."""
+        data = np.asarray(self.g.constants[name], dtype=np.float32)
+        if form == INT16:
+            return C.int16_qparams(float(data.min()), float(data.max()))
+        return C.qparams(min(float(data.min()), 0.0), max(float(data.max()), 0.0))
+
     def const_activation(self, name: str, target_rank: int | None = None, last: bool = False) -> _Value:
         """A float constant used as an activation operand (channels last when asked and 3-D or
         4-D): int8, per tensor, asymmetric (float32 in a float island)."""
@@ -272,12 +291,10 @@ class Lowering:
         data = data.transpose(stored_order(data.ndim, last))
         if self.floating:
             return _Value(self.b.tensor(self._unique(name), DType.FLOAT32, data.shape, data), last)
+        s, z = self._constant_qparams(name, self.cur)
         if self.cur == INT16:
-            s, z = C.int16_qparams(float(data.min()), float(data.max()))
             qd = np.clip(np.rint(data / s), -32768, 32767).astype(np.int16)
             return _Value(self.b.tensor(self._unique(name), DType.INT16, qd.shape, qd, scale=s, zero_point=z), last)
-        lo, hi = min(float(data.min()), 0.0), max(float(data.max()), 0.0)
-        s, z = C.qparams(lo, hi)
         qd = np.clip(np.rint(data / s) + z, -128, 127).astype(np.int8)
         idx = self.b.tensor(self._unique(name), DType.INT8, qd.shape, qd, scale=s, zero_point=z)
         return _Value(idx, last)
@@ -457,7 +474,14 @@ class Lowering:
                 self.qparams16[out] = C.int16_qparams(-float(np.abs(f).max()), float(np.abs(f).max()))
 
     def pin_qparams(self):
-        """Outputs that must keep their input's parameters, or take fixed ones."""
+        """Outputs that must keep their input's parameters, or take fixed ones; a Gather from a
+        constant table (an embedding) has the table's (const_activation), first, so that the ops
+        after it keep those."""
+        for n in self.g.nodes:
+            if n.op == "Gather" and n.inputs[0] in self.g.constants and n.outputs[0] in self.qparams:
+                self.qparams[n.outputs[0]] = self._constant_qparams(n.inputs[0], INT8)
+                if n.outputs[0] in self.qparams16:
+                    self.qparams16[n.outputs[0]] = self._constant_qparams(n.inputs[0], INT16)
         for n in self.g.nodes:
             if id(n) in self.skip and n.op not in RULES:  # a mask's Where
                 continue
@@ -669,12 +693,19 @@ class Lowering:
             pads = [pads[0][0], pads[1][0], pads[0][1], pads[1][1]]
         elif auto == "VALID":
             pads = [0, 0, 0, 0]
-        # ceil_mode (pools): pad the bottom/right so the window arithmetic yields y's size.
+        # ceil_mode (pools): pad the bottom/right so the window arithmetic yields y's size. With
+        # no end padding and windows at least a stride long, stride - 1 does at every size (a
+        # last window never starts in it), so that a dynamic size keeps the pool's options.
         top, left, bottom, right = pads
-        need_h = (y[2] - 1) * sh + (kh - 1) * dh + 1 - (x[2] + top + bottom)
-        need_w = (y[3] - 1) * sw + (kw - 1) * dw + 1 - (x[3] + left + right)
+        extra = []
+        for size, out, k, s, d, a, b in ((x[2], y[2], kh, sh, dh, top, bottom), (x[3], y[3], kw, sw, dw, left, right)):
+            need = max((out - 1) * s + (k - 1) * d + 1 - (size + a + b), 0)
+            if n.attrs.get("ceil_mode", 0) and b == 0 and (k - 1) * d + 1 >= s and \
+                    out_size(size, a, s - 1, k, d, s) == out:
+                need = s - 1
+            extra.append(need)
         return dict(stride_h=sh, stride_w=sw, pad_top=top, pad_left=left,
-                    pad_bottom=bottom + max(need_h, 0), pad_right=right + max(need_w, 0)), (dh, dw)
+                    pad_bottom=bottom + extra[0], pad_right=right + extra[1]), (dh, dw)
 
     def _weights(self, name: str, w: np.ndarray, axis: int, bias_name: str | None = None, x_name: str | None = None,
                  reduction: int = 0, int4: bool = False):
@@ -1289,9 +1320,8 @@ class Lowering:
         CONCAT (same parameters: a copy) into Y [T, D, B, H] and Y_h / Y_c [D, B, H]."""
         lstm = n.op == "LSTM"
         label = n.name or n.outputs[0]
-        if self.cur not in (INT8, INT16):
+        if self.schemes[id(n)].mode != "static":  # schemes.node_form gave it int8
             self.notes.append(f"{label} ({n.op}): computed in int8 (recurrent ops have integer forms only)")
-            self.cur = INT8
         a = n.attrs
         ins = list(n.inputs) + [""] * (8 - len(n.inputs))
         layout = int(a.get("layout", 0))
@@ -1588,12 +1618,7 @@ class Lowering:
         data, idx = n.inputs[0], n.inputs[1]
         axis = n.attrs.get("axis", 0) % len(self.shape(data))
         if data in self.g.constants:
-            table = self.const_activation(data)
-            t = self.b.model.tensors[table.tensor]
-            if t.quant is not None:  # the output's parameters are the table's
-                qp = (float(t.quant.scale[0]), int(t.quant.zero_point[0]))
-                (self.qparams16 if self.cur == INT16 else self.qparams)[n.outputs[0]] = qp
-            x = table
+            x = self.const_activation(data)  # the output has its parameters (pin_qparams)
         else:
             x = self.to_layout(data, False)
         if idx in self.g.constants:
@@ -1638,17 +1663,20 @@ class Lowering:
         self.op(OpCode.SLICE, [x], [y], SliceOptions(tuple(begin), tuple(step)), n)
 
     def _pad_supported(self, n: Node) -> bool:
-        value_ok = len(n.inputs) < 3 or not n.inputs[2] or (
+        mode = _text(n.attrs.get("mode", "constant"))
+        value_ok = mode != "constant" or len(n.inputs) < 3 or not n.inputs[2] or (  # the others ignore it
             n.inputs[2] in self.g.constants and float(np.asarray(self.g.constants[n.inputs[2]])) == 0.0)
         known = all(i in self.g.constants for i in n.inputs[1:2] + n.inputs[3:4] if i)
-        return n.attrs.get("mode", "constant") in ("constant", b"constant") and value_ok and known
+        return mode in _PAD_MODES and value_ok and known
 
     @lowers("Pad", supports=_pad_supported, keeps_input_quantization=True, int16=True)
     def lower_Pad(self, n):
         pads = n.attrs.get("pads")
         if pads is None:
             pads = [int(p) for p in np.asarray(self.g.constants[n.inputs[1]]).reshape(-1)]
-        if len(n.inputs) > 2 and n.inputs[2] and float(np.asarray(self.g.constants[n.inputs[2]])) != 0.0:
+        mode = _PAD_MODES[_text(n.attrs.get("mode", "constant"))]
+        if mode == PadMode.CONSTANT and len(n.inputs) > 2 and n.inputs[2] and \
+                float(np.asarray(self.g.constants[n.inputs[2]])) != 0.0:
             raise ConversionError(f"Pad '{n.name}': only zero padding is supported")
         rank = len(self.shape(n.inputs[0]))
         if len(n.inputs) > 3 and n.inputs[3]:  # pads for these axes only (opset 18)
@@ -1657,20 +1685,93 @@ class Lowering:
             for j, a in enumerate(axes):
                 full[a], full[rank + a] = pads[j], pads[len(axes) + j]
             pads = full
+        most = {PadMode.REFLECT: 1, PadMode.WRAP: 0}.get(mode)  # what qrt's PAD copies from (SPEC 2.13.9)
+        for a, d in enumerate(self.shape(n.inputs[0]) if most is not None else ()):
+            if max(pads[a], pads[rank + a]) > d - most:
+                raise ConversionError(f"Pad '{n.name}': {mode.name.lower()} pads {pads[a]}, {pads[rank + a]} of axis "
+                                      f"{a} exceed its size {d}{' - 1' if most else ''}, which qrt's PAD does not do; "
+                                      f"pad in several steps or with another mode")
         x = self.value(n.inputs[0])
         order = stored_order(rank, x.last)
         pads = [pads[a] for a in order] + [pads[rank + a] for a in order]
         y = self.act_tensor(n.outputs[0], last=x.last)
-        self.op(OpCode.PAD, [x], [y], PadOptions(tuple(pads)), n)
+        self.op(OpCode.PAD, [x], [y], PadOptions(tuple(pads), mode), n)
+
+    def _resize_axes(self, n: Node) -> list:
+        """(input size, output size, scale as given or None for sizes) per axis of a Resize."""
+        x, y = self.shape(n.inputs[0]), self.shape(n.outputs[0])
+        rank = len(x)
+        axes = [int(a) % rank for a in n.attrs.get("axes", range(rank))]
+        given = [1.0] * rank
+        scales, sizes = (n.inputs[k] if len(n.inputs) > k and n.inputs[k] else None for k in (2, 3))
+        if sizes is not None and np.asarray(self.g.constants[sizes]).size:
+            for a in axes:
+                given[a] = None
+        elif scales is not None:
+            for a, v in zip(axes, np.asarray(self.g.constants[scales], np.float64).reshape(-1)):
+                given[a] = float(v)
+        return [(x[a], y[a], given[a]) for a in range(rank)]
+
+    def _resize_supported(self, n: Node) -> bool:
+        """Nearest or linear Resize of an image's H and W or a signal's L with constant scales or
+        sizes. Anything else is refused here, before calibration, saying what to do."""
+        a = n.attrs
+        mode, ctm = _text(a.get("mode", "nearest")), _text(a.get("coordinate_transformation_mode", "half_pixel"))
+        nearest = _text(a.get("nearest_mode", "round_prefer_floor"))
+        why = None
+        if mode not in ("nearest", "linear"):
+            why = f"mode '{mode}' is not supported; re-export with nearest or (bi)linear interpolation"
+        elif a.get("antialias", 0):
+            why = "antialias is not supported; resize without it (antialias=False) or resize the input beforehand"
+        elif ctm not in resampling.COORDINATE_MODES:
+            why = (f"coordinate_transformation_mode '{ctm}' is not supported ({', '.join(resampling.COORDINATE_MODES)} "
+                   f"are); crop with a Slice, then resize")
+        elif mode == "nearest" and nearest not in resampling.NEAREST_MODES:
+            why = f"nearest_mode '{nearest}' is not supported ({', '.join(resampling.NEAREST_MODES)} are)"
+        elif _text(a.get("keep_aspect_ratio_policy", "stretch")) != "stretch":
+            why = "keep_aspect_ratio_policy other than 'stretch' is not supported; give the output sizes themselves"
+        elif any(i and i not in self.g.constants for i in n.inputs[1:4]):
+            why = "its scales or sizes are computed at run time; freeze the inputs they come from (--freeze)"
+        elif len(self.shape(n.inputs[0])) not in (3, 4):
+            why = "qrt resizes images [N, C, H, W] and signals [N, C, L] only"
+        elif any(d_in != d_out or scale not in (None, 1.0) for d_in, d_out, scale in self._resize_axes(n)[:2]):
+            why = "it resizes the batch or channel axis, which qrt's RESIZE keeps"
+        if why:
+            raise ConversionError(f"Resize '{n.name}': {why}")
+        return True
+
+    @lowers("Resize", supports=_resize_supported, keeps_input_quantization=True, int16=True)
+    def lower_Resize(self, n: Node):
+        """RESIZE: ONNX Runtime's sampling of each axis (converters/resampling.py) as integer tables,
+        constants of the file; a signal [N, C, L] as the image [N, 1, L, C] (H kept by a 1-tap table)."""
+        a = n.attrs
+        mode, ctm = _text(a.get("mode", "nearest")), _text(a.get("coordinate_transformation_mode", "half_pixel"))
+        nearest = _text(a.get("nearest_mode", "round_prefer_floor"))
+        frac = _RESIZE_FRAC_BITS.get(self.cur, 16)  # float islands: 16 (weights within 2^-17)
+        axes = self._resize_axes(n)[2:]
+        if len(axes) == 1:
+            axes = [(1, 1, 1.0)] + axes
+        x = self.image_view(n.inputs[0])
+        y, then = self.image_output(self.out_value(n))
+        ins = [x]
+        for label, (d_in, d_out, scale) in zip("hw", axes):
+            index, weight = resampling.resize_tables(d_in, d_out, resampling.axis_scale(d_in, d_out, scale), mode, ctm,
+                                                     nearest, frac)
+            name = f"{n.name or n.outputs[0]}.{label}"
+            ins.append(self.b.tensor(self._unique(name + "_index"), DType.INT32, index.shape, index))
+            ins.append(self.b.tensor(self._unique(name + "_weight"), DType.INT32, weight.shape, weight,
+                                     scale=2.0 ** -frac, zero_point=0))
+        self.op(OpCode.RESIZE, ins, [y], None, n)
+        then()
 
 
 # Shape arithmetic and no-ops that simplify() folds into constants or removes.
 # ops that fold away in practice (shape chains, conditions on frozen inputs) or that the passes
-# fuse (Pow and Reciprocal of decomposed layer and RMS norms); check_quantizable catches any left computing on
-# run-time values
+# fuse (Pow and Reciprocal of decomposed layer and RMS norms) or rewrite (ConvTranspose: a Conv and a
+# depth to space); check_quantizable catches any left computing on run-time values
 FOLDED_OPS = {"Identity", "Dropout", "Constant", "Shape", "Size", "Cast", "CastLike",
               "ConstantOfShape", "Range", "Equal", "Where", "Sum", "Greater", "Less",
-              "GreaterOrEqual", "LessOrEqual", "Not", "Pow", "Reciprocal"}
+              "GreaterOrEqual", "LessOrEqual", "Not", "Pow", "Reciprocal", "ConvTranspose"}
 
 
 def bias_correction(err: np.ndarray, mean: np.ndarray, conv_like: bool) -> np.ndarray:
@@ -1685,13 +1786,36 @@ def bias_correction(err: np.ndarray, mean: np.ndarray, conv_like: bool) -> np.nd
     return (err.sum(axis=(2, 3)) * m).sum(axis=1)
 
 
+_LAYOUT_ONLY = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"}
+
+
+def output_joins(graph: Graph) -> set:
+    """Ids of the nodes that join run-time values into a graph output: a Concat (a detector's
+    boxes next to its class scores) and the reshapes / transposes between it and the output.
+    The values leave as float anyway, so each is dequantized with its own parameters and they
+    are joined in float32, rather than all requantized to the one range the widest sets."""
+    consumers, found = graph.consumers(), set()
+    for n in graph.nodes:
+        if n.op != "Concat" or sum(bool(i) and i not in graph.constants for i in n.inputs) < 2:
+            continue
+        chain, v = [n], n.outputs[0]
+        while v not in graph.outputs and len(consumers.get(v, [])) == 1 and consumers[v][0].op in _LAYOUT_ONLY:
+            chain.append(consumers[v][0])
+            v = chain[-1].outputs[0]
+        if v in graph.outputs and len(consumers.get(v, [])) == 0:
+            found |= {id(m) for m in chain}
+    return found
+
+
 def node_forms(graph: Graph, table: SchemeTable) -> dict:
-    """node id -> the qrt form it computes in, by its scheme (schemes.node_form)."""
-    forms = {}
+    """node id -> the qrt form it computes in, by its scheme (schemes.node_form); float32 for
+    the output_joins."""
+    forms, joins = {}, output_joins(graph)
     for n in graph.nodes:
         weights = len(n.inputs) > 1 and n.inputs[1] in graph.constants
         rule = RULES.get(n.op)
-        forms[id(n)] = node_form(table.scheme(n.name, n.op), n.op, weights, rule is not None and rule.int16)
+        forms[id(n)] = FLOAT32 if id(n) in joins else \
+            node_form(table.scheme(n.name, n.op), n.op, weights, rule is not None and rule.int16)
     return forms
 
 

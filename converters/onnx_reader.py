@@ -39,6 +39,8 @@ What it does, in order:
    Runtime's dynamic pattern (DynamicQuantizeLinear -> MatMulInteger / ConvInteger -> Cast ->
    Mul by x_scale * w_scale) becomes the float MatMul / Conv on the float input, its weight a
    DequantizeLinear of the integer one (weight_qparams; no fixed activation parameters).
+   ONNX Runtime's com.microsoft DynamicQuantizeLSTM (quantize_dynamic's LSTM) becomes the ONNX
+   LSTM with its int8 W and R dequantized (and transposed back from ORT's [D, K, 4H]).
 """
 from __future__ import annotations
 
@@ -69,7 +71,10 @@ _QLINEAR = {
     "QLinearConcat": ("Concat", None, 0, None),  # y_scale, y_zero_point, then (x, scale, zp) per input
 }
 _DYNAMIC_OPS = {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}
-_QOP_OPS = set(_QLINEAR) | _DYNAMIC_OPS
+# ONNX Runtime's com.microsoft recurrent ops with int8 weights (quantize_dynamic's LSTM): read
+# back as the float op with dequantized weights (_resolve_dynamic_recurrent)
+_DYNAMIC_RECURRENT = {"DynamicQuantizeLSTM": "LSTM"}
+_QOP_OPS = set(_QLINEAR) | _DYNAMIC_OPS | set(_DYNAMIC_RECURRENT)
 # ops that ONNX Runtime's QOperator form runs on uint8 data as is: the output keeps the input's
 # scale and zero point
 _MOVE_OPS = {"MaxPool", "GlobalMaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Split",
@@ -589,11 +594,92 @@ def _resolve_dynamic(g, where):
                                       "dynamic quantization pattern that the import removes")
 
 
+def _recurrent_weight(g, node, q_name, s_name, z_name, d, rows, where, what):
+    """Float [D, rows, K] of DynamicQuantizeLSTM's int8 [D, K, rows] weight (ONNX Runtime keeps it
+    transposed: W [D, I, 4H], R [D, H, 4H]) and its scales: 1 (per tensor), D (per direction) or
+    D * rows (per direction and gate row, [D, 4H]); zero points likewise, int8 or uint8."""
+    for name, label in ((q_name, what), (s_name, what + "_scale")):
+        if not name or name not in g.constants:
+            raise UnsupportedOpsError({f"{node.op} ({label} not a constant)": [node.name]}, where)
+    q = np.asarray(g.constants[q_name])
+    if q.dtype.name not in _INT8_LIKE or q.ndim != 3 or q.shape[0] != d or q.shape[2] != rows:
+        raise ConversionError(f"{where}: {node.op} node {node.name!r}: {what} {q_name!r} is {q.dtype.name} "
+                              f"{q.shape}; expected int8 or uint8 [{d}, K, {rows}]")
+    s = np.asarray(g.constants[s_name], np.float64).reshape(-1)
+    if z_name and z_name not in g.constants:
+        raise UnsupportedOpsError({f"{node.op} ({what}_zero_point not a constant)": [node.name]}, where)
+    z = np.asarray(g.constants[z_name], np.float64).reshape(-1) if z_name else np.zeros(1)
+
+    def per(a, label):  # broadcastable against q [D, K, rows]
+        if a.size == 1:
+            return a.reshape(1, 1, 1)
+        if a.size == d:
+            return a.reshape(d, 1, 1)
+        if a.size == d * rows:
+            return a.reshape(d, 1, rows)
+        raise ConversionError(f"{where}: {node.op} node {node.name!r}: {a.size} {label} values fit neither one per "
+                              f"tensor, {d} per direction nor {d * rows} per row of {what}")
+    if not (np.isfinite(s).all() and (s > 0).all()):
+        raise ConversionError(f"{where}: {node.op} node {node.name!r}: {what}_scale has values <= 0 or not finite")
+    w = ((q.astype(np.float64) - per(z, "zero point")) * per(s, "scale")).astype(np.float32)
+    w = np.ascontiguousarray(w.transpose(0, 2, 1))  # ONNX LSTM's [D, 4H, K]
+    # the scales for the lowering where one axis carries them (weight_qparams: flat scales and
+    # the axis of the [D, 4H, K] constant); per-row scales of two directions have no such axis
+    qp = None
+    if s.size == 1 or (s.size == d and d > 1):
+        qp = (s.astype(np.float32), 0)
+    elif d == 1:
+        qp = (s.astype(np.float32), 1)
+    return w, qp
+
+
+def _resolve_dynamic_recurrent(g, where):
+    """ONNX Runtime's DynamicQuantizeLSTM (com.microsoft: X, W, R, B, sequence_lens, initial_h,
+    initial_c, P, W_scale, W_zero_point, R_scale, R_zero_point; the LSTM's attributes but layout,
+    which is always 0) -> the ONNX LSTM it was made from, W and R dequantized and transposed back
+    to [D, 4H, I] / [D, 4H, H], their scales in weight_qparams. ORT quantizes X and the hidden
+    state per run (uint8, from their min / max): like _resolve_dynamic, no fixed activation
+    parameters; the user's scheme decides."""
+    nodes = [n for n in g.nodes if n.op in _DYNAMIC_RECURRENT]
+    if not nodes:
+        return
+    used, consumed = _value_names(g), set()
+    for n in nodes:
+        ins = list(n.inputs) + [""] * (12 - len(n.inputs))
+        if len(n.inputs) > 12:
+            raise ConversionError(f"{where}: {n.op} node {n.name!r} has {len(n.inputs)} inputs; at most 12")
+        hidden = n.attrs.get("hidden_size")
+        if not hidden:
+            raise ConversionError(f"{where}: {n.op} node {n.name!r} has no hidden_size")
+        d = 2 if n.attrs.get("direction", "forward") == "bidirectional" else 1
+        floats = []
+        for k, (q, s, z, what) in enumerate(((ins[1], ins[8], ins[9], "W"), (ins[2], ins[10], ins[11], "R"))):
+            w, qp = _recurrent_weight(g, n, q, s, z, d, 4 * int(hidden), where, what)
+            if k == 1 and w.shape[2] != hidden:
+                raise ConversionError(f"{where}: {n.op} node {n.name!r}: R is [D, {w.shape[2]}, 4H]; "
+                                      f"hidden_size is {hidden}")
+            name = _float_name(g, q, used)
+            g.constants[name] = w
+            if qp is not None:
+                g.weight_qparams[name] = qp
+            floats.append(name)
+            consumed |= {q, s, z} - {""}
+        lstm_ins = [ins[0]] + floats + ins[3:8]
+        while lstm_ins and not lstm_ins[-1]:
+            lstm_ins.pop()
+        n.op, n.inputs = _DYNAMIC_RECURRENT[n.op], lstm_ins
+        n.attrs = {k: v for k, v in n.attrs.items() if k != "layout"}
+    read = {i for m in g.nodes for i in m.inputs} | set(g.outputs)
+    for name in consumed - read:  # the int8 weights, scales and zero points
+        g.constants.pop(name, None)
+
+
 def _rewrite_qoperators(g, where):
     """QOperator nodes -> their float op between DequantizeLinear and QuantizeLinear nodes, the
     QDQ form _resolve_qdq reads (see the module docstring)."""
     if not any(n.op in _QOP_OPS for n in g.nodes):
         return
+    _resolve_dynamic_recurrent(g, where)
     _resolve_dynamic(g, where)
     used = _value_names(g)
 
@@ -736,6 +822,7 @@ def _upgrade_opset(model, onnx, where, notes: list):
     if opset >= MIN_OPSET:
         return model
     from onnx import version_converter
+    resizes = sum(n.op_type in ("Upsample", "Resize") and n.domain in _DEFAULT_DOMAINS for n in model.graph.node)
     try:
         upgraded = version_converter.convert_version(model, TARGET_OPSET)
     except Exception as e:  # the converter's adapters do not cover every op and version
@@ -744,7 +831,21 @@ def _upgrade_opset(model, onnx, where, notes: list):
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Re-export the model with a newer "
             f"opset (torch.onnx.export(..., opset_version=17)).") from e
     notes.append(f"opset {opset} upgraded to {TARGET_OPSET} (onnx.version_converter)")
+    if opset <= 10 and resizes:
+        _old_resize_sampling(upgraded, onnx)
     return upgraded
+
+
+def _old_resize_sampling(model, onnx):
+    """Upsample and Resize before opset 11 sample at x_out / scale and round down (nearest, ONNX
+    Runtime's mode for them); the version converter leaves Resize 11's defaults (half_pixel,
+    round_prefer_floor), which would move every pixel, so the upgraded nodes get them back."""
+    for n in model.graph.node:
+        if n.op_type == "Resize" and n.domain in _DEFAULT_DOMAINS:
+            have = {a.name for a in n.attribute}
+            for name, value in (("coordinate_transformation_mode", "asymmetric"), ("nearest_mode", "floor")):
+                if name not in have:
+                    n.attribute.append(onnx.helper.make_attribute(name, value))
 
 
 def _frozen_value(vi, value, onnx, where):

@@ -8,12 +8,15 @@
                                with a known shape) become constants
     fold_batch_norms(graph)    BatchNormalization into the Conv / Gemm / MatMul before it
     fold_pads_into_convs(graph)  a constant zero Pad before Convs becomes their pads
+    decompose_conv_transposes(graph)  ConvTranspose -> one Conv of all stride phases + depth to space
     remove_unused(graph)       nodes and constants nobody reads
     inline_constant_ifs(graph)  an If whose condition is a constant becomes its branch's nodes
     fuse_layer_norms(graph)    the decomposed layer norm older exporters write -> LayerNormalization
     fuse_rms_norms(graph)      x / sqrt(mean(x^2) + eps) * g (LLaMA's, T5's) -> RMSNormalization
     fuse_softmaxes(graph)      Exp(x - ReduceMax x) / ReduceSum -> Softmax
     fuse_gelus(graph)          x * 0.5 * (1 + Erf(x / sqrt 2)) (or the tanh form) -> Gelu (one table)
+    fuse_l2_norms(graph)       x / ReduceL2(x) (F.normalize's clamp too) -> RMSNormalization
+    rewrite_squares(graph)     Pow(x, 2) -> Mul(x, x), Pow(Sqrt(a), 2) -> a, Pow(x, 0.5) -> Sqrt
 
 Shapes are static: infer_shapes uses the input shapes of graph.shapes (a dynamic batch was set
 to 1 by the reader), and constant folding turns exporters' shape chains (Shape -> Gather ->
@@ -25,6 +28,7 @@ done here: the lowering decides what to fuse.
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -99,9 +103,23 @@ def infer_shapes(graph: Graph) -> Graph:
     return graph
 
 
+def _drop_empty_concat_inputs(graph: Graph):
+    """A Concat input with no elements (exporters' padding of zero width, a slice of nothing)
+    adds nothing: it goes (a Concat left with one input is then an identity)."""
+    for node in graph.nodes:
+        if node.op != "Concat" or len(node.inputs) < 2:
+            continue
+        shapes = [np.shape(graph.constants[i]) if i in graph.constants else graph.shapes.get(i) for i in node.inputs]
+        keep = [i for i, shape in zip(node.inputs, shapes) if shape is None or 0 not in shape]
+        if len(keep) < len(node.inputs):
+            node.inputs = keep or node.inputs[:1]
+
+
 def remove_identities(graph: Graph, dtypes: dict | None = None) -> Graph:
-    """Remove Identity, Dropout (its mask output unread) and Cast float -> float (when the
-    input's dtype is known to be float: from `dtypes`, a float constant or a graph input)."""
+    """Remove Identity, Dropout (its mask output unread), Cast float -> float (when the input's
+    dtype is known to be float: from `dtypes`, a float constant or a graph input) and Concat of
+    one input (after empty inputs are dropped)."""
+    _drop_empty_concat_inputs(graph)
     changed = True
     while changed:
         changed = False
@@ -155,7 +173,7 @@ def split_variadic(graph: Graph) -> Graph:
 
 
 def _is_identity(graph, node, dtypes):
-    if node.op == "Identity":
+    if node.op == "Identity" or (node.op == "Concat" and len(node.inputs) == 1):
         return True
     if node.op == "Dropout":
         mask = node.outputs[1] if len(node.outputs) > 1 else ""
@@ -266,7 +284,7 @@ def _scaled_weight_qparams(graph, w_name, new_name, a, axis):
 
 
 def fold_batch_norms(graph: Graph) -> Graph:
-    """Fold BatchNormalization into the Conv, Gemm or 2-D MatMul (constant weights) that
+    """Fold BatchNormalization into the Conv, ConvTranspose, Gemm or 2-D MatMul (constant weights) that
     produces its input, when nothing else reads that value. New weight and bias constants are
     created (the old ones may be shared). BatchNormalizations that cannot be folded stay."""
     for bn in [n for n in graph.nodes if n.op == "BatchNormalization"]:
@@ -279,7 +297,7 @@ def fold_batch_norms(graph: Graph) -> Graph:
         prev = producers.get(x)
         if prev is None or not _single_reader(graph, x):
             continue
-        if prev.op == "Conv":
+        if prev.op in ("Conv", "ConvTranspose"):
             folded = _fold_into_conv(graph, prev, a, shift)
         elif prev.op == "Gemm":
             folded = _fold_into_gemm(graph, prev, a, shift)
@@ -299,19 +317,32 @@ def fold_batch_norms(graph: Graph) -> Graph:
 
 
 def _fold_into_conv(graph, conv, a, shift):
+    """Conv weights [M, C/g, K..] scale along axis 0; ConvTranspose's [C, M/g, K..] along the
+    columns of each group (output channel g * M/g + j is column j of group g)."""
     w_name = conv.inputs[1]
     b_name = conv.inputs[2] if len(conv.inputs) > 2 else ""
     if w_name not in graph.constants or (b_name and b_name not in graph.constants):
         return False
     w = np.asarray(graph.constants[w_name], dtype=np.float64)
-    if w.shape[0] != a.size:
-        return False
+    if conv.op == "Conv":
+        if w.shape[0] != a.size:
+            return False
+        scaled = w * a.reshape((-1,) + (1,) * (w.ndim - 1))
+    else:
+        group = int(conv.attrs.get("group", 1))
+        if w.ndim < 3 or w.shape[0] % group or w.shape[1] * group != a.size:
+            return False
+        scaled = (w.reshape((group, -1) + w.shape[1:]) * a.reshape((group, 1, w.shape[1]) + (1,) * (w.ndim - 2))
+                  ).reshape(w.shape)
     b = np.asarray(graph.constants[b_name], dtype=np.float64) if b_name else np.zeros(a.size)
     new_w = graph.fresh(w_name + "_bnfold")
-    graph.constants[new_w] = (w * a.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+    graph.constants[new_w] = scaled.astype(np.float32)
     new_b = graph.fresh((b_name or conv.outputs[0] + "_bias") + "_bnfold")
     graph.constants[new_b] = (b * a + shift).astype(np.float32)
-    _scaled_weight_qparams(graph, w_name, new_w, a, 0)
+    if conv.op == "Conv":
+        _scaled_weight_qparams(graph, w_name, new_w, a, 0)
+    else:  # the ConvTranspose becomes a Conv of other weights (decompose_conv_transposes)
+        graph.weight_qparams.pop(w_name, None)
     conv.inputs = [conv.inputs[0], new_w, new_b]
     return True
 
@@ -590,6 +621,71 @@ def fuse_rms_norms(graph: Graph) -> Graph:
     return graph
 
 
+def fuse_l2_norms(graph: Graph) -> Graph:
+    """x / ReduceL2(x) over the last axis, the divisor maybe clamped from below (Clip min eps,
+    F.normalize) and expanded to x's shape: x's unit vector (speaker and face embeddings).
+    It is RMSNormalization with gamma 1/sqrt(C) and epsilon eps^2 / C (which differs from the
+    clamp only where |x| < eps), so it gets that op's integer form."""
+    producers, consumers = graph.producers(), graph.consumers()
+
+    def const(name):
+        return np.asarray(graph.constants[name], np.float64).reshape(-1) if name in graph.constants else None
+
+    for div in [n for n in graph.nodes if n.op == "Div"]:
+        x, rank = div.inputs[0], len(graph.shapes.get(div.inputs[0], ()))
+        if not rank or x in graph.constants:
+            continue
+        inside, eps, d = [div], 0.0, producers.get(div.inputs[1])
+        if d is not None and d.op == "Expand" and graph.shapes.get(d.outputs[0]) == graph.shapes[x]:
+            inside, d = inside + [d], producers.get(d.inputs[0])
+        if d is not None and d.op == "Clip":
+            lo = const(d.inputs[1]) if len(d.inputs) > 1 and d.inputs[1] else \
+                np.array([d.attrs["min"]]) if "min" in d.attrs else None
+            high = len(d.inputs) > 2 and d.inputs[2] or "max" in d.attrs
+            if lo is None or lo.size != 1 or high:
+                continue
+            eps = max(float(lo[0]), 0.0)
+            inside, d = inside + [d], producers.get(d.inputs[0])
+        if d is None or d.inputs[0] != x or _kept_axis(graph, d, "ReduceL2", rank) != rank - 1:
+            continue
+        inside.append(d)
+        if not _private(graph, consumers, inside[1:], inside):
+            continue
+        c = graph.shapes[x][-1]
+        g_name = graph.fresh(div.outputs[0] + ".gamma")
+        graph.constants[g_name] = np.full(c, 1.0 / math.sqrt(c), np.float32)
+        graph.nodes[graph.nodes.index(div)] = Node("RMSNormalization", [x, g_name], list(div.outputs),
+                                                   {"axis": -1, "epsilon": eps * eps / c}, div.name + "/l2norm")
+        gone = {id(n) for n in inside[1:]}
+        graph.nodes = [n for n in graph.nodes if id(n) not in gone]
+        producers, consumers = graph.producers(), graph.consumers()
+    return graph
+
+
+def rewrite_squares(graph: Graph) -> Graph:
+    """Pow(x, 2) of a run-time value becomes Mul(x, x) (an integer op), and Pow(Sqrt(a), 2)
+    just a (a magnitude squared: in-graph power spectra), when nothing else reads the Sqrt;
+    Pow(x, 0.5) becomes Sqrt. Runs after the norm and GELU fusions, which read Pow as it is."""
+    producers, consumers = graph.producers(), graph.consumers()
+    for n in [n for n in graph.nodes if n.op == "Pow"]:
+        x, e = n.inputs[0], n.inputs[1]
+        if x in graph.constants or e not in graph.constants or np.asarray(graph.constants[e]).size != 1:
+            continue
+        power = float(np.asarray(graph.constants[e]).reshape(-1)[0])
+        root = producers.get(x)
+        if power == 2.0 and root is not None and root.op == "Sqrt" and len(consumers.get(x, [])) == 1 \
+                and x not in graph.outputs and n.outputs[0] not in graph.outputs:
+            graph.nodes = [m for m in graph.nodes if m is not n and m is not root]
+            _replace_value(graph, n.outputs[0], root.inputs[0])
+            graph.shapes.pop(x, None)
+        elif power == 2.0:
+            n.op, n.inputs = "Mul", [x, x]
+        elif power == 0.5:
+            n.op, n.inputs = "Sqrt", [x]
+        producers, consumers = graph.producers(), graph.consumers()
+    return graph
+
+
 def fuse_gelus(graph: Graph) -> Graph:
     """GELU as exporters before opset 20 write it becomes one Gelu (one table instead of a
     table, an Add and two Muls whose int8 steps lose the small values of x * (1 + f)):
@@ -790,6 +886,118 @@ def expose_recurrent_states(graph: Graph) -> Graph:
     return graph
 
 
+def _phase_weights(w: np.ndarray, group: int, strides, dil):
+    """ConvTranspose weights [C, Mg, K..] -> the Conv weights [G * P * Mg, C/G, M..] that compute
+    its P = prod(strides) stride phases as output channels (group, phase, channel), M = the
+    taps of one phase, ceil(K' / s) for the dilated extent K'. Phase p's output q is
+    sum_m x[q - m] w'[p + m s] (w' dilated): a correlation with the phase's taps reversed over
+    x padded by M - 1 at the start. Taps beyond K' (and the dilation's gaps) are 0."""
+    c, mg, kernel = w.shape[0], w.shape[1], w.shape[2:]
+    ext = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+    wd = np.zeros((c, mg, *ext), w.dtype)
+    wd[(slice(None), slice(None)) + tuple(slice(None, None, d) for d in dil)] = w
+    taps = [-(-e // s) for e, s in zip(ext, strides)]
+    wd = wd.reshape(group, c // group, mg, *ext)
+    out = np.zeros((group, *strides, mg, c // group, *taps), w.dtype)
+    for phase in itertools.product(*[range(s) for s in strides]):
+        for tap in itertools.product(*[range(t) for t in taps]):
+            k = [p + (t - 1 - a) * s for p, t, a, s in zip(phase, taps, tap, strides)]
+            if all(kk < e for kk, e in zip(k, ext)):
+                out[(slice(None), *phase, slice(None), slice(None), *tap)] = \
+                    wd[(slice(None), slice(None), slice(None), *k)].transpose(0, 2, 1)
+    return out.reshape(-1, c // group, *taps), taps
+
+
+def decompose_conv_transposes(graph: Graph) -> Graph:
+    """A 1-D or 2-D ConvTranspose with constant weights becomes one Conv whose output channels
+    are its stride phases (no multiplications by inserted zeros, one GEMM), Transposes and
+    Reshapes that interleave the phases (depth to space) and a Slice for the pads:
+    ops the runtime has, so the integer result is the Conv's, bit-exact on every path. A Relu
+    or Clip that is the only reader moves before the interleave, where the Conv fuses it."""
+    consumers = graph.consumers()
+    for ct in [n for n in graph.nodes if n.op == "ConvTranspose"]:
+        x, w_name = ct.inputs[0], ct.inputs[1]
+        b_name = ct.inputs[2] if len(ct.inputs) > 2 else ""
+        shape = graph.shapes.get(x)
+        if shape is None or len(shape) not in (3, 4) or w_name not in graph.constants or \
+                (b_name and b_name not in graph.constants):
+            continue
+        w = np.asarray(graph.constants[w_name], np.float32)
+        group, nsp = int(ct.attrs.get("group", 1)), len(shape) - 2
+        strides, dil, pb, pe, out = float_exec.conv_transpose_geometry(ct, list(shape[2:]), list(w.shape[2:]))
+        cw, taps = _phase_weights(w, group, strides, dil)
+        mg, m = w.shape[1], w.shape[1] * group
+        # phase rows q0.. q0 + Q of the full output cover [pb, pb + out); q0 skips whole rows of the
+        # begin pads, the Slice the rest
+        q0 = [min(b // s, t - 1) for b, s, t in zip(pb, strides, taps)]
+        need = [-(-(b + o) // s) - q for b, o, s, q in zip(pb, out, strides, q0)]
+        end = [max(n_ - (i - q), 0) for n_, i, q in zip(need, shape[2:], q0)]
+        rows = [i - q + e for i, q, e in zip(shape[2:], q0, end)]
+        y = ct.outputs[0]
+        base = ct.name or y
+        wc = graph.fresh(base + "_phases_w")
+        graph.constants[wc] = cw
+        bias = np.zeros(m, np.float32) if not b_name else np.asarray(graph.constants[b_name], np.float32)
+        bc = graph.fresh(base + "_phases_b")
+        graph.constants[bc] = np.broadcast_to(bias.reshape(group, 1, mg), (group, int(np.prod(strides)), mg)).reshape(-1).copy()
+        phases = graph.fresh(base + "_phases")
+        conv = Node("Conv", [x, wc, bc], [phases], {
+            "kernel_shape": taps, "strides": [1] * nsp, "dilations": [1] * nsp, "group": group,
+            "pads": [t - 1 - q for t, q in zip(taps, q0)] + end}, ct.name)
+        new = [conv]
+        graph.shapes[phases] = (shape[0], cw.shape[0], *rows)
+        readers = consumers.get(y, [])
+        act = readers[0] if len(readers) == 1 and y not in graph.outputs and readers[0].op in ("Relu", "Clip") \
+            and all(i in graph.constants for i in readers[0].inputs[1:] if i) else None
+        last = phases
+        if act is not None:  # Relu / Clip commute with the interleave and the crop
+            graph.nodes.remove(act)
+            acted = graph.fresh(base + "_phases_act")
+            new.append(Node(act.op, [phases] + act.inputs[1:], [acted], dict(act.attrs), act.name))
+            graph.shapes[acted] = graph.shapes[phases]
+            last, y = acted, act.outputs[0]
+
+        def step(op, inputs, attrs, out_shape, name=None):
+            nonlocal last
+            v = name or graph.fresh(base + "_" + op.lower())
+            new.append(Node(op, [last] + inputs, [v], attrs, f"{ct.name}/{op}" if ct.name else ""))
+            graph.shapes[v] = tuple(out_shape)
+            last = v
+
+        def const(values):
+            c = graph.fresh(base + "_shape")
+            graph.constants[c] = np.asarray(values, np.int64)
+            return c
+        n = shape[0]
+        g = [group] if group > 1 else []
+        inter = [r * s for r, s in zip(rows, strides)]
+        crop = [b - q * s for b, q, s in zip(pb, q0, strides)]
+        sliced = any(c_ or i != o for c_, i, o in zip(crop, inter, out))
+        if any(s > 1 for s in strides):
+            # channels last, split, interleave, channels first: in the runtime's channels-last
+            # storage only the middle Transpose moves bytes (the others are views)
+            step("Transpose", [], {"perm": [0, *range(2, 2 + nsp), 1]}, [n, *rows, cw.shape[0]])
+            split = [n, *rows, *g, *strides, mg]
+            step("Reshape", [const(split)], {}, split)
+            perm = [0] + [a for k in range(nsp) for a in (1 + k, 1 + nsp + len(g) + k)]
+            perm += list(range(1 + nsp, 1 + nsp + len(g))) + [len(split) - 1]
+            step("Transpose", [], {"perm": perm}, [split[p] for p in perm])
+            step("Reshape", [const([n, *inter, m])], {}, [n, *inter, m])
+            step("Transpose", [], {"perm": [0, 1 + nsp, *range(1, 1 + nsp)]}, [n, m, *inter],
+                 None if sliced else y)
+        if sliced:
+            axes = list(range(2, 2 + nsp))
+            step("Slice", [const(crop), const([c_ + o for c_, o in zip(crop, out)]), const(axes)], {},
+                 [n, m, *out], y)
+        elif last != y:  # stride 1 without a crop: the Conv (or its activation) is the result
+            new[-1].outputs[0] = y
+            graph.shapes[y] = graph.shapes.pop(last)
+        at = graph.nodes.index(ct)
+        graph.nodes[at:at + 1] = new
+        graph.weight_qparams.pop(w_name, None)
+    return graph
+
+
 def remove_unused(graph: Graph) -> Graph:
     """Drop nodes whose outputs nobody reads, then constants, shapes and qparams of values
     that are gone."""
@@ -824,11 +1032,14 @@ def simplify(graph: Graph) -> Graph:
         if len(graph.nodes) == before:
             break
     fold_batch_norms(graph)
+    decompose_conv_transposes(graph)
     fold_pads_into_convs(graph)
     fuse_layer_norms(graph)
     fuse_rms_norms(graph)
     fuse_softmaxes(graph)
     fuse_gelus(graph)
+    fuse_l2_norms(graph)
+    rewrite_squares(graph)
     remove_unused(graph)
     infer_shapes(graph)
     return graph

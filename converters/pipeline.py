@@ -23,7 +23,7 @@ from . import data as D
 from .errors import ConversionError
 from .float_exec import run_graph
 from .ir import Graph
-from .lower import LoweringOptions, check_quantizable, lower, node_forms, quantizable
+from .lower import LoweringOptions, check_quantizable, lower, node_forms, output_joins, quantizable
 from .passes import simplify
 from .schemes import INT8, INT16, Scheme, SchemeTable
 from .symbolic import make_symbolic
@@ -201,6 +201,8 @@ def _layer_inputs(graph: Graph) -> set:
 def _joined(arrays: list) -> np.ndarray:
     """The samples' outputs stacked; of several lengths, one row of all their values (which
     has no top-1 to compare: _agreement leaves it out)."""
+    if all(np.ndim(a) == 0 for a in arrays):  # scalars: one row of them
+        return np.asarray(arrays, np.float64)[None]
     if len({a.shape[1:] for a in arrays}) == 1:
         return np.concatenate(arrays)
     return np.concatenate([a.reshape(-1) for a in arrays])[None]
@@ -220,7 +222,9 @@ def _plan(graph: Graph, table: SchemeTable, integer_only: bool) -> dict:
     """node id -> form; refuses float forms under integer_only."""
     forms = node_forms(graph, table)
     if integer_only:
-        floats = [f"{n.name or n.op} ({n.op})" for n in graph.nodes if forms[id(n)] not in (INT8, INT16)]
+        joins = output_joins(graph)  # the output's own conversion step, not a float computation
+        floats = [f"{n.name or n.op} ({n.op})" for n in graph.nodes
+                  if forms[id(n)] not in (INT8, INT16) and id(n) not in joins]
         if floats:
             raise ConversionError(f"integer_only: {len(floats)} node(s) would compute in float32 by the schemes "
                                   f"asked for: {', '.join(floats[:10])}{' ...' if len(floats) > 10 else ''}; drop "
@@ -399,7 +403,8 @@ def evaluate(report: Report, graph: Graph, qmodel_path: str, samples, labels=Non
         for n in graph.outputs:
             ref[n].append(np.asarray(f[n]))
             got[n].append(np.asarray(q[n]))
-    report.agreement = [_agreement(n, _joined(ref[n]), _joined(got[n]), len({a.shape for a in ref[n]}) > 1)
+    report.agreement = [_agreement(n, _joined(ref[n]), _joined(got[n]),
+                                   len({a.shape for a in ref[n]}) > 1 or ref[n][0].ndim == 0)
                         for n in graph.outputs]
     first = graph.outputs[0]
     if labels is not None and len({a.shape for a in ref[first]}) == 1:

@@ -72,11 +72,17 @@ class Scheme:
         return f"{self.mode}, {w} weights"
 
 
+# ops whose qrt forms are integer only (LSTM and GRU: integer gates and states, SPEC.md 2.13.26)
+INTEGER_ONLY_OPS = {"LSTM", "GRU"}
+
+
 def node_form(scheme: Scheme, op: str, has_constant_weights: bool, int16_capable: bool = False) -> str:
     """The qrt form a node with this scheme computes in (int16 activations where the op's qrt
     ops have an int16 form, int8 elsewhere)."""
     if scheme.mode == "static":
         return INT16 if scheme.activations == "int16" and int16_capable else INT8
+    if op in INTEGER_ONLY_OPS:  # no float, dynamic or weight-only form: int8 (the lowering notes it)
+        return INT8
     if scheme.mode in ("dynamic", "weight-only") and op in WEIGHTED_OPS and has_constant_weights:
         return DYNAMIC if scheme.mode == "dynamic" else WEIGHT_ONLY
     return FLOAT32

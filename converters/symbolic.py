@@ -25,7 +25,7 @@ from .errors import ConversionError
 
 BELOW = (1, 2, 3)  # probe sizes max - 1, max - 2, max - 3, max // 2, and the small ones:
 SMALL = (1, 2, 3)  # a model that cannot convert at one of these gets a min above it
-DIVISORS = (1, 2, 3, 4)
+DIVISORS = tuple(range(1, 65))  # four 2x poolings in a row divide by 16
 
 
 def symbols_of(graph) -> dict:
@@ -46,10 +46,13 @@ def make_symbolic(model: ModelDefinition, graph, lowered_at, progress=None) -> t
     report."""
     found = symbols_of(graph)
     samples = {}  # (tensor, axis) -> (symbol index, {size: dimension})
-    symbols, notes = [], []
+    symbols = []
+    notes = [f"dynamic dimension '{name}' has the maximum 1: fixed" for name, (top, _) in sorted(found.items())
+             if top <= 1]  # (a batch of recurrent states, say): no other size to run
+    found = {name: v for name, v in found.items() if v[0] > 1}
     for k, (name, (top, where)) in enumerate(sorted(found.items())):
         sizes = sorted(({top - d for d in BELOW} | {top // 2} | set(SMALL)) - {top})
-        sizes = [size for size in sizes if size >= 1]
+        sizes = [size for size in sizes if 1 <= size < top]
         probes = {}  # size -> every tensor's shape
         least = 1  # above the small sizes that do not convert
         for size in (progress(sizes, f"dynamic '{name}'") if progress else sizes):

@@ -10,7 +10,7 @@ from their modules (or as qrt.read_model, qrt.write_model, qrt.verify_model, qrt
 from .model import (
     Activation, BatchMatMulOptions, Calibration, GatherOptions, ConcatOptions, Conv2DOptions, DepthwiseConv2DOptions, DType,
     GraphIO, InputQuantization, LayerNormOptions, Layout, LeakyReluOptions, LutOptions, MeanOptions, Metadata, ModelDefinition,
-    OpCode, Operator, PadOptions, Pool2DOptions, Quantization, ReduceFunction, ReduceOptions, RecurrentOptions, SliceOptions, SoftmaxOptions,
+    OpCode, Operator, PadMode, PadOptions, Pool2DOptions, Quantization, ReduceFunction, ReduceOptions, RecurrentOptions, SliceOptions, SoftmaxOptions,
     Symbol, SymbolicDim, Tensor, TransposeOptions, UnaryFunction, UnaryOptions,
 )
 from .builder import ModelBuilder
@@ -19,7 +19,7 @@ from .versions import FORMAT_VERSION, NUMERICS_VERSION
 __all__ = [
     "Activation", "BatchMatMulOptions", "Calibration", "GatherOptions", "ConcatOptions", "Conv2DOptions", "DepthwiseConv2DOptions",
     "DType", "GraphIO", "InputQuantization", "LayerNormOptions", "Layout", "LeakyReluOptions", "LutOptions", "MeanOptions", "Metadata",
-    "ModelDefinition", "OpCode", "Operator", "PadOptions", "Pool2DOptions", "Quantization", "ReduceFunction", "ReduceOptions", "RecurrentOptions",
+    "ModelDefinition", "OpCode", "Operator", "PadMode", "PadOptions", "Pool2DOptions", "Quantization", "ReduceFunction", "ReduceOptions", "RecurrentOptions",
     "SliceOptions", "SoftmaxOptions", "Symbol", "SymbolicDim",
     "Tensor", "TransposeOptions", "UnaryFunction", "UnaryOptions", "ModelBuilder", "FORMAT_VERSION", "NUMERICS_VERSION",
 ]

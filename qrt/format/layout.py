@@ -125,7 +125,7 @@ POOL_2D_OPTIONS = Table("Pool2DOptions", (
 ))
 CONCAT_OPTIONS = Table("ConcatOptions", (("axis", I32, 0),))
 MEAN_OPTIONS = Table("MeanOptions", (("axes", Vector(I32), None), ("keep_dims", BOOL, False)))
-PAD_OPTIONS = Table("PadOptions", (("pads", Vector(I32), None),))
+PAD_OPTIONS = Table("PadOptions", (("pads", Vector(I32), None), ("mode", I8, 0)))
 TRANSPOSE_OPTIONS = Table("TransposeOptions", (("perm", Vector(I32), None),))
 LEAKY_RELU_OPTIONS = Table("LeakyReluOptions", (("alpha", F32, 0.0),))
 SOFTMAX_OPTIONS = Table("SoftmaxOptions", (("axis", I32, -1), ("beta", F32, 1.0), ("mask_zero_keeps", BOOL, False)))

@@ -64,6 +64,7 @@ class OpCode(IntEnum):
     REDUCE = 27
     LSTM = 28
     GRU = 29
+    RESIZE = 30
 
 
 class InputQuantization(IntEnum):
@@ -86,6 +87,13 @@ class UnaryFunction(IntEnum):
     EXP = 10
     LOG = 11
     ABS = 12
+
+
+class PadMode(IntEnum):  # numpy.pad's modes; CONSTANT fills with the zero point
+    CONSTANT = 0
+    REFLECT = 1
+    EDGE = 2
+    WRAP = 3
 
 
 class ReduceFunction(IntEnum):
@@ -315,6 +323,7 @@ class MeanOptions:
 @dataclass
 class PadOptions:
     pads: tuple = ()
+    mode: int = PadMode.CONSTANT
 
 
 @dataclass

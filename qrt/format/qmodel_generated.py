@@ -78,6 +78,9 @@ class OpCode(object):
     LSTM = 28
     # Revision 4: a gated recurrent unit layer over a sequence, one direction (ONNX GRU).
     GRU = 29
+    # Revision 5: an [N, H, W, C] activation resampled over H and W by tables of source indices
+    # and fixed-point weights (constant inputs): nearest and bilinear resizes (ONNX Resize).
+    RESIZE = 30
 
 
 # How an operator with float32 activations and quantized weights (CONV_2D, FULLY_CONNECTED)
@@ -107,6 +110,18 @@ class UnaryFunction(object):
     EXP = 10
     LOG = 11
     ABS = 12
+
+
+# PAD's fill. Revision 5.
+class PadMode(object):
+    # The zero point (real 0).
+    CONSTANT = 0
+    # Mirrored about the edge element, which is not repeated (NumPy and ONNX "reflect").
+    REFLECT = 1
+    # The edge element repeated.
+    EDGE = 2
+    # The other end of the dimension (circular).
+    WRAP = 3
 
 
 # REDUCE's function. Revision 3.
@@ -1789,14 +1804,25 @@ class PadOptions(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
         return o == 0
 
+    # Revision 5.
+    # PadOptions
+    def Mode(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int8Flags, o + self._tab.Pos)
+        return 0
+
 def PadOptionsStart(builder):
-    builder.StartObject(1)
+    builder.StartObject(2)
 
 def PadOptionsAddPads(builder, pads):
     builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(pads), 0)
 
 def PadOptionsStartPadsVector(builder, numElems):
     return builder.StartVector(4, numElems, 4)
+
+def PadOptionsAddMode(builder, mode):
+    builder.PrependInt8Slot(1, mode, 0)
 
 def PadOptionsEnd(builder):
     return builder.EndObject()
@@ -1813,8 +1839,10 @@ class PadOptionsT(object):
     def __init__(
         self,
         pads = None,
+        mode = 0,
     ):
         self.pads = pads  # type: Optional[List[int]]
+        self.mode = mode  # type: int
 
     @classmethod
     def InitFromBuf(cls, buf, pos):
@@ -1844,6 +1872,7 @@ class PadOptionsT(object):
                     self.pads.append(padOptions.Pads(i))
             else:
                 self.pads = padOptions.PadsAsNumpy()
+        self.mode = padOptions.Mode()
 
     # PadOptionsT
     def Pack(self, builder):
@@ -1858,6 +1887,7 @@ class PadOptionsT(object):
         PadOptionsStart(builder)
         if self.pads is not None:
             PadOptionsAddPads(builder, pads)
+        PadOptionsAddMode(builder, self.mode)
         padOptions = PadOptionsEnd(builder)
         return padOptions
 

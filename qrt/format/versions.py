@@ -8,8 +8,9 @@ from .._version import __version__
 
 # Revision of schema/qmodel.fbs. Bump it whenever a field, enum value or op is added.
 # 2: MAXIMUM, MINIMUM. 3: per-group quantization, float32 and hybrid forms (weight-only,
-# dynamic), UNARY. 4: symbols (dimensions that vary from run to run), LSTM and GRU.
-FORMAT_VERSION = 4
+# dynamic), UNARY. 4: symbols (dimensions that vary from run to run), LSTM and GRU. 5: RESIZE,
+# PadOptions.mode (reflect, edge, wrap).
+FORMAT_VERSION = 5
 # What the writer stamps on a file that declares no symbols: such a file is written byte for
 # byte as revision 3's writer wrote it (SPEC.md section 6).
 REVISION_WITHOUT_SYMBOLS = 3
@@ -34,9 +35,11 @@ RUNTIME_VERSION = parse_version(__version__)
 
 
 def written_revision(model) -> int:
-    """Model.format_version as the writer stamps it: FORMAT_VERSION on a file that declares
-    symbols or has a recurrent op (revision 4's additions), REVISION_WITHOUT_SYMBOLS on any other."""
-    from .model import OpCode  # (model.py imports this module)
+    """Model.format_version as the writer stamps it: the oldest revision with all the file uses."""
+    from .model import OpCode, PadMode  # (model.py imports this module)
+    if any(op.opcode == OpCode.RESIZE or (op.opcode == OpCode.PAD and getattr(op.options, "mode", PadMode.CONSTANT)
+                                          != PadMode.CONSTANT) for op in model.operators):
+        return 5
     recurrent = any(op.opcode in (OpCode.LSTM, OpCode.GRU) for op in model.operators)
-    return FORMAT_VERSION if model.symbols or recurrent else REVISION_WITHOUT_SYMBOLS
+    return 4 if model.symbols or recurrent else REVISION_WITHOUT_SYMBOLS
 

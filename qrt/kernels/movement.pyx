@@ -27,6 +27,7 @@ from qrt.kernels.common cimport (
 from qrt.kernels.plan cimport Step
 
 from qrt.kernels import Kernel
+from qrt.kernels.numpy_steps import bind_pad_modes
 
 
 # ---------------------------------------------------------------------------- CONCAT
@@ -204,6 +205,8 @@ def bind_pad(ins, p, out, isa=None, threads=1):
     cdef Py_ssize_t before[MAX_RANK]
     cdef Py_ssize_t oext[MAX_RANK]
     cdef const uint8_t[::1] fill
+    if p.mode:  # reflect, edge, wrap: NumPy (numpy_steps.py)
+        return bind_pad_modes(ins, p, out)
     x = ins[0]
     xs, os_ = x.shape, out.shape
     rank = len(xs)

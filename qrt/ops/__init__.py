@@ -3,9 +3,7 @@ its prepare step (all float math, once at load), its NumPy reference, and the na
 compiled kernel (qrt/kernels/). OPS is the one registry: the verifier, the runtime's kernel
 sets and the tests all go through it.
 
-Adding an op: its code in schema/qmodel.fbs and qrt.format.model.OpCode, a module here with
-its OpDef, a line in OPS, its compiled kernel under that name, a lowering rule in
-qrt.converters (docs/ARCHITECTURE.md has the checklist).
+Adding an op: docs/ARCHITECTURE.md has the checklist.
 """
 from __future__ import annotations
 
@@ -42,6 +40,7 @@ from .quantize import QUANTIZE
 from .reduce import REDUCE
 from .requantize import REQUANTIZE
 from .reshape import RESHAPE
+from .resize import RESIZE
 from .slice import SLICE
 from .softmax import SOFTMAX
 from .sub import SUB
@@ -51,7 +50,7 @@ from .unary import UNARY
 OPS: dict[OpCode, OpDef] = {d.opcode: d for d in (
     CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, SUB, MUL, CONCAT, MAX_POOL_2D, AVERAGE_POOL_2D,
     MEAN, PAD, RESHAPE, TRANSPOSE, LEAKY_RELU, PRELU, LUT, SOFTMAX, QUANTIZE, DEQUANTIZE, REQUANTIZE,
-    MAXIMUM, MINIMUM, UNARY, BATCH_MATMUL, LAYER_NORM, SLICE, GATHER, REDUCE, LSTM, GRU,
+    MAXIMUM, MINIMUM, UNARY, BATCH_MATMUL, LAYER_NORM, SLICE, GATHER, REDUCE, LSTM, GRU, RESIZE,
 )}
 
 # Releases of the format's features that are not ops (each op's form has its own `since`).
@@ -60,6 +59,7 @@ INT4_SINCE = "0.3.0"  # operators reading int4 weights (the weight-only form is 
 INT4_WEIGHTS = (OpCode.CONV_2D, OpCode.FULLY_CONNECTED)
 MASKED_SOFTMAX_SINCE = "0.3.0"  # SOFTMAX's optional mask input
 SYMBOLS_SINCE = "0.3.0"  # Model.symbols, Tensor.symbolic_dims (format revision 4)
+PAD_MODES_SINCE = "0.3.0"  # PadOptions.mode, revision 5 (older readers ignore it)
 
 
 def check_op_version(model: ModelDefinition, index: int):
@@ -86,7 +86,7 @@ def op_form(model: ModelDefinition, index: int) -> Form:
 
 def min_runtime_version(model: ModelDefinition) -> str:
     """The lowest qrt release that can run `model`: every op and form it uses, per-group
-    quantization, int4 weights, masked softmax and symbols (files that use none of the newer features keep the older
+    quantization, int4 weights, masked softmax, symbols and PAD's modes (files that use none of the newer features keep the older
     number)."""
     needs = [BASE_SINCE] + [OPS[op.opcode].since for op in model.operators]
     for i in range(len(model.operators)):
@@ -104,6 +104,8 @@ def min_runtime_version(model: ModelDefinition) -> str:
         needs.append(MASKED_SOFTMAX_SINCE)
     if model.symbols or any(t.symbolic_dims for t in model.tensors):
         needs.append(SYMBOLS_SINCE)
+    if any(op.opcode == OpCode.PAD and getattr(op.options, "mode", 0) for op in model.operators):
+        needs.append(PAD_MODES_SINCE)
     return max(needs, key=parse_version)
 
 

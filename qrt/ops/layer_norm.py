@@ -1,22 +1,8 @@
-"""LAYER_NORM (SPEC.md section 2.13.22): x [..., C] normalised over its last dimension, then
-y = gamma * n + beta per channel (gamma, beta float32 constants [C]). int8 form, integers only:
-
-    d = x - zp_x;  S = sum d;  Q = sum d^2;  D = (C Q - S^2) 2^14 + E      (int64; E from epsilon)
-    r = isqrt(D);  t = (C d - S) 2^22;  n = round(t / r), ties away from 0   (n ~ (x - mean) / std * 2^15)
-    y = clamp(zp_y + B[c] + ((n m[c] + 2^(s[c]-1)) >> s[c]), lo, hi)
-
-(r carries 7 fraction bits, so that its floor costs n no accuracy) where E = round(epsilon
-C^2 2^14 / s_x^2) (at least 1, at most 2^61), m[c], s[c] the signed multiplier of
-gamma[c] / (s_y 2^15) and B[c] = round(beta[c] / s_y): the input's scale cancels out of n.
-int16 form: the same with int16 x and y, 20 fraction bits in n (t = (C d - S) 2^(20 + R), m[c] of
-gamma[c] / (s_y 2^20): int16's output steps are finer than 2^-15) and R fraction bits in r per row,
-R = min(15, max(0, (61 - bitlength(A + E_0)) // 2)) for A = C Q - S^2, so that D = A 2^(2R) + E_R
-<= 2^62 + 2^61 (E_R = rint(min(u 2^(2R), 2^61)), at least 1, in float64, u = epsilon C^2 / s_x^2): a row of
-large values needs none, a row of small ones all 15. |C d - S| <= sqrt(C A) keeps t < 2^59.
-int16 activations are symmetric, so |d| <= 2^15 and C <= 2^16 as well.
-With `rms` (RMSNorm) S is taken as 0: no mean is subtracted, d itself is normalised by its root
-mean square. Compiled kernel: qrt/kernels/softmax.pyx layer_norm. Its float32 form computes in float64, rounded
-once to float32."""
+"""LAYER_NORM (SPEC.md section 2.13.22, which gives the integer algorithm of both forms): x [..., C]
+normalised over its last dimension, then y = gamma * n + beta per channel; the input's scale
+cancels out of n, estimated with an exact integer square root (int8: 15 fraction bits; int16: 20,
+and R per row in the root). `rms` (RMSNorm) subtracts no mean. Compiled kernel:
+qrt/kernels/softmax.pyx layer_norm. Its float32 form computes in float64, rounded once."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,13 +1,13 @@
 """PAD (SPEC.md section 2.13.9): pads begins then ends per dimension, filled with the zero point
-(real 0); the output keeps the input's quantization. Compiled kernel: qrt/kernels/movement.pyx pad.
-Its float32 form (float32 x and y) pads with 0.0 in NumPy."""
+(real 0) or, by mode, numpy.pad's reflect, edge, wrap; the output keeps the input's quantization.
+Kernel: qrt/kernels/movement.pyx pad (modes: numpy_steps.py). Its float32 form fills with 0.0."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..format.model import OpCode, PadOptions
+from ..format.model import OpCode, PadMode, PadOptions
 from .base import FLOAT32, INT16, Check, Form, OpDef, zero_point
 
 
@@ -15,11 +15,12 @@ from .base import FLOAT32, INT16, Check, Form, OpDef, zero_point
 class PadParams:
     pads: tuple  # begins then ends, per dimension
     zero_point: int  # the fill: real 0
+    mode: int = PadMode.CONSTANT
 
 
 def prepare(model, op) -> PadParams:
     x = model.tensors[op.inputs[0]]
-    return PadParams(tuple(op.options.pads), zero_point(x) if x.quant is not None else 0)
+    return PadParams(tuple(op.options.pads), zero_point(x) if x.quant is not None else 0, PadMode(op.options.mode))
 
 
 def verify(c: Check):
@@ -28,6 +29,14 @@ def verify(c: Check):
     rank = len(x.shape)
     if len(o.pads) != 2 * rank or min(o.pads, default=0) < 0:
         c.fail(f"pads {o.pads} must be {2 * rank} values >= 0 (begins, then ends)")
+    if o.mode not in PadMode._value2member_map_:
+        c.fail(f"mode {o.mode} is not a PadMode (0-{max(PadMode)})")
+    # longer pads than reflect, wrap copy from mean different things in NumPy and ONNX Runtime
+    most = {PadMode.REFLECT: -1, PadMode.WRAP: 0}.get(o.mode)
+    for i, d in enumerate(x.shape if most is not None else ()):
+        if max(o.pads[i], o.pads[rank + i]) > d + most:
+            c.fail(f"{PadMode(o.mode).name.lower()} pads {o.pads[i]}, {o.pads[rank + i]} of dimension {i} exceed "
+                   f"its size {d}{' - 1' if most else ''}")
     c.activation(x)
     expect = tuple(d + o.pads[i] + o.pads[rank + i] for i, d in enumerate(x.shape))
     if y.shape != expect:
@@ -41,15 +50,13 @@ def reference(ins, p: PadParams) -> np.ndarray:
     rank = x.ndim
     if rank == 0:
         return x.copy()
-    return np.pad(x, [(p.pads[i], p.pads[rank + i]) for i in range(rank)], constant_values=p.zero_point)
+    widths = [(p.pads[i], p.pads[rank + i]) for i in range(rank)]
+    if p.mode != PadMode.CONSTANT:
+        return np.pad(x, widths, mode=PadMode(p.mode).name.lower())
+    return np.pad(x, widths, constant_values=p.zero_point)
 
 
-def reference_float(ins, p: PadParams) -> np.ndarray:
-    """p from prepare: its fill is 0 for a tensor without quantization."""
-    x = ins[0]
-    if x.ndim == 0:
-        return x.copy()
-    return np.pad(x, [(p.pads[i], p.pads[x.ndim + i]) for i in range(x.ndim)])
+reference_float = reference  # (prepare's fill is 0 without quantization)
 
 
 PAD = OpDef(OpCode.PAD, (1, 1), 1, False, PadOptions, verify, prepare, reference, "pad",

@@ -1,10 +1,7 @@
-"""SOFTMAX (SPEC.md section 2.13.15; 2.14): integers only, e = exp_table[max - x] (2**23 fixed
-point), y = clamp(((e << 8) + sum/2) // sum - 128); the output's (scale, zero point) is fixed
-to SOFTMAX_OUTPUT. Compiled kernel: qrt/kernels/softmax.pyx softmax. Its int16 form (SPEC.md
-4.6; int16 symmetric x, y fixed to SOFTMAX_OUTPUT_16 = (1/32768, 0)) interpolates a 4097-entry
-table (2**30 fixed point) 16 differences apart, y = clamp(((e << 15) + sum/2) // sum); compiled
-kernel softmax_int16. Its float32 form (float32 x and y, y's quantization not fixed: there is
-none) computes in float64, rounded once to float32."""
+"""SOFTMAX (SPEC.md sections 2.13.15, 2.14: the integer algorithms): int8, an exp table read at
+max - x, one division per element, output fixed to SOFTMAX_OUTPUT; int16, a 4097-entry table
+interpolated, output SOFTMAX_OUTPUT_16. Compiled kernels: qrt/kernels/softmax.pyx softmax,
+softmax_int16. Its float32 form computes in float64, rounded once to float32."""
 from __future__ import annotations
 
 import math

@@ -445,7 +445,10 @@ class Model:
             t = m.tensors[g.tensor]
             dtype = t.dtype if raw or t.quant is None else DType.FLOAT32
             shape = info.shape if sizes == self._sizes else _user_shape(t.shape_at(sizes), g.layout)
-            results.append(np.empty((shape[0] * chunks,) + shape[1:], NUMPY_DTYPE[dtype]))
+            if not shape and chunks > 1:  # a scalar has no batch dimension to stack runs along
+                raise InputError(f"output '{info.name}' is a scalar: feed one batch of the file's size "
+                                 f"per run, not {chunks}")
+            results.append(np.empty((shape[0] * chunks,) + shape[1:] if shape else (), NUMPY_DTYPE[dtype]))
         group = self._group(chunks)  # file batches per run of the plan
         c = 0
         while c < chunks:
@@ -460,8 +463,8 @@ class Model:
                     raise _non_finite(info.name, x)
             bound.plan.run()
             for out, g in zip(results, m.outputs):
-                b = out.shape[0] // chunks
-                self._store_output(g, bound, out[c * b:(c + k) * b])
+                b = out.shape[0] // chunks if out.ndim else 0
+                self._store_output(g, bound, out[c * b:(c + k) * b] if out.ndim else out)
             c += k
         self._local.last = bound
         if len(results) == 1:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import Kernel, depthwise, dynamic, elementwise, gemm, movement, pool, recurrent, softmax, weight_only
+from ..kernels import (Kernel, depthwise, dynamic, elementwise, gemm, movement, numpy_steps, pool, recurrent, softmax,
+                       weight_only)
 from ..kernels.plan import PyStep
 from ..ops import Form
 from ..ops.dequantize import DEQUANTIZE
@@ -19,7 +20,7 @@ from ..ops.quantize import QUANTIZE
 
 COMPILED: dict[str, Kernel] = {
     **gemm.KERNELS, **depthwise.KERNELS, **pool.KERNELS, **elementwise.KERNELS, **movement.KERNELS,
-    **softmax.KERNELS, **weight_only.KERNELS, **dynamic.KERNELS, **recurrent.KERNELS,
+    **softmax.KERNELS, **weight_only.KERNELS, **dynamic.KERNELS, **recurrent.KERNELS, **numpy_steps.KERNELS,
 }
 
 

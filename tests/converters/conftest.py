@@ -14,6 +14,17 @@ from bench.fixtures import real_models as R
 CALIB = 100  # calibration samples (the converter's default limit)
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """torch on one thread for a module's tests (real models: two shared cores, no
+    oversubscription); use with pytestmark = pytest.mark.usefixtures("torch_one_thread")."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class Trained:
     def __init__(self, name, model, x_train, y_train, x_test, y_test):
         self.name = name

@@ -119,6 +119,40 @@ def test_strided_signal_runs_every_length(tmp_path):
         assert _cos(got, want) > 0.99, (length, _cos(got, want))
 
 
+class PoolNet(nn.Module):
+    """MTCNN P-Net's front: conv, a ceil-mode 2x2 max pool (its windows at odd sizes overhang),
+    four 2x poolings in a row on the width (a dimension of floor(W / 16))."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3)
+        self.pool = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.squeeze = nn.Sequential(*[nn.MaxPool2d((1, 2)) for _ in range(4)])
+
+    def forward(self, x):
+        y = self.c2(self.pool(torch.relu(self.c1(x))))
+        return y, self.squeeze(y)
+
+
+def test_ceil_mode_pools_and_deep_poolings_run_every_height_and_width(tmp_path):
+    torch.manual_seed(0)
+    model = PoolNet().eval()
+    path = _export(model, (torch.randn(1, 3, 40, 128),), ["x"], {"x": {2: "height", 3: "width"}},
+                   str(tmp_path / "pool.onnx"))
+    rng = np.random.default_rng(2)
+    out = tmp_path / "pool.qmodel"
+    qrt.convert(path, rng.normal(size=(20, 1, 3, 40, 128)).astype(np.float32), out, show_progress=False,
+                max_shape={"x": (1, 3, 40, 128)})
+    m = qrt.load(out)
+    for h, w in ((40, 128), (39, 127), (25, 97), (20, 64)):  # the smallest ones the file takes
+        x = rng.normal(size=(1, 3, h, w)).astype(np.float32)
+        with torch.no_grad():
+            want = model(torch.from_numpy(x))
+        for got, want in zip(m.run(x).values(), want):
+            assert got.shape == want.shape, (h, w, got.shape, want.shape)
+            assert _cos(got, want.numpy()) > 0.99, (h, w, _cos(got, want.numpy()))
+
+
 def test_what_cannot_follow_a_length_is_refused(tmp_path):
     """A constant computed from the length (a ramp 0 .. 1 over the tokens: at every length
     other values, not a corner of the longest) cannot run at other lengths from one file: the

@@ -342,6 +342,98 @@ def test_zero_pads_fold_into_convs():
         _close(got[k], ref[k])
 
 
+class _Normalized:
+    """Three ways exporters meet an L2 normalisation of the last axis."""
+
+    @staticmethod
+    def make(kind):
+        t = _torch()
+
+        class M(t.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = t.nn.Linear(8, 6)
+
+            def forward(self, x):
+                e = self.fc(x)
+                if kind == "div":
+                    return e / t.norm(e, dim=1, keepdim=True)
+                if kind == "normalize":
+                    return t.nn.functional.normalize(e, dim=-1)
+                return e / e.norm(p=2, dim=-1, keepdim=True).clamp(min=1e-6)
+        return M().eval()
+
+
+@pytest.mark.parametrize("dynamo", [True, False])
+@pytest.mark.parametrize("kind", ["div", "normalize", "clamp"])
+def test_l2_normalisation_becomes_one_rms_norm(kind, dynamo, tmp_path):
+    import qrt
+    t = _torch()
+    t.manual_seed(0)
+    model = _Normalized.make(kind)
+    x = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    proto = _export(model, t.from_numpy(x[:1]), dynamo)
+    g = simplify(read_onnx(proto))
+    assert g.op_counts() == {"Gemm": 1, "RMSNormalization": 1} or g.op_counts() == {"MatMul": 1, "Add": 1,
+                                                                                    "RMSNormalization": 1}
+    with t.no_grad():
+        want = model(t.from_numpy(x)).numpy()
+    _close(np.concatenate([run_graph(g, {g.inputs[0]: x[i:i + 1]})[g.outputs[0]] for i in range(4)]), want[:4])
+    out = tmp_path / "l2.qmodel"
+    qrt.convert(proto, x[:48], out, show_progress=False)
+    got = qrt.load(out).run(x[48:])
+    assert np.abs(np.linalg.norm(got, axis=1) - 1).max() < 0.03
+    cos = np.sum(got * want[48:], 1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want[48:], axis=1)
+    assert cos.min() > 0.999, cos.min()
+
+
+def test_squares_and_roots_of_a_power_spectrum_are_rewritten():
+    """|X|^2 written as Pow(Sqrt(re^2 + im^2), 2): the Sqrt and Pow go; a lone Pow 2 is a Mul."""
+    vi = helper.make_tensor_value_info
+    two = onnx.numpy_helper.from_array(np.float32(2.0), "two")
+    half = onnx.numpy_helper.from_array(np.float32(0.5), "half")
+    nodes = [helper.make_node("Pow", ["re", "two"], ["re2"]), helper.make_node("Mul", ["im", "im"], ["im2"]),
+             helper.make_node("Add", ["re2", "im2"], ["p"]), helper.make_node("Sqrt", ["p"], ["mag"]),
+             helper.make_node("Pow", ["mag", "two"], ["pw"]), helper.make_node("Log", ["pw"], ["y"]),
+             helper.make_node("Pow", ["p", "half"], ["z"])]
+    graph = helper.make_graph(nodes, "spec", [vi("re", TensorProto.FLOAT, [1, 5]), vi("im", TensorProto.FLOAT, [1, 5])],
+                              [vi("y", TensorProto.FLOAT, None), vi("z", TensorProto.FLOAT, None)], [two, half])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    g = simplify(read_onnx(model))
+    assert g.op_counts() == {"Mul": 2, "Add": 1, "Log": 1, "Sqrt": 1}
+    rng = np.random.default_rng(0)
+    feeds = {"re": rng.standard_normal((1, 5)).astype(np.float32), "im": rng.standard_normal((1, 5)).astype(np.float32)}
+    got, ref = run_graph(g, feeds), _ort_run(model, feeds)
+    for k in "yz":
+        _close(got[k], ref[k])
+
+
+def test_empty_concat_inputs_are_dropped_and_scalar_outputs_run(tmp_path):
+    """A Concat with an input of no elements (an exporter's zero-width padding) is what its other
+    inputs are; an output of rank 0 converts and runs one batch per call."""
+    import qrt
+    from qrt.errors import InputError
+    vi = helper.make_tensor_value_info
+    inits = [onnx.numpy_helper.from_array(np.zeros((1, 0), np.float32), "nothing"),
+             onnx.numpy_helper.from_array(np.ones((4, 1), np.float32), "w"),
+             onnx.numpy_helper.from_array(np.zeros((0,), np.int64), "scalar")]
+    nodes = [helper.make_node("Concat", ["nothing", "x"], ["c"], axis=1), helper.make_node("MatMul", ["c", "w"], ["m"]),
+             helper.make_node("Reshape", ["m", "scalar"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [vi("x", TensorProto.FLOAT, [1, 4])], [vi("y", TensorProto.FLOAT, [])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    g = simplify(read_onnx(model))
+    assert "Concat" not in g.op_counts()
+    x = np.random.default_rng(0).standard_normal((16, 1, 4)).astype(np.float32)
+    out = tmp_path / "scalar.qmodel"
+    report = qrt.convert(model, list(x), out, show_progress=False)
+    assert report.agreement[0].top1_agreement is None
+    m = qrt.load(out)
+    y = m.run(x[0])
+    assert y.shape == () and abs(float(y) - float(x[0].sum())) < 0.05
+    with pytest.raises(InputError, match="scalar"):
+        m.run(x[:2].reshape(2, 4))
+
+
 # --------------------------------------------------------------------------- single ops vs ONNX Runtime
 
 def _op_case(op, inputs, attrs=None, consts=None, opset=17, n_out=1):

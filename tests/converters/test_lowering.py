@@ -278,3 +278,55 @@ def test_signal_schemes(kw, tmp_path):
     got = qrt.load(path).run(x[30:])
     cos = float(np.sum(want * got) / (np.linalg.norm(want) * np.linalg.norm(got)))
     assert cos > (0.97 if kw.get("weights") == "int4" else 0.99), (kw, cos, report.notes)
+
+
+class TwoHeads(nn.Module):
+    """A detector's output: boxes in pixels (0..300) next to class scores (0..1), one Concat."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.box, self.cls = nn.Conv2d(8, 4, 1), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        f = torch.relu(self.conv(x))
+        return torch.cat([150 + 150 * torch.tanh(self.box(f)), torch.sigmoid(self.cls(f))], 1).flatten(2)
+
+
+def test_an_output_concat_keeps_each_inputs_precision(tmp_path):
+    """Joined in float32 after each input's own DEQUANTIZE: the scores keep their int8 steps of
+    about 1/255, not the boxes' 300/255 (and integer_only still holds: it is the output's step)."""
+    torch.manual_seed(0)
+    model = TwoHeads().eval()
+    x = np.random.default_rng(0).standard_normal((40, 3, 8, 8)).astype(np.float32)
+    out = tmp_path / "heads.qmodel"
+    report = qrt.convert(model, x[:32], out, example_inputs=(torch.from_numpy(x[:1]),), show_progress=False,
+                         integer_only=True)
+    assert [f.split(" ")[1] for f in report.float_ops] == ["(CONCAT,", "(RESHAPE,"]
+    got = qrt.load(out).run(x[32:])
+    with torch.no_grad():
+        want = model(torch.from_numpy(x[32:])).numpy()
+    assert np.abs(got[:, 4:] - want[:, 4:]).max() < 0.02
+    assert np.abs(got[:, :4] - want[:, :4]).max() < 15.0  # 5 % of the boxes' range: int8 tanh and scaling
+
+
+def test_data_movement_after_an_embedding_keeps_the_tables_parameters(tmp_path):
+    """Gather from a table (an embedding) takes the table's parameters, and a Transpose after it
+    (torch's batch-first GRU export) keeps them, though calibration saw only some of the rows."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    table = rng.normal(0, 1, (10, 4)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"]),
+             helper.make_node("Transpose", ["e"], ["y"], perm=[1, 0, 2])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 1, 4])],
+                          [numpy_helper.from_array(table, "table")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    calib = [rng.integers(0, 5, (1, 3)).astype(np.int64) for _ in range(8)]  # rows 0-4 only
+    out = tmp_path / "emb.qmodel"
+    qrt.convert(model, calib, out, show_progress=False, holdout=0.0)
+    ids = np.array([[9, 7, 5]], np.int64)  # rows calibration never read
+    got = qrt.load(out).run(ids)
+    step = (table.max() - min(table.min(), 0)) / 255
+    assert np.abs(got - table[ids].transpose(1, 0, 2)).max() <= step
