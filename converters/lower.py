@@ -1296,10 +1296,25 @@ class Lowering:
             v = out
         return v
 
-    def _recurrent_weights(self, n: Node, w: np.ndarray, x_scale: float, bias: np.ndarray, label: str):
-        """int8 symmetric weights [G H, K] (per row, unless per tensor) and their int32 bias at
-        s_x s_w[j], clamped to the accumulator bound of the node's domain."""
-        ws = C.weight_qparams(w, 0, per_channel=self.opt.per_channel)
+    def _imported_scales(self, name: str, d: int, rows: int):
+        """Direction d's weight scales imported with the weights [D, rows, K] (an int8 model:
+        ONNX Runtime's DynamicQuantizeLSTM): one per tensor, per direction or per row; else None."""
+        if name not in self.g.weight_qparams:
+            return None
+        scales, axis = self.g.weight_qparams[name]
+        scales = np.asarray(scales, np.float32).reshape(-1)
+        if scales.size == 1:
+            return scales
+        if axis == 0:  # per direction
+            return scales[d:d + 1]
+        return scales if axis == 1 and scales.size == rows else None
+
+    def _recurrent_weights(self, n: Node, w: np.ndarray, x_scale: float, bias: np.ndarray, label: str,
+                           scales=None):
+        """int8 symmetric weights [G H, K] (per row, unless per tensor; `scales` when the source
+        was int8 already: its grid) and their int32 bias at s_x s_w[j], clamped to the
+        accumulator bound of the node's domain."""
+        ws = C.weight_qparams(w, 0, per_channel=self.opt.per_channel) if scales is None else scales
         wq = C.quantize_weights(w, ws, 0)
         rows = w.shape[0]
         bs = np.float32(x_scale) * np.broadcast_to(ws, (rows,)).astype(np.float32)
@@ -1354,8 +1369,9 @@ class Lowering:
             rb = np.zeros(rows)
             if lbr:  # r * (R h + Rb): the n rows' recurrent bias stays with the recurrent half
                 rb[2 * H:] = b_r[2 * H:]
-            wi, bi = self._recurrent_weights(n, W[d], sx, b_w + b_r - rb, f"W{d}")
-            ri, rbi = self._recurrent_weights(n, R[d], sh, rb, f"R{d}")
+            wi, bi = self._recurrent_weights(n, W[d], sx, b_w + b_r - rb, f"W{d}",
+                                             self._imported_scales(ins[1], d, rows))
+            ri, rbi = self._recurrent_weights(n, R[d], sh, rb, f"R{d}", self._imported_scales(ins[2], d, rows))
             h0 = self._state(ins[5], (Bn, H), dt, (sh, zh), d, dirs, layout, f"{label}.h0")
             gate, cand = (make_table(lambda v, f=f: f(v.astype(np.float32)).astype(np.float64), 2.0**-GATE_BITS)
                           for f in fns[d][:2])

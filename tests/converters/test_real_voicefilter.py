@@ -34,6 +34,7 @@ import numpy as np
 import pytest
 
 import qrt
+from qrt.format import OpCode
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -135,13 +136,21 @@ def test_dynamic_quantize_lstm_reads_as_float_lstm(tiny):
 
 
 def test_dynamic_quantize_lstm_converts_and_runs_like_onnxruntime(tiny, tmp_path):
-    path, bidirectional, _ = tiny
+    path, bidirectional, per_channel = tiny
     rng = np.random.default_rng(2)
     name = _session(path).get_inputs()[0].name
     calib = [rng.standard_normal((5, 1, 6)).astype(np.float32) for _ in range(40)]
     out = tmp_path / "tiny.qmodel"
-    report = qrt.convert(path, calib, out, holdout=0)
+    report = qrt.convert(path, calib, out, holdout=0, show_progress=False)
     assert report.qrt_ops.get("LSTM") == 2 * (2 if bidirectional else 1)  # one op per layer and direction
+    if not (per_channel and bidirectional):  # the weights stay on ONNX Runtime's int8 grid: its scales
+        inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
+        theirs = {float(v) for n in onnx.load(path).graph.node if n.op_type == "DynamicQuantizeLSTM"
+                  for k in (8, 10) for v in inits[n.input[k]].reshape(-1)}
+        m = qrt.read_model(out)
+        ours = {float(v) for op in m.operators if op.opcode == OpCode.LSTM for i in op.inputs[1:3]
+                for v in m.tensors[i].quant.scale}
+        assert ours <= theirs, (ours - theirs)
     q, sess = qrt.load(out), _session(path)
     outs = [o.name for o in sess.get_outputs()]
     got, want = {o: [] for o in outs}, {o: [] for o in outs}
