@@ -209,6 +209,8 @@ def _joined(arrays: list) -> np.ndarray:
 
 
 def _agreement(name: str, ref: np.ndarray, got: np.ndarray, joined: bool = False) -> OutputAgreement:
+    """Top-1 only for [samples, classes] outputs: of a map or a state it would mean nothing."""
+    joined = joined or ref.ndim != 2
     ref = ref.astype(np.float64).reshape(ref.shape[0], -1)
     got = got.astype(np.float64).reshape(got.shape[0], -1)
     err = np.sum((ref - got) ** 2)
