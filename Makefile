@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test check bench fuzz generate clean
 
 # torch first (the CPU build); then everything else under constraints.txt, which pins it.
-$(STAMP): pyproject.toml setup.py constraints.txt $(wildcard qrt/kernels/*.pyx qrt/kernels/*.pxd qrt/kernels/simd/*.h)
+$(STAMP): Makefile pyproject.toml setup.py constraints.txt $(wildcard qrt/kernels/*.pyx qrt/kernels/*.pxd qrt/kernels/simd/*.h)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0

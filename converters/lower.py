@@ -1683,6 +1683,11 @@ class Lowering:
         value_ok = mode != "constant" or len(n.inputs) < 3 or not n.inputs[2] or (  # the others ignore it
             n.inputs[2] in self.g.constants and float(np.asarray(self.g.constants[n.inputs[2]])) == 0.0)
         known = all(i in self.g.constants for i in n.inputs[1:2] + n.inputs[3:4] if i)
+        pads = n.attrs.get("pads") if "pads" in n.attrs else \
+            np.asarray(self.g.constants[n.inputs[1]]).reshape(-1) if known and len(n.inputs) > 1 else []
+        if min(pads, default=0) < 0:
+            raise ConversionError(f"Pad '{n.name}': negative pads {list(map(int, pads))} crop, which qrt's PAD does "
+                                  f"not do; write the crop as a Slice")
         return mode in _PAD_MODES and value_ok and known
 
     @lowers("Pad", supports=_pad_supported, keeps_input_quantization=True, int16=True)

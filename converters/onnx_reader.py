@@ -626,7 +626,9 @@ def _recurrent_weight(g, node, q_name, s_name, z_name, d, rows, where, what):
     # the scales for the lowering where one axis carries them (weight_qparams: flat scales and
     # the axis of the [D, 4H, K] constant); per-row scales of two directions have no such axis
     qp = None
-    if s.size == 1 or (s.size == d and d > 1):
+    if np.abs(q.astype(np.int64) - per(z, "zero point")).max(initial=0) > 127:
+        pass  # asymmetric weights beyond [-127, 127] around their zero point: not qrt's grid
+    elif s.size == 1 or (s.size == d and d > 1):
         qp = (s.astype(np.float32), 0)
     elif d == 1:
         qp = (s.astype(np.float32), 1)

@@ -960,7 +960,7 @@ def decompose_conv_transposes(graph: Graph) -> Graph:
         def step(op, inputs, attrs, out_shape, name=None):
             nonlocal last
             v = name or graph.fresh(base + "_" + op.lower())
-            new.append(Node(op, [last] + inputs, [v], attrs, f"{ct.name}/{op}" if ct.name else ""))
+            new.append(Node(op, [last] + inputs, [v], attrs, f"{ct.name}/{op}_{len(new)}" if ct.name else ""))
             graph.shapes[v] = tuple(out_shape)
             last = v
 
@@ -1010,9 +1010,10 @@ def remove_unused(graph: Graph) -> Graph:
 
 
 def simplify(graph: Graph) -> Graph:
-    """Run the passes in order: identities, shapes, constant folding (to a fixed point),
-    BatchNormalization folding, Pad folding, cleanup, and shapes again (graph.shapes of every
-    value)."""
+    """Run the passes in order: control flow, identities, shapes, constant folding (to a fixed
+    point), BatchNormalization folding, ConvTranspose decomposition, Pad folding, the norm /
+    softmax / GELU / L2 fusions, the Pow rewrites, cleanup, and shapes again (graph.shapes of
+    every value): the list at the top of this module."""
     remove_unused(graph)
     while any(n.op == "If" for n in graph.nodes):  # control flow first: the rest runs the graph
         fold_constants(graph)

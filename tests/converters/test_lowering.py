@@ -330,3 +330,19 @@ def test_data_movement_after_an_embedding_keeps_the_tables_parameters(tmp_path):
     got = qrt.load(out).run(ids)
     step = (table.max() - min(table.min(), 0)) / 255
     assert np.abs(got - table[ids].transpose(1, 0, 2)).max() <= step
+
+
+def test_negative_pads_are_refused_by_name(tmp_path):
+    """ONNX Pad may crop (negative pads); qrt's PAD does not: a ConversionError naming the node,
+    before calibration, rather than a file that fails verification."""
+    from onnx import TensorProto, helper, numpy_helper
+    from qrt.converters import ConversionError
+    pads = numpy_helper.from_array(np.array([0, 0, -1, 0, 0, 0, 2, 0], np.int64), "pads")
+    g = helper.make_graph([helper.make_node("Pad", ["x", "pads"], ["y"], name="crop", mode="reflect")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [pads])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(0).standard_normal((4, 1, 2, 5, 5)).astype(np.float32)
+    with pytest.raises(ConversionError, match="Pad 'crop': negative pads"):
+        qrt.convert(model, list(x), tmp_path / "crop.qmodel", show_progress=False)
+    assert not (tmp_path / "crop.qmodel").exists()

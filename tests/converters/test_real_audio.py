@@ -19,7 +19,7 @@ import pytest
 
 import qrt
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_one_thread")]
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -72,7 +72,6 @@ def partials(speech):
 def test_resemblyzer_as_shipped_converts(partials, tmp_path):
     """Its last step, e / torch.norm(e, dim=1, keepdim=True), becomes one RMSNormalization
     (converters/passes.py fuse_l2_norms)."""
-    torch.set_num_threads(1)
     onnx_path = A.resemblyzer_onnx(tmp_path / "resemblyzer.onnx")
     calib = [p[i:i + 1] for _, p, _ in partials["calib"] for i in range(len(p))]
     out = tmp_path / "resemblyzer.qmodel"
@@ -93,7 +92,6 @@ def test_resemblyzer_as_shipped_converts(partials, tmp_path):
         "the median mel power; quantizing the input alone: embedding cosine 0.988"))),
 ])
 def test_resemblyzer_speaker_cosines(partials, tmp_path, activations):
-    torch.set_num_threads(1)
     model = A.resemblyzer_encoder()
     onnx_path = A.resemblyzer_onnx(tmp_path / "resemblyzer.onnx")
     calib = [p[i:i + 1] for _, p, _ in partials["calib"] for i in range(len(p))]

@@ -36,6 +36,11 @@ pytest.importorskip("skimage")
 
 from bench.fixtures import detection as D  # noqa: E402
 
+try:  # the weight wheels (make test installs them; their own imports need cv2 / torchvision)
+    D.nudenet_onnx(), D._package_dir("facenet_pytorch")
+except ModuleNotFoundError as e:
+    pytest.skip(str(e), allow_module_level=True)
+
 SCORE_THR = 0.3  # the recipe's and a common YOLO confidence threshold
 BAND = 0.05  # detections scoring within this of the threshold may be missing on either side
 MIN_IOU = 0.9
@@ -152,19 +157,19 @@ def test_yolov8n_conversion(yolo_int8):
     assert yolo_int8.model.outputs[0].name == "output0"
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "measured: 7 of the 13 float detections scoring >= 0.35 have an int8 match at IoU >= 0.9 (output0's "
     "Concat of boxes and scores joins in float: lower.output_joins). Of the rest, 4 are the same faces at IoU "
     "0.80-0.89 (box edges a few px off: the DFL head's softmax over 16 bins in int8) and 2 lfw faces merge "
     "with a neighbour under NMS; scores within 0.07 but camera's face (0.53 -> 0.26) and one lfw face (0.59 "
-    "-> 0.26). activations='int16': all 14 float detections matched, IoU >= 0.93, scores within 0.12"))
+    "-> 0.26). activations='int16': all 13 matched, IoU >= 0.94 (test_yolov8n_int16_same_boxes)"))
 def test_yolov8n_int8_same_boxes(yolo, yolo_int8):
     _same_boxes_everywhere(yolo, yolo_int8, "int8")
 
 
 def test_yolov8n_int16_same_boxes(yolo):
-    """int16 activations (int8 weights, integer-only): the same boxes. Measured: all 14 float
-    detections, IoU >= 0.94, scores within 0.02-0.12; convert about 20 s."""
+    """int16 activations (int8 weights, integer-only): the same boxes. Measured: all 13 float
+    detections scoring >= 0.35 matched, IoU >= 0.94; convert about 20 s."""
     _same_boxes_everywhere(yolo, _yolo_converted(yolo, "int16"), "int16")
 
 
@@ -277,7 +282,7 @@ def test_pnet_int8_same_decisions_12x12(pnet, pnet_int8):
     assert np.abs(f - q).max() < 0.1
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "measured: cells flipped at 0.6: 54 of 12800 at lfw 25x25 (6 of 200 images change whether any cell passes), "
     "5 of 4125 at 120x160, 3 of 1976 at 85x113, 1 of 875 at 60x80, 1 of 15 at 15x20 (its only face cell); every "
     "flipped cell's float probability lies within 0.115 of 0.6; max |dp| 0.215 (lfw 25x25), 0.14 (120x160, 85x113)"))

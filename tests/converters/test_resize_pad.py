@@ -5,7 +5,8 @@ Against ONNX Runtime's float Resize run on the dequantized int8 input (so the in
 rounding is not counted): nearest is exactly equal (RESIZE copies, and the tables pick ORT's
 pixels: converters/resampling.py follows its float32 arithmetic); linear within the bound SPEC
 2.13.27 proves, 1/2 step for the one rounding + 2 x 255 x 2^-12 for the weights (F = 11)
-< 0.63 steps; int16 (F = 15) 1/2 + 2 x 2^15 x 2^-16 = 2.5 int16 steps. Every coordinate mode,
+< 0.63 steps; int16 (F = 15) 1/2 + 2 x (2^16 - 1) x 2^-16 < 2.5 int16 steps (neighbours may be
+2^16 - 1 apart). Every coordinate mode,
 every nearest mode, scales up and down (2, 0.5, 1.7) and sizes (7 -> 13), batch 2, C = 3 and
 17, both kernel sets bit for bit. PyTorch models (nn.Upsample, F.interpolate bilinear with and
 without align_corners, ReflectionPad2d, Conv2d with padding_mode reflect, ReplicationPad2d)
@@ -119,7 +120,8 @@ def test_linear_within_the_proven_bound(size, ctm, tmp_path):
 def test_int16_resize(mode, tmp_path):
     shape, scales, _ = SIZES["up1.7_down0.6"]
     model = resize_model(shape, dict(mode=mode, coordinate_transformation_mode="half_pixel"), scales)
-    m = _check_against_ort(model, _x(shape, seed=2), tmp_path, None if mode == "nearest" else 0.5 + 2 * 2**15 * 2**-16,
+    bound = 0.5 + 2 * (2**16 - 1) * 2**-16
+    m = _check_against_ort(model, _x(shape, seed=2), tmp_path, None if mode == "nearest" else bound,
                            activations="int16")
     assert {t.dtype.name for t in m.definition.tensors if t.name == "y"} == {"INT16"}
 
