@@ -303,12 +303,11 @@ def _mtcnn_modules():
 
 
 def _facenet_data_dir() -> str:
-    import importlib.util
-
-    spec = importlib.util.find_spec("facenet_pytorch")  # finds it without importing it
-    if spec is None or spec.origin is None:
-        pytest.skip("facenet-pytorch is not installed")
-    return os.path.join(os.path.dirname(spec.origin), "data")
+    from bench.fixtures.real_models import package_dir
+    try:  # found without importing it (its __init__ needs torchvision)
+        return str(package_dir("facenet_pytorch", "facenet-pytorch==2.6.0") / "data")
+    except ModuleNotFoundError as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")
